@@ -1,0 +1,13 @@
+// Package snapshot owns the immutable, versioned per-tenant snapshot that
+// crosses from translation to serving, and the Store that keeps each
+// tenant's current snapshot and its recent history.
+//
+// A Snapshot holds resources already encoded (an Any with deterministic
+// bytes and a content hash), so it can be built here, or arrive encoded from
+// another replica, and be written to any number of streams without being
+// marshaled again.
+//
+// This package must never import Istio or Kubernetes config types, nor the
+// server: the subpackages (model, manifest, translate, ...) turn mesh config
+// into Snapshots; server/ only serves them.
+package snapshot

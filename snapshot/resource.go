@@ -1,0 +1,118 @@
+package snapshot
+
+import (
+	"encoding/hex"
+	"fmt"
+	"slices"
+	"strings"
+
+	"github.com/cespare/xxhash/v2"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
+)
+
+// Resource is one encoded xDS (or MCP, or NDS) resource. It is immutable once
+// built: Body's bytes are shared by every response that carries it.
+type Resource struct {
+	Name    string
+	Version string     // content hash of Body
+	Body    *anypb.Any // type URL and deterministic encoding
+}
+
+// Encode marshals m deterministically into a Resource named name. The
+// version is a hash of the bytes, so identical content yields an identical
+// version on every replica and every rebuild.
+func Encode(name string, m proto.Message) (*Resource, error) {
+	b, err := proto.MarshalOptions{Deterministic: true}.Marshal(m)
+	if err != nil {
+		return nil, fmt.Errorf("encode %s: %w", name, err)
+	}
+	typeURL := "type.googleapis.com/" + string(m.ProtoReflect().Descriptor().FullName())
+	return FromBytes(name, typeURL, b), nil
+}
+
+// FromBytes wraps already-encoded bytes (from another replica, say) as a
+// Resource. b must not be modified afterwards.
+func FromBytes(name, typeURL string, b []byte) *Resource {
+	return &Resource{Name: name, Version: hashBytes(b), Body: &anypb.Any{TypeUrl: typeURL, Value: b}}
+}
+
+func hashBytes(b []byte) string {
+	var sum [8]byte
+	h := xxhash.Sum64(b)
+	for i := range sum {
+		sum[i] = byte(h >> (56 - 8*i))
+	}
+	return hex.EncodeToString(sum[:])
+}
+
+// Set is every resource of one type in one view of a snapshot, sorted by
+// name. It is immutable once built.
+type Set struct {
+	TypeURL string
+	Version string // hash over the names and versions of Items; "" for no items
+	Items   []*Resource
+	byName  map[string]*Resource
+}
+
+// NewSet builds a Set of typeURL from items. Items are sorted by name; a
+// duplicate name is an error, since a client could not tell them apart.
+func NewSet(typeURL string, items []*Resource) (*Set, error) {
+	sorted := slices.Clone(items)
+	slices.SortFunc(sorted, func(a, b *Resource) int { return strings.Compare(a.Name, b.Name) })
+	byName := make(map[string]*Resource, len(sorted))
+	h := xxhash.New()
+	for _, r := range sorted {
+		if _, dup := byName[r.Name]; dup {
+			return nil, fmt.Errorf("%s: two resources named %q", typeURL, r.Name)
+		}
+		byName[r.Name] = r
+		_, _ = h.WriteString(r.Name)
+		_, _ = h.Write([]byte{0})
+		_, _ = h.WriteString(r.Version)
+		_, _ = h.Write([]byte{0})
+	}
+	s := &Set{TypeURL: typeURL, Items: sorted, byName: byName}
+	if len(sorted) > 0 {
+		s.Version = fmt.Sprintf("%016x", h.Sum64())
+	}
+	return s, nil
+}
+
+// MustSet is NewSet for callers that built items with unique names by
+// construction; it panics on a duplicate, which is a programming error.
+func MustSet(typeURL string, items []*Resource) *Set {
+	s, err := NewSet(typeURL, items)
+	if err != nil {
+		panic(err)
+	}
+	return s
+}
+
+// Get returns the resource named name, or nil. Safe on a nil Set.
+func (s *Set) Get(name string) *Resource {
+	if s == nil {
+		return nil
+	}
+	return s.byName[name]
+}
+
+// Len is the number of resources. Safe on a nil Set.
+func (s *Set) Len() int {
+	if s == nil {
+		return 0
+	}
+	return len(s.Items)
+}
+
+// Names lists the resource names in order. Safe on a nil Set.
+func (s *Set) Names() []string {
+	if s == nil {
+		return nil
+	}
+	out := make([]string, len(s.Items))
+	for i, r := range s.Items {
+		out[i] = r.Name
+	}
+	return out
+}

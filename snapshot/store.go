@@ -1,0 +1,182 @@
+package snapshot
+
+import (
+	"slices"
+	"sync"
+)
+
+// DefaultHistory is how many versions of each tenant a Store keeps for
+// rollback when NewStore is given zero.
+const DefaultHistory = 10
+
+// Store keeps, for every tenant, the current snapshot and the last K
+// distinct versions, and tells watchers when a tenant's snapshot changes.
+//
+// All fields are guarded by mu. Watchers are signalled after mu is released,
+// through a channel of capacity one, so a slow watcher never blocks a
+// publisher and repeated changes coalesce into one wake-up: the watcher then
+// reads the latest snapshot with Current.
+type Store struct {
+	historyLen int
+
+	mu      sync.Mutex
+	tenants map[string]*entry
+	watches map[string]map[*Watch]struct{} // tenant -> watches; "" watches every tenant
+}
+
+type entry struct {
+	current *Snapshot
+	history []*Snapshot // oldest first, at most historyLen, current last
+}
+
+// NewStore returns an empty Store keeping history versions per tenant
+// (DefaultHistory if history <= 0).
+func NewStore(history int) *Store {
+	if history <= 0 {
+		history = DefaultHistory
+	}
+	return &Store{
+		historyLen: history,
+		tenants:    map[string]*entry{},
+		watches:    map[string]map[*Watch]struct{}{},
+	}
+}
+
+// Publish makes snap its tenant's current snapshot. It returns false, and
+// changes nothing, when the tenant already serves that version: rebuilding
+// identical config causes no push.
+func (s *Store) Publish(snap *Snapshot) bool {
+	s.mu.Lock()
+	e := s.tenants[snap.Tenant]
+	if e == nil {
+		e = &entry{}
+		s.tenants[snap.Tenant] = e
+	}
+	if e.current != nil && e.current.Version == snap.Version {
+		// Same config; keep the newer diagnostics without waking anyone.
+		if !slices.Equal(e.current.Diagnostics, snap.Diagnostics) {
+			cp := *e.current
+			cp.Diagnostics = snap.Diagnostics
+			e.current = &cp
+			e.history[len(e.history)-1] = &cp
+		}
+		s.mu.Unlock()
+		return false
+	}
+	e.current = snap
+	e.history = slices.DeleteFunc(e.history, func(h *Snapshot) bool { return h.Version == snap.Version })
+	e.history = append(e.history, snap)
+	if over := len(e.history) - s.historyLen; over > 0 {
+		e.history = slices.Delete(e.history, 0, over)
+	}
+	wake := s.watchersLocked(snap.Tenant)
+	s.mu.Unlock()
+	for _, w := range wake {
+		w.signal()
+	}
+	return true
+}
+
+// Remove forgets a tenant that no longer exists. Its watchers are woken and
+// will find no snapshot.
+func (s *Store) Remove(tenant string) {
+	s.mu.Lock()
+	if _, ok := s.tenants[tenant]; !ok {
+		s.mu.Unlock()
+		return
+	}
+	delete(s.tenants, tenant)
+	wake := s.watchersLocked(tenant)
+	s.mu.Unlock()
+	for _, w := range wake {
+		w.signal()
+	}
+}
+
+func (s *Store) watchersLocked(tenant string) []*Watch {
+	out := make([]*Watch, 0, len(s.watches[tenant])+len(s.watches[""]))
+	for w := range s.watches[tenant] {
+		out = append(out, w)
+	}
+	for w := range s.watches[""] {
+		out = append(out, w)
+	}
+	return out
+}
+
+// Current returns the tenant's current snapshot, or nil if it has none.
+func (s *Store) Current(tenant string) *Snapshot {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if e := s.tenants[tenant]; e != nil {
+		return e.current
+	}
+	return nil
+}
+
+// History returns the tenant's kept versions, oldest first, current last.
+func (s *Store) History(tenant string) []*Snapshot {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if e := s.tenants[tenant]; e != nil {
+		return slices.Clone(e.history)
+	}
+	return nil
+}
+
+// Tenants lists the tenants that have a snapshot, sorted.
+func (s *Store) Tenants() []string {
+	s.mu.Lock()
+	out := make([]string, 0, len(s.tenants))
+	for t := range s.tenants {
+		out = append(out, t)
+	}
+	s.mu.Unlock()
+	slices.Sort(out)
+	return out
+}
+
+// Watch returns a Watch that is signalled whenever tenant's snapshot changes
+// or is removed; tenant "" watches every tenant. Close it when done.
+func (s *Store) Watch(tenant string) *Watch {
+	w := &Watch{store: s, tenant: tenant, c: make(chan struct{}, 1)}
+	s.mu.Lock()
+	m := s.watches[tenant]
+	if m == nil {
+		m = map[*Watch]struct{}{}
+		s.watches[tenant] = m
+	}
+	m[w] = struct{}{}
+	s.mu.Unlock()
+	return w
+}
+
+// Watch is a coalescing change signal for one tenant (or all).
+type Watch struct {
+	store  *Store
+	tenant string
+	c      chan struct{}
+}
+
+// C is signalled (capacity one, never closed) after a change.
+func (w *Watch) C() <-chan struct{} { return w.c }
+
+func (w *Watch) signal() {
+	select {
+	case w.c <- struct{}{}:
+	default: // a wake-up is already pending; it will see the latest state
+	}
+}
+
+// Close stops the signals. It is safe to call more than once.
+func (w *Watch) Close() {
+	s := w.store
+	s.mu.Lock()
+	if m := s.watches[w.tenant]; m != nil {
+		delete(m, w)
+		if len(m) == 0 {
+			delete(s.watches, w.tenant)
+		}
+	}
+	s.mu.Unlock()
+}
