@@ -1,0 +1,285 @@
+package model
+
+import (
+	"cmp"
+	"slices"
+	"sync"
+
+	networking "istio.io/api/networking/v1alpha3"
+	corev1 "k8s.io/api/core/v1"
+)
+
+// Mesh is the current set of input objects, indexed by namespace and
+// tenant. It is safe for concurrent use: mu guards every field. Objects are
+// immutable; an update replaces the pointer, so a TenantView taken earlier
+// stays consistent.
+type Mesh struct {
+	mu          sync.Mutex
+	objects     map[Key]*Object
+	byNS        map[string]map[Key]*Object
+	resolved    map[string]*resolvedNS  // namespace -> services, cleared when its inputs change
+	sourceDiags map[string][]Diagnostic // source (e.g. a file) -> its diagnostics
+}
+
+type resolvedNS struct {
+	services []*Service
+	diags    []Diagnostic
+}
+
+// NewMesh returns an empty mesh.
+func NewMesh() *Mesh {
+	return &Mesh{
+		objects:     map[Key]*Object{},
+		byNS:        map[string]map[Key]*Object{},
+		resolved:    map[string]*resolvedNS{},
+		sourceDiags: map[string][]Diagnostic{},
+	}
+}
+
+func nsOf(k Key) string {
+	if k.Kind == KindNamespace {
+		return k.Name
+	}
+	return k.Namespace
+}
+
+// Apply records changes and returns the tenants whose view they may alter:
+// the tenant of each changed namespace (before and after the change), every
+// tenant for a change in SharedNamespace, and the tenants an object is (or
+// was) exported to.
+func (m *Mesh) Apply(changes []Change) map[string]bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	affected := map[string]bool{}
+	touched := map[string]bool{}
+	for _, c := range changes {
+		ns := nsOf(c.Key)
+		if !touched[ns] {
+			touched[ns] = true
+			m.addReachLocked(ns, affected)
+		}
+		old := m.objects[c.Key]
+		if old != nil {
+			delete(m.objects, c.Key)
+			delete(m.byNS[ns], c.Key)
+			if len(m.byNS[ns]) == 0 {
+				delete(m.byNS, ns)
+			}
+		}
+		if c.Object != nil {
+			m.objects[c.Key] = c.Object
+			if m.byNS[ns] == nil {
+				m.byNS[ns] = map[Key]*Object{}
+			}
+			m.byNS[ns][c.Key] = c.Object
+		}
+		if affectsServices(c.Key.Kind) {
+			delete(m.resolved, ns)
+		}
+	}
+	for ns := range touched {
+		m.addReachLocked(ns, affected)
+	}
+	return affected
+}
+
+func affectsServices(k Kind) bool {
+	switch k {
+	case KindService, KindEndpointSlice, KindPod, KindServiceEntry, KindWorkloadEntry:
+		return true
+	}
+	return false
+}
+
+// addReachLocked adds to set every tenant that can see something of ns.
+func (m *Mesh) addReachLocked(ns string, set map[string]bool) {
+	if ns == SharedNamespace {
+		for _, t := range m.tenantsLocked() {
+			set[t] = true
+		}
+		return
+	}
+	if _, known := m.byNS[ns]; !known {
+		return
+	}
+	set[m.tenantOfLocked(ns)] = true
+	for _, o := range m.byNS[ns] {
+		for _, target := range exportToOf(o) {
+			switch target {
+			case ".", "~":
+			case "*":
+				for _, t := range m.tenantsLocked() {
+					set[t] = true
+				}
+				return
+			default:
+				set[m.tenantOfLocked(target)] = true
+			}
+		}
+	}
+}
+
+// exportToOf returns an object's raw exportTo list, for the kinds that have one.
+func exportToOf(o *Object) []string {
+	switch b := o.Body.(type) {
+	case *corev1.Service:
+		return splitList(b.Annotations[ExportToAnnotation])
+	case *networking.ServiceEntry:
+		return b.ExportTo
+	case *networking.VirtualService:
+		return b.ExportTo
+	case *networking.DestinationRule:
+		return b.ExportTo
+	}
+	return nil
+}
+
+// SetDiagnostics replaces the diagnostics reported by source (a file name,
+// say) and returns the tenants whose status changes.
+func (m *Mesh) SetDiagnostics(source string, diags []Diagnostic) map[string]bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	affected := map[string]bool{}
+	for _, d := range append(slices.Clone(m.sourceDiags[source]), diags...) {
+		if d.Namespace != "" {
+			affected[m.tenantOfLocked(d.Namespace)] = true
+		}
+	}
+	if len(diags) == 0 {
+		delete(m.sourceDiags, source)
+	} else {
+		m.sourceDiags[source] = diags
+	}
+	return affected
+}
+
+// SourceDiagnostics returns every diagnostic reported by sources, including
+// those that name no namespace.
+func (m *Mesh) SourceDiagnostics() []Diagnostic {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var out []Diagnostic
+	for _, src := range sortedKeys(m.sourceDiags) {
+		out = append(out, m.sourceDiags[src]...)
+	}
+	return out
+}
+
+// TenantOf returns the tenant of a namespace, and whether the namespace is
+// known to the mesh.
+func (m *Mesh) TenantOf(namespace string) (string, bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	_, ok := m.byNS[namespace]
+	return m.tenantOfLocked(namespace), ok
+}
+
+func (m *Mesh) tenantOfLocked(ns string) string {
+	if o := m.objects[Key{Kind: KindNamespace, Name: ns}]; o != nil {
+		if t := o.Meta.Labels[TenantLabel]; t != "" {
+			return t
+		}
+	}
+	return ns
+}
+
+// Tenants lists every tenant, sorted. SharedNamespace is a tenant of its own
+// (its gateways are served like any proxy) whose services every tenant sees.
+func (m *Mesh) Tenants() []string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.tenantsLocked()
+}
+
+func (m *Mesh) tenantsLocked() []string {
+	set := map[string]bool{}
+	for ns := range m.byNS {
+		set[m.tenantOfLocked(ns)] = true
+	}
+	return sortedKeys(set)
+}
+
+// Namespaces lists a tenant's namespaces, sorted.
+func (m *Mesh) Namespaces(tenant string) []string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.namespacesLocked(tenant)
+}
+
+func (m *Mesh) namespacesLocked(tenant string) []string {
+	var out []string
+	for ns := range m.byNS {
+		if m.tenantOfLocked(ns) == tenant {
+			out = append(out, ns)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// Object returns the object with key k, or nil.
+func (m *Mesh) Object(k Key) *Object {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.objects[k]
+}
+
+// Objects returns every object, sorted by key.
+func (m *Mesh) Objects() []*Object {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := make([]*Object, 0, len(m.objects))
+	for _, o := range m.objects {
+		out = append(out, o)
+	}
+	sortObjects(out)
+	return out
+}
+
+func (m *Mesh) servicesLocked(ns string) *resolvedNS {
+	if r := m.resolved[ns]; r != nil {
+		return r
+	}
+	in := &nsObjects{pods: map[string]*Object{}, podsByIP: map[string]*Object{}}
+	objs := make([]*Object, 0, len(m.byNS[ns]))
+	for _, o := range m.byNS[ns] {
+		objs = append(objs, o)
+	}
+	sortObjects(objs)
+	for _, o := range objs {
+		switch o.Kind {
+		case KindService:
+			in.services = append(in.services, o)
+		case KindEndpointSlice:
+			in.slices = append(in.slices, o)
+		case KindPod:
+			in.pods[o.Name] = o
+			if ip := o.Body.(*corev1.Pod).Status.PodIP; ip != "" {
+				in.podsByIP[ip] = o
+			}
+		case KindServiceEntry:
+			in.serviceEntries = append(in.serviceEntries, o)
+		case KindWorkloadEntry:
+			in.workloads = append(in.workloads, o)
+		}
+	}
+	svcs, diags := resolveNamespace(in)
+	r := &resolvedNS{services: svcs, diags: diags}
+	m.resolved[ns] = r
+	return r
+}
+
+func sortObjects(objs []*Object) {
+	slices.SortFunc(objs, func(a, b *Object) int {
+		return cmp.Or(cmp.Compare(a.Kind, b.Kind), cmp.Compare(a.Namespace, b.Namespace), cmp.Compare(a.Name, b.Name))
+	})
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	slices.Sort(out)
+	return out
+}

@@ -1,0 +1,185 @@
+package model
+
+import (
+	"fmt"
+	"slices"
+
+	networking "istio.io/api/networking/v1alpha3"
+	security "istio.io/api/security/v1beta1"
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	netv1 "k8s.io/api/networking/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// Well-known names.
+const (
+	// TenantLabel on a Namespace names the tenant it belongs to; a namespace
+	// without it is a tenant of its own name.
+	TenantLabel = "xdshard.io/tenant"
+	// SharedNamespace is mesh infrastructure: its services and config are
+	// visible to every tenant.
+	SharedNamespace = "istio-system"
+	// ExportToAnnotation on a Kubernetes Service lists where it is exported,
+	// as Istio's networking.istio.io/exportTo does.
+	ExportToAnnotation = "networking.istio.io/exportTo"
+)
+
+// Kind is an input object's kind, as in its manifest.
+type Kind string
+
+const (
+	KindNamespace           Kind = "Namespace"
+	KindService             Kind = "Service"
+	KindEndpointSlice       Kind = "EndpointSlice"
+	KindPod                 Kind = "Pod"
+	KindNetworkPolicy       Kind = "NetworkPolicy"
+	KindServiceEntry        Kind = "ServiceEntry"
+	KindWorkloadEntry       Kind = "WorkloadEntry"
+	KindVirtualService      Kind = "VirtualService"
+	KindDestinationRule     Kind = "DestinationRule"
+	KindSidecar             Kind = "Sidecar"
+	KindGateway             Kind = "Gateway"
+	KindPeerAuthentication  Kind = "PeerAuthentication"
+	KindAuthorizationPolicy Kind = "AuthorizationPolicy"
+)
+
+// KindInfo says how a kind appears in manifests and what Object.Body holds.
+type KindInfo struct {
+	Group      string   // "" for the core group
+	Versions   []string // accepted apiVersion versions
+	Namespaced bool
+	Istio      bool       // Body is the Istio proto spec; otherwise the whole Kubernetes object
+	New        func() any // a new, empty Body
+}
+
+var istioVersions = []string{"v1", "v1beta1", "v1alpha3"}
+
+// Kinds lists every kind xdshard reads.
+var Kinds = map[Kind]KindInfo{
+	KindNamespace:           {Group: "", Versions: []string{"v1"}, New: func() any { return &corev1.Namespace{} }},
+	KindService:             {Group: "", Versions: []string{"v1"}, Namespaced: true, New: func() any { return &corev1.Service{} }},
+	KindPod:                 {Group: "", Versions: []string{"v1"}, Namespaced: true, New: func() any { return &corev1.Pod{} }},
+	KindEndpointSlice:       {Group: "discovery.k8s.io", Versions: []string{"v1"}, Namespaced: true, New: func() any { return &discoveryv1.EndpointSlice{} }},
+	KindNetworkPolicy:       {Group: "networking.k8s.io", Versions: []string{"v1"}, Namespaced: true, New: func() any { return &netv1.NetworkPolicy{} }},
+	KindServiceEntry:        {Group: "networking.istio.io", Versions: istioVersions, Namespaced: true, Istio: true, New: func() any { return &networking.ServiceEntry{} }},
+	KindWorkloadEntry:       {Group: "networking.istio.io", Versions: istioVersions, Namespaced: true, Istio: true, New: func() any { return &networking.WorkloadEntry{} }},
+	KindVirtualService:      {Group: "networking.istio.io", Versions: istioVersions, Namespaced: true, Istio: true, New: func() any { return &networking.VirtualService{} }},
+	KindDestinationRule:     {Group: "networking.istio.io", Versions: istioVersions, Namespaced: true, Istio: true, New: func() any { return &networking.DestinationRule{} }},
+	KindSidecar:             {Group: "networking.istio.io", Versions: istioVersions, Namespaced: true, Istio: true, New: func() any { return &networking.Sidecar{} }},
+	KindGateway:             {Group: "networking.istio.io", Versions: istioVersions, Namespaced: true, Istio: true, New: func() any { return &networking.Gateway{} }},
+	KindPeerAuthentication:  {Group: "security.istio.io", Versions: []string{"v1", "v1beta1"}, Namespaced: true, Istio: true, New: func() any { return &security.PeerAuthentication{} }},
+	KindAuthorizationPolicy: {Group: "security.istio.io", Versions: []string{"v1", "v1beta1"}, Namespaced: true, Istio: true, New: func() any { return &security.AuthorizationPolicy{} }},
+}
+
+// KindFor resolves an apiVersion and kind from a manifest, or explains why
+// they are not accepted.
+func KindFor(apiVersion, kind string) (Kind, error) {
+	info, ok := Kinds[Kind(kind)]
+	if !ok {
+		return "", fmt.Errorf("kind %q is not read by xdshard (known: %v)", kind, KindNames())
+	}
+	group, version := "", apiVersion
+	for i := len(apiVersion) - 1; i >= 0; i-- {
+		if apiVersion[i] == '/' {
+			group, version = apiVersion[:i], apiVersion[i+1:]
+			break
+		}
+	}
+	if group != info.Group || !slices.Contains(info.Versions, version) {
+		want := make([]string, len(info.Versions))
+		for i, v := range info.Versions {
+			want[i] = v
+			if info.Group != "" {
+				want[i] = info.Group + "/" + v
+			}
+		}
+		return "", fmt.Errorf("apiVersion %q is not accepted for %s; use one of %v", apiVersion, kind, want)
+	}
+	return Kind(kind), nil
+}
+
+// KindNames lists the known kinds, sorted.
+func KindNames() []string {
+	out := make([]string, 0, len(Kinds))
+	for k := range Kinds {
+		out = append(out, string(k))
+	}
+	slices.Sort(out)
+	return out
+}
+
+// Key identifies an object. Namespace is empty for Namespace objects.
+type Key struct {
+	Kind      Kind
+	Namespace string
+	Name      string
+}
+
+func (k Key) String() string {
+	if k.Namespace == "" {
+		return fmt.Sprintf("%s %s", k.Kind, k.Name)
+	}
+	return fmt.Sprintf("%s %s/%s", k.Kind, k.Namespace, k.Name)
+}
+
+// Origin is where an object came from: a manifest file and line, or a
+// Kubernetes cluster (File "k8s", Line 0).
+type Origin struct {
+	File string
+	Line int
+}
+
+func (o Origin) String() string {
+	if o.Line == 0 {
+		return o.File
+	}
+	return fmt.Sprintf("%s:%d", o.File, o.Line)
+}
+
+// Object is one input object. It is immutable once handed to the Mesh: an
+// update replaces the whole Object.
+//
+// Body holds, for Kubernetes kinds, the whole typed object (*corev1.Service,
+// *corev1.Namespace, *discoveryv1.EndpointSlice, *corev1.Pod,
+// *netv1.NetworkPolicy); for Istio kinds, the proto spec
+// (*networking.VirtualService, *security.AuthorizationPolicy, ...), with the
+// object's metadata in Meta.
+type Object struct {
+	Key
+	APIVersion string
+	Meta       metav1.ObjectMeta
+	Origin     Origin
+	Body       any
+}
+
+// Ref is the object's key as a string, "Kind namespace/name", as used in
+// diagnostics.
+func (o *Object) Ref() string { return o.Key.String() }
+
+// Change is one object added, updated (Object set) or deleted (Object nil).
+type Change struct {
+	Key    Key
+	Object *Object
+}
+
+// Diagnostic is a problem with an input object or file, found by a source
+// or a builder.
+type Diagnostic struct {
+	Namespace string // "" when unknown (an unparseable document)
+	Object    string // "Kind namespace/name", or "" when unknown
+	Origin    Origin
+	Warning   bool // false: the object was rejected
+	Message   string
+}
+
+func (d Diagnostic) Error() string {
+	s := ""
+	if d.Origin.File != "" {
+		s = d.Origin.String() + ": "
+	}
+	if d.Object != "" {
+		s += d.Object + ": "
+	}
+	return s + d.Message
+}
