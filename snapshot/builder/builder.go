@@ -1,0 +1,302 @@
+package builder
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"runtime"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/xdshard/xdshard/snapshot"
+	"github.com/xdshard/xdshard/snapshot/model"
+)
+
+// BuildFunc turns one tenant's view into its snapshot. It returns an error
+// only for a system fault; problems with objects belong in the snapshot's
+// diagnostics.
+type BuildFunc func(v *model.TenantView) (*snapshot.Snapshot, error)
+
+// Options configure a Builder. Zero values take the defaults.
+type Options struct {
+	Debounce time.Duration // quiet time after the last change of a tenant; default 100 ms
+	MaxDelay time.Duration // longest a tenant's change waits during a burst; default 1 s
+	Workers  int           // concurrent tenant builds; default GOMAXPROCS
+	Build    BuildFunc     // required
+	Logger   *slog.Logger
+	// Observe receives stage durations ("debounce", "build", "publish") for
+	// the push-stage histograms.
+	Observe func(stage string, d time.Duration)
+	// OnPublish is told of every published snapshot with the time the
+	// oldest change it carries entered the builder.
+	OnPublish func(s *snapshot.Snapshot, changedAt time.Time)
+}
+
+// Builder debounces changes per tenant and keeps the store current.
+//
+// mu guards pending, building and the counters; the mesh and the store are
+// safe for concurrent use on their own. One goroutine (Run) owns the timer.
+type Builder struct {
+	mesh  *model.Mesh
+	store *snapshot.Store
+	opts  Options
+	log   *slog.Logger
+	sem   chan struct{}
+	wake  chan struct{}
+
+	mu       sync.Mutex
+	pending  map[string]*pending // tenant -> changes waiting for a build
+	building map[string]bool     // tenant -> a build is running
+	failures map[string]error    // tenant -> last build error, cleared on success
+	wg       sync.WaitGroup
+}
+
+type pending struct {
+	first, last time.Time
+}
+
+// New returns a Builder publishing mesh's tenants into store.
+func New(mesh *model.Mesh, store *snapshot.Store, opts Options) *Builder {
+	if opts.Debounce <= 0 {
+		opts.Debounce = 100 * time.Millisecond
+	}
+	if opts.MaxDelay <= 0 {
+		opts.MaxDelay = time.Second
+	}
+	if opts.MaxDelay < opts.Debounce {
+		opts.MaxDelay = opts.Debounce
+	}
+	if opts.Workers <= 0 {
+		opts.Workers = runtime.GOMAXPROCS(0)
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	if opts.Observe == nil {
+		opts.Observe = func(string, time.Duration) {}
+	}
+	return &Builder{
+		mesh:     mesh,
+		store:    store,
+		opts:     opts,
+		log:      opts.Logger,
+		sem:      make(chan struct{}, opts.Workers),
+		wake:     make(chan struct{}, 1),
+		pending:  map[string]*pending{},
+		building: map[string]bool{},
+		failures: map[string]error{},
+	}
+}
+
+// Mesh returns the model the builder reads.
+func (b *Builder) Mesh() *model.Mesh { return b.mesh }
+
+// Apply records changes in the mesh and schedules a build of every tenant
+// they can affect.
+func (b *Builder) Apply(changes []model.Change) {
+	if len(changes) == 0 {
+		return
+	}
+	b.schedule(b.mesh.Apply(changes))
+}
+
+// SetDiagnostics replaces a source's diagnostics (a file's decode errors,
+// say) and schedules the tenants whose status they change.
+func (b *Builder) SetDiagnostics(source string, diags []model.Diagnostic) {
+	b.schedule(b.mesh.SetDiagnostics(source, diags))
+}
+
+func (b *Builder) schedule(tenants map[string]bool) {
+	if len(tenants) == 0 {
+		return
+	}
+	now := time.Now()
+	b.mu.Lock()
+	for t := range tenants {
+		if p := b.pending[t]; p != nil {
+			p.last = now
+		} else {
+			b.pending[t] = &pending{first: now, last: now}
+		}
+	}
+	b.mu.Unlock()
+	select {
+	case b.wake <- struct{}{}:
+	default:
+	}
+}
+
+// BuildAll builds every tenant now, synchronously, and removes from the
+// store tenants that no longer exist. It returns the joined system errors.
+func (b *Builder) BuildAll() error {
+	tenants := b.mesh.Tenants()
+	errs := make([]error, len(tenants))
+	var wg sync.WaitGroup
+	for i, t := range tenants {
+		b.sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer func() { <-b.sem; wg.Done() }()
+			errs[i] = b.buildTenant(t, time.Now())
+		}()
+	}
+	wg.Wait()
+	for _, t := range b.store.Tenants() {
+		if !slices.Contains(tenants, t) {
+			b.store.Remove(t)
+		}
+	}
+	return joinErrors(errs)
+}
+
+// Run builds pending tenants as their debounce expires, until ctx ends.
+// It waits for running builds before it returns.
+func (b *Builder) Run(ctx context.Context) error {
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
+	defer b.wg.Wait()
+	for {
+		next := b.dispatchDue(time.Now())
+		if next > 0 {
+			timer.Reset(next)
+		} else {
+			timer.Reset(time.Hour)
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-b.wake:
+		case <-timer.C:
+		}
+	}
+}
+
+// dispatchDue starts a build for each tenant whose debounce has expired and
+// returns how long until the next one is due (0: nothing pending).
+func (b *Builder) dispatchDue(now time.Time) time.Duration {
+	b.mu.Lock()
+	var due []string
+	var firsts []time.Time
+	next := time.Duration(0)
+	for t, p := range b.pending {
+		if b.building[t] {
+			continue // rescheduled when that build ends
+		}
+		at := p.last.Add(b.opts.Debounce)
+		if limit := p.first.Add(b.opts.MaxDelay); limit.Before(at) {
+			at = limit
+		}
+		if !at.After(now) {
+			due = append(due, t)
+			firsts = append(firsts, p.first)
+			delete(b.pending, t)
+			b.building[t] = true
+			continue
+		}
+		if wait := at.Sub(now); next == 0 || wait < next {
+			next = wait
+		}
+	}
+	b.mu.Unlock()
+	for i, t := range due {
+		b.opts.Observe("debounce", now.Sub(firsts[i]))
+		b.wg.Add(1)
+		go b.runBuild(t, firsts[i])
+	}
+	return next
+}
+
+func (b *Builder) runBuild(tenant string, changedAt time.Time) {
+	defer b.wg.Done()
+	b.sem <- struct{}{}
+	_ = b.buildTenant(tenant, changedAt)
+	<-b.sem
+	b.mu.Lock()
+	delete(b.building, tenant)
+	_, again := b.pending[tenant]
+	b.mu.Unlock()
+	if again {
+		select {
+		case b.wake <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// buildTenant builds and publishes one tenant. On a system error the last
+// good snapshot stays in place and the error is kept for status.
+func (b *Builder) buildTenant(tenant string, changedAt time.Time) error {
+	view := b.mesh.View(tenant)
+	if len(view.Namespaces) == 0 {
+		b.store.Remove(tenant)
+		return nil
+	}
+	start := time.Now()
+	snap, err := b.safeBuild(view)
+	b.opts.Observe("build", time.Since(start))
+	b.mu.Lock()
+	if err != nil {
+		b.failures[tenant] = err
+	} else {
+		delete(b.failures, tenant)
+	}
+	b.mu.Unlock()
+	if err != nil {
+		b.log.Error("tenant build failed; keeping its last good snapshot", "tenant", tenant, "err", err)
+		return err
+	}
+	start = time.Now()
+	if b.store.Publish(snap) {
+		b.opts.Observe("publish", time.Since(start))
+		b.log.Debug("published", "tenant", tenant, "version", snap.Version)
+		if b.opts.OnPublish != nil {
+			b.opts.OnPublish(snap, changedAt)
+		}
+	}
+	return nil
+}
+
+// safeBuild turns a panic in a builder into an error for that tenant, so a
+// bug triggered by one tenant's config never takes the others down.
+func (b *Builder) safeBuild(v *model.TenantView) (snap *snapshot.Snapshot, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("build of tenant %s panicked: %v (a bug in xdshard; please report it with the tenant's config)", v.Tenant, r)
+		}
+	}()
+	return b.opts.Build(v)
+}
+
+// Failures returns the tenants whose last build failed, with the error.
+func (b *Builder) Failures() map[string]error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	out := make(map[string]error, len(b.failures))
+	for t, e := range b.failures {
+		out[t] = e
+	}
+	return out
+}
+
+// Idle reports whether no change is waiting or being built.
+func (b *Builder) Idle() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return len(b.pending) == 0 && len(b.building) == 0
+}
+
+func joinErrors(errs []error) error {
+	var out []error
+	for _, e := range errs {
+		if e != nil {
+			out = append(out, e)
+		}
+	}
+	if len(out) == 0 {
+		return nil
+	}
+	return fmt.Errorf("%d tenant builds failed: %w", len(out), errors.Join(out...))
+}

@@ -1,0 +1,186 @@
+package builder
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"testing"
+	"time"
+
+	"google.golang.org/protobuf/types/known/wrapperspb"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/xdshard/xdshard/snapshot"
+	"github.com/xdshard/xdshard/snapshot/model"
+)
+
+// namesBuild is a small real BuildFunc: one resource per visible object, so
+// a change to any object changes the tenant's version.
+type namesBuild struct {
+	mu    sync.Mutex
+	calls map[string]int
+	fail  map[string]error
+}
+
+func (n *namesBuild) build(v *model.TenantView) (*snapshot.Snapshot, error) {
+	n.mu.Lock()
+	n.calls[v.Tenant]++
+	err := n.fail[v.Tenant]
+	n.mu.Unlock()
+	if err != nil {
+		return nil, err
+	}
+	var items []*snapshot.Resource
+	for _, objs := range v.Own {
+		for _, o := range objs {
+			r, err := snapshot.Encode(o.Ref(), wrapperspb.String(o.Meta.ResourceVersion))
+			if err != nil {
+				return nil, err
+			}
+			items = append(items, r)
+		}
+	}
+	set, err := snapshot.NewSet(snapshot.ClusterType, items)
+	if err != nil {
+		return nil, err
+	}
+	return snapshot.New(v.Tenant, map[snapshot.View]map[string]*snapshot.Set{snapshot.ViewEnvoy: {snapshot.ClusterType: set}}, nil), nil
+}
+
+func (n *namesBuild) count(t string) int {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.calls[t]
+}
+
+func pod(ns, name, rv string) model.Change {
+	k := model.Key{Kind: model.KindPod, Namespace: ns, Name: name}
+	meta := metav1.ObjectMeta{Namespace: ns, Name: name, ResourceVersion: rv}
+	return model.Change{Key: k, Object: &model.Object{Key: k, Meta: meta, Body: &corev1.Pod{ObjectMeta: meta}}}
+}
+
+type published struct {
+	tenant, version string
+}
+
+func start(t *testing.T, opts Options) (*Builder, *snapshot.Store, *namesBuild, chan published) {
+	t.Helper()
+	nb := &namesBuild{calls: map[string]int{}, fail: map[string]error{}}
+	store := snapshot.NewStore(0)
+	pubs := make(chan published, 100)
+	opts.Build = nb.build
+	opts.OnPublish = func(s *snapshot.Snapshot, _ time.Time) { pubs <- published{s.Tenant, s.Version} }
+	b := New(model.NewMesh(), store, opts)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { _ = b.Run(ctx); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+	return b, store, nb, pubs
+}
+
+func waitPub(t *testing.T, pubs chan published) published {
+	t.Helper()
+	select {
+	case p := <-pubs:
+		return p
+	case <-time.After(5 * time.Second):
+		t.Fatal("no snapshot published within 5s")
+		return published{}
+	}
+}
+
+func TestBurstToOneTenantIsOneBuildOfThatTenant(t *testing.T) {
+	b, store, nb, pubs := start(t, Options{Debounce: 50 * time.Millisecond, MaxDelay: 5 * time.Second})
+	b.Apply([]model.Change{pod("a", "p", "1"), pod("b", "p", "1")})
+	got := map[string]bool{waitPub(t, pubs).tenant: true, waitPub(t, pubs).tenant: true}
+	if !got["a"] || !got["b"] {
+		t.Fatalf("initial builds published %v, want a and b", got)
+	}
+	for i := 2; i < 12; i++ {
+		b.Apply([]model.Change{pod("a", "p", string(rune('0'+i)))})
+	}
+	p := waitPub(t, pubs)
+	if p.tenant != "a" || p.version != store.Current("a").Version {
+		t.Fatalf("published %+v, want tenant a at its current version", p)
+	}
+	waitIdle(t, b)
+	if nb.count("a") != 2 || nb.count("b") != 1 {
+		t.Fatalf("builds a=%d b=%d, want a=2 (initial + one for the burst) b=1", nb.count("a"), nb.count("b"))
+	}
+}
+
+func TestMaxDelayBoundsAContinuousBurst(t *testing.T) {
+	b, _, _, pubs := start(t, Options{Debounce: 200 * time.Millisecond, MaxDelay: 300 * time.Millisecond})
+	stop := time.After(3 * time.Second)
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for i := 0; ; i++ {
+		select {
+		case <-pubs:
+			return // built although changes never paused for the quiet time
+		case <-stop:
+			t.Fatal("a burst with no quiet time was never built")
+		case <-tick.C:
+			b.Apply([]model.Change{pod("a", "p", time.Now().String())})
+		}
+	}
+}
+
+func TestFailedBuildKeepsLastGood(t *testing.T) {
+	b, store, nb, pubs := start(t, Options{Debounce: 10 * time.Millisecond})
+	b.Apply([]model.Change{pod("a", "p", "1")})
+	good := waitPub(t, pubs)
+	nb.mu.Lock()
+	nb.fail["a"] = errors.New("boom")
+	nb.mu.Unlock()
+	b.Apply([]model.Change{pod("a", "p", "2")})
+	waitIdleAfter(t, b, nb, "a", 2)
+	if store.Current("a").Version != good.version {
+		t.Fatal("a failed build replaced the last good snapshot")
+	}
+	if b.Failures()["a"] == nil {
+		t.Fatal("failure not recorded for status")
+	}
+}
+
+func TestPanickingBuildIsContained(t *testing.T) {
+	nb := &namesBuild{calls: map[string]int{}, fail: map[string]error{}}
+	store := snapshot.NewStore(0)
+	mesh := model.NewMesh()
+	mesh.Apply([]model.Change{pod("a", "p", "1"), pod("b", "p", "1")})
+	b := New(mesh, store, Options{Build: func(v *model.TenantView) (*snapshot.Snapshot, error) {
+		if v.Tenant == "a" {
+			panic("bad input")
+		}
+		return nb.build(v)
+	}})
+	if err := b.BuildAll(); err == nil {
+		t.Fatal("panic in a's build not reported")
+	}
+	if store.Current("b") == nil || store.Current("a") != nil {
+		t.Fatal("b should be built and a not")
+	}
+}
+
+func waitIdle(t *testing.T, b *Builder) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !b.Idle() {
+		if time.Now().After(deadline) {
+			t.Fatal("builder not idle within 5s")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func waitIdleAfter(t *testing.T, b *Builder, nb *namesBuild, tenant string, calls int) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for nb.count(tenant) < calls || !b.Idle() {
+		if time.Now().After(deadline) {
+			t.Fatalf("tenant %s not built %d times within 5s", tenant, calls)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
