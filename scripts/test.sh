@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# The test command from the README: formatting, vet, every test with the race
+# detector, and a short run of each fuzz target. Needs only Go; everything
+# else comes from the Go module proxy and is cached in the module cache.
+#   FUZZTIME=30s scripts/test.sh   fuzz longer
+#   LONG=1 scripts/test.sh         also run the long suites (tests that check LONG)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+FUZZTIME="${FUZZTIME:-5s}"
+
+echo "== gofmt"
+unformatted="$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))"
+if [ -n "$unformatted" ]; then
+  echo "gofmt needed on:"; echo "$unformatted"; exit 1
+fi
+
+echo "== go vet"
+go vet ./...
+
+echo "== go test -race"
+go test -race -count=1 -timeout 20m ./...
+
+echo "== fuzz ($FUZZTIME each)"
+for target in $(grep -rl --include='*_test.go' '^func Fuzz' . | xargs -n1 dirname | sort -u); do
+  for fn in $(grep -h '^func Fuzz' "$target"/*_test.go | sed 's/func \(Fuzz[A-Za-z0-9_]*\).*/\1/'); do
+    echo "-- $target $fn"
+    go test -run '^$' -fuzz "^${fn}\$" -fuzztime "$FUZZTIME" "$target"
+  done
+done
+echo "all checks passed"
