@@ -1,0 +1,85 @@
+package manifest
+
+import (
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+var update = flag.Bool("update", false, "rewrite testdata/out from the current output")
+
+// TestGolden decodes each testdata/in/<case> directory and compares the
+// objects read and the diagnostics with testdata/out/<case>.txt.
+func TestGolden(t *testing.T) {
+	cases, err := os.ReadDir("testdata/in")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range cases {
+		t.Run(c.Name(), func(t *testing.T) {
+			r, err := Load(filepath.Join("testdata/in", c.Name()))
+			if err != nil {
+				t.Fatal(err)
+			}
+			var b strings.Builder
+			b.WriteString("objects:\n")
+			for _, o := range r.Objects {
+				fmt.Fprintf(&b, "  %s (%s)\n", o.Ref(), o.Origin)
+			}
+			b.WriteString("diagnostics:\n")
+			for _, d := range r.Diags() {
+				fmt.Fprintf(&b, "  %s\n", d.Error())
+			}
+			golden := filepath.Join("testdata/out", c.Name()+".txt")
+			if *update {
+				if err := os.WriteFile(golden, []byte(b.String()), 0o644); err != nil {
+					t.Fatal(err)
+				}
+				return
+			}
+			want, err := os.ReadFile(golden)
+			if err != nil {
+				t.Fatalf("%v (run go test -update to create it)", err)
+			}
+			if b.String() != string(want) {
+				t.Errorf("output differs from %s (run go test -update and review the diff):\n%s", golden, b.String())
+			}
+		})
+	}
+}
+
+func TestMissingDir(t *testing.T) {
+	if _, err := Load(filepath.Join(t.TempDir(), "nope")); err == nil || !strings.Contains(err.Error(), "--config") {
+		t.Fatalf("missing dir: %v, want an error that says how to fix it", err)
+	}
+}
+
+func FuzzDecode(f *testing.F) {
+	seeds, _ := filepath.Glob("testdata/in/*/*.yaml")
+	for _, s := range seeds {
+		if b, err := os.ReadFile(s); err == nil {
+			f.Add(b)
+		}
+	}
+	demo, _ := filepath.Glob("../demo/mesh/*.yaml")
+	for _, s := range demo {
+		if b, err := os.ReadFile(s); err == nil {
+			f.Add(b)
+		}
+	}
+	f.Add([]byte("---\n---\n"))
+	f.Add([]byte("apiVersion: v1\nkind: Service\nmetadata: {name: a, namespace: b}\nspec: {ports: [{port: &x 1, name: *x}]}"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		for _, d := range Decode("fuzz.yaml", data) {
+			if d.Object == nil && d.Diag == nil {
+				t.Fatal("a document produced neither an object nor a diagnostic")
+			}
+			if d.Diag != nil && d.Diag.Message == "" {
+				t.Fatal("diagnostic without a message")
+			}
+		}
+	})
+}
