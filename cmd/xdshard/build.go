@@ -1,0 +1,16 @@
+package main
+
+import (
+	"github.com/xdshard/xdshard/snapshot"
+	"github.com/xdshard/xdshard/snapshot/model"
+	"github.com/xdshard/xdshard/snapshot/translate"
+)
+
+// buildTenant is the one BuildFunc `serve` and `render` share.
+func buildTenant(v *model.TenantView) (*snapshot.Snapshot, error) {
+	return translate.Build(v, translate.Options{})
+}
+
+func renderJSON(s *snapshot.Snapshot, views ...snapshot.View) ([]byte, error) {
+	return translate.RenderJSON(s, views...)
+}

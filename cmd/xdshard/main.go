@@ -1,0 +1,79 @@
+// Command xdshard is the one binary of xdshard: a sharded xDS/MCP control
+// plane for large Istio meshes. This package is wiring only: flags,
+// construction, Run.
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"sort"
+	"strings"
+)
+
+// command is one subcommand.
+type command struct {
+	summary string
+	run     func(args []string) error
+}
+
+func commands() map[string]command {
+	return map[string]command{
+		"serve":   {"serve tenant snapshots over ADS (default: the embedded demo mesh)", serveCmd},
+		"render":  {"print a tenant's snapshot as JSON, or list tenants", renderCmd},
+		"bench":   {"measure push latency under synthetic load against go-control-plane", benchCmd},
+		"version": {"print the version", versionCmd},
+	}
+}
+
+func main() {
+	if err := run(os.Args[1:]); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			os.Exit(0)
+		}
+		fmt.Fprintln(os.Stderr, "xdshard:", err)
+		os.Exit(1)
+	}
+}
+
+func run(args []string) error {
+	cmds := commands()
+	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+		usage(cmds)
+		return nil
+	}
+	c, ok := cmds[args[0]]
+	if !ok {
+		usage(cmds)
+		return fmt.Errorf("unknown command %q; run 'xdshard help' for the list", args[0])
+	}
+	return c.run(args[1:])
+}
+
+func usage(cmds map[string]command) {
+	names := make([]string, 0, len(cmds))
+	for n := range cmds {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	var b strings.Builder
+	b.WriteString("xdshard: a sharded xDS/MCP control plane for large Istio meshes\n\nUsage: xdshard COMMAND [flags]\n\nCommands:\n")
+	for _, n := range names {
+		fmt.Fprintf(&b, "  %-10s %s\n", n, cmds[n].summary)
+	}
+	b.WriteString("\nRun 'xdshard COMMAND -h' for a command's flags.\n")
+	fmt.Fprint(os.Stderr, b.String())
+}
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+func versionCmd(args []string) error {
+	fs := flag.NewFlagSet("version", flag.ContinueOnError)
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	fmt.Println("xdshard", version)
+	return nil
+}

@@ -1,0 +1,106 @@
+package translate
+
+import (
+	"fmt"
+
+	cluster "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	listener "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	route "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	hcm "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	tcpproxy "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
+)
+
+// checkConsistency proves a view is complete: every route configuration a
+// listener names exists, every cluster a route or TCP proxy uses exists,
+// and every EDS cluster has its endpoints. A proxy given an inconsistent
+// view waits forever for what is missing, so this is a bug, not a warning.
+func checkConsistency(clusters, endpoints, listeners, routes []named) error {
+	have := func(items []named) map[string]bool {
+		m := make(map[string]bool, len(items))
+		for _, it := range items {
+			m[it.name] = true
+		}
+		return m
+	}
+	cs, es, rs := have(clusters), have(endpoints), have(routes)
+	for _, c := range clusters {
+		if c.msg.(*cluster.Cluster).GetType() == cluster.Cluster_EDS && !es[c.name] {
+			return fmt.Errorf("cluster %s has no endpoints resource", c.name)
+		}
+	}
+	for _, l := range listeners {
+		if err := listenerRefs(l.msg.(*listener.Listener), cs, rs); err != nil {
+			return fmt.Errorf("listener %s: %w", l.name, err)
+		}
+	}
+	for _, r := range routes {
+		for _, vh := range r.msg.(*route.RouteConfiguration).VirtualHosts {
+			for _, rt := range vh.Routes {
+				for _, c := range routeClusters(rt) {
+					if !cs[c] {
+						return fmt.Errorf("route configuration %s, virtual host %s: cluster %s does not exist", r.name, vh.Name, c)
+					}
+				}
+			}
+		}
+	}
+	return nil
+}
+
+func listenerRefs(l *listener.Listener, clusters, routes map[string]bool) error {
+	if api := l.GetApiListener().GetApiListener(); api != nil {
+		m := &hcm.HttpConnectionManager{}
+		if err := api.UnmarshalTo(m); err != nil {
+			return err
+		}
+		return rdsRef(m, routes)
+	}
+	for _, fc := range l.FilterChains {
+		for _, f := range fc.Filters {
+			switch f.Name {
+			case "envoy.filters.network.http_connection_manager":
+				m := &hcm.HttpConnectionManager{}
+				if err := f.GetTypedConfig().UnmarshalTo(m); err != nil {
+					return err
+				}
+				if err := rdsRef(m, routes); err != nil {
+					return err
+				}
+			case "envoy.filters.network.tcp_proxy":
+				tp := &tcpproxy.TcpProxy{}
+				if err := f.GetTypedConfig().UnmarshalTo(tp); err != nil {
+					return err
+				}
+				if !clusters[tp.GetCluster()] {
+					return fmt.Errorf("tcp proxy cluster %s does not exist", tp.GetCluster())
+				}
+			}
+		}
+	}
+	return nil
+}
+
+func rdsRef(m *hcm.HttpConnectionManager, routes map[string]bool) error {
+	if name := m.GetRds().GetRouteConfigName(); !routes[name] {
+		return fmt.Errorf("route configuration %q does not exist", name)
+	}
+	return nil
+}
+
+func routeClusters(r *route.Route) []string {
+	a := r.GetRoute()
+	if a == nil {
+		return nil
+	}
+	var out []string
+	if c := a.GetCluster(); c != "" {
+		out = append(out, c)
+	}
+	for _, w := range a.GetWeightedClusters().GetClusters() {
+		out = append(out, w.Name)
+	}
+	for _, m := range a.RequestMirrorPolicies {
+		out = append(out, m.Cluster)
+	}
+	return out
+}

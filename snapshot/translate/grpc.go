@@ -1,0 +1,62 @@
+package translate
+
+import (
+	"fmt"
+	"strings"
+
+	listener "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	route "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+
+	"github.com/xdshard/xdshard/snapshot/model"
+)
+
+// grpcListeners builds the proxyless gRPC view, shaped as istiod's grpcgen
+// shapes it: for every HTTP service port, an API listener named HOST:PORT
+// (the dial target of xds:///HOST:PORT) whose connection manager takes its
+// routes by RDS from a route configuration of the same name.
+//
+// Every qualified name is served (name.ns, name.ns.svc and the FQDN), since
+// a client may dial any of them; the bare short name is left out because it
+// depends on the client's namespace.
+func (t *translation) grpcListeners() {
+	for _, s := range t.services {
+		if t.byHost[s.Hostname] != s {
+			continue
+		}
+		for _, p := range s.Ports {
+			if !p.Protocol.IsHTTP() {
+				continue
+			}
+			routes := t.routesFor(s, p.Number)
+			for _, host := range grpcHostNames(s) {
+				name := fmt.Sprintf("%s:%d", host, p.Number)
+				t.out.grpcListen = append(t.out.grpcListen, named{name, &listener.Listener{
+					Name: name,
+					ApiListener: &listener.ApiListener{
+						ApiListener: mustAny(hcmConfig(name, name)),
+					},
+				}})
+				t.out.grpcRoutes = append(t.out.grpcRoutes, named{name, &route.RouteConfiguration{
+					Name: name,
+					VirtualHosts: []*route.VirtualHost{{
+						Name:    name,
+						Domains: []string{name, host},
+						Routes:  routes,
+					}},
+				}})
+			}
+		}
+	}
+	sortNamed(t.out.grpcListen)
+	sortNamed(t.out.grpcRoutes)
+}
+
+func grpcHostNames(s *model.Service) []string {
+	out := []string{s.Hostname}
+	for _, a := range s.Aliases {
+		if strings.Contains(a, ".") {
+			out = append(out, a)
+		}
+	}
+	return out
+}
