@@ -116,3 +116,11 @@ func (s *Set) Names() []string {
 	}
 	return out
 }
+
+// GetVersion returns the set's version; "" for a nil set.
+func (s *Set) GetVersion() string {
+	if s == nil {
+		return ""
+	}
+	return s.Version
+}

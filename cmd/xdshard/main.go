@@ -22,7 +22,6 @@ func commands() map[string]command {
 	return map[string]command{
 		"serve":   {"serve tenant snapshots over ADS (default: the embedded demo mesh)", serveCmd},
 		"render":  {"print a tenant's snapshot as JSON, or list tenants", renderCmd},
-		"bench":   {"measure push latency under synthetic load against go-control-plane", benchCmd},
 		"version": {"print the version", versionCmd},
 	}
 }
@@ -77,3 +76,4 @@ func versionCmd(args []string) error {
 	fmt.Println("xdshard", version)
 	return nil
 }
+

@@ -74,10 +74,11 @@ func socketAddress(addr string, port uint32) *core.Address {
 	}}}
 }
 
-// locality parses Istio's "region/zone/subzone".
+// locality parses Istio's "region/zone/subzone". An endpoint without one
+// still gets an (empty) locality: grpc-go rejects endpoints without.
 func locality(s string) *core.Locality {
 	if s == "" {
-		return nil
+		return &core.Locality{}
 	}
 	parts := strings.SplitN(s, "/", 3)
 	l := &core.Locality{Region: parts[0]}

@@ -1,0 +1,145 @@
+package server
+
+import (
+	"slices"
+	"sync"
+	"time"
+
+	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+
+	"github.com/xdshard/xdshard/snapshot"
+)
+
+// typeOrder is the order pending types are pushed in: clusters before
+// their endpoints, listeners before their routes, as Envoy's warming needs.
+var typeOrder = []string{snapshot.ClusterType, snapshot.EndpointType, snapshot.ListenerType, snapshot.RouteType}
+
+func typeRank(t string) int {
+	if i := slices.Index(typeOrder, t); i >= 0 {
+		return i
+	}
+	return len(typeOrder)
+}
+
+// conn is one client stream. Fields above mu are read-only after creation;
+// mu guards the rest (written by the receive loop, read by the send loop).
+type conn struct {
+	id        uint64
+	node      *core.Node
+	tenant    string
+	view      snapshot.View
+	delta     bool
+	connected time.Time
+	dirty     chan struct{} // capacity one: "requests changed, look again"
+
+	mu    sync.Mutex
+	types map[string]*typeState
+	seq   uint64 // nonce counter
+}
+
+// typeState is a stream's state for one type URL.
+type typeState struct {
+	requested bool
+	wildcard  bool
+	names     map[string]struct{}
+
+	// The last response sent, and whether its ACK or NACK is outstanding.
+	nonce       string
+	sentVersion string
+	sentKey     string // set version + subscription, to tell when to push
+	sentAt      time.Time
+	awaiting    bool
+	force       bool // push even if unchanged (EDS after CDS, RDS after LDS, a re-request)
+
+	acked   string
+	ackedAt time.Time
+	nack    *NACK
+
+	// Delta: the version of each resource the client holds, and the
+	// subscribed names already reported as missing.
+	known       map[string]string
+	toldMissing map[string]bool
+}
+
+// NACK is a rejected response, kept for status.
+type NACK struct {
+	Version string    `json:"version"`
+	Message string    `json:"message"`
+	At      time.Time `json:"at"`
+}
+
+func newConn(id uint64, node *core.Node, tenant string, view snapshot.View, delta bool) *conn {
+	return &conn{id: id, node: node, tenant: tenant, view: view, delta: delta, connected: time.Now(),
+		dirty: make(chan struct{}, 1), types: map[string]*typeState{}}
+}
+
+func (c *conn) signal() {
+	select {
+	case c.dirty <- struct{}{}:
+	default:
+	}
+}
+
+// stateLocked returns the state of typeURL, creating it.
+func (c *conn) stateLocked(typeURL string) *typeState {
+	st := c.types[typeURL]
+	if st == nil {
+		st = &typeState{names: map[string]struct{}{}}
+		c.types[typeURL] = st
+	}
+	return st
+}
+
+// orderedTypesLocked lists requested types in push order.
+func (c *conn) orderedTypesLocked() []string {
+	out := make([]string, 0, len(c.types))
+	for t := range c.types {
+		out = append(out, t)
+	}
+	slices.SortFunc(out, func(a, b string) int {
+		if ra, rb := typeRank(a), typeRank(b); ra != rb {
+			return ra - rb
+		}
+		if a < b {
+			return -1
+		}
+		return 1
+	})
+	return out
+}
+
+func (st *typeState) sortedNames() []string {
+	out := make([]string, 0, len(st.names))
+	for n := range st.names {
+		out = append(out, n)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// forceDependents makes the type that depends on t (EDS on CDS, RDS on LDS)
+// be sent again, so warming clusters and listeners complete.
+func (c *conn) forceDependentsLocked(t string) {
+	dep := ""
+	switch t {
+	case snapshot.ClusterType:
+		dep = snapshot.EndpointType
+	case snapshot.ListenerType:
+		dep = snapshot.RouteType
+	}
+	if st := c.types[dep]; st != nil && st.requested {
+		st.force = true
+	}
+}
+
+// setFor returns the set a stream of view v is served for typeURL, and
+// whether the type is served at all.
+func setFor(snap *snapshot.Snapshot, v snapshot.View, typeURL string) (*snapshot.Set, bool) {
+	switch typeURL {
+	case snapshot.NameTableType:
+		return snap.Set(snapshot.ViewNDS, typeURL), true
+	case snapshot.ClusterType, snapshot.EndpointType, snapshot.ListenerType, snapshot.RouteType:
+		return snap.Set(v, typeURL), true
+	}
+	return nil, false
+}

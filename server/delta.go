@@ -1,0 +1,211 @@
+package server
+
+import (
+	"slices"
+	"time"
+
+	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/xdshard/xdshard/snapshot"
+)
+
+// DeltaAggregatedResources serves an incremental ADS stream.
+func (s *Server) DeltaAggregatedResources(stream discovery.AggregatedDiscoveryService_DeltaAggregatedResourcesServer) error {
+	first, err := stream.Recv()
+	if err != nil {
+		return err
+	}
+	if metaString(first.GetNode(), "GENERATOR") == GeneratorAPI {
+		return status.Error(codes.Unimplemented, "MCP (GENERATOR: api) is served over state-of-the-world ADS only, as istiod uses it")
+	}
+	c, err := s.bind(first.GetNode(), true)
+	if err != nil {
+		return err
+	}
+	defer s.unbind(c)
+	if err := s.recordDelta(c, first); err != nil {
+		return err
+	}
+	recvErr := make(chan error, 1)
+	go func() {
+		for {
+			req, err := stream.Recv()
+			if err == nil {
+				err = s.recordDelta(c, req)
+			}
+			if err != nil {
+				recvErr <- err
+				return
+			}
+			c.signal()
+		}
+	}()
+	return s.serve(stream.Context(), c, recvErr, func(snap *snapshot.Snapshot) error {
+		return s.pushDelta(stream, c, snap)
+	})
+}
+
+// recordDelta applies one delta request: ACK/NACK by nonce, subscribe and
+// unsubscribe, and on a stream's first request for a type, the versions
+// the client already holds (so a reconnecting client that is up to date
+// is sent nothing).
+func (s *Server) recordDelta(c *conn, req *discovery.DeltaDiscoveryRequest) error {
+	if err := s.checkNode(c, req.GetNode()); err != nil {
+		return err
+	}
+	t := req.GetTypeUrl()
+	if t == "" {
+		return status.Error(codes.InvalidArgument, "request without type_url; ADS requests must name their type")
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	st := c.stateLocked(t)
+	if st.known == nil {
+		st.known, st.toldMissing = map[string]string{}, map[string]bool{}
+	}
+	if req.ResponseNonce != "" && st.nonce != "" {
+		if req.ResponseNonce != st.nonce {
+			s.metrics.stale(t)
+			return nil
+		}
+		if st.awaiting {
+			st.awaiting = false
+			if req.ErrorDetail != nil {
+				st.nack = &NACK{Version: st.sentVersion, Message: req.ErrorDetail.GetMessage(), At: time.Now()}
+				s.metrics.nack(t)
+				s.log.Warn("config rejected by client", "node", c.node.GetId(), "tenant", c.tenant, "type", t, "version", st.sentVersion, "error", req.ErrorDetail.GetMessage())
+			} else {
+				st.acked, st.ackedAt = st.sentVersion, time.Now()
+				s.metrics.ack(t, time.Since(st.sentAt))
+			}
+		}
+	}
+	if !st.requested {
+		st.requested, st.force = true, true // the first request is always answered
+		for n, v := range req.InitialResourceVersions {
+			st.known[n] = v
+		}
+		if len(req.ResourceNamesSubscribe) == 0 {
+			st.wildcard = true // legacy wildcard
+		}
+	}
+	for _, n := range req.ResourceNamesSubscribe {
+		if n == "*" {
+			st.wildcard = true
+			continue
+		}
+		if _, had := st.names[n]; !had {
+			st.names[n] = struct{}{}
+			delete(st.toldMissing, n) // a re-subscription is answered again
+		}
+	}
+	for _, n := range req.ResourceNamesUnsubscribe {
+		if n == "*" {
+			st.wildcard = false
+			continue
+		}
+		delete(st.names, n)
+		delete(st.known, n)
+		delete(st.toldMissing, n)
+	}
+	return nil
+}
+
+// pushDelta sends each type's changed and removed resources.
+func (s *Server) pushDelta(stream discovery.AggregatedDiscoveryService_DeltaAggregatedResourcesServer, c *conn, snap *snapshot.Snapshot) error {
+	if snap == nil {
+		return nil // the tenant's first build is still running; wait for it
+	}
+	var sends []*discovery.DeltaDiscoveryResponse
+	now := time.Now()
+	c.mu.Lock()
+	for _, t := range c.orderedTypesLocked() {
+		st := c.types[t]
+		if !st.requested || st.awaiting {
+			continue
+		}
+		set, served := setFor(snap, c.view, t)
+		if !served {
+			continue
+		}
+		resp := deltaChanges(st, set)
+		if len(resp.Resources) == 0 && len(resp.RemovedResources) == 0 && !st.force {
+			continue
+		}
+		resp.TypeUrl = t
+		resp.SystemVersionInfo = set.GetVersion()
+		resp.Nonce = c.nextNonceLocked()
+		st.nonce, st.sentVersion, st.sentAt, st.awaiting, st.force = resp.Nonce, set.GetVersion(), now, true, false
+		if len(resp.Resources) > 0 {
+			c.forceDependentsLocked(t)
+		}
+		sends = append(sends, resp)
+	}
+	c.mu.Unlock()
+	for _, r := range sends {
+		start := time.Now()
+		if err := stream.Send(r); err != nil {
+			return err
+		}
+		size := 0
+		for _, x := range r.Resources {
+			size += len(x.GetResource().GetValue())
+		}
+		s.metrics.sent(r.TypeUrl, size, time.Since(start))
+	}
+	return nil
+}
+
+// deltaChanges computes what the client lacks and what it must drop, and
+// records that it will have it. A subscribed name that does not exist is
+// reported removed at once, so the client need not wait out a timeout; it
+// stays subscribed and is sent when it appears.
+func deltaChanges(st *typeState, set *snapshot.Set) *discovery.DeltaDiscoveryResponse {
+	resp := &discovery.DeltaDiscoveryResponse{}
+	send := func(r *snapshot.Resource) {
+		if st.known[r.Name] == r.Version {
+			return
+		}
+		st.known[r.Name] = r.Version
+		delete(st.toldMissing, r.Name)
+		resp.Resources = append(resp.Resources, &discovery.Resource{Name: r.Name, Version: r.Version, Resource: r.Body})
+	}
+	if st.wildcard && set != nil {
+		for _, r := range set.Items {
+			send(r)
+		}
+	}
+	for _, n := range st.sortedNames() {
+		if r := set.Get(n); r != nil {
+			send(r)
+		} else if _, has := st.known[n]; !has && !st.toldMissing[n] {
+			st.toldMissing[n] = true
+			resp.RemovedResources = append(resp.RemovedResources, n)
+		}
+	}
+	for _, n := range sortedKnown(st.known) {
+		if set.Get(n) != nil {
+			continue
+		}
+		if _, named := st.names[n]; !named && !st.wildcard {
+			continue
+		}
+		delete(st.known, n)
+		if _, named := st.names[n]; named {
+			st.toldMissing[n] = true
+		}
+		resp.RemovedResources = append(resp.RemovedResources, n)
+	}
+	return resp
+}
+
+func sortedKnown(m map[string]string) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	slices.Sort(out)
+	return out
+}

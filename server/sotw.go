@@ -1,0 +1,174 @@
+package server
+
+import (
+	"time"
+
+	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/xdshard/xdshard/snapshot"
+)
+
+// StreamAggregatedResources serves a state-of-the-world ADS stream.
+func (s *Server) StreamAggregatedResources(stream discovery.AggregatedDiscoveryService_StreamAggregatedResourcesServer) error {
+	first, err := stream.Recv()
+	if err != nil {
+		return err
+	}
+	if metaString(first.GetNode(), "GENERATOR") == GeneratorAPI {
+		if s.opts.MCP == nil {
+			return status.Error(codes.Unimplemented, "this xdshard serves no MCP (GENERATOR: api) streams")
+		}
+		return s.opts.MCP.StreamMCP(stream, first)
+	}
+	c, err := s.bind(first.GetNode(), false)
+	if err != nil {
+		return err
+	}
+	defer s.unbind(c)
+	if err := s.recordSotW(c, first); err != nil {
+		return err
+	}
+	recvErr := make(chan error, 1)
+	go func() {
+		for {
+			req, err := stream.Recv()
+			if err == nil {
+				err = s.recordSotW(c, req)
+			}
+			if err != nil {
+				recvErr <- err
+				return
+			}
+			c.signal()
+		}
+	}()
+	return s.serve(stream.Context(), c, recvErr, func(snap *snapshot.Snapshot) error {
+		return s.pushSotW(stream, c, snap)
+	})
+}
+
+// recordSotW applies one request to the stream's state: ACK or NACK of the
+// last response (told apart by response_nonce and error_detail), and the
+// subscription. A request answering an older response is stale and
+// ignored; the client will ask again after it sees the newer one.
+func (s *Server) recordSotW(c *conn, req *discovery.DiscoveryRequest) error {
+	if err := s.checkNode(c, req.GetNode()); err != nil {
+		return err
+	}
+	t := req.GetTypeUrl()
+	if t == "" {
+		return status.Error(codes.InvalidArgument, "request without type_url; ADS requests must name their type")
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	st := c.stateLocked(t)
+	initial := st.nonce == "" // nothing sent yet: any nonce (istiod's timestamp) is an initial request
+	if !initial && req.ResponseNonce != st.nonce {
+		if req.ResponseNonce == "" {
+			st.force, st.awaiting = true, false // the client starts over for this type
+		} else {
+			s.metrics.stale(t)
+			return nil
+		}
+	}
+	if !initial && req.ResponseNonce == st.nonce && st.awaiting {
+		st.awaiting = false
+		if req.ErrorDetail != nil {
+			st.nack = &NACK{Version: st.sentVersion, Message: req.ErrorDetail.GetMessage(), At: time.Now()}
+			s.metrics.nack(t)
+			s.log.Warn("config rejected by client", "node", c.node.GetId(), "tenant", c.tenant, "type", t, "version", st.sentVersion, "error", req.ErrorDetail.GetMessage())
+		} else {
+			st.acked, st.ackedAt = req.VersionInfo, time.Now()
+			s.metrics.ack(t, time.Since(st.sentAt))
+		}
+	}
+	subscribe(st, req.ResourceNames, !st.requested)
+	st.requested = true
+	return nil
+}
+
+// subscribe sets the names a state-of-the-world request asks for. An empty
+// first request is a (legacy) wildcard; "*" is an explicit wildcard.
+func subscribe(st *typeState, names []string, first bool) {
+	st.wildcard = len(names) == 0 && (first || st.wildcard)
+	clear(st.names)
+	for _, n := range names {
+		if n == "*" {
+			st.wildcard = true
+			continue
+		}
+		st.names[n] = struct{}{}
+	}
+}
+
+// pushSotW sends, in type order, every type whose response differs from
+// the last one sent and has no ACK outstanding.
+func (s *Server) pushSotW(stream discovery.AggregatedDiscoveryService_StreamAggregatedResourcesServer, c *conn, snap *snapshot.Snapshot) error {
+	type out struct {
+		msg     *rawMessage
+		typeURL string
+		built   time.Time
+	}
+	if snap == nil {
+		return nil // the tenant's first build is still running; wait for it
+	}
+	var sends []out
+	now := time.Now()
+	c.mu.Lock()
+	for _, t := range c.orderedTypesLocked() {
+		st := c.types[t]
+		if !st.requested || st.awaiting {
+			continue
+		}
+		set, served := setFor(snap, c.view, t)
+		if !served {
+			continue
+		}
+		names := st.sortedNames()
+		key := subscriptionKey(set.GetVersion(), st.wildcard, names)
+		if key == st.sentKey && !st.force {
+			continue
+		}
+		body, version, _ := s.cache.sotw(t, set, names, st.wildcard)
+		var built time.Time
+		if version != st.sentVersion {
+			built = builtAt(snap) // a new version: its time in queue is worth measuring
+		}
+		st.nonce = c.nextNonceLocked()
+		st.sentVersion, st.sentKey, st.sentAt, st.awaiting, st.force = version, key, now, true, false
+		c.forceDependentsLocked(t)
+		sends = append(sends, out{&rawMessage{shared: body, tail: nonceField(st.nonce)}, t, built})
+	}
+	c.mu.Unlock()
+	for _, o := range sends {
+		start := time.Now()
+		if !o.built.IsZero() {
+			s.metrics.stage("queue", start.Sub(o.built))
+		}
+		if err := stream.SendMsg(o.msg); err != nil {
+			return err
+		}
+		s.metrics.sent(o.typeURL, o.msg.size(), time.Since(start))
+	}
+	return nil
+}
+
+func subscriptionKey(version string, wildcard bool, names []string) string {
+	k := version + "|"
+	if wildcard {
+		k += "*|"
+	}
+	for _, n := range names {
+		k += n + "\x00"
+	}
+	return k
+}
+
+func builtAt(snap *snapshot.Snapshot) time.Time {
+	if snap == nil {
+		return time.Time{}
+	}
+	return snap.Built
+}
