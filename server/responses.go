@@ -1,10 +1,10 @@
 package server
 
 import (
+	"runtime"
 	"strings"
 	"sync"
 	"weak"
-	"runtime"
 
 	"google.golang.org/protobuf/encoding/protowire"
 

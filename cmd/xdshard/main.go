@@ -76,4 +76,3 @@ func versionCmd(args []string) error {
 	fmt.Println("xdshard", version)
 	return nil
 }
-
