@@ -104,6 +104,7 @@ func BenchmarkIdleStreams(b *testing.B) {
 		// Client and server share this process: the figure includes both
 		// ends of each stream, so the server's own share is below it.
 		b.ReportMetric(float64(after.HeapInuse-before.HeapInuse)/streams, "heap-B/stream")
+		b.ReportMetric(float64(after.HeapInuse+after.StackInuse-before.HeapInuse-before.StackInuse)/streams, "heap+stack-B/stream")
 		b.ReportMetric(float64(runtime.NumGoroutine()-g0)/streams, "goroutines/stream")
 		cancel()
 		e.close()
