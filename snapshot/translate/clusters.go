@@ -101,9 +101,6 @@ func applyPolicy(c *cluster.Cluster, p *networking.TrafficPolicy, drObj *model.O
 	applyLB(c, p.LoadBalancer, drObj, d)
 	applyPool(c, p.ConnectionPool)
 	applyOutlier(c, p.OutlierDetection)
-	if p.Tunnel != nil || p.ProxyProtocol != nil || p.RetryBudget != nil {
-		d.warnf(drObj, "trafficPolicy tunnel, proxyProtocol and retryBudget are not supported by xdshard and are not applied")
-	}
 }
 
 func applyLB(c *cluster.Cluster, lb *networking.LoadBalancerSettings, drObj *model.Object, d *diagnostics) {

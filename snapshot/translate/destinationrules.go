@@ -28,6 +28,7 @@ func newDestinationRules(objs []*model.Object, d *diagnostics) *destinationRules
 		if len(dr.GetWorkloadSelector().GetMatchLabels()) > 0 {
 			d.warnf(o, "workloadSelector is not applied: snapshots are per tenant")
 		}
+		warnUnsupportedPolicy(o, dr, d)
 		host := qualify(dr.Host, o.Namespace)
 		if first, dup := seen[host]; dup {
 			d.warnf(o, "another DestinationRule (%s at %s) already applies to %s; this one is ignored (merge them)", first.Ref(), first.Origin, host)
@@ -119,4 +120,19 @@ func qualify(host, ns string) string {
 		return host
 	}
 	return host + "." + ns + "." + model.DomainSuffix
+}
+
+// warnUnsupportedPolicy reports, once per rule, the traffic-policy fields
+// xdshard does not translate, wherever in the rule they appear.
+func warnUnsupportedPolicy(o *model.Object, dr *networking.DestinationRule, d *diagnostics) {
+	policies := []*networking.TrafficPolicy{dr.TrafficPolicy}
+	for _, ss := range dr.Subsets {
+		policies = append(policies, ss.TrafficPolicy)
+	}
+	for _, p := range policies {
+		if p.GetTunnel() != nil || p.GetProxyProtocol() != nil || p.GetRetryBudget() != nil {
+			d.warnf(o, "trafficPolicy tunnel, proxyProtocol and retryBudget are not supported by xdshard and are not applied")
+			return
+		}
+	}
 }
