@@ -18,6 +18,7 @@ type Mesh struct {
 	objects     map[Key]*Object
 	byNS        map[string]map[Key]*Object
 	resolved    map[string]*resolvedNS  // namespace -> services, cleared when its inputs change
+	exports     map[string][]string     // namespace -> exportTo targets of its objects beyond its tenant
 	sourceDiags map[string][]Diagnostic // source (e.g. a file) -> its diagnostics
 }
 
@@ -32,6 +33,7 @@ func NewMesh() *Mesh {
 		objects:     map[Key]*Object{},
 		byNS:        map[string]map[Key]*Object{},
 		resolved:    map[string]*resolvedNS{},
+		exports:     map[string][]string{},
 		sourceDiags: map[string][]Diagnostic{},
 	}
 }
@@ -78,6 +80,7 @@ func (m *Mesh) Apply(changes []Change) map[string]bool {
 		}
 	}
 	for ns := range touched {
+		m.indexExportsLocked(ns)
 		m.addReachLocked(ns, affected)
 	}
 	return affected
@@ -103,20 +106,36 @@ func (m *Mesh) addReachLocked(ns string, set map[string]bool) {
 		return
 	}
 	set[m.tenantOfLocked(ns)] = true
+	for _, target := range m.exports[ns] {
+		if target == "*" {
+			for _, t := range m.tenantsLocked() {
+				set[t] = true
+			}
+			return
+		}
+		set[m.tenantOfLocked(target)] = true
+	}
+}
+
+// indexExportsLocked records where ns's objects are exported, so views and
+// change fan-out need not scan every object of every namespace.
+func (m *Mesh) indexExportsLocked(ns string) {
+	seen := map[string]bool{}
+	var targets []string
 	for _, o := range m.byNS[ns] {
-		for _, target := range exportToOf(o) {
-			switch target {
-			case ".", "~":
-			case "*":
-				for _, t := range m.tenantsLocked() {
-					set[t] = true
-				}
-				return
-			default:
-				set[m.tenantOfLocked(target)] = true
+		for _, t := range exportToOf(o) {
+			if t != "." && t != "~" && !seen[t] {
+				seen[t] = true
+				targets = append(targets, t)
 			}
 		}
 	}
+	slices.Sort(targets)
+	if len(targets) == 0 {
+		delete(m.exports, ns)
+		return
+	}
+	m.exports[ns] = targets
 }
 
 // exportToOf returns an object's raw exportTo list, for the kinds that have one.

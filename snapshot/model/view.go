@@ -42,6 +42,9 @@ func (m *Mesh) View(tenant string) *TenantView {
 		own[ns] = true
 	}
 	for _, ns := range sortedKeys(m.byNS) {
+		if !own[ns] && ns != SharedNamespace && !m.exportsToLocked(ns, tenant) {
+			continue
+		}
 		r := m.servicesLocked(ns)
 		if own[ns] {
 			v.Diagnostics = append(v.Diagnostics, r.diags...)
@@ -50,9 +53,6 @@ func (m *Mesh) View(tenant string) *TenantView {
 			if m.visibleLocked(s.Namespace, s.ExportTo, tenant) {
 				v.Services = append(v.Services, s)
 			}
-		}
-		if !own[ns] && ns != SharedNamespace && !m.exportsAnythingLocked(ns) {
-			continue
 		}
 		m.collectObjectsLocked(ns, own[ns], v)
 	}
@@ -102,12 +102,11 @@ func (m *Mesh) collectObjectsLocked(ns string, isOwn bool, v *TenantView) {
 	}
 }
 
-func (m *Mesh) exportsAnythingLocked(ns string) bool {
-	for _, o := range m.byNS[ns] {
-		for _, t := range exportToOf(o) {
-			if t != "." && t != "~" {
-				return true
-			}
+// exportsToLocked reports whether anything in ns may be exported to tenant.
+func (m *Mesh) exportsToLocked(ns, tenant string) bool {
+	for _, t := range m.exports[ns] {
+		if t == "*" || m.tenantOfLocked(t) == tenant {
+			return true
 		}
 	}
 	return false

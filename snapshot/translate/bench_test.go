@@ -2,7 +2,9 @@ package translate
 
 import (
 	"maps"
+	"runtime"
 	"slices"
+	"sync"
 	"testing"
 
 	"github.com/xdshard/xdshard/bench/fleet"
@@ -100,4 +102,32 @@ func fleetAfter(t *testing.T) *model.Mesh {
 	m := fleetMesh(t, fleet.Spec{Tenants: 5, Services: 20, Endpoints: 5, Seed: 1})
 	m.Apply(fleet.ScaleEndpoints(2, 3, 5, 7))
 	return m
+}
+
+// BenchmarkFullBuildParallel builds every tenant with GOMAXPROCS workers,
+// as the builder's BuildAll does at start-up: the full build's wall time.
+func BenchmarkFullBuildParallel(b *testing.B) {
+	m := fleetMesh(b, benchSpec)
+	tenants := m.Tenants()
+	b.ReportAllocs()
+	for b.Loop() {
+		work := make(chan string)
+		var wg sync.WaitGroup
+		for w := 0; w < runtime.GOMAXPROCS(0); w++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for t := range work {
+					if _, err := Build(m.View(t), Options{}); err != nil {
+						b.Error(err)
+					}
+				}
+			}()
+		}
+		for _, t := range tenants {
+			work <- t
+		}
+		close(work)
+		wg.Wait()
+	}
 }

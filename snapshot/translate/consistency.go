@@ -4,10 +4,7 @@ import (
 	"fmt"
 
 	cluster "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
-	listener "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	route "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
-	hcm "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
-	tcpproxy "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
 )
 
 // checkConsistency proves a view is complete: every route configuration a
@@ -29,8 +26,15 @@ func checkConsistency(clusters, endpoints, listeners, routes []named) error {
 		}
 	}
 	for _, l := range listeners {
-		if err := listenerRefs(l.msg.(*listener.Listener), cs, rs); err != nil {
-			return fmt.Errorf("listener %s: %w", l.name, err)
+		for _, name := range l.rds {
+			if !rs[name] {
+				return fmt.Errorf("listener %s: route configuration %q does not exist", l.name, name)
+			}
+		}
+		for _, c := range l.clusters {
+			if !cs[c] {
+				return fmt.Errorf("listener %s: tcp proxy cluster %s does not exist", l.name, c)
+			}
 		}
 	}
 	for _, r := range routes {
@@ -43,46 +47,6 @@ func checkConsistency(clusters, endpoints, listeners, routes []named) error {
 				}
 			}
 		}
-	}
-	return nil
-}
-
-func listenerRefs(l *listener.Listener, clusters, routes map[string]bool) error {
-	if api := l.GetApiListener().GetApiListener(); api != nil {
-		m := &hcm.HttpConnectionManager{}
-		if err := api.UnmarshalTo(m); err != nil {
-			return err
-		}
-		return rdsRef(m, routes)
-	}
-	for _, fc := range l.FilterChains {
-		for _, f := range fc.Filters {
-			switch f.Name {
-			case "envoy.filters.network.http_connection_manager":
-				m := &hcm.HttpConnectionManager{}
-				if err := f.GetTypedConfig().UnmarshalTo(m); err != nil {
-					return err
-				}
-				if err := rdsRef(m, routes); err != nil {
-					return err
-				}
-			case "envoy.filters.network.tcp_proxy":
-				tp := &tcpproxy.TcpProxy{}
-				if err := f.GetTypedConfig().UnmarshalTo(tp); err != nil {
-					return err
-				}
-				if !clusters[tp.GetCluster()] {
-					return fmt.Errorf("tcp proxy cluster %s does not exist", tp.GetCluster())
-				}
-			}
-		}
-	}
-	return nil
-}
-
-func rdsRef(m *hcm.HttpConnectionManager, routes map[string]bool) error {
-	if name := m.GetRds().GetRouteConfigName(); !routes[name] {
-		return fmt.Errorf("route configuration %q does not exist", name)
 	}
 	return nil
 }

@@ -30,13 +30,13 @@ func (t *translation) grpcListeners() {
 			routes := t.routesFor(s, p.Number)
 			for _, host := range grpcHostNames(s) {
 				name := fmt.Sprintf("%s:%d", host, p.Number)
-				t.out.grpcListen = append(t.out.grpcListen, named{name, &listener.Listener{
+				t.out.grpcListen = append(t.out.grpcListen, named{name: name, rds: []string{name}, msg: &listener.Listener{
 					Name: name,
 					ApiListener: &listener.ApiListener{
 						ApiListener: mustAny(hcmConfig(name, name)),
 					},
 				}})
-				t.out.grpcRoutes = append(t.out.grpcRoutes, named{name, &route.RouteConfiguration{
+				t.out.grpcRoutes = append(t.out.grpcRoutes, named{name: name, msg: &route.RouteConfiguration{
 					Name: name,
 					VirtualHosts: []*route.VirtualHost{{
 						Name:    name,

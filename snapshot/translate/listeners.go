@@ -43,10 +43,10 @@ func (t *translation) envoyListeners() {
 				Routes:  t.routesFor(s, port),
 			})
 		}
-		t.out.routes = append(t.out.routes, named{rc.Name, rc})
+		t.out.routes = append(t.out.routes, named{name: rc.Name, msg: rc})
 		name := fmt.Sprintf("0.0.0.0_%d", port)
-		t.out.listeners = append(t.out.listeners, named{name, outboundListener(name, "0.0.0.0", port,
-			&listener.FilterChain{Filters: []*listener.Filter{httpConnectionManager("outbound_"+name, rc.Name)}})})
+		t.out.listeners = append(t.out.listeners, named{name: name, msg: outboundListener(name, "0.0.0.0", port,
+			&listener.FilterChain{Filters: []*listener.Filter{httpConnectionManager("outbound_"+name, rc.Name)}}), rds: []string{rc.Name}})
 	}
 	t.tcpListeners(httpPorts)
 	sortNamed(t.out.listeners)
@@ -58,6 +58,7 @@ func (t *translation) envoyListeners() {
 // by SNI. What cannot be told apart is reported.
 func (t *translation) tcpListeners(httpPorts map[uint32][]*model.Service) {
 	sni := map[uint32][]*listener.FilterChain{}
+	sniClusters := map[uint32][]string{}
 	for _, s := range t.services {
 		if t.byHost[s.Hostname] != s {
 			continue
@@ -71,10 +72,11 @@ func (t *translation) tcpListeners(httpPorts map[uint32][]*model.Service) {
 			switch {
 			case len(s.Addresses) > 0:
 				name := fmt.Sprintf("%s_%d", s.Addresses[0], p.Number)
-				t.out.listeners = append(t.out.listeners, named{name, outboundListener(name, s.Addresses[0], p.Number, chain)})
+				t.out.listeners = append(t.out.listeners, named{name: name, msg: outboundListener(name, s.Addresses[0], p.Number, chain), clusters: []string{cluster}})
 			case (p.Protocol == model.ProtocolTLS || p.Protocol == model.ProtocolHTTPS) && len(httpPorts[p.Number]) == 0:
 				chain.FilterChainMatch = &listener.FilterChainMatch{ServerNames: []string{s.Hostname}}
 				sni[p.Number] = append(sni[p.Number], chain)
+				sniClusters[p.Number] = append(sniClusters[p.Number], cluster)
 			default:
 				t.diags.add(serviceWarning(s, fmt.Sprintf("port %d (%s) has no address to listen on; give the ServiceEntry addresses, or use an HTTP or TLS protocol", p.Number, p.Protocol)))
 			}
@@ -84,7 +86,7 @@ func (t *translation) tcpListeners(httpPorts map[uint32][]*model.Service) {
 		name := fmt.Sprintf("0.0.0.0_%d", port)
 		l := outboundListener(name, "0.0.0.0", port, sni[port]...)
 		l.ListenerFilters = []*listener.ListenerFilter{{Name: "envoy.filters.listener.tls_inspector", ConfigType: &listener.ListenerFilter_TypedConfig{TypedConfig: mustAny(&tlsinspector.TlsInspector{})}}}
-		t.out.listeners = append(t.out.listeners, named{name, l})
+		t.out.listeners = append(t.out.listeners, named{name: name, msg: l, clusters: sniClusters[port]})
 	}
 }
 

@@ -23,5 +23,5 @@ func (t *translation) nameTable() {
 		}
 		nt.Table[s.Hostname] = info
 	}
-	t.out.nds = []named{{NameTableName, nt}}
+	t.out.nds = []named{{name: NameTableName, msg: nt}}
 }

@@ -13,6 +13,10 @@ import (
 type named struct {
 	name string
 	msg  proto.Message
+	// For listeners: the route configurations (rds) and clusters (tcp) its
+	// filters refer to, recorded when it is built so the consistency check
+	// need not decode every filter again.
+	rds, clusters []string
 }
 
 // resources are the messages of one tenant before encoding.
