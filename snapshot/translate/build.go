@@ -3,6 +3,8 @@ package translate
 import (
 	"fmt"
 
+	route "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+
 	"github.com/xdshard/xdshard/snapshot"
 	"github.com/xdshard/xdshard/snapshot/model"
 )
@@ -49,11 +51,13 @@ type translation struct {
 	rules    *destinationRules
 	vs       *virtualServices
 
+	routeCache map[routeKey][]*route.Route // routes per service port, shared by both views
+
 	out resources
 }
 
 func newTranslation(v *model.TenantView, opts Options) *translation {
-	t := &translation{view: v, opts: opts, diags: newDiagnostics(v.Diagnostics), byHost: map[string]*model.Service{}}
+	t := &translation{view: v, opts: opts, diags: newDiagnostics(v.Diagnostics), byHost: map[string]*model.Service{}, routeCache: map[routeKey][]*route.Route{}}
 	t.services = egressServices(v, t.diags)
 	for _, s := range t.services {
 		if _, dup := t.byHost[s.Hostname]; dup {

@@ -72,13 +72,20 @@ func (t *translation) addCluster(s *model.Service, p model.Port, dr *networking.
 	}
 	applyPolicy(base, policy, drObj, t.diags)
 
-	envoy := proto.Clone(base).(*cluster.Cluster)
-	if p.Protocol == model.ProtocolHTTP2 || p.Protocol == model.ProtocolGRPC {
+	// The Envoy cluster differs from the gRPC one only by HTTP/2 options and
+	// TLS; when it needs neither, both views share one message, encoded once.
+	envoy := base
+	http2 := p.Protocol == model.ProtocolHTTP2 || p.Protocol == model.ProtocolGRPC
+	mode := policy.GetTls().GetMode()
+	if http2 || mode == networking.ClientTLSSettings_ISTIO_MUTUAL {
+		envoy = proto.Clone(base).(*cluster.Cluster)
+	}
+	if http2 {
 		envoy.TypedExtensionProtocolOptions = http2Options()
 	}
-	if policy.GetTls().GetMode() == networking.ClientTLSSettings_ISTIO_MUTUAL {
+	if mode == networking.ClientTLSSettings_ISTIO_MUTUAL {
 		envoy.TransportSocket = istioMutual(sniFor(p.Number, subsetName, s.Hostname))
-	} else if mode := policy.GetTls().GetMode(); mode == networking.ClientTLSSettings_SIMPLE || mode == networking.ClientTLSSettings_MUTUAL {
+	} else if mode == networking.ClientTLSSettings_SIMPLE || mode == networking.ClientTLSSettings_MUTUAL {
 		t.diags.warnf(drObj, "tls mode %s (origination with files) is not supported by xdshard; traffic to %s stays plaintext", mode, s.Hostname)
 	}
 	t.out.clusters = append(t.out.clusters, named{name: name, msg: envoy})

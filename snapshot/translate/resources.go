@@ -38,9 +38,16 @@ type validator interface{ Validate() error }
 // are consistent, and returns them as sets. Any failure is a bug in the
 // translation, never a problem of the user's config.
 func (t *translation) encode() (map[snapshot.View]map[string]*snapshot.Set, error) {
+	// A message shared by two views (a cluster both views serve alike) is
+	// validated and encoded once.
+	done := map[proto.Message]*snapshot.Resource{}
 	enc := func(typeURL string, items []named) (*snapshot.Set, error) {
 		rs := make([]*snapshot.Resource, 0, len(items))
 		for _, it := range items {
+			if r := done[it.msg]; r != nil && r.Name == it.name {
+				rs = append(rs, r)
+				continue
+			}
 			if v, ok := it.msg.(validator); ok {
 				if err := v.Validate(); err != nil {
 					return nil, fmt.Errorf("%s %q fails validation: %w", typeURL, it.name, err)
@@ -50,6 +57,7 @@ func (t *translation) encode() (map[snapshot.View]map[string]*snapshot.Set, erro
 			if err != nil {
 				return nil, err
 			}
+			done[it.msg] = r
 			rs = append(rs, r)
 		}
 		return snapshot.NewSet(typeURL, rs)
