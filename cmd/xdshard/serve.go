@@ -63,6 +63,11 @@ func serveFlags(args []string) (*serveConfig, error) {
 	if err := checkListenAddr("admin-addr", c.adminAddr, c.insecure); err != nil {
 		return nil, err
 	}
+	if c.config != "" {
+		if st, err := os.Stat(c.config); err != nil || !st.IsDir() {
+			return nil, fmt.Errorf("--config %q is not a readable directory; pass a directory of YAML manifests, or omit --config for the demo mesh", c.config)
+		}
+	}
 	if c.debounce <= 0 || c.maxDelay < c.debounce {
 		return nil, fmt.Errorf("--debounce %s and --max-delay %s: want 0 < debounce <= max-delay", c.debounce, c.maxDelay)
 	}
@@ -98,6 +103,7 @@ type running struct {
 	xdsAddr  string
 	admin    string
 	synced   atomic.Bool
+	syncedCh chan struct{} // closed after the first full sync is built
 	errc     chan error
 	shutdown func()
 }
@@ -108,7 +114,7 @@ type running struct {
 func startServing(ctx context.Context, cfg *serveConfig, log *slog.Logger) (*running, error) {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	r := &running{cfg: cfg, mesh: model.NewMesh(), store: snapshot.NewStore(cfg.history), errc: make(chan error, 4)}
+	r := &running{cfg: cfg, mesh: model.NewMesh(), store: snapshot.NewStore(cfg.history), errc: make(chan error, 4), syncedCh: make(chan struct{})}
 	r.server = server.New(r.store, server.Options{Resolver: r.mesh, Logger: log, Registry: reg})
 	r.builder = builder.New(r.mesh, r.store, builder.Options{
 		Debounce: cfg.debounce, MaxDelay: cfg.maxDelay, Build: buildTenant, Logger: log,
@@ -132,7 +138,17 @@ func startServing(ctx context.Context, cfg *serveConfig, log *slog.Logger) (*run
 	src := source(cfg.config, log)
 	go func() { r.errc <- r.runSource(runCtx, src) }()
 	go func() { _ = r.builder.Run(runCtx) }()
-	go func() { r.errc <- g.Serve(xdsLis) }()
+	// Serve xDS only once the config has been read, as istiod waits for
+	// its caches: a proxy connecting earlier would be refused as a member
+	// of no tenant. Until then its connection waits in the listen backlog.
+	go func() {
+		select {
+		case <-r.syncedCh:
+			r.errc <- g.Serve(xdsLis)
+		case <-runCtx.Done():
+			xdsLis.Close()
+		}
+	}()
 	go func() {
 		if err := httpSrv.Serve(adminLis); !errors.Is(err, http.ErrServerClosed) {
 			r.errc <- err
@@ -168,6 +184,7 @@ func (r *running) runSource(ctx context.Context, src model.Source) error {
 				r.errc <- err
 			}
 			r.synced.Store(true)
+			close(r.syncedCh)
 			return
 		}
 		r.builder.Apply(ev.Changes)
@@ -195,9 +212,10 @@ func (r *running) printBanner(w io.Writer) {
 	if r.cfg.config != "" {
 		src = r.cfg.config + " (following edits)"
 	}
-	// Wait briefly for the first build so the banner can list tenants.
-	for i := 0; i < 100 && !r.synced.Load(); i++ {
-		time.Sleep(10 * time.Millisecond)
+	// The banner lists tenants, so it waits for the first build.
+	select {
+	case <-r.syncedCh:
+	case <-time.After(30 * time.Second):
 	}
 	fmt.Fprintf(w, "xdshard %s serving %s\n", version, src)
 	fmt.Fprintf(w, "  xDS (ADS, SotW and delta): %s\n  admin: http://%s/ (healthz, readyz, metrics, debug/pprof, debug/syncz)\n", r.xdsAddr, r.admin)

@@ -1,0 +1,64 @@
+package main
+
+import (
+	"encoding/json"
+	"strings"
+	"testing"
+)
+
+func TestServeFlagsRejectBadInput(t *testing.T) {
+	cases := map[string]struct {
+		args []string
+		want string
+	}{
+		"plaintext beyond loopback": {[]string{"--xds-addr", "0.0.0.0:15010"}, "--insecure"},
+		"address without port":      {[]string{"--admin-addr", "localhost"}, "HOST:PORT"},
+		"missing config dir":        {[]string{"--config", "/nonexistent/mesh"}, "not a readable directory"},
+		"debounce above max delay":  {[]string{"--debounce", "2s", "--max-delay", "1s"}, "debounce <= max-delay"},
+		"stray argument":            {[]string{"extra"}, "takes no arguments"},
+	}
+	for name, c := range cases {
+		if _, err := serveFlags(c.args); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: got %v, want an error mentioning %q", name, err, c.want)
+		}
+	}
+	if _, err := serveFlags([]string{"--xds-addr", "0.0.0.0:0", "--insecure"}); err != nil {
+		t.Errorf("--insecure should allow any address: %v", err)
+	}
+}
+
+// TestRenderDemo renders every tenant of the embedded demo, as
+// `xdshard render --tenant T` does, and checks the JSON's shape.
+func TestRenderDemo(t *testing.T) {
+	mesh, res, err := loadMesh("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := res.Diags(); len(d) > 0 {
+		t.Fatalf("demo diagnostics: %v", d)
+	}
+	for _, tenant := range mesh.Tenants() {
+		snap, err := buildTenant(mesh.View(tenant))
+		if err != nil {
+			t.Fatal(err)
+		}
+		out, err := renderJSON(snap)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var doc struct {
+			Tenant string                       `json:"tenant"`
+			Envoy  map[string][]json.RawMessage `json:"envoy"`
+			GRPC   map[string][]json.RawMessage `json:"grpc"`
+		}
+		if err := json.Unmarshal(out, &doc); err != nil {
+			t.Fatalf("%s: render is not JSON: %v", tenant, err)
+		}
+		if doc.Tenant != tenant || len(doc.Envoy["clusters"]) == 0 || len(doc.Envoy["listeners"]) == 0 || len(doc.GRPC["listeners"]) == 0 {
+			t.Errorf("%s: rendered %d clusters, %d listeners, %d gRPC listeners", tenant, len(doc.Envoy["clusters"]), len(doc.Envoy["listeners"]), len(doc.GRPC["listeners"]))
+		}
+	}
+	if err := renderCmd([]string{"--tenant", "nope"}); err == nil || !strings.Contains(err.Error(), "tenants are") {
+		t.Errorf("unknown tenant: %v, want the list of tenants", err)
+	}
+}
