@@ -13,7 +13,8 @@ import (
 // grpcListeners builds the proxyless gRPC view, shaped as istiod's grpcgen
 // shapes it: for every HTTP service port, an API listener named HOST:PORT
 // (the dial target of xds:///HOST:PORT) whose connection manager takes its
-// routes by RDS from a route configuration of the same name.
+// routes by RDS; the names of one service port share one route
+// configuration, named by the FQDN.
 //
 // Every qualified name is served (name.ns, name.ns.svc and the FQDN), since
 // a client may dial any of them; the bare short name is left out because it
@@ -27,24 +28,28 @@ func (t *translation) grpcListeners() {
 			if !p.Protocol.IsHTTP() {
 				continue
 			}
-			routes := t.routesFor(s, p.Number)
+			// One route configuration per service port, named by the FQDN,
+			// answers every name of the service: grpc-go matches the
+			// dial target against the virtual host's domains, not against
+			// the route configuration's name.
+			rdsName := fmt.Sprintf("%s:%d", s.Hostname, p.Number)
+			var domains []string
 			for _, host := range grpcHostNames(s) {
 				name := fmt.Sprintf("%s:%d", host, p.Number)
-				t.out.grpcListen = append(t.out.grpcListen, named{name: name, rds: []string{name}, msg: &listener.Listener{
-					Name: name,
-					ApiListener: &listener.ApiListener{
-						ApiListener: mustAny(hcmConfig(name, name)),
-					},
-				}})
-				t.out.grpcRoutes = append(t.out.grpcRoutes, named{name: name, msg: &route.RouteConfiguration{
-					Name: name,
-					VirtualHosts: []*route.VirtualHost{{
-						Name:    name,
-						Domains: []string{name, host},
-						Routes:  routes,
-					}},
+				domains = append(domains, name, host)
+				t.out.grpcListen = append(t.out.grpcListen, named{name: name, rds: []string{rdsName}, msg: &listener.Listener{
+					Name:        name,
+					ApiListener: &listener.ApiListener{ApiListener: mustAny(hcmConfig(name, rdsName))},
 				}})
 			}
+			t.out.grpcRoutes = append(t.out.grpcRoutes, named{name: rdsName, msg: &route.RouteConfiguration{
+				Name: rdsName,
+				VirtualHosts: []*route.VirtualHost{{
+					Name:    rdsName,
+					Domains: domains,
+					Routes:  t.routesFor(s, p.Number),
+				}},
+			}})
 		}
 	}
 	sortNamed(t.out.grpcListen)
