@@ -20,29 +20,7 @@ func (s *Server) DeltaAggregatedResources(stream discovery.AggregatedDiscoverySe
 	if metaString(first.GetNode(), "GENERATOR") == GeneratorAPI {
 		return status.Error(codes.Unimplemented, "MCP (GENERATOR: api) is served over state-of-the-world ADS only, as istiod uses it")
 	}
-	c, err := s.bind(first.GetNode(), true)
-	if err != nil {
-		return err
-	}
-	defer s.unbind(c)
-	if err := s.recordDelta(c, first); err != nil {
-		return err
-	}
-	recvErr := make(chan error, 1)
-	go func() {
-		for {
-			req, err := stream.Recv()
-			if err == nil {
-				err = s.recordDelta(c, req)
-			}
-			if err != nil {
-				recvErr <- err
-				return
-			}
-			c.signal()
-		}
-	}()
-	return s.serve(stream.Context(), c, recvErr, func(snap *snapshot.Snapshot) error {
+	return runStream(s, stream.Context(), first, true, stream.Recv, s.recordDelta, func(c *conn, snap *snapshot.Snapshot) error {
 		return s.pushDelta(stream, c, snap)
 	})
 }

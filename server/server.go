@@ -143,6 +143,38 @@ func (s *Server) checkNode(c *conn, node *core.Node) error {
 	return nil
 }
 
+// request is what SotW and delta requests have in common here.
+type request interface{ GetNode() *core.Node }
+
+// runStream binds a stream to its tenant and runs it: a receive loop that
+// only records requests and signals, and the send loop (serve). first is
+// the request already read.
+func runStream[R request](s *Server, ctx context.Context, first R, delta bool, recv func() (R, error), record func(*conn, R) error, push func(*conn, *snapshot.Snapshot) error) error {
+	c, err := s.bind(first.GetNode(), delta)
+	if err != nil {
+		return err
+	}
+	defer s.unbind(c)
+	if err := record(c, first); err != nil {
+		return err
+	}
+	recvErr := make(chan error, 1)
+	go func() {
+		for {
+			req, err := recv()
+			if err == nil {
+				err = record(c, req)
+			}
+			if err != nil {
+				recvErr <- err
+				return
+			}
+			c.signal()
+		}
+	}()
+	return s.serve(ctx, c, recvErr, func(snap *snapshot.Snapshot) error { return push(c, snap) })
+}
+
 // serve runs a stream's send loop: it pushes whenever the tenant's
 // snapshot or the stream's requests change, until the stream ends.
 func (s *Server) serve(ctx context.Context, c *conn, recvErr <-chan error, push func(*snapshot.Snapshot) error) error {

@@ -22,29 +22,7 @@ func (s *Server) StreamAggregatedResources(stream discovery.AggregatedDiscoveryS
 		}
 		return s.opts.MCP.StreamMCP(stream, first)
 	}
-	c, err := s.bind(first.GetNode(), false)
-	if err != nil {
-		return err
-	}
-	defer s.unbind(c)
-	if err := s.recordSotW(c, first); err != nil {
-		return err
-	}
-	recvErr := make(chan error, 1)
-	go func() {
-		for {
-			req, err := stream.Recv()
-			if err == nil {
-				err = s.recordSotW(c, req)
-			}
-			if err != nil {
-				recvErr <- err
-				return
-			}
-			c.signal()
-		}
-	}()
-	return s.serve(stream.Context(), c, recvErr, func(snap *snapshot.Snapshot) error {
+	return runStream(s, stream.Context(), first, false, stream.Recv, s.recordSotW, func(c *conn, snap *snapshot.Snapshot) error {
 		return s.pushSotW(stream, c, snap)
 	})
 }

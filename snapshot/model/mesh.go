@@ -2,6 +2,7 @@ package model
 
 import (
 	"cmp"
+	"maps"
 	"slices"
 	"sync"
 
@@ -260,12 +261,7 @@ func (m *Mesh) servicesLocked(ns string) *resolvedNS {
 		return r
 	}
 	in := &nsObjects{pods: map[string]*Object{}, podsByIP: map[string]*Object{}}
-	objs := make([]*Object, 0, len(m.byNS[ns]))
-	for _, o := range m.byNS[ns] {
-		objs = append(objs, o)
-	}
-	sortObjects(objs)
-	for _, o := range objs {
+	for _, o := range m.nsObjectsLocked(ns) {
 		switch o.Kind {
 		case KindService:
 			in.services = append(in.services, o)
@@ -288,17 +284,20 @@ func (m *Mesh) servicesLocked(ns string) *resolvedNS {
 	return r
 }
 
+// nsObjectsLocked returns the objects of ns, sorted by key.
+func (m *Mesh) nsObjectsLocked(ns string) []*Object {
+	objs := make([]*Object, 0, len(m.byNS[ns]))
+	for _, o := range m.byNS[ns] {
+		objs = append(objs, o)
+	}
+	sortObjects(objs)
+	return objs
+}
+
 func sortObjects(objs []*Object) {
 	slices.SortFunc(objs, func(a, b *Object) int {
 		return cmp.Or(cmp.Compare(a.Kind, b.Kind), cmp.Compare(a.Namespace, b.Namespace), cmp.Compare(a.Name, b.Name))
 	})
 }
 
-func sortedKeys[V any](m map[string]V) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	slices.Sort(out)
-	return out
-}
+func sortedKeys[V any](m map[string]V) []string { return slices.Sorted(maps.Keys(m)) }

@@ -76,12 +76,7 @@ func (m *Mesh) collectObjectsLocked(ns string, isOwn bool, v *TenantView) {
 			v.NamespaceObjects = append(v.NamespaceObjects, o)
 		}
 	}
-	objs := make([]*Object, 0, len(m.byNS[ns]))
-	for _, o := range m.byNS[ns] {
-		objs = append(objs, o)
-	}
-	sortObjects(objs)
-	for _, o := range objs {
+	for _, o := range m.nsObjectsLocked(ns) {
 		switch o.Kind {
 		case KindNamespace:
 		case KindVirtualService:
