@@ -5,6 +5,9 @@ import (
 	"sync"
 	"time"
 
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
 	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 
 	"github.com/xdshard/xdshard/snapshot"
@@ -142,4 +145,30 @@ func setFor(snap *snapshot.Snapshot, v snapshot.View, typeURL string) (*snapshot
 		return snap.Set(v, typeURL), true
 	}
 	return nil, false
+}
+
+// checkRequest refuses a request that moves the stream to another tenant
+// or names no type, and returns its type.
+func (s *Server) checkRequest(c *conn, node *core.Node, typeURL string) (string, error) {
+	if err := s.checkNode(c, node); err != nil {
+		return "", err
+	}
+	if typeURL == "" {
+		return "", status.Error(codes.InvalidArgument, "request without type_url; ADS requests must name their type")
+	}
+	return typeURL, nil
+}
+
+// answered records the client's answer to the last response of type t:
+// a NACK (kept for status, never re-pushed) or an ACK of version.
+func (s *Server) answered(c *conn, st *typeState, t, message string, nack bool, version string) {
+	st.awaiting = false
+	if nack {
+		st.nack = &NACK{Version: st.sentVersion, Message: message, At: time.Now()}
+		s.metrics.nack(t)
+		s.log.Warn("config rejected by client", "node", c.node.GetId(), "tenant", c.tenant, "type", t, "version", st.sentVersion, "error", message)
+		return
+	}
+	st.acked, st.ackedAt = version, time.Now()
+	s.metrics.ack(t, time.Since(st.sentAt))
 }

@@ -30,12 +30,9 @@ func (s *Server) DeltaAggregatedResources(stream discovery.AggregatedDiscoverySe
 // the client already holds (so a reconnecting client that is up to date
 // is sent nothing).
 func (s *Server) recordDelta(c *conn, req *discovery.DeltaDiscoveryRequest) error {
-	if err := s.checkNode(c, req.GetNode()); err != nil {
+	t, err := s.checkRequest(c, req.GetNode(), req.GetTypeUrl())
+	if err != nil {
 		return err
-	}
-	t := req.GetTypeUrl()
-	if t == "" {
-		return status.Error(codes.InvalidArgument, "request without type_url; ADS requests must name their type")
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -49,15 +46,7 @@ func (s *Server) recordDelta(c *conn, req *discovery.DeltaDiscoveryRequest) erro
 			return nil
 		}
 		if st.awaiting {
-			st.awaiting = false
-			if req.ErrorDetail != nil {
-				st.nack = &NACK{Version: st.sentVersion, Message: req.ErrorDetail.GetMessage(), At: time.Now()}
-				s.metrics.nack(t)
-				s.log.Warn("config rejected by client", "node", c.node.GetId(), "tenant", c.tenant, "type", t, "version", st.sentVersion, "error", req.ErrorDetail.GetMessage())
-			} else {
-				st.acked, st.ackedAt = st.sentVersion, time.Now()
-				s.metrics.ack(t, time.Since(st.sentAt))
-			}
+			s.answered(c, st, t, req.ErrorDetail.GetMessage(), req.ErrorDetail != nil, st.sentVersion)
 		}
 	}
 	if !st.requested {

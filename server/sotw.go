@@ -32,12 +32,9 @@ func (s *Server) StreamAggregatedResources(stream discovery.AggregatedDiscoveryS
 // subscription. A request answering an older response is stale and
 // ignored; the client will ask again after it sees the newer one.
 func (s *Server) recordSotW(c *conn, req *discovery.DiscoveryRequest) error {
-	if err := s.checkNode(c, req.GetNode()); err != nil {
+	t, err := s.checkRequest(c, req.GetNode(), req.GetTypeUrl())
+	if err != nil {
 		return err
-	}
-	t := req.GetTypeUrl()
-	if t == "" {
-		return status.Error(codes.InvalidArgument, "request without type_url; ADS requests must name their type")
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -52,15 +49,7 @@ func (s *Server) recordSotW(c *conn, req *discovery.DiscoveryRequest) error {
 		}
 	}
 	if !initial && req.ResponseNonce == st.nonce && st.awaiting {
-		st.awaiting = false
-		if req.ErrorDetail != nil {
-			st.nack = &NACK{Version: st.sentVersion, Message: req.ErrorDetail.GetMessage(), At: time.Now()}
-			s.metrics.nack(t)
-			s.log.Warn("config rejected by client", "node", c.node.GetId(), "tenant", c.tenant, "type", t, "version", st.sentVersion, "error", req.ErrorDetail.GetMessage())
-		} else {
-			st.acked, st.ackedAt = req.VersionInfo, time.Now()
-			s.metrics.ack(t, time.Since(st.sentAt))
-		}
+		s.answered(c, st, t, req.ErrorDetail.GetMessage(), req.ErrorDetail != nil, req.VersionInfo)
 	}
 	subscribe(st, req.ResourceNames, !st.requested)
 	st.requested = true
