@@ -23,6 +23,14 @@ const (
 	// ExportToAnnotation on a Kubernetes Service lists where it is exported,
 	// as Istio's networking.istio.io/exportTo does.
 	ExportToAnnotation = "networking.istio.io/exportTo"
+	// TrustAnnotation on a tenant's Namespace lists other tenants whose
+	// workloads may call this tenant's ("a, b").
+	TrustAnnotation = "xdshard.io/trusted-tenants"
+	// IsolationAnnotation "disabled" on a tenant's Namespace opts the
+	// tenant out of generated isolation policies.
+	IsolationAnnotation = "xdshard.io/isolation"
+	// RevisionLabel on a Namespace names the istiod revision serving it.
+	RevisionLabel = "istio.io/rev"
 )
 
 // Kind is an input object's kind, as in its manifest.

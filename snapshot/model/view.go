@@ -26,6 +26,13 @@ type TenantView struct {
 	Root map[Kind][]*Object
 
 	Diagnostics []Diagnostic // resolution and source problems in the tenant's namespaces
+
+	// Trusted maps each tenant this one trusts (annotation TrustAnnotation
+	// on its namespaces) to that tenant's namespaces.
+	Trusted map[string][]string
+	// Revisions maps each of the tenant's namespaces to its istio.io/rev
+	// label, when it has one.
+	Revisions map[string]string
 }
 
 // OwnObjects returns the tenant's own objects of kind k.
@@ -61,6 +68,12 @@ func (m *Mesh) View(tenant string) *TenantView {
 			if own[d.Namespace] {
 				v.Diagnostics = append(v.Diagnostics, d)
 			}
+		}
+	}
+	v.Trusted, v.Revisions = m.trustLocked(v.NamespaceObjects), map[string]string{}
+	for _, o := range v.NamespaceObjects {
+		if rev := o.Meta.Labels[RevisionLabel]; rev != "" {
+			v.Revisions[o.Name] = rev
 		}
 	}
 	slices.SortStableFunc(v.Services, func(a, b *Service) int { return strings.Compare(a.Hostname, b.Hostname) })
@@ -135,4 +148,18 @@ func (m *Mesh) visibleLocked(ownerNS string, exportTo []string, tenant string) b
 		}
 	}
 	return false
+}
+
+// trustLocked resolves the tenants named by TrustAnnotation on a tenant's
+// namespaces to their namespaces. An unknown tenant maps to none.
+func (m *Mesh) trustLocked(namespaces []*Object) map[string][]string {
+	out := map[string][]string{}
+	for _, o := range namespaces {
+		for _, t := range splitList(o.Meta.Annotations[TrustAnnotation]) {
+			if _, done := out[t]; !done {
+				out[t] = m.namespacesLocked(t)
+			}
+		}
+	}
+	return out
 }
