@@ -186,4 +186,3 @@ func dropShadowed(v *model.TenantView, gen []*model.Object) ([]*model.Object, []
 	}
 	return out, diags
 }
-
