@@ -32,6 +32,7 @@ type conn struct {
 	tenant    string
 	view      snapshot.View
 	delta     bool
+	revision  string // MCP: the istiod's ISTIO_REVISION
 	connected time.Time
 	dirty     chan struct{} // capacity one: "requests changed, look again"
 

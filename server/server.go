@@ -33,7 +33,8 @@ type Options struct {
 	Logger   *slog.Logger
 	// Registry receives the server's metrics; nil means a private one.
 	Registry prometheus.Registerer
-	// MCP serves istiod's config-source streams; nil refuses them.
+	// MCP serves istiod's config-source streams; nil uses the built-in
+	// MCP server over the store's ViewMCP.
 	MCP MCPHandler
 }
 
@@ -64,10 +65,14 @@ func New(store *snapshot.Store, opts Options) *Server {
 		opts.Registry = prometheus.NewRegistry()
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	return &Server{
+	s := &Server{
 		store: store, opts: opts, log: opts.Logger, cache: newResponseCache(),
 		metrics: newMetrics(opts.Registry), ctx: ctx, cancel: cancel, conns: map[*conn]struct{}{},
 	}
+	if s.opts.MCP == nil {
+		s.opts.MCP = newMCPServer(s)
+	}
+	return s
 }
 
 // Register adds the ADS service to g.
@@ -158,6 +163,13 @@ func runStream[R request](s *Server, ctx context.Context, first R, delta bool, r
 	if err := record(c, first); err != nil {
 		return err
 	}
+	return s.serve(ctx, c, receive(c, recv, record), func(snap *snapshot.Snapshot) error { return push(c, snap) })
+}
+
+// receive starts a stream's receive loop: it records each request and
+// signals the send loop, and never waits on a send. It ends with the
+// stream, reporting why on the returned channel.
+func receive[R any](c *conn, recv func() (R, error), record func(*conn, R) error) <-chan error {
 	recvErr := make(chan error, 1)
 	go func() {
 		for {
@@ -172,16 +184,25 @@ func runStream[R request](s *Server, ctx context.Context, first R, delta bool, r
 			c.signal()
 		}
 	}()
-	return s.serve(ctx, c, recvErr, func(snap *snapshot.Snapshot) error { return push(c, snap) })
+	return recvErr
 }
 
 // serve runs a stream's send loop: it pushes whenever the tenant's
 // snapshot or the stream's requests change, until the stream ends.
 func (s *Server) serve(ctx context.Context, c *conn, recvErr <-chan error, push func(*snapshot.Snapshot) error) error {
-	w := s.store.Watch(c.tenant)
+	return s.loop(ctx, c, c.tenant, recvErr, func() error { return push(s.store.Current(c.tenant)) })
+}
+
+// serveAll is serve for a stream that reads every tenant (MCP).
+func (s *Server) serveAll(ctx context.Context, c *conn, recvErr <-chan error, push func() error) error {
+	return s.loop(ctx, c, "", recvErr, push)
+}
+
+func (s *Server) loop(ctx context.Context, c *conn, tenant string, recvErr <-chan error, push func() error) error {
+	w := s.store.Watch(tenant)
 	defer w.Close()
 	for {
-		if err := push(s.store.Current(c.tenant)); err != nil {
+		if err := push(); err != nil {
 			return err
 		}
 		select {

@@ -4,8 +4,6 @@ import (
 	"time"
 
 	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 
 	"github.com/xdshard/xdshard/snapshot"
 )
@@ -17,9 +15,6 @@ func (s *Server) StreamAggregatedResources(stream discovery.AggregatedDiscoveryS
 		return err
 	}
 	if metaString(first.GetNode(), "GENERATOR") == GeneratorAPI {
-		if s.opts.MCP == nil {
-			return status.Error(codes.Unimplemented, "this xdshard serves no MCP (GENERATOR: api) streams")
-		}
 		return s.opts.MCP.StreamMCP(stream, first)
 	}
 	return runStream(s, stream.Context(), first, false, stream.Recv, s.recordSotW, func(c *conn, snap *snapshot.Snapshot) error {

@@ -124,3 +124,14 @@ func (s *Set) GetVersion() string {
 	}
 	return s.Version
 }
+
+// Any wraps m in an Any with a deterministic encoding. anypb.New's
+// encoding orders map entries at random, which would give identical config
+// a new content hash and push it again.
+func Any(m proto.Message) (*anypb.Any, error) {
+	a := &anypb.Any{}
+	if err := anypb.MarshalFrom(a, m, proto.MarshalOptions{Deterministic: true}); err != nil {
+		return nil, err
+	}
+	return a, nil
+}

@@ -83,6 +83,31 @@ type Snapshot struct {
 	Views       map[View]map[string]*Set
 	Diagnostics []Diagnostic
 	Built       time.Time
+	// Revisions maps the tenant's namespaces to their istio.io/rev label,
+	// so a revision-scoped istiod is served only its namespaces' config.
+	Revisions map[string]string
+}
+
+// WithRevisions returns a copy of s carrying the namespaces' revisions. They
+// are part of the version: moving a namespace to another istiod revision is
+// a change every istiod must see.
+func (s *Snapshot) WithRevisions(revs map[string]string) *Snapshot {
+	cp := *s
+	cp.Revisions = revs
+	if len(revs) > 0 {
+		h := xxhash.New()
+		_, _ = h.WriteString(s.Version)
+		keys := make([]string, 0, len(revs))
+		for k := range revs {
+			keys = append(keys, k)
+		}
+		slices.Sort(keys)
+		for _, k := range keys {
+			_, _ = fmt.Fprintf(h, "\x00%s=%s", k, revs[k])
+		}
+		cp.Version = fmt.Sprintf("%016x", h.Sum64())
+	}
+	return &cp
 }
 
 // New assembles a snapshot from its views and computes its version.

@@ -3,6 +3,7 @@ package snapshot
 import (
 	"testing"
 
+	"google.golang.org/protobuf/types/known/structpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 )
 
@@ -86,6 +87,22 @@ func TestMCPKey(t *testing.T) {
 	} {
 		if got := MCPKey(in); got != want {
 			t.Errorf("MCPKey(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+// TestAnyIsDeterministic: a message with a map encodes to the same bytes
+// every time, so its version never changes by itself.
+func TestAnyIsDeterministic(t *testing.T) {
+	m, _ := structpb.NewStruct(map[string]any{"a": 1, "b": 2, "c": 3, "d": 4, "e": 5, "f": 6, "g": 7, "h": 8})
+	first, err := Any(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 50; i++ {
+		again, _ := Any(m)
+		if string(again.Value) != string(first.Value) {
+			t.Fatal("Any encoded the same message differently")
 		}
 	}
 }

@@ -2,13 +2,14 @@ package main
 
 import (
 	"github.com/xdshard/xdshard/snapshot"
+	"github.com/xdshard/xdshard/snapshot/builder"
 	"github.com/xdshard/xdshard/snapshot/model"
 	"github.com/xdshard/xdshard/snapshot/translate"
 )
 
 // buildTenant is the one BuildFunc `serve` and `render` share.
 func buildTenant(v *model.TenantView) (*snapshot.Snapshot, error) {
-	return translate.Build(v, translate.Options{})
+	return builder.Compose(v)
 }
 
 func renderJSON(s *snapshot.Snapshot, views ...snapshot.View) ([]byte, error) {

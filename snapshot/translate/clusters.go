@@ -15,6 +15,7 @@ import (
 	"google.golang.org/protobuf/types/known/wrapperspb"
 	networking "istio.io/api/networking/v1alpha3"
 
+	"github.com/xdshard/xdshard/snapshot"
 	"github.com/xdshard/xdshard/snapshot/model"
 )
 
@@ -235,7 +236,7 @@ func sniFor(port uint32, subset, host string) string {
 }
 
 func mustAny(m proto.Message) *anypb.Any {
-	a, err := anypb.New(m)
+	a, err := snapshot.Any(m)
 	if err != nil {
 		panic(err) // only for well-known, always-encodable messages
 	}
