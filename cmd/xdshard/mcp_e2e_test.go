@@ -12,10 +12,10 @@ import (
 
 	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
-	mcpv1 "istio.io/api/mcp/v1alpha1"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/types/known/structpb"
+	mcpv1 "istio.io/api/mcp/v1alpha1"
 
 	"github.com/xdshard/xdshard/snapshot/demo"
 )
