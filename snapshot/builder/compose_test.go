@@ -39,3 +39,42 @@ func TestComposeIsStable(t *testing.T) {
 		}
 	}
 }
+
+// TestComposeRejectsWhatIstiodWould: an invalid VirtualService is left out
+// of both the Envoy routes and istiod's MCP view, and reported.
+func TestComposeRejectsWhatIstiodWould(t *testing.T) {
+	doc := `apiVersion: v1
+kind: Namespace
+metadata: {name: shop}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: shop}
+spec: {clusterIP: 10.0.0.1, ports: [{name: http, port: 80}]}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: bad, namespace: shop}
+spec:
+  hosts: [web]
+  http: [{route: [{destination: {host: web}, weight: 150}]}]
+`
+	m := model.NewMesh()
+	for _, d := range manifest.Decode("shop.yaml", []byte(doc)) {
+		m.Apply([]model.Change{{Key: d.Object.Key, Object: d.Object}})
+	}
+	s, err := Compose(m.View("shop"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := s.Set(snapshot.ViewMCP, "networking.istio.io/v1/VirtualService").Len(); n != 0 {
+		t.Fatalf("the invalid VirtualService was served to istiod (%d items)", n)
+	}
+	found := false
+	for _, d := range s.Diagnostics {
+		found = found || (d.Object == "VirtualService shop/bad" && d.Severity == snapshot.SeverityError)
+	}
+	if !found {
+		t.Fatalf("no error diagnostic for the invalid VirtualService: %v", s.Diagnostics)
+	}
+}
