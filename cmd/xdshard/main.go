@@ -21,7 +21,8 @@ type command struct {
 func commands() map[string]command {
 	return map[string]command{
 		"serve":   {"serve tenant snapshots over ADS (default: the embedded demo mesh)", serveCmd},
-		"render":  {"print a tenant's snapshot as JSON, or list tenants", renderCmd},
+		"render":  {"print a tenant's snapshot as JSON, list tenants, or print generated policies as YAML", renderCmd},
+		"analyze": {"report Istio/NetworkPolicy disagreements and cross-tenant exposure", analyzeCmd},
 		"version": {"print the version", versionCmd},
 	}
 }

@@ -18,8 +18,9 @@ func renderCmd(args []string) error {
 	config := fs.String("config", "", "directory of YAML manifests (default: the embedded demo mesh)")
 	tenant := fs.String("tenant", "", "tenant to print; omitted: list the tenants")
 	views := fs.String("view", "", "comma-separated views to print: envoy, grpc, nds, mcp (default: all)")
+	kind := fs.String("kind", "", "print the generated isolation objects of this kind as YAML for kubectl apply (NetworkPolicy, AuthorizationPolicy, PeerAuthentication, Sidecar); with --tenant, that tenant's only")
 	fs.Usage = func() {
-		fmt.Fprintln(fs.Output(), "Usage: xdshard render [--config DIR] [--tenant T] [--view envoy,grpc]\n\nPrints a tenant's snapshot as JSON: one object per xDS type, resources in protojson.")
+		fmt.Fprintln(fs.Output(), "Usage: xdshard render [--config DIR] [--tenant T] [--view envoy,grpc] [--kind NetworkPolicy]\n\nPrints a tenant's snapshot as JSON: one object per xDS type, resources in protojson.")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -35,11 +36,14 @@ func renderCmd(args []string) error {
 	for _, d := range res.Diags() {
 		fmt.Fprintln(os.Stderr, d.Error())
 	}
+	if *tenant != "" && !contains(mesh.Tenants(), *tenant) {
+		return fmt.Errorf("no tenant %q; tenants are %s", *tenant, strings.Join(mesh.Tenants(), ", "))
+	}
+	if *kind != "" {
+		return renderGenerated(mesh, *tenant, *kind)
+	}
 	if *tenant == "" {
 		return listTenants(mesh)
-	}
-	if !contains(mesh.Tenants(), *tenant) {
-		return fmt.Errorf("no tenant %q; tenants are %s", *tenant, strings.Join(mesh.Tenants(), ", "))
 	}
 	snap, err := buildTenant(mesh.View(*tenant))
 	if err != nil {
