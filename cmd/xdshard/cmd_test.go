@@ -2,6 +2,8 @@ package main
 
 import (
 	"encoding/json"
+	"io"
+	"net/http"
 	"strings"
 	"testing"
 )
@@ -60,5 +62,24 @@ func TestRenderDemo(t *testing.T) {
 	}
 	if err := renderCmd([]string{"--tenant", "nope"}); err == nil || !strings.Contains(err.Error(), "tenants are") {
 		t.Errorf("unknown tenant: %v, want the list of tenants", err)
+	}
+}
+
+// TestAdminEndpoints reads the admin endpoints of a running serve.
+func TestAdminEndpoints(t *testing.T) {
+	r := startTestServe(t, copyDemo(t))
+	<-r.syncedCh
+	for path, want := range map[string]string{
+		"/healthz": "ok", "/readyz": "ready", "/debug/tenantz": `"tenant": "acme"`, "/debug/syncz": "[", "/metrics": "go_goroutines",
+	} {
+		resp, err := http.Get("http://" + r.admin + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || !strings.Contains(string(body), want) {
+			t.Errorf("%s: %d %q, want 200 containing %q", path, resp.StatusCode, body, want)
+		}
 	}
 }
