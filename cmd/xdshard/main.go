@@ -23,6 +23,7 @@ func commands() map[string]command {
 		"serve":   {"serve tenant snapshots over ADS (default: the embedded demo mesh)", serveCmd},
 		"render":  {"print a tenant's snapshot as JSON, list tenants, or print generated policies as YAML", renderCmd},
 		"analyze": {"report Istio/NetworkPolicy disagreements and cross-tenant exposure", analyzeCmd},
+		"bench":   {"measure push latency under synthetic load against go-control-plane, in one run", benchCmd},
 		"version": {"print the version", versionCmd},
 	}
 }

@@ -1,0 +1,78 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/xdshard/xdshard/bench/fleet"
+	"github.com/xdshard/xdshard/bench/proxy"
+	"github.com/xdshard/xdshard/snapshot/model"
+)
+
+// event is one churn event: what changes, which proxies must see it, and
+// the type they see it in.
+type event struct {
+	name     string
+	changes  func(gen int) []model.Change
+	affected func(p *proxy.Proxy) bool
+	typeURL  string
+}
+
+func events(cfg Config) []event {
+	return []event{
+		{"endpoints in one tenant", func(gen int) []model.Change { return fleet.ScaleEndpoints(0, 0, cfg.Endpoints, gen) },
+			func(p *proxy.Proxy) bool { return p.Namespace == fleet.Tenant(0) }, proxy.EDS},
+		{"weights in one tenant", func(gen int) []model.Change { return fleet.ShiftWeight(1%cfg.Tenants, 0, 10+gen) },
+			func(p *proxy.Proxy) bool { return p.Namespace == fleet.Tenant(1%cfg.Tenants) }, proxy.RDS},
+		{"mesh-wide (istio-system)", func(gen int) []model.Change { return fleet.MeshWide(gen) },
+			func(*proxy.Proxy) bool { return true }, proxy.EDS},
+	}
+}
+
+// churn applies one event and waits until every affected proxy received a
+// new version of the event's type.
+func churn(ctx context.Context, cfg Config, t target, proxies []*proxy.Proxy, ev event, gen int) (EventResult, error) {
+	type want struct {
+		p      *proxy.Proxy
+		before proxy.Arrival
+	}
+	var ws []want
+	for _, p := range proxies {
+		if ev.affected(p) {
+			ws = append(ws, want{p, p.Latest(ev.typeURL)})
+		}
+	}
+	cpu0 := cpuSeconds()
+	t0 := time.Now()
+	if err := t.apply(ctx, ev.changes(gen)); err != nil {
+		return EventResult{}, err
+	}
+	res := EventResult{Name: ev.name, Affected: len(ws)}
+	var conv []time.Duration
+	deadline := time.Now().Add(cfg.Timeout)
+	for _, w := range ws {
+		for {
+			a := w.p.Latest(ev.typeURL)
+			if a.Count > w.before.Count && (a.Version != w.before.Version || a.Version == "") {
+				conv = append(conv, a.At.Sub(t0))
+				res.Converged++
+				break
+			}
+			if time.Now().After(deadline) {
+				break
+			}
+			select {
+			case <-ctx.Done():
+				return res, ctx.Err()
+			case <-time.After(2 * time.Millisecond):
+			}
+		}
+	}
+	res.Convergence = statsOf(conv)
+	res.CPUSeconds = cpuSeconds() - cpu0
+	if res.Converged < res.Affected {
+		return res, fmt.Errorf("%s on %s: %d of %d proxies converged within %s", ev.name, t.name(), res.Converged, res.Affected, cfg.Timeout)
+	}
+	return res, nil
+}

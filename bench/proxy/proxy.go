@@ -1,0 +1,253 @@
+package proxy
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"sync"
+	"time"
+
+	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	listener "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	hcm "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	"google.golang.org/grpc"
+	"google.golang.org/protobuf/encoding/protowire"
+	"google.golang.org/protobuf/types/known/anypb"
+	"google.golang.org/protobuf/types/known/structpb"
+)
+
+// Type URLs a sidecar subscribes to.
+const (
+	CDS = "type.googleapis.com/envoy.config.cluster.v3.Cluster"
+	EDS = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
+	LDS = "type.googleapis.com/envoy.config.listener.v3.Listener"
+	RDS = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration"
+)
+
+// Types in Envoy's subscription order.
+var Types = []string{CDS, EDS, LDS, RDS}
+
+// Proxy is one simulated sidecar.
+type Proxy struct {
+	Namespace string
+	Delta     bool
+
+	node *core.Node
+
+	mu       sync.Mutex
+	received map[string]Arrival // type -> latest response
+	synced   chan struct{}
+	once     sync.Once
+	nacks    int
+}
+
+// Arrival is when a type's latest response came, and its version.
+type Arrival struct {
+	Version string
+	At      time.Time
+	Count   int // responses of this type so far
+}
+
+// New returns a sidecar of namespace ns, pod pod.
+func New(ns, pod string, delta bool) *Proxy {
+	md, _ := structpb.NewStruct(map[string]any{"NAMESPACE": ns, "ISTIO_VERSION": "1.30.0"})
+	return &Proxy{
+		Namespace: ns, Delta: delta,
+		node:     &core.Node{Id: fmt.Sprintf("sidecar~10.0.0.1~%s.%s~%s.svc.cluster.local", pod, ns, ns), Metadata: md},
+		received: map[string]Arrival{}, synced: make(chan struct{}),
+	}
+}
+
+// Synced is closed once every type has had a response.
+func (p *Proxy) Synced() <-chan struct{} { return p.synced }
+
+// Latest returns the latest response of typeURL.
+func (p *Proxy) Latest(typeURL string) Arrival {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.received[typeURL]
+}
+
+func (p *Proxy) record(typeURL, version string) {
+	p.mu.Lock()
+	a := p.received[typeURL]
+	p.received[typeURL] = Arrival{Version: version, At: time.Now(), Count: a.Count + 1}
+	done := len(p.received) == len(Types)
+	p.mu.Unlock()
+	if done {
+		p.once.Do(func() { close(p.synced) })
+	}
+}
+
+// Run streams until ctx ends or the stream fails.
+func (p *Proxy) Run(ctx context.Context, conn *grpc.ClientConn) error {
+	client := discovery.NewAggregatedDiscoveryServiceClient(conn)
+	if p.Delta {
+		s, err := client.DeltaAggregatedResources(ctx)
+		if err != nil {
+			return err
+		}
+		return p.runDelta(s)
+	}
+	s, err := client.StreamAggregatedResources(ctx)
+	if err != nil {
+		return err
+	}
+	return p.runSotW(s)
+}
+
+func (p *Proxy) runSotW(s discovery.AggregatedDiscoveryService_StreamAggregatedResourcesClient) error {
+	subs := map[string][]string{}
+	send := func(t, version, nonce string, names []string) error {
+		req := &discovery.DiscoveryRequest{TypeUrl: t, VersionInfo: version, ResponseNonce: nonce, ResourceNames: names}
+		if p.node != nil {
+			req.Node, p.node = p.node, nil
+		}
+		return s.Send(req)
+	}
+	if err := send(CDS, "", "", nil); err != nil {
+		return err
+	}
+	if err := send(LDS, "", "", nil); err != nil {
+		return err
+	}
+	for {
+		r, err := s.Recv()
+		if err != nil {
+			return err
+		}
+		p.record(r.TypeUrl, r.VersionInfo)
+		if err := send(r.TypeUrl, r.VersionInfo, r.Nonce, subs[r.TypeUrl]); err != nil {
+			return err
+		}
+		dep, names := dependents(r.TypeUrl, r.Resources)
+		if dep != "" && !slices.Equal(names, subs[dep]) {
+			subs[dep] = names
+			if err := send(dep, "", "", names); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+func (p *Proxy) runDelta(s discovery.AggregatedDiscoveryService_DeltaAggregatedResourcesClient) error {
+	subs := map[string]map[string]bool{EDS: {}, RDS: {}}
+	first := true
+	send := func(req *discovery.DeltaDiscoveryRequest) error {
+		if first {
+			req.Node, first = p.node, false
+		}
+		return s.Send(req)
+	}
+	if err := send(&discovery.DeltaDiscoveryRequest{TypeUrl: CDS}); err != nil {
+		return err
+	}
+	if err := send(&discovery.DeltaDiscoveryRequest{TypeUrl: LDS}); err != nil {
+		return err
+	}
+	for {
+		r, err := s.Recv()
+		if err != nil {
+			return err
+		}
+		p.record(r.TypeUrl, r.SystemVersionInfo)
+		if err := send(&discovery.DeltaDiscoveryRequest{TypeUrl: r.TypeUrl, ResponseNonce: r.Nonce}); err != nil {
+			return err
+		}
+		anys := make([]*anypb.Any, 0, len(r.Resources))
+		for _, x := range r.Resources {
+			anys = append(anys, x.Resource)
+		}
+		dep, names := dependents(r.TypeUrl, anys)
+		var add []string
+		for _, n := range names {
+			if dep != "" && !subs[dep][n] {
+				subs[dep][n] = true
+				add = append(add, n)
+			}
+		}
+		if len(add) > 0 {
+			if err := send(&discovery.DeltaDiscoveryRequest{TypeUrl: dep, ResourceNamesSubscribe: add}); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+// dependents returns the type a response leads Envoy to subscribe to, and
+// the names: the EDS clusters of a CDS response, the route configurations
+// of an LDS response.
+func dependents(t string, rs []*anypb.Any) (string, []string) {
+	switch t {
+	case CDS:
+		var names []string
+		for _, a := range rs {
+			if n, eds := clusterName(a.Value); eds {
+				names = append(names, n)
+			}
+		}
+		slices.Sort(names)
+		return EDS, names
+	case LDS:
+		set := map[string]bool{}
+		for _, a := range rs {
+			for _, n := range routeNames(a) {
+				set[n] = true
+			}
+		}
+		names := make([]string, 0, len(set))
+		for n := range set {
+			names = append(names, n)
+		}
+		slices.Sort(names)
+		return RDS, names
+	}
+	return "", nil
+}
+
+// clusterName reads a Cluster's name (field 1) and whether it is an EDS
+// cluster (field 2, type = 3), without decoding the rest.
+func clusterName(b []byte) (string, bool) {
+	name, eds := "", false
+	for len(b) > 0 {
+		num, typ, n := protowire.ConsumeTag(b)
+		if n < 0 {
+			return name, eds
+		}
+		b = b[n:]
+		switch {
+		case num == 1 && typ == protowire.BytesType:
+			v, m := protowire.ConsumeBytes(b)
+			name, b = string(v), b[max(m, 0):]
+			continue
+		case num == 2 && typ == protowire.VarintType:
+			v, m := protowire.ConsumeVarint(b)
+			eds, b = v == 3, b[max(m, 0):]
+			continue
+		}
+		m := protowire.ConsumeFieldValue(num, typ, b)
+		if m < 0 {
+			return name, eds
+		}
+		b = b[m:]
+	}
+	return name, eds
+}
+
+func routeNames(a *anypb.Any) []string {
+	l := &listener.Listener{}
+	if err := a.UnmarshalTo(l); err != nil {
+		return nil
+	}
+	var out []string
+	for _, fc := range l.FilterChains {
+		for _, f := range fc.Filters {
+			m := &hcm.HttpConnectionManager{}
+			if f.GetTypedConfig().UnmarshalTo(m) == nil && m.GetRds() != nil {
+				out = append(out, m.GetRds().GetRouteConfigName())
+			}
+		}
+	}
+	return out
+}

@@ -1,0 +1,61 @@
+package bench
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"text/tabwriter"
+	"time"
+)
+
+// WriteTable prints the results, and each baseline's figures as a ratio
+// xdshard/baseline (below 1: xdshard is faster or cheaper).
+func WriteTable(w io.Writer, cfg Config, rs []Result) error {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	mode := "sotw"
+	if cfg.Delta {
+		mode = "delta"
+	}
+	fmt.Fprintf(tw, "fleet: %d proxies (%s), %d tenants x %d services x %d endpoints; xdshard debounce %s\n\n",
+		cfg.Proxies, mode, cfg.Tenants, cfg.Services, cfg.Endpoints, cfg.Debounce)
+	fmt.Fprintln(tw, "SERVER\tPHASE\tPROXIES\tp50\tp90\tp99\tmax\tCPU s (server+load)")
+	for _, r := range rs {
+		fmt.Fprintf(tw, "%s\tinitial sync\t%d\t%s\t%s\t%s\t%s\t%.2f\n", r.Server, r.Proxies, ms(r.InitialSync.P50), ms(r.InitialSync.P90), ms(r.InitialSync.P99), ms(r.InitialSync.Max), r.SyncCPU)
+		for _, e := range r.Events {
+			c := e.Convergence
+			fmt.Fprintf(tw, "%s\t%s\t%d/%d\t%s\t%s\t%s\t%s\t%.3f\n", r.Server, e.Name, e.Converged, e.Affected, ms(c.P50), ms(c.P90), ms(c.P99), ms(c.Max), e.CPUSeconds)
+		}
+	}
+	if len(rs) > 1 {
+		fmt.Fprintln(tw, "\nRATIO xdshard/baseline\tPHASE\t\tp50\t\tp99\t\tCPU")
+		x := rs[0]
+		for _, b := range rs[1:] {
+			fmt.Fprintf(tw, "vs %s\tinitial sync\t\t%s\t\t%s\t\t%s\n", b.Server, ratio(x.InitialSync.P50, b.InitialSync.P50), ratio(x.InitialSync.P99, b.InitialSync.P99), fratio(x.SyncCPU, b.SyncCPU))
+			for i := range x.Events {
+				if i < len(b.Events) {
+					fmt.Fprintf(tw, "vs %s\t%s\t\t%s\t\t%s\t\t%s\n", b.Server, x.Events[i].Name, ratio(x.Events[i].Convergence.P50, b.Events[i].Convergence.P50),
+						ratio(x.Events[i].Convergence.P99, b.Events[i].Convergence.P99), fratio(x.Events[i].CPUSeconds, b.Events[i].CPUSeconds))
+				}
+			}
+		}
+	}
+	return tw.Flush()
+}
+
+// WriteJSON writes the results for machines.
+func WriteJSON(w io.Writer, cfg Config, rs []Result) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(map[string]any{"config": cfg, "results": rs})
+}
+
+func ms(d time.Duration) string { return fmt.Sprintf("%.1fms", float64(d.Microseconds())/1000) }
+
+func ratio(a, b time.Duration) string { return fratio(a.Seconds(), b.Seconds()) }
+
+func fratio(a, b float64) string {
+	if b == 0 {
+		return "-"
+	}
+	return fmt.Sprintf("%.2f", a/b)
+}

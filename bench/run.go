@@ -1,0 +1,184 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"math"
+	"runtime"
+	"slices"
+	"sync"
+	"syscall"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/xdshard/xdshard/bench/baseline"
+	"github.com/xdshard/xdshard/bench/fleet"
+	"github.com/xdshard/xdshard/bench/proxy"
+	"github.com/xdshard/xdshard/snapshot/model"
+)
+
+// Config sizes a run.
+type Config struct {
+	Proxies, Tenants, Services, Endpoints int
+	Delta                                 bool
+	Baselines                             []baseline.Mode
+	Debounce                              time.Duration
+	Seed                                  uint64
+	Timeout                               time.Duration // per phase
+	StreamsPerConn                        int
+}
+
+// Result is one server's figures.
+type Result struct {
+	Server      string        `json:"server"`
+	Proxies     int           `json:"proxies"`
+	InitialSync Stats         `json:"initialSync"`
+	SyncCPU     float64       `json:"syncCpuSeconds"`
+	Events      []EventResult `json:"events"`
+	HeapBytes   uint64        `json:"heapBytes"`
+	Unconverged int           `json:"unconverged"`
+}
+
+// EventResult is one churn event's convergence.
+type EventResult struct {
+	Name        string  `json:"name"`
+	Affected    int     `json:"affected"`
+	Converged   int     `json:"converged"`
+	Convergence Stats   `json:"convergence"`
+	CPUSeconds  float64 `json:"cpuSeconds"`
+}
+
+// Stats summarises durations.
+type Stats struct {
+	P50, P90, P99, Max time.Duration
+}
+
+func statsOf(ds []time.Duration) Stats {
+	if len(ds) == 0 {
+		return Stats{}
+	}
+	slices.Sort(ds)
+	at := func(q float64) time.Duration { return ds[int(math.Ceil(q*float64(len(ds))))-1] }
+	return Stats{P50: at(0.5), P90: at(0.9), P99: at(0.99), Max: ds[len(ds)-1]}
+}
+
+// target is a server under test: how to reach it and how to change its
+// mesh.
+type target interface {
+	name() string
+	addr() string
+	apply(ctx context.Context, changes []model.Change) error
+}
+
+// Run measures xdshard, then each baseline, on the same fleet.
+func Run(ctx context.Context, cfg Config, progress io.Writer) ([]Result, error) {
+	objs := fleet.Generate(fleet.Spec{Tenants: cfg.Tenants, Services: cfg.Services, Endpoints: cfg.Endpoints, Seed: cfg.Seed})
+	var results []Result
+	targets := []func(context.Context) (target, error){
+		func(ctx context.Context) (target, error) { return startXDShard(ctx, objs, cfg.Debounce) },
+	}
+	for _, m := range cfg.Baselines {
+		targets = append(targets, func(ctx context.Context) (target, error) { return startBaseline(ctx, objs, m, cfg) })
+	}
+	for _, start := range targets {
+		r, err := measure(ctx, cfg, start, progress)
+		if err != nil {
+			return results, err
+		}
+		results = append(results, r)
+	}
+	return results, nil
+}
+
+func measure(parent context.Context, cfg Config, start func(context.Context) (target, error), progress io.Writer) (Result, error) {
+	ctx, cancel := context.WithCancel(parent)
+	defer cancel()
+	runtime.GC()
+	var before runtime.MemStats
+	runtime.ReadMemStats(&before)
+	t, err := start(ctx)
+	if err != nil {
+		return Result{}, err
+	}
+	res := Result{Server: t.name(), Proxies: cfg.Proxies}
+	proxies, sync, cpu, err := connect(ctx, cfg, t.addr(), progress)
+	if err != nil {
+		return res, err
+	}
+	res.InitialSync, res.SyncCPU = statsOf(sync), cpu
+	for i, ev := range events(cfg) {
+		er, err := churn(ctx, cfg, t, proxies, ev, i+1)
+		if err != nil {
+			return res, err
+		}
+		res.Unconverged += er.Affected - er.Converged
+		res.Events = append(res.Events, er)
+		fmt.Fprintf(progress, "  %s %s: %d/%d converged, p99 %s\n", t.name(), er.Name, er.Converged, er.Affected, er.Convergence.P99)
+	}
+	runtime.GC()
+	var after runtime.MemStats
+	runtime.ReadMemStats(&after)
+	if after.HeapInuse > before.HeapInuse {
+		res.HeapBytes = after.HeapInuse - before.HeapInuse
+	}
+	return res, nil
+}
+
+// connect starts the proxies, spread over the tenants, a few hundred
+// streams per connection, and waits for every one to sync.
+func connect(ctx context.Context, cfg Config, addr string, progress io.Writer) ([]*proxy.Proxy, []time.Duration, float64, error) {
+	per := max(cfg.StreamsPerConn, 1)
+	var conns []*grpc.ClientConn
+	proxies := make([]*proxy.Proxy, cfg.Proxies)
+	cpu0 := cpuSeconds()
+	start := time.Now()
+	var wg sync.WaitGroup
+	for i := range proxies {
+		if i%per == 0 {
+			c, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+			if err != nil {
+				return nil, nil, 0, err
+			}
+			conns = append(conns, c)
+			go func() { <-ctx.Done(); c.Close() }()
+		}
+		p := proxy.New(fleet.Tenant(i%cfg.Tenants), fmt.Sprintf("pod-%d", i), cfg.Delta)
+		proxies[i] = p
+		conn := conns[len(conns)-1]
+		wg.Add(1)
+		go func() { defer wg.Done(); _ = p.Run(ctx, conn) }()
+	}
+	go func() { <-ctx.Done(); wg.Wait() }()
+	sync := make([]time.Duration, 0, len(proxies))
+	deadline := time.After(cfg.Timeout)
+	for i, p := range proxies {
+		select {
+		case <-p.Synced():
+			sync = append(sync, p.Latest(proxy.RDS).At.Sub(start))
+		case <-deadline:
+			return proxies, sync, 0, fmt.Errorf("initial sync: %d of %d proxies synced within %s", i, len(proxies), cfg.Timeout)
+		case <-ctx.Done():
+			return proxies, sync, 0, ctx.Err()
+		}
+		if (i+1)%max(len(proxies)/10, 1) == 0 {
+			fmt.Fprintf(progress, "\r  synced %d/%d", i+1, len(proxies))
+		}
+	}
+	fmt.Fprintln(progress)
+	return proxies, sync, cpuSeconds() - cpu0, nil
+}
+
+// cpuSeconds is this process's CPU time. The load generator runs in the
+// same process, so it is the server's and the proxies' together; the same
+// proxies drive every server, so the difference between servers is the
+// servers'.
+func cpuSeconds() float64 {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano()).Seconds()
+}
