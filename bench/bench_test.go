@@ -18,7 +18,7 @@ import (
 // Timings are not asserted: they are for `xdshard bench`, not tests.
 func TestTinyBench(t *testing.T) {
 	for _, delta := range []bool{false, true} {
-		cfg := Config{Proxies: 50, Tenants: 5, Services: 3, Endpoints: 2, Delta: delta, Seed: 1,
+		cfg := Config{Proxies: 50, Tenants: 5, Services: 3, Endpoints: 2, Delta: delta, Mix: !delta, Misbehaving: 2, Seed: 1,
 			Baselines: []baseline.Mode{baseline.ModePerTenant, baseline.ModePerNode}, Debounce: 10 * time.Millisecond, Timeout: 30 * time.Second, StreamsPerConn: 20}
 		rs, err := Run(context.Background(), cfg, io.Discard)
 		if err != nil {

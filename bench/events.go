@@ -39,7 +39,7 @@ func churn(ctx context.Context, cfg Config, t target, proxies []*proxy.Proxy, ev
 	}
 	var ws []want
 	for _, p := range proxies {
-		if ev.affected(p) {
+		if ev.affected(p) && !p.Misbehaving {
 			ws = append(ws, want{p, p.Latest(ev.typeURL)})
 		}
 	}

@@ -24,11 +24,16 @@ import (
 type Config struct {
 	Proxies, Tenants, Services, Endpoints int
 	Delta                                 bool
-	Baselines                             []baseline.Mode
-	Debounce                              time.Duration
-	Seed                                  uint64
-	Timeout                               time.Duration // per phase
-	StreamsPerConn                        int
+	Mix                                   bool // half the proxies SotW, half delta
+	// Misbehaving: this many proxies NACK everything and as many read
+	// slowly; they are left out of the figures, which show whether they
+	// held the others back.
+	Misbehaving    int
+	Baselines      []baseline.Mode
+	Debounce       time.Duration
+	Seed           uint64
+	Timeout        time.Duration // per phase
+	StreamsPerConn int
 }
 
 // Result is one server's figures.
@@ -145,7 +150,13 @@ func connect(ctx context.Context, cfg Config, addr string, progress io.Writer) (
 			conns = append(conns, c)
 			go func() { <-ctx.Done(); c.Close() }()
 		}
-		p := proxy.New(fleet.Tenant(i%cfg.Tenants), fmt.Sprintf("pod-%d", i), cfg.Delta)
+		p := proxy.New(fleet.Tenant(i%cfg.Tenants), fmt.Sprintf("pod-%d", i), cfg.Delta || (cfg.Mix && i%2 == 1))
+		if i < 2*cfg.Misbehaving {
+			p.NACK, p.Misbehaving = i%2 == 0, true
+			if !p.NACK {
+				p.SlowRead = 200 * time.Millisecond
+			}
+		}
 		proxies[i] = p
 		conn := conns[len(conns)-1]
 		wg.Add(1)
@@ -155,6 +166,9 @@ func connect(ctx context.Context, cfg Config, addr string, progress io.Writer) (
 	sync := make([]time.Duration, 0, len(proxies))
 	deadline := time.After(cfg.Timeout)
 	for i, p := range proxies {
+		if p.Misbehaving {
+			continue
+		}
 		select {
 		case <-p.Synced():
 			sync = append(sync, p.Latest(proxy.RDS).At.Sub(start))

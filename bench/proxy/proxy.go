@@ -11,6 +11,7 @@ import (
 	listener "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	hcm "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	"google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc"
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/types/known/anypb"
@@ -32,6 +33,13 @@ var Types = []string{CDS, EDS, LDS, RDS}
 type Proxy struct {
 	Namespace string
 	Delta     bool
+	// NACK makes the proxy reject every response (as an Envoy given config
+	// it cannot load); SlowRead delays reading each response, as a proxy
+	// on a starved node. Neither may hold other proxies back.
+	NACK     bool
+	SlowRead time.Duration
+	// Misbehaving marks a NACKing or slow proxy, left out of the figures.
+	Misbehaving bool
 
 	node *core.Node
 
@@ -117,8 +125,14 @@ func (p *Proxy) runSotW(s discovery.AggregatedDiscoveryService_StreamAggregatedR
 		if err != nil {
 			return err
 		}
+		time.Sleep(p.SlowRead)
 		p.record(r.TypeUrl, r.VersionInfo)
-		if err := send(r.TypeUrl, r.VersionInfo, r.Nonce, subs[r.TypeUrl]); err != nil {
+		if p.NACK {
+			if err := s.Send(&discovery.DiscoveryRequest{TypeUrl: r.TypeUrl, ResponseNonce: r.Nonce, ResourceNames: subs[r.TypeUrl],
+				ErrorDetail: &status.Status{Code: 3, Message: "simulated rejection"}}); err != nil {
+				return err
+			}
+		} else if err := send(r.TypeUrl, r.VersionInfo, r.Nonce, subs[r.TypeUrl]); err != nil {
 			return err
 		}
 		dep, names := dependents(r.TypeUrl, r.Resources)
@@ -151,8 +165,13 @@ func (p *Proxy) runDelta(s discovery.AggregatedDiscoveryService_DeltaAggregatedR
 		if err != nil {
 			return err
 		}
+		time.Sleep(p.SlowRead)
 		p.record(r.TypeUrl, r.SystemVersionInfo)
-		if err := send(&discovery.DeltaDiscoveryRequest{TypeUrl: r.TypeUrl, ResponseNonce: r.Nonce}); err != nil {
+		ack := &discovery.DeltaDiscoveryRequest{TypeUrl: r.TypeUrl, ResponseNonce: r.Nonce}
+		if p.NACK {
+			ack.ErrorDetail = &status.Status{Code: 3, Message: "simulated rejection"}
+		}
+		if err := send(ack); err != nil {
 			return err
 		}
 		anys := make([]*anypb.Any, 0, len(r.Resources))

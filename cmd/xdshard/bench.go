@@ -1,9 +1,14 @@
 package main
 
 import (
+	"path/filepath"
+
 	"context"
 	"flag"
 	"fmt"
+	"github.com/xdshard/xdshard/bench/fleet"
+	"github.com/xdshard/xdshard/snapshot/manifest"
+	"github.com/xdshard/xdshard/snapshot/model"
 	"os"
 	"os/signal"
 	"time"
@@ -13,13 +18,17 @@ import (
 )
 
 func benchCmd(args []string) error {
+	if len(args) > 0 && args[0] == "gen" {
+		return benchGenCmd(args[1:])
+	}
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
 	cfg := bench.Config{}
 	fs.IntVar(&cfg.Proxies, "proxies", 1000, "simulated proxies (ADS streams)")
 	fs.IntVar(&cfg.Tenants, "tenants", 100, "tenants in the synthetic fleet")
 	fs.IntVar(&cfg.Services, "services", 20, "services per tenant")
 	fs.IntVar(&cfg.Endpoints, "endpoints", 5, "endpoints per service")
-	mode := fs.String("mode", "sotw", "sotw or delta")
+	mode := fs.String("mode", "sotw", "sotw, delta or mix (half each)")
+	fs.IntVar(&cfg.Misbehaving, "misbehaving", 0, "add this many proxies that NACK everything and as many that read slowly (left out of the figures)")
 	baselines := fs.String("baseline", "b", "go-control-plane baselines to run: a (snapshot per node), b (per tenant, per-type versions), both, none")
 	fs.DurationVar(&cfg.Debounce, "debounce", 100*time.Millisecond, "xdshard's debounce quiet time")
 	fs.DurationVar(&cfg.Timeout, "timeout", 2*time.Minute, "longest wait for a phase (initial sync, one event)")
@@ -27,7 +36,7 @@ func benchCmd(args []string) error {
 	seed := fs.Uint64("seed", 1, "fleet seed")
 	jsonOut := fs.String("json", "", "also write the results as JSON to this file")
 	fs.Usage = func() {
-		fmt.Fprintln(fs.Output(), "Usage: xdshard bench [flags]\n\nRuns xdshard and go-control-plane in this process on the same synthetic fleet with the same\nsimulated proxies and churn (endpoints in one tenant, weights in one tenant, a mesh-wide change),\nand prints convergence times, CPU and their ratios. Load goes to 127.0.0.1 only.")
+		fmt.Fprintln(fs.Output(), "Usage: xdshard bench [flags]\n       xdshard bench gen --out DIR [--tenants N --services N --endpoints N --seed N]\n\nRuns xdshard and go-control-plane in this process on the same synthetic fleet with the same\nsimulated proxies and churn (endpoints in one tenant, weights in one tenant, a mesh-wide change),\nand prints convergence times, CPU and their ratios. Load goes to 127.0.0.1 only.")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -41,8 +50,10 @@ func benchCmd(args []string) error {
 	case "sotw":
 	case "delta":
 		cfg.Delta = true
+	case "mix":
+		cfg.Mix = true
 	default:
-		return fmt.Errorf("--mode %q: want sotw or delta", *mode)
+		return fmt.Errorf("--mode %q: want sotw, delta or mix", *mode)
 	}
 	switch *baselines {
 	case "a":
@@ -78,5 +89,53 @@ func benchCmd(args []string) error {
 		defer f.Close()
 		return bench.WriteJSON(f, cfg, rs)
 	}
+	return nil
+}
+
+// benchGenCmd writes the synthetic fleet as a manifest directory, so
+// `xdshard serve --config DIR` serves the same fleet the bench measures.
+func benchGenCmd(args []string) error {
+	fs := flag.NewFlagSet("bench gen", flag.ContinueOnError)
+	out := fs.String("out", "", "directory to write the fleet's manifests to (created)")
+	spec := fleet.Spec{}
+	fs.IntVar(&spec.Tenants, "tenants", 100, "tenants")
+	fs.IntVar(&spec.Services, "services", 20, "services per tenant")
+	fs.IntVar(&spec.Endpoints, "endpoints", 5, "endpoints per service")
+	fs.Uint64Var(&spec.Seed, "seed", 1, "fleet seed")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *out == "" {
+		return fmt.Errorf("bench gen needs --out DIR")
+	}
+	if spec.Tenants <= 0 || spec.Tenants > 250 || spec.Services <= 0 || spec.Endpoints <= 0 {
+		return fmt.Errorf("--tenants must be 1-250, --services and --endpoints positive")
+	}
+	if err := os.MkdirAll(*out, 0o755); err != nil {
+		return err
+	}
+	objs := fleet.Generate(spec)
+	byNS := map[string][]*model.Object{}
+	for _, o := range objs {
+		ns := o.Namespace
+		if o.Kind == model.KindNamespace {
+			ns = o.Name
+		}
+		byNS[ns] = append(byNS[ns], o)
+	}
+	for ns, objs := range byNS {
+		f, err := os.Create(filepath.Join(*out, ns+".yaml"))
+		if err != nil {
+			return err
+		}
+		err = manifest.Encode(f, objs)
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			return err
+		}
+	}
+	fmt.Fprintf(os.Stderr, "wrote %d objects in %d files to %s; serve them with: xdshard serve --config %s\n", len(objs), len(byNS), *out, *out)
 	return nil
 }
