@@ -5,8 +5,12 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"os"
+	"path/filepath"
 	"runtime"
+	"runtime/pprof"
 	"slices"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -28,7 +32,10 @@ type Config struct {
 	// Misbehaving: this many proxies NACK everything and as many read
 	// slowly; they are left out of the figures, which show whether they
 	// held the others back.
-	Misbehaving    int
+	Misbehaving int
+	// HeapProfile, when set, receives a heap profile of each server's
+	// phase (file name prefixed with the server's name) at its end.
+	HeapProfile    string
 	Baselines      []baseline.Mode
 	Debounce       time.Duration
 	Seed           uint64
@@ -126,6 +133,9 @@ func measure(parent context.Context, cfg Config, start func(context.Context) (ta
 	runtime.GC()
 	var after runtime.MemStats
 	runtime.ReadMemStats(&after)
+	if cfg.HeapProfile != "" {
+		writeHeapProfile(cfg.HeapProfile, t.name())
+	}
 	if after.HeapInuse > before.HeapInuse {
 		res.HeapBytes = after.HeapInuse - before.HeapInuse
 	}
@@ -195,4 +205,14 @@ func cpuSeconds() float64 {
 		return 0
 	}
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano()).Seconds()
+}
+
+func writeHeapProfile(path, server string) {
+	name := filepath.Join(filepath.Dir(path), strings.NewReplacer(" ", "-", "(", "", ")", "").Replace(server)+"-"+filepath.Base(path))
+	f, err := os.Create(name)
+	if err != nil {
+		return
+	}
+	defer f.Close()
+	_ = pprof.WriteHeapProfile(f)
 }

@@ -173,3 +173,20 @@ func (s *Server) answered(c *conn, st *typeState, t, message string, nack bool, 
 	st.acked, st.ackedAt = version, time.Now()
 	s.metrics.ack(t, time.Since(st.sentAt))
 }
+
+// intern replaces requested names by the snapshot's own strings for the
+// same names, so ten thousand streams subscribed to the same clusters keep
+// one copy of each name rather than one per stream. Called with c.mu held;
+// the store has its own lock.
+func (s *Server) intern(c *conn, typeURL string, names []string) []string {
+	set, _ := setFor(s.store.Current(c.tenant), c.view, typeURL)
+	if set == nil {
+		return names
+	}
+	for i, n := range names {
+		if r := set.Get(n); r != nil {
+			names[i] = r.Name
+		}
+	}
+	return names
+}

@@ -58,7 +58,7 @@ func (s *Server) recordDelta(c *conn, req *discovery.DeltaDiscoveryRequest) erro
 			st.wildcard = true // legacy wildcard
 		}
 	}
-	for _, n := range req.ResourceNamesSubscribe {
+	for _, n := range s.intern(c, t, req.ResourceNamesSubscribe) {
 		if n == "*" {
 			st.wildcard = true
 			continue

@@ -1,6 +1,9 @@
 package server
 
 import (
+	"fmt"
+
+	"github.com/cespare/xxhash/v2"
 	"time"
 
 	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
@@ -46,7 +49,7 @@ func (s *Server) recordSotW(c *conn, req *discovery.DiscoveryRequest) error {
 	if !initial && req.ResponseNonce == st.nonce && st.awaiting {
 		s.answered(c, st, t, req.ErrorDetail.GetMessage(), req.ErrorDetail != nil, req.VersionInfo)
 	}
-	subscribe(st, req.ResourceNames, !st.requested)
+	subscribe(st, s.intern(c, t, req.ResourceNames), !st.requested)
 	st.requested = true
 	return nil
 }
@@ -117,15 +120,20 @@ func (s *Server) pushSotW(stream discovery.AggregatedDiscoveryService_StreamAggr
 	return nil
 }
 
+// subscriptionKey identifies what a response was made from: the set's
+// version and the names asked for, hashed, so a stream does not keep its
+// whole subscription (hundreds of EDS names) a second time.
 func subscriptionKey(version string, wildcard bool, names []string) string {
-	k := version + "|"
-	if wildcard {
-		k += "*|"
-	}
+	h := xxhash.New()
 	for _, n := range names {
-		k += n + "\x00"
+		_, _ = h.WriteString(n)
+		_, _ = h.Write([]byte{0})
 	}
-	return k
+	w := ""
+	if wildcard {
+		w = "*"
+	}
+	return fmt.Sprintf("%s|%s|%016x", version, w, h.Sum64())
 }
 
 func builtAt(snap *snapshot.Snapshot) time.Time {

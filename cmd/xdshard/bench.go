@@ -34,6 +34,7 @@ func benchCmd(args []string) error {
 	fs.DurationVar(&cfg.Timeout, "timeout", 2*time.Minute, "longest wait for a phase (initial sync, one event)")
 	fs.IntVar(&cfg.StreamsPerConn, "streams-per-conn", 250, "proxy streams sharing one gRPC connection")
 	seed := fs.Uint64("seed", 1, "fleet seed")
+	fs.StringVar(&cfg.HeapProfile, "heap-profile", "", "write a heap profile per server at the end of its phase (SERVER-FILE beside FILE)")
 	jsonOut := fs.String("json", "", "also write the results as JSON to this file")
 	fs.Usage = func() {
 		fmt.Fprintln(fs.Output(), "Usage: xdshard bench [flags]\n       xdshard bench gen --out DIR [--tenants N --services N --endpoints N --seed N]\n\nRuns xdshard and go-control-plane in this process on the same synthetic fleet with the same\nsimulated proxies and churn (endpoints in one tenant, weights in one tenant, a mesh-wide change),\nand prints convergence times, CPU and their ratios. Load goes to 127.0.0.1 only.")
