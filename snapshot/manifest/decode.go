@@ -209,9 +209,11 @@ func decodeIstio(data []byte, root *yaml.Node, obj *model.Object, info model.Kin
 var protoPosRE = regexp.MustCompile(`\(line \d+:\d+\): `)
 
 func cleanProtoErr(err error) string {
-	s := strings.TrimPrefix(err.Error(), "proto: ")
+	// protobuf-go varies its error text on purpose (a non-breaking space
+	// after "proto:") so callers cannot depend on it: normalise first.
+	s := strings.ReplaceAll(err.Error(), "\u00a0", " ")
+	s = strings.ReplaceAll(s, "proto: ", "")
 	s = protoPosRE.ReplaceAllString(s, "") // positions in the JSON we made are meaningless to the user
-	s = strings.ReplaceAll(s, "\u00a0", " ")
 	if strings.Contains(s, "unknown field") {
 		s += "; check the field's spelling against the kind's API reference"
 	}
