@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -51,5 +52,36 @@ func TestTinyBench(t *testing.T) {
 		if err := json.Unmarshal(js.Bytes(), &back); err != nil || len(back.Results) != 3 {
 			t.Fatalf("JSON does not read back: %v", err)
 		}
+	}
+}
+
+// TestServeChildProtocol drives the child side of an isolated run over
+// pipes, as `xdshard bench` does over a child's standard input and output.
+func TestServeChildProtocol(t *testing.T) {
+	cfg := Config{Proxies: 10, Tenants: 2, Services: 2, Endpoints: 1, Debounce: 10 * time.Millisecond, Seed: 1}
+	js, _ := json.Marshal(cfg)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	inR, inW := io.Pipe()
+	outR, outW := io.Pipe()
+	done := make(chan error, 1)
+	go func() { done <- ServeChild(ctx, string(js), "xdshard", inR, outW); outW.Close() }()
+	c := &childTarget{in: inW, out: bufio.NewScanner(outR)}
+	line, err := c.read()
+	if err != nil || !strings.HasPrefix(line, "addr 127.0.0.1:") {
+		t.Fatalf("first line %q (%v), want addr 127.0.0.1:PORT", line, err)
+	}
+	if err := c.applyEvent(ctx, 2, 1); err != nil {
+		t.Fatal(err)
+	}
+	if cpu, rss := c.usage(); cpu <= 0 || rss == 0 {
+		t.Fatalf("stats: cpu %v rss %v", cpu, rss)
+	}
+	if line, _ := c.call("apply 9 1"); !strings.HasPrefix(line, "error") {
+		t.Fatalf("an unknown event was accepted: %q", line)
+	}
+	inW.Close()
+	if err := <-done; err != nil {
+		t.Fatal(err)
 	}
 }

@@ -32,7 +32,7 @@ func events(cfg Config) []event {
 
 // churn applies one event and waits until every affected proxy received a
 // new version of the event's type.
-func churn(ctx context.Context, cfg Config, t target, proxies []*proxy.Proxy, ev event, gen int) (EventResult, error) {
+func churn(ctx context.Context, cfg Config, t underTest, proxies []*proxy.Proxy, ev event, index, gen int) (EventResult, error) {
 	type want struct {
 		p      *proxy.Proxy
 		before proxy.Arrival
@@ -43,9 +43,9 @@ func churn(ctx context.Context, cfg Config, t target, proxies []*proxy.Proxy, ev
 			ws = append(ws, want{p, p.Latest(ev.typeURL)})
 		}
 	}
-	cpu0 := cpuSeconds()
+	cpu0, _ := t.usage()
 	t0 := time.Now()
-	if err := t.apply(ctx, ev.changes(gen)); err != nil {
+	if err := t.applyEvent(ctx, index, gen); err != nil {
 		return EventResult{}, err
 	}
 	res := EventResult{Name: ev.name, Affected: len(ws)}
@@ -70,7 +70,8 @@ func churn(ctx context.Context, cfg Config, t target, proxies []*proxy.Proxy, ev
 		}
 	}
 	res.Convergence = statsOf(conv)
-	res.CPUSeconds = cpuSeconds() - cpu0
+	cpu1, _ := t.usage()
+	res.CPUSeconds = cpu1 - cpu0
 	if res.Converged < res.Affected {
 		return res, fmt.Errorf("%s on %s: %d of %d proxies converged within %s", ev.name, t.name(), res.Converged, res.Affected, cfg.Timeout)
 	}

@@ -18,12 +18,21 @@ func WriteTable(w io.Writer, cfg Config, rs []Result) error {
 	}
 	fmt.Fprintf(tw, "fleet: %d proxies (%s), %d tenants x %d services x %d endpoints; xdshard debounce %s\n\n",
 		cfg.Proxies, mode, cfg.Tenants, cfg.Services, cfg.Endpoints, cfg.Debounce)
-	fmt.Fprintln(tw, "SERVER\tPHASE\tPROXIES\tp50\tp90\tp99\tmax\tCPU s (server+load)")
+	cpuHead := "CPU s (server+load)"
+	if len(rs) > 0 && rs[0].Isolated {
+		cpuHead = "server CPU s"
+	}
+	fmt.Fprintf(tw, "SERVER\tPHASE\tPROXIES\tp50\tp90\tp99\tmax\t%s\n", cpuHead)
 	for _, r := range rs {
 		fmt.Fprintf(tw, "%s\tinitial sync\t%d\t%s\t%s\t%s\t%s\t%.2f\n", r.Server, r.Proxies, ms(r.InitialSync.P50), ms(r.InitialSync.P90), ms(r.InitialSync.P99), ms(r.InitialSync.Max), r.SyncCPU)
 		for _, e := range r.Events {
 			c := e.Convergence
 			fmt.Fprintf(tw, "%s\t%s\t%d/%d\t%s\t%s\t%s\t%s\t%.3f\n", r.Server, e.Name, e.Converged, e.Affected, ms(c.P50), ms(c.P90), ms(c.P99), ms(c.Max), e.CPUSeconds)
+		}
+	}
+	for _, r := range rs {
+		if r.RSSBytes > 0 {
+			fmt.Fprintf(tw, "%s\tRSS at the end\t%d\t%.0f MiB, %.1f KiB per proxy\n", r.Server, r.Proxies, float64(r.RSSBytes)/(1<<20), float64(r.RSSBytes)/1024/float64(r.Proxies))
 		}
 	}
 	if len(rs) > 1 {

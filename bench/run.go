@@ -35,7 +35,10 @@ type Config struct {
 	Misbehaving int
 	// HeapProfile, when set, receives a heap profile of each server's
 	// phase (file name prefixed with the server's name) at its end.
-	HeapProfile    string
+	HeapProfile string
+	// Exe, when set, runs each server under test as `Exe bench-server` in
+	// a child process, so its CPU and RSS are its own.
+	Exe            string `json:"-"`
 	Baselines      []baseline.Mode
 	Debounce       time.Duration
 	Seed           uint64
@@ -51,7 +54,11 @@ type Result struct {
 	SyncCPU     float64       `json:"syncCpuSeconds"`
 	Events      []EventResult `json:"events"`
 	HeapBytes   uint64        `json:"heapBytes"`
-	Unconverged int           `json:"unconverged"`
+	// Isolated: the server ran in its own process, so CPU figures are the
+	// server's alone and RSSBytes is its resident memory at the end.
+	Isolated    bool   `json:"isolated"`
+	RSSBytes    uint64 `json:"rssBytes,omitempty"`
+	Unconverged int    `json:"unconverged"`
 }
 
 // EventResult is one churn event's convergence.
@@ -77,25 +84,62 @@ func statsOf(ds []time.Duration) Stats {
 	return Stats{P50: at(0.5), P90: at(0.9), P99: at(0.99), Max: ds[len(ds)-1]}
 }
 
-// target is a server under test: how to reach it and how to change its
-// mesh.
+// target is an in-process server under test: how to reach it and how to
+// change its mesh.
 type target interface {
 	name() string
 	addr() string
 	apply(ctx context.Context, changes []model.Change) error
 }
 
+// underTest is a server under test as the runner drives it, in this process
+// or in a child.
+type underTest interface {
+	name() string
+	addr() string
+	applyEvent(ctx context.Context, index, gen int) error
+	// usage is the CPU seconds and RSS to attribute to the server: its own
+	// in a child process; in this process, the whole process's CPU (load
+	// generator included) and no RSS.
+	usage() (float64, uint64)
+}
+
+type local struct {
+	target
+	evs []event
+}
+
+func (l local) applyEvent(ctx context.Context, i, gen int) error {
+	return l.target.apply(ctx, l.evs[i].changes(gen))
+}
+
+func (l local) usage() (float64, uint64) { return cpuSeconds(), 0 }
+
 // Run measures xdshard, then each baseline, on the same fleet.
 func Run(ctx context.Context, cfg Config, progress io.Writer) ([]Result, error) {
 	objs := fleet.Generate(fleet.Spec{Tenants: cfg.Tenants, Services: cfg.Services, Endpoints: cfg.Endpoints, Seed: cfg.Seed})
 	var results []Result
-	targets := []func(context.Context) (target, error){
-		func(ctx context.Context) (target, error) { return startXDShard(ctx, objs, cfg.Debounce) },
-	}
+	names := []string{"xdshard"}
 	for _, m := range cfg.Baselines {
-		targets = append(targets, func(ctx context.Context) (target, error) { return startBaseline(ctx, objs, m, cfg) })
+		names = append(names, string(m))
 	}
-	for _, start := range targets {
+	for _, n := range names {
+		start := func(ctx context.Context) (underTest, error) {
+			if cfg.Exe != "" {
+				return startChild(ctx, cfg.Exe, cfg, n)
+			}
+			var t target
+			var err error
+			if n == "xdshard" {
+				t, err = startXDShard(ctx, objs, cfg.Debounce)
+			} else {
+				t, err = startBaseline(ctx, objs, baseline.Mode(n), cfg)
+			}
+			if err != nil {
+				return nil, err
+			}
+			return local{t, events(cfg)}, nil
+		}
 		r, err := measure(ctx, cfg, start, progress)
 		if err != nil {
 			return results, err
@@ -105,7 +149,7 @@ func Run(ctx context.Context, cfg Config, progress io.Writer) ([]Result, error) 
 	return results, nil
 }
 
-func measure(parent context.Context, cfg Config, start func(context.Context) (target, error), progress io.Writer) (Result, error) {
+func measure(parent context.Context, cfg Config, start func(context.Context) (underTest, error), progress io.Writer) (Result, error) {
 	ctx, cancel := context.WithCancel(parent)
 	defer cancel()
 	runtime.GC()
@@ -115,14 +159,14 @@ func measure(parent context.Context, cfg Config, start func(context.Context) (ta
 	if err != nil {
 		return Result{}, err
 	}
-	res := Result{Server: t.name(), Proxies: cfg.Proxies}
-	proxies, sync, cpu, err := connect(ctx, cfg, t.addr(), progress)
+	res := Result{Server: t.name(), Proxies: cfg.Proxies, Isolated: cfg.Exe != ""}
+	proxies, sync, cpu, err := connect(ctx, cfg, t, progress)
 	if err != nil {
 		return res, err
 	}
 	res.InitialSync, res.SyncCPU = statsOf(sync), cpu
 	for i, ev := range events(cfg) {
-		er, err := churn(ctx, cfg, t, proxies, ev, i+1)
+		er, err := churn(ctx, cfg, t, proxies, ev, i, i+1)
 		if err != nil {
 			return res, err
 		}
@@ -133,6 +177,7 @@ func measure(parent context.Context, cfg Config, start func(context.Context) (ta
 	runtime.GC()
 	var after runtime.MemStats
 	runtime.ReadMemStats(&after)
+	_, res.RSSBytes = t.usage()
 	if cfg.HeapProfile != "" {
 		writeHeapProfile(cfg.HeapProfile, t.name())
 	}
@@ -144,11 +189,12 @@ func measure(parent context.Context, cfg Config, start func(context.Context) (ta
 
 // connect starts the proxies, spread over the tenants, a few hundred
 // streams per connection, and waits for every one to sync.
-func connect(ctx context.Context, cfg Config, addr string, progress io.Writer) ([]*proxy.Proxy, []time.Duration, float64, error) {
+func connect(ctx context.Context, cfg Config, srv underTest, progress io.Writer) ([]*proxy.Proxy, []time.Duration, float64, error) {
+	addr := srv.addr()
 	per := max(cfg.StreamsPerConn, 1)
 	var conns []*grpc.ClientConn
 	proxies := make([]*proxy.Proxy, cfg.Proxies)
-	cpu0 := cpuSeconds()
+	cpu0, _ := srv.usage()
 	start := time.Now()
 	var wg sync.WaitGroup
 	for i := range proxies {
@@ -192,7 +238,8 @@ func connect(ctx context.Context, cfg Config, addr string, progress io.Writer) (
 		}
 	}
 	fmt.Fprintln(progress)
-	return proxies, sync, cpuSeconds() - cpu0, nil
+	cpu1, _ := srv.usage()
+	return proxies, sync, cpu1 - cpu0, nil
 }
 
 // cpuSeconds is this process's CPU time. The load generator runs in the

@@ -34,6 +34,7 @@ func benchCmd(args []string) error {
 	fs.DurationVar(&cfg.Timeout, "timeout", 2*time.Minute, "longest wait for a phase (initial sync, one event)")
 	fs.IntVar(&cfg.StreamsPerConn, "streams-per-conn", 250, "proxy streams sharing one gRPC connection")
 	seed := fs.Uint64("seed", 1, "fleet seed")
+	inProcess := fs.Bool("in-process", false, "run the servers in this process (CPU figures then include the load generator)")
 	fs.StringVar(&cfg.HeapProfile, "heap-profile", "", "write a heap profile per server at the end of its phase (SERVER-FILE beside FILE)")
 	jsonOut := fs.String("json", "", "also write the results as JSON to this file")
 	fs.Usage = func() {
@@ -69,6 +70,13 @@ func benchCmd(args []string) error {
 	}
 	if cfg.Proxies <= 0 || cfg.Tenants <= 0 || cfg.Services <= 0 || cfg.Endpoints <= 0 || cfg.Tenants > 250 {
 		return fmt.Errorf("--proxies, --services, --endpoints must be positive and --tenants 1-250")
+	}
+	if !*inProcess {
+		exe, err := os.Executable()
+		if err != nil {
+			return fmt.Errorf("finding this binary to run the servers apart: %w (or pass --in-process)", err)
+		}
+		cfg.Exe = exe
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
@@ -139,4 +147,15 @@ func benchGenCmd(args []string) error {
 	}
 	fmt.Fprintf(os.Stderr, "wrote %d objects in %d files to %s; serve them with: xdshard serve --config %s\n", len(objs), len(byNS), *out, *out)
 	return nil
+}
+
+// benchServerCmd is the hidden child side of `xdshard bench`: one server
+// under test, driven over standard input.
+func benchServerCmd(args []string) error {
+	if len(args) != 2 {
+		return fmt.Errorf("bench-server is started by xdshard bench, not by hand")
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	defer stop()
+	return bench.ServeChild(ctx, args[0], args[1], os.Stdin, os.Stdout)
 }

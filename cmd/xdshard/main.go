@@ -44,6 +44,9 @@ func run(args []string) error {
 		usage(cmds)
 		return nil
 	}
+	if args[0] == "bench-server" { // hidden: the child process of bench
+		return benchServerCmd(args[1:])
+	}
 	c, ok := cmds[args[0]]
 	if !ok {
 		usage(cmds)

@@ -1,0 +1,162 @@
+package bench
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+
+	"github.com/xdshard/xdshard/bench/baseline"
+	"github.com/xdshard/xdshard/bench/fleet"
+)
+
+// The server under test can run in a child process, so its CPU and RSS are
+// measured apart from the load generator's: the parent starts
+// `EXE bench-server CONFIG SERVER`, reads "addr HOST:PORT", then sends
+// "apply EVENT GEN" (answered "ok") and "stats" (answered "stats CPU RSS").
+
+// childTarget is a server under test in a child process.
+type childTarget struct {
+	label, address string
+	cmd            *exec.Cmd
+	in             io.WriteCloser
+	out            *bufio.Scanner
+}
+
+func startChild(ctx context.Context, exe string, cfg Config, server string) (*childTarget, error) {
+	js, err := json.Marshal(cfg)
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.CommandContext(ctx, exe, "bench-server", string(js), server)
+	cmd.Stderr = os.Stderr
+	in, err := cmd.StdinPipe()
+	if err != nil {
+		return nil, err
+	}
+	outPipe, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, err
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("starting the server process: %w", err)
+	}
+	c := &childTarget{cmd: cmd, in: in, out: bufio.NewScanner(outPipe)}
+	line, err := c.read()
+	if err != nil {
+		return nil, err
+	}
+	parts := strings.Fields(line)
+	if len(parts) != 3 || parts[0] != "addr" {
+		return nil, fmt.Errorf("server process said %q, want \"addr HOST:PORT NAME\"", line)
+	}
+	c.address, c.label = parts[1], strings.ReplaceAll(parts[2], "_", " ")
+	go func() { <-ctx.Done(); in.Close(); _ = cmd.Wait() }()
+	return c, nil
+}
+
+func (c *childTarget) read() (string, error) {
+	if !c.out.Scan() {
+		if err := c.out.Err(); err != nil {
+			return "", err
+		}
+		return "", fmt.Errorf("server process ended")
+	}
+	return c.out.Text(), nil
+}
+
+func (c *childTarget) call(cmd string) (string, error) {
+	if _, err := fmt.Fprintln(c.in, cmd); err != nil {
+		return "", err
+	}
+	return c.read()
+}
+
+func (c *childTarget) name() string { return c.label }
+func (c *childTarget) addr() string { return c.address }
+
+func (c *childTarget) applyEvent(_ context.Context, index, gen int) error {
+	line, err := c.call(fmt.Sprintf("apply %d %d", index, gen))
+	if err != nil || line != "ok" {
+		return fmt.Errorf("server process: %q %v", line, err)
+	}
+	return nil
+}
+
+func (c *childTarget) usage() (cpu float64, rss uint64) {
+	line, err := c.call("stats")
+	if err != nil {
+		return 0, 0
+	}
+	f := strings.Fields(line)
+	if len(f) == 3 {
+		cpu, _ = strconv.ParseFloat(f[1], 64)
+		rss, _ = strconv.ParseUint(f[2], 10, 64)
+	}
+	return cpu, rss
+}
+
+// ServeChild is the child side: it serves one server under test over the
+// fleet in cfgJSON until its standard input closes.
+func ServeChild(ctx context.Context, cfgJSON, server string, in io.Reader, out io.Writer) error {
+	var cfg Config
+	if err := json.Unmarshal([]byte(cfgJSON), &cfg); err != nil {
+		return fmt.Errorf("bench-server config: %w", err)
+	}
+	objs := fleet.Generate(fleet.Spec{Tenants: cfg.Tenants, Services: cfg.Services, Endpoints: cfg.Endpoints, Seed: cfg.Seed})
+	var t target
+	var err error
+	if server == "xdshard" {
+		t, err = startXDShard(ctx, objs, cfg.Debounce)
+	} else {
+		t, err = startBaseline(ctx, objs, baseline.Mode(server), cfg)
+	}
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(out, "addr %s %s\n", t.addr(), strings.ReplaceAll(t.name(), " ", "_"))
+	evs := events(cfg)
+	sc := bufio.NewScanner(in)
+	for sc.Scan() {
+		f := strings.Fields(sc.Text())
+		switch {
+		case len(f) == 3 && f[0] == "apply":
+			i, _ := strconv.Atoi(f[1])
+			gen, _ := strconv.Atoi(f[2])
+			if i < 0 || i >= len(evs) {
+				fmt.Fprintln(out, "error: no such event")
+				continue
+			}
+			if err := t.apply(ctx, evs[i].changes(gen)); err != nil {
+				fmt.Fprintf(out, "error: %v\n", err)
+				continue
+			}
+			fmt.Fprintln(out, "ok")
+		case len(f) == 1 && f[0] == "stats":
+			fmt.Fprintf(out, "stats %f %d\n", cpuSeconds(), rssBytes())
+		default:
+			fmt.Fprintf(out, "error: unknown command %q\n", sc.Text())
+		}
+	}
+	return sc.Err()
+}
+
+// rssBytes reads this process's resident set size from /proc.
+func rssBytes() uint64 {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if rest, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			kb, _ := strconv.ParseUint(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 10, 64)
+			return kb * 1024
+		}
+	}
+	return 0
+}
