@@ -38,7 +38,11 @@ type Config struct {
 	HeapProfile string
 	// Exe, when set, runs each server under test as `Exe bench-server` in
 	// a child process, so its CPU and RSS are its own.
-	Exe            string `json:"-"`
+	Exe string `json:"-"`
+	// Target, when set, measures a running xdshard at HOST:PORT instead
+	// (serving the same fleet: see `xdshard bench gen`). Only the initial
+	// sync is measured: churn needs a server this process can change.
+	Target         string
 	Baselines      []baseline.Mode
 	Debounce       time.Duration
 	Seed           uint64
@@ -119,6 +123,10 @@ func (l local) usage() (float64, uint64) { return cpuSeconds(), 0 }
 func Run(ctx context.Context, cfg Config, progress io.Writer) ([]Result, error) {
 	objs := fleet.Generate(fleet.Spec{Tenants: cfg.Tenants, Services: cfg.Services, Endpoints: cfg.Endpoints, Seed: cfg.Seed})
 	var results []Result
+	if cfg.Target != "" {
+		r, err := measure(ctx, cfg, func(context.Context) (underTest, error) { return remote{cfg.Target}, nil }, progress)
+		return []Result{r}, err
+	}
 	names := []string{"xdshard"}
 	for _, m := range cfg.Baselines {
 		names = append(names, string(m))
@@ -166,6 +174,9 @@ func measure(parent context.Context, cfg Config, start func(context.Context) (un
 	}
 	res.InitialSync, res.SyncCPU = statsOf(sync), cpu
 	for i, ev := range events(cfg) {
+		if cfg.Target != "" {
+			break
+		}
 		er, err := churn(ctx, cfg, t, proxies, ev, i, i+1)
 		if err != nil {
 			return res, err
@@ -263,3 +274,13 @@ func writeHeapProfile(path, server string) {
 	defer f.Close()
 	_ = pprof.WriteHeapProfile(f)
 }
+
+// remote is an xdshard this process does not run: only its address.
+type remote struct{ address string }
+
+func (r remote) name() string { return "xdshard at " + r.address }
+func (r remote) addr() string { return r.address }
+func (r remote) applyEvent(context.Context, int, int) error {
+	return fmt.Errorf("cannot change a remote server")
+}
+func (r remote) usage() (float64, uint64) { return 0, 0 }

@@ -34,6 +34,7 @@ func benchCmd(args []string) error {
 	fs.DurationVar(&cfg.Timeout, "timeout", 2*time.Minute, "longest wait for a phase (initial sync, one event)")
 	fs.IntVar(&cfg.StreamsPerConn, "streams-per-conn", 250, "proxy streams sharing one gRPC connection")
 	seed := fs.Uint64("seed", 1, "fleet seed")
+	fs.StringVar(&cfg.Target, "target", "", "measure a running xdshard at HOST:PORT (serving `xdshard bench gen` output with the same sizes and seed); initial sync only")
 	inProcess := fs.Bool("in-process", false, "run the servers in this process (CPU figures then include the load generator)")
 	fs.StringVar(&cfg.HeapProfile, "heap-profile", "", "write a heap profile per server at the end of its phase (SERVER-FILE beside FILE)")
 	jsonOut := fs.String("json", "", "also write the results as JSON to this file")
@@ -71,7 +72,13 @@ func benchCmd(args []string) error {
 	if cfg.Proxies <= 0 || cfg.Tenants <= 0 || cfg.Services <= 0 || cfg.Endpoints <= 0 || cfg.Tenants > 250 {
 		return fmt.Errorf("--proxies, --services, --endpoints must be positive and --tenants 1-250")
 	}
-	if !*inProcess {
+	if cfg.Target != "" {
+		if err := checkListenAddr("target", cfg.Target, false); err != nil {
+			return fmt.Errorf("--target must be a loopback HOST:PORT: load goes to this machine only")
+		}
+		cfg.Baselines = nil
+	}
+	if !*inProcess && cfg.Target == "" {
 		exe, err := os.Executable()
 		if err != nil {
 			return fmt.Errorf("finding this binary to run the servers apart: %w (or pass --in-process)", err)
