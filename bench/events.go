@@ -44,6 +44,7 @@ func churn(ctx context.Context, cfg Config, t underTest, proxies []*proxy.Proxy,
 		}
 	}
 	cpu0, _ := t.usage()
+	st0 := t.stages()
 	t0 := time.Now()
 	if err := t.applyEvent(ctx, index, gen); err != nil {
 		return EventResult{}, err
@@ -72,6 +73,7 @@ func churn(ctx context.Context, cfg Config, t underTest, proxies []*proxy.Proxy,
 	res.Convergence = statsOf(conv)
 	cpu1, _ := t.usage()
 	res.CPUSeconds = cpu1 - cpu0
+	res.Stages = stageDelta(st0, t.stages())
 	if res.Converged < res.Affected {
 		return res, fmt.Errorf("%s on %s: %d of %d proxies converged within %s", ev.name, t.name(), res.Converged, res.Affected, cfg.Timeout)
 	}

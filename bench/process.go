@@ -88,6 +88,18 @@ func (c *childTarget) applyEvent(_ context.Context, index, gen int) error {
 	return nil
 }
 
+func (c *childTarget) stages() map[string][2]float64 {
+	line, err := c.call("stages")
+	if err != nil {
+		return nil
+	}
+	var out map[string][2]float64
+	if json.Unmarshal([]byte(strings.TrimPrefix(line, "stages ")), &out) != nil {
+		return nil
+	}
+	return out
+}
+
 func (c *childTarget) usage() (cpu float64, rss uint64) {
 	line, err := c.call("stats")
 	if err != nil {
@@ -137,6 +149,13 @@ func ServeChild(ctx context.Context, cfgJSON, server string, in io.Reader, out i
 				continue
 			}
 			fmt.Fprintln(out, "ok")
+		case len(f) == 1 && f[0] == "stages":
+			var st map[string][2]float64
+			if s, ok := t.(stager); ok {
+				st = s.stages()
+			}
+			b, _ := json.Marshal(st)
+			fmt.Fprintf(out, "stages %s\n", b)
 		case len(f) == 1 && f[0] == "stats":
 			fmt.Fprintf(out, "stats %f %d\n", cpuSeconds(), rssBytes())
 		default:

@@ -31,6 +31,20 @@ func WriteTable(w io.Writer, cfg Config, rs []Result) error {
 		}
 	}
 	for _, r := range rs {
+		for _, e := range r.Events {
+			if len(e.Stages) == 0 {
+				continue
+			}
+			fmt.Fprintf(tw, "%s\tstages: %s\t", r.Server, e.Name)
+			for _, stage := range []string{"debounce", "build", "publish", "queue", "send", "ack"} {
+				if st, ok := e.Stages[stage]; ok {
+					fmt.Fprintf(tw, " %s %.1fms x%d", stage, st.MeanMs, st.Count)
+				}
+			}
+			fmt.Fprintln(tw)
+		}
+	}
+	for _, r := range rs {
 		if r.RSSBytes > 0 {
 			fmt.Fprintf(tw, "%s\tRSS at the end\t%d\t%.0f MiB, %.1f KiB per proxy\n", r.Server, r.Proxies, float64(r.RSSBytes)/(1<<20), float64(r.RSSBytes)/1024/float64(r.Proxies))
 		}

@@ -72,6 +72,9 @@ type EventResult struct {
 	Converged   int     `json:"converged"`
 	Convergence Stats   `json:"convergence"`
 	CPUSeconds  float64 `json:"cpuSeconds"`
+	// Stages: the server's own push-stage figures during the event
+	// (xdshard only): debounce, build, publish, queue, send, ack.
+	Stages map[string]StageStat `json:"stages,omitempty"`
 }
 
 // Stats summarises durations.
@@ -106,7 +109,13 @@ type underTest interface {
 	// in a child process; in this process, the whole process's CPU (load
 	// generator included) and no RSS.
 	usage() (float64, uint64)
+	// stages returns the cumulative count and sum of each push stage of
+	// the server's own histogram; nil when it has none.
+	stages() map[string][2]float64
 }
+
+// stager is an in-process target with push-stage histograms.
+type stager interface{ stages() map[string][2]float64 }
 
 type local struct {
 	target
@@ -118,6 +127,13 @@ func (l local) applyEvent(ctx context.Context, i, gen int) error {
 }
 
 func (l local) usage() (float64, uint64) { return cpuSeconds(), 0 }
+
+func (l local) stages() map[string][2]float64 {
+	if s, ok := l.target.(stager); ok {
+		return s.stages()
+	}
+	return nil
+}
 
 // Run measures xdshard, then each baseline, on the same fleet.
 func Run(ctx context.Context, cfg Config, progress io.Writer) ([]Result, error) {
@@ -284,3 +300,5 @@ func (r remote) applyEvent(context.Context, int, int) error {
 	return fmt.Errorf("cannot change a remote server")
 }
 func (r remote) usage() (float64, uint64) { return 0, 0 }
+
+func (r remote) stages() map[string][2]float64 { return nil }

@@ -3,6 +3,7 @@ package bench
 import (
 	"context"
 	"fmt"
+	"github.com/prometheus/client_golang/prometheus"
 	"net"
 	"time"
 
@@ -21,11 +22,12 @@ import (
 type xdshardTarget struct {
 	address string
 	b       *builder.Builder
+	reg     *prometheus.Registry
 }
 
 func startXDShard(ctx context.Context, objs []*model.Object, debounce time.Duration) (target, error) {
-	mesh, store := model.NewMesh(), snapshot.NewStore(0)
-	srv := server.New(store, server.Options{Resolver: mesh})
+	mesh, store, reg := model.NewMesh(), snapshot.NewStore(0), prometheus.NewRegistry()
+	srv := server.New(store, server.Options{Resolver: mesh, Registry: reg})
 	b := builder.New(mesh, store, builder.Options{Build: builder.Compose, Debounce: debounce, MaxDelay: 10 * debounce, Observe: srv.Metrics().Stage})
 	mesh.Apply(fleet.Changes(objs))
 	if err := b.BuildAll(); err != nil {
@@ -40,11 +42,14 @@ func startXDShard(ctx context.Context, objs []*model.Object, debounce time.Durat
 	go func() { _ = g.Serve(lis) }()
 	go func() { _ = b.Run(ctx) }()
 	go func() { <-ctx.Done(); srv.Close(); g.Stop() }()
-	return &xdshardTarget{address: lis.Addr().String(), b: b}, nil
+	return &xdshardTarget{address: lis.Addr().String(), b: b, reg: reg}, nil
 }
 
 func (x *xdshardTarget) name() string { return "xdshard" }
-func (x *xdshardTarget) addr() string { return x.address }
+
+// stages reads xdshard's push-stage histogram.
+func (x *xdshardTarget) stages() map[string][2]float64 { return stageSums(x.reg) }
+func (x *xdshardTarget) addr() string                  { return x.address }
 func (x *xdshardTarget) apply(_ context.Context, changes []model.Change) error {
 	x.b.Apply(changes)
 	return nil
