@@ -6,6 +6,8 @@ import (
 	"context"
 	"encoding/json"
 	"io"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -47,6 +49,14 @@ func TestTinyBench(t *testing.T) {
 		}
 		if err := WriteJSON(&js, cfg, rs); err != nil {
 			t.Fatal(err)
+		}
+		dir := t.TempDir()
+		if err := WriteHTML(dir, cfg, rs); err != nil {
+			t.Fatal(err)
+		}
+		html, err := os.ReadFile(filepath.Join(dir, "index.html"))
+		if err != nil || bytes.Count(html, []byte("<svg")) != 4 || bytes.Count(html, []byte("<polyline")) != 12 || !bytes.Contains(html, []byte("mesh-wide")) {
+			t.Fatalf("HTML report: want 4 plots with 3 servers each and the table (%v)", err)
 		}
 		var back struct{ Results []Result }
 		if err := json.Unmarshal(js.Bytes(), &back); err != nil || len(back.Results) != 3 {

@@ -71,6 +71,7 @@ func churn(ctx context.Context, cfg Config, t underTest, proxies []*proxy.Proxy,
 		}
 	}
 	res.Convergence = statsOf(conv)
+	res.Ms = millis(conv)
 	cpu1, _ := t.usage()
 	res.CPUSeconds = cpu1 - cpu0
 	res.Stages = stageDelta(st0, t.stages())

@@ -55,6 +55,7 @@ type Result struct {
 	Server      string        `json:"server"`
 	Proxies     int           `json:"proxies"`
 	InitialSync Stats         `json:"initialSync"`
+	SyncMs      []float64     `json:"syncMs,omitempty"` // every proxy's initial sync, sorted
 	SyncCPU     float64       `json:"syncCpuSeconds"`
 	Events      []EventResult `json:"events"`
 	HeapBytes   uint64        `json:"heapBytes"`
@@ -67,11 +68,12 @@ type Result struct {
 
 // EventResult is one churn event's convergence.
 type EventResult struct {
-	Name        string  `json:"name"`
-	Affected    int     `json:"affected"`
-	Converged   int     `json:"converged"`
-	Convergence Stats   `json:"convergence"`
-	CPUSeconds  float64 `json:"cpuSeconds"`
+	Name        string    `json:"name"`
+	Affected    int       `json:"affected"`
+	Converged   int       `json:"converged"`
+	Convergence Stats     `json:"convergence"`
+	Ms          []float64 `json:"ms,omitempty"` // every affected proxy's convergence, sorted
+	CPUSeconds  float64   `json:"cpuSeconds"`
 	// Stages: the server's own push-stage figures during the event
 	// (xdshard only): debounce, build, publish, queue, send, ack.
 	Stages map[string]StageStat `json:"stages,omitempty"`
@@ -188,7 +190,7 @@ func measure(parent context.Context, cfg Config, start func(context.Context) (un
 	if err != nil {
 		return res, err
 	}
-	res.InitialSync, res.SyncCPU = statsOf(sync), cpu
+	res.InitialSync, res.SyncCPU, res.SyncMs = statsOf(sync), cpu, millis(sync)
 	for i, ev := range events(cfg) {
 		if cfg.Target != "" {
 			break
@@ -302,3 +304,12 @@ func (r remote) applyEvent(context.Context, int, int) error {
 func (r remote) usage() (float64, uint64) { return 0, 0 }
 
 func (r remote) stages() map[string][2]float64 { return nil }
+
+// millis lists sorted durations in milliseconds, for plots.
+func millis(ds []time.Duration) []float64 {
+	out := make([]float64, len(ds))
+	for i, d := range ds {
+		out[i] = float64(d.Microseconds()) / 1000
+	}
+	return out
+}

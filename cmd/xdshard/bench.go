@@ -38,6 +38,7 @@ func benchCmd(args []string) error {
 	inProcess := fs.Bool("in-process", false, "run the servers in this process (CPU figures then include the load generator)")
 	fs.StringVar(&cfg.HeapProfile, "heap-profile", "", "write a heap profile per server at the end of its phase (SERVER-FILE beside FILE)")
 	jsonOut := fs.String("json", "", "also write the results as JSON to this file")
+	reportDir := fs.String("report", "", "also write an HTML report with latency CDF plots to this directory")
 	fs.Usage = func() {
 		fmt.Fprintln(fs.Output(), "Usage: xdshard bench [flags]\n       xdshard bench gen --out DIR [--tenants N --services N --endpoints N --seed N]\n\nRuns xdshard and go-control-plane in this process on the same synthetic fleet with the same\nsimulated proxies and churn (endpoints in one tenant, weights in one tenant, a mesh-wide change),\nand prints convergence times, CPU and their ratios. Load goes to 127.0.0.1 only.")
 		fs.PrintDefaults()
@@ -96,6 +97,12 @@ func benchCmd(args []string) error {
 	}
 	if err != nil {
 		return err
+	}
+	if *reportDir != "" {
+		if err := bench.WriteHTML(*reportDir, cfg, rs); err != nil {
+			return err
+		}
+		fmt.Fprintf(os.Stderr, "report: %s\n", filepath.Join(*reportDir, "index.html"))
 	}
 	if *jsonOut != "" {
 		f, err := os.Create(*jsonOut)
