@@ -31,7 +31,7 @@ func TestTinyBench(t *testing.T) {
 			t.Fatalf("%d results, want xdshard and two baselines", len(rs))
 		}
 		for _, r := range rs {
-			if r.Unconverged != 0 || len(r.Events) != 3 || r.InitialSync.Max == 0 {
+			if r.Unconverged != 0 || len(r.Events) != 3 || r.InitialSync.Max == 0 || r.BytesSent == 0 || r.NACKs == 0 {
 				t.Fatalf("%s: %+v", r.Server, r)
 			}
 			for _, e := range r.Events {

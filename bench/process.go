@@ -100,6 +100,14 @@ func (c *childTarget) stages() map[string][2]float64 {
 	return out
 }
 
+func (c *childTarget) counters() (bytes, nacks uint64) {
+	line, err := c.call("counters")
+	if err == nil {
+		_, _ = fmt.Sscanf(line, "counters %d %d", &bytes, &nacks)
+	}
+	return bytes, nacks
+}
+
 func (c *childTarget) usage() (cpu float64, rss uint64) {
 	line, err := c.call("stats")
 	if err != nil {
@@ -156,6 +164,12 @@ func ServeChild(ctx context.Context, cfgJSON, server string, in io.Reader, out i
 			}
 			b, _ := json.Marshal(st)
 			fmt.Fprintf(out, "stages %s\n", b)
+		case len(f) == 1 && f[0] == "counters":
+			var b, n uint64
+			if c, ok := t.(counter); ok {
+				b, n = c.counters()
+			}
+			fmt.Fprintf(out, "counters %d %d\n", b, n)
 		case len(f) == 1 && f[0] == "stats":
 			fmt.Fprintf(out, "stats %f %d\n", cpuSeconds(), rssBytes())
 		default:

@@ -45,6 +45,11 @@ func WriteTable(w io.Writer, cfg Config, rs []Result) error {
 		}
 	}
 	for _, r := range rs {
+		fmt.Fprintf(tw, "%s\tsent, NACKs\t%d\t%.1f MiB, %d NACKs received", r.Server, r.Proxies, float64(r.BytesSent)/(1<<20), r.NACKs)
+		if r.LoadCPU > 0 {
+			fmt.Fprintf(tw, ", load generator %.2f CPU s", r.LoadCPU)
+		}
+		fmt.Fprintln(tw)
 		if r.RSSBytes > 0 {
 			fmt.Fprintf(tw, "%s\tRSS at the end\t%d\t%.0f MiB, %.1f KiB per proxy\n", r.Server, r.Proxies, float64(r.RSSBytes)/(1<<20), float64(r.RSSBytes)/1024/float64(r.Proxies))
 		}

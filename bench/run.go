@@ -61,9 +61,15 @@ type Result struct {
 	HeapBytes   uint64        `json:"heapBytes"`
 	// Isolated: the server ran in its own process, so CPU figures are the
 	// server's alone and RSSBytes is its resident memory at the end.
-	Isolated    bool   `json:"isolated"`
-	RSSBytes    uint64 `json:"rssBytes,omitempty"`
-	Unconverged int    `json:"unconverged"`
+	Isolated bool   `json:"isolated"`
+	RSSBytes uint64 `json:"rssBytes,omitempty"`
+	// BytesSent and NACKs over the whole run, as the server counted them.
+	BytesSent uint64 `json:"bytesSent"`
+	NACKs     uint64 `json:"nacks"`
+	// LoadCPU is the load generator's own CPU seconds (this process), when
+	// the server ran apart.
+	LoadCPU     float64 `json:"loadCpuSeconds,omitempty"`
+	Unconverged int     `json:"unconverged"`
 }
 
 // EventResult is one churn event's convergence.
@@ -114,7 +120,12 @@ type underTest interface {
 	// stages returns the cumulative count and sum of each push stage of
 	// the server's own histogram; nil when it has none.
 	stages() map[string][2]float64
+	// counters returns the bytes sent and NACKs received so far.
+	counters() (bytes, nacks uint64)
 }
+
+// counter is an in-process target that counts what it sent.
+type counter interface{ counters() (uint64, uint64) }
 
 // stager is an in-process target with push-stage histograms.
 type stager interface{ stages() map[string][2]float64 }
@@ -129,6 +140,13 @@ func (l local) applyEvent(ctx context.Context, i, gen int) error {
 }
 
 func (l local) usage() (float64, uint64) { return cpuSeconds(), 0 }
+
+func (l local) counters() (uint64, uint64) {
+	if c, ok := l.target.(counter); ok {
+		return c.counters()
+	}
+	return 0, 0
+}
 
 func (l local) stages() map[string][2]float64 {
 	if s, ok := l.target.(stager); ok {
@@ -186,6 +204,7 @@ func measure(parent context.Context, cfg Config, start func(context.Context) (un
 		return Result{}, err
 	}
 	res := Result{Server: t.name(), Proxies: cfg.Proxies, Isolated: cfg.Exe != ""}
+	load0 := cpuSeconds()
 	proxies, sync, cpu, err := connect(ctx, cfg, t, progress)
 	if err != nil {
 		return res, err
@@ -207,6 +226,10 @@ func measure(parent context.Context, cfg Config, start func(context.Context) (un
 	var after runtime.MemStats
 	runtime.ReadMemStats(&after)
 	_, res.RSSBytes = t.usage()
+	res.BytesSent, res.NACKs = t.counters()
+	if res.Isolated {
+		res.LoadCPU = cpuSeconds() - load0
+	}
 	if cfg.HeapProfile != "" {
 		writeHeapProfile(cfg.HeapProfile, t.name())
 	}
@@ -304,6 +327,7 @@ func (r remote) applyEvent(context.Context, int, int) error {
 func (r remote) usage() (float64, uint64) { return 0, 0 }
 
 func (r remote) stages() map[string][2]float64 { return nil }
+func (r remote) counters() (uint64, uint64)    { return 0, 0 }
 
 // millis lists sorted durations in milliseconds, for plots.
 func millis(ds []time.Duration) []float64 {

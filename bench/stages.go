@@ -58,3 +58,20 @@ func stageDelta(before, after map[string][2]float64) map[string]StageStat {
 	}
 	return out
 }
+
+// counterSum adds up every series of a counter.
+func counterSum(g prometheus.Gatherer, name string) uint64 {
+	mfs, err := g.Gather()
+	if err != nil {
+		return 0
+	}
+	total := 0.0
+	for _, mf := range mfs {
+		if mf.GetName() == name {
+			for _, m := range mf.GetMetric() {
+				total += m.GetCounter().GetValue()
+			}
+		}
+	}
+	return uint64(total)
+}

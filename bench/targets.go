@@ -47,6 +47,11 @@ func startXDShard(ctx context.Context, objs []*model.Object, debounce time.Durat
 
 func (x *xdshardTarget) name() string { return "xdshard" }
 
+// counters reads the bytes xdshard sent and the NACKs it received.
+func (x *xdshardTarget) counters() (uint64, uint64) {
+	return counterSum(x.reg, "pilot_xds_config_size_bytes_total"), counterSum(x.reg, "pilot_total_xds_rejects")
+}
+
 // stages reads xdshard's push-stage histogram.
 func (x *xdshardTarget) stages() map[string][2]float64 { return stageSums(x.reg) }
 func (x *xdshardTarget) addr() string                  { return x.address }
@@ -90,6 +95,8 @@ func (b *baselineTarget) build(ctx context.Context, tenant string) error {
 	}
 	return b.srv.Set(ctx, snap, b.nodes[tenant])
 }
+
+func (b *baselineTarget) counters() (uint64, uint64) { return b.srv.Counters() }
 
 func (b *baselineTarget) name() string { return "go-control-plane (" + string(b.srv.Mode) + ")" }
 func (b *baselineTarget) addr() string { return b.srv.Addr }
