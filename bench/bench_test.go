@@ -21,7 +21,7 @@ import (
 // Timings are not asserted: they are for `xdshard bench`, not tests.
 func TestTinyBench(t *testing.T) {
 	for _, delta := range []bool{false, true} {
-		cfg := Config{Proxies: 50, Tenants: 5, Services: 3, Endpoints: 2, Delta: delta, Mix: !delta, Misbehaving: 2, Seed: 1,
+		cfg := Config{Proxies: 50, Tenants: 5, Services: 3, Endpoints: 2, Delta: delta, Mix: !delta, Misbehaving: 2, Seed: 1, Rate: 50, RateEvents: 5,
 			Baselines: []baseline.Mode{baseline.ModePerTenant, baseline.ModePerNode}, Debounce: 10 * time.Millisecond, Timeout: 30 * time.Second, StreamsPerConn: 20}
 		rs, err := Run(context.Background(), cfg, io.Discard)
 		if err != nil {
@@ -31,7 +31,7 @@ func TestTinyBench(t *testing.T) {
 			t.Fatalf("%d results, want xdshard and two baselines", len(rs))
 		}
 		for _, r := range rs {
-			if r.Unconverged != 0 || len(r.Events) != 3 || r.InitialSync.Max == 0 || r.BytesSent == 0 || r.NACKs == 0 {
+			if r.Unconverged != 0 || len(r.Events) != 4 || r.InitialSync.Max == 0 || r.BytesSent == 0 || r.NACKs == 0 {
 				t.Fatalf("%s: %+v", r.Server, r)
 			}
 			for _, e := range r.Events {
@@ -55,7 +55,7 @@ func TestTinyBench(t *testing.T) {
 			t.Fatal(err)
 		}
 		html, err := os.ReadFile(filepath.Join(dir, "index.html"))
-		if err != nil || bytes.Count(html, []byte("<svg")) != 4 || bytes.Count(html, []byte("<polyline")) != 12 || !bytes.Contains(html, []byte("mesh-wide")) {
+		if err != nil || bytes.Count(html, []byte("<svg")) != 5 || bytes.Count(html, []byte("<polyline")) != 15 || !bytes.Contains(html, []byte("mesh-wide")) {
 			t.Fatalf("HTML report: want 4 plots with 3 servers each and the table (%v)", err)
 		}
 		var back struct{ Results []Result }

@@ -27,6 +27,12 @@ func events(cfg Config) []event {
 			func(p *proxy.Proxy) bool { return p.Namespace == fleet.Tenant(1%cfg.Tenants) }, proxy.RDS},
 		{"mesh-wide (istio-system)", func(gen int) []model.Change { return fleet.MeshWide(gen) },
 			func(*proxy.Proxy) bool { return true }, proxy.EDS},
+		// Index 3 is not a single event: sustained churn applies it with
+		// gen = 100+k to tenant k.
+		{"endpoints in tenant k", func(gen int) []model.Change {
+			return fleet.ScaleEndpoints((gen-100)%cfg.Tenants, 1, cfg.Endpoints, gen)
+		},
+			func(*proxy.Proxy) bool { return false }, proxy.EDS},
 	}
 }
 
@@ -77,6 +83,69 @@ func churn(ctx context.Context, cfg Config, t underTest, proxies []*proxy.Proxy,
 	res.Stages = stageDelta(st0, t.stages())
 	if res.Converged < res.Affected {
 		return res, fmt.Errorf("%s on %s: %d of %d proxies converged within %s", ev.name, t.name(), res.Converged, res.Affected, cfg.Timeout)
+	}
+	return res, nil
+}
+
+// sustained applies n endpoint changes at rate per second, each in the next
+// tenant in turn, then waits until every affected proxy received each, and
+// reports all convergences together: push latency under steady churn.
+func sustained(ctx context.Context, cfg Config, t underTest, proxies []*proxy.Proxy) (EventResult, error) {
+	n := min(cfg.RateEvents, cfg.Tenants) // one change per tenant, so each proxy sees one
+	res := EventResult{Name: fmt.Sprintf("%d endpoint changes at %g/s", n, cfg.Rate)}
+	type pending struct {
+		p      *proxy.Proxy
+		before proxy.Arrival
+		t0     time.Time
+	}
+	var waits []pending
+	cpu0, _ := t.usage()
+	st0 := t.stages()
+	tick := time.NewTicker(time.Duration(float64(time.Second) / cfg.Rate))
+	defer tick.Stop()
+	for k := 0; k < n; k++ {
+		ns := fleet.Tenant(k)
+		for _, p := range proxies {
+			if p.Namespace == ns && !p.Misbehaving {
+				waits = append(waits, pending{p: p, before: p.Latest(proxy.EDS)})
+			}
+		}
+		t0 := time.Now()
+		for i := len(waits) - 1; i >= 0 && waits[i].t0.IsZero(); i-- {
+			waits[i].t0 = t0
+		}
+		if err := t.applyEvent(ctx, 3, 100+k); err != nil {
+			return res, err
+		}
+		select {
+		case <-tick.C:
+		case <-ctx.Done():
+			return res, ctx.Err()
+		}
+	}
+	res.Affected = len(waits)
+	var conv []time.Duration
+	deadline := time.Now().Add(cfg.Timeout)
+	for _, w := range waits {
+		for {
+			a := w.p.Latest(proxy.EDS)
+			if a.Count > w.before.Count && (a.Version != w.before.Version || a.Version == "") {
+				conv = append(conv, a.At.Sub(w.t0))
+				res.Converged++
+				break
+			}
+			if time.Now().After(deadline) {
+				break
+			}
+			time.Sleep(2 * time.Millisecond)
+		}
+	}
+	res.Convergence, res.Ms = statsOf(conv), millis(conv)
+	cpu1, _ := t.usage()
+	res.CPUSeconds = cpu1 - cpu0
+	res.Stages = stageDelta(st0, t.stages())
+	if res.Converged < res.Affected {
+		return res, fmt.Errorf("%s on %s: %d of %d proxies converged within %s", res.Name, t.name(), res.Converged, res.Affected, cfg.Timeout)
 	}
 	return res, nil
 }

@@ -42,7 +42,11 @@ type Config struct {
 	// Target, when set, measures a running xdshard at HOST:PORT instead
 	// (serving the same fleet: see `xdshard bench gen`). Only the initial
 	// sync is measured: churn needs a server this process can change.
-	Target         string
+	Target string
+	// Rate and RateEvents: after the single events, RateEvents endpoint
+	// changes (one per tenant, in turn) at Rate per second.
+	Rate           float64
+	RateEvents     int
 	Baselines      []baseline.Mode
 	Debounce       time.Duration
 	Seed           uint64
@@ -210,7 +214,7 @@ func measure(parent context.Context, cfg Config, start func(context.Context) (un
 		return res, err
 	}
 	res.InitialSync, res.SyncCPU, res.SyncMs = statsOf(sync), cpu, millis(sync)
-	for i, ev := range events(cfg) {
+	for i, ev := range events(cfg)[:3] {
 		if cfg.Target != "" {
 			break
 		}
@@ -219,6 +223,14 @@ func measure(parent context.Context, cfg Config, start func(context.Context) (un
 			return res, err
 		}
 		res.Unconverged += er.Affected - er.Converged
+		res.Events = append(res.Events, er)
+		fmt.Fprintf(progress, "  %s %s: %d/%d converged, p99 %s\n", t.name(), er.Name, er.Converged, er.Affected, er.Convergence.P99)
+	}
+	if cfg.Rate > 0 && cfg.RateEvents > 0 && cfg.Target == "" {
+		er, err := sustained(ctx, cfg, t, proxies)
+		if err != nil {
+			return res, err
+		}
 		res.Events = append(res.Events, er)
 		fmt.Fprintf(progress, "  %s %s: %d/%d converged, p99 %s\n", t.name(), er.Name, er.Converged, er.Affected, er.Convergence.P99)
 	}

@@ -35,6 +35,8 @@ func benchCmd(args []string) error {
 	fs.IntVar(&cfg.StreamsPerConn, "streams-per-conn", 250, "proxy streams sharing one gRPC connection")
 	seed := fs.Uint64("seed", 1, "fleet seed")
 	fs.StringVar(&cfg.Target, "target", "", "measure a running xdshard at HOST:PORT (serving `xdshard bench gen` output with the same sizes and seed); initial sync only")
+	fs.Float64Var(&cfg.Rate, "rate", 0, "after the single events, churn endpoints at this many changes per second (one tenant each, in turn)")
+	fs.IntVar(&cfg.RateEvents, "rate-events", 20, "how many changes --rate applies (at most one per tenant)")
 	inProcess := fs.Bool("in-process", false, "run the servers in this process (CPU figures then include the load generator)")
 	fs.StringVar(&cfg.HeapProfile, "heap-profile", "", "write a heap profile per server at the end of its phase (SERVER-FILE beside FILE)")
 	jsonOut := fs.String("json", "", "also write the results as JSON to this file")
