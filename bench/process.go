@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"runtime"
 	"strconv"
 	"strings"
 
@@ -26,6 +27,7 @@ type childTarget struct {
 	cmd            *exec.Cmd
 	in             io.WriteCloser
 	out            *bufio.Scanner
+	heap           uint64 // the server's heap in use at the last stats
 }
 
 func startChild(ctx context.Context, exe string, cfg Config, server string) (*childTarget, error) {
@@ -114,9 +116,10 @@ func (c *childTarget) usage() (cpu float64, rss uint64) {
 		return 0, 0
 	}
 	f := strings.Fields(line)
-	if len(f) == 3 {
+	if len(f) == 4 {
 		cpu, _ = strconv.ParseFloat(f[1], 64)
 		rss, _ = strconv.ParseUint(f[2], 10, 64)
+		c.heap, _ = strconv.ParseUint(f[3], 10, 64)
 	}
 	return cpu, rss
 }
@@ -171,7 +174,9 @@ func ServeChild(ctx context.Context, cfgJSON, server string, in io.Reader, out i
 			}
 			fmt.Fprintf(out, "counters %d %d\n", b, n)
 		case len(f) == 1 && f[0] == "stats":
-			fmt.Fprintf(out, "stats %f %d\n", cpuSeconds(), rssBytes())
+			var ms runtime.MemStats
+			runtime.ReadMemStats(&ms)
+			fmt.Fprintf(out, "stats %f %d %d\n", cpuSeconds(), rssBytes(), ms.HeapInuse)
 		default:
 			fmt.Fprintf(out, "error: unknown command %q\n", sc.Text())
 		}

@@ -51,7 +51,7 @@ func WriteTable(w io.Writer, cfg Config, rs []Result) error {
 		}
 		fmt.Fprintln(tw)
 		if r.RSSBytes > 0 {
-			fmt.Fprintf(tw, "%s\tRSS at the end\t%d\t%.0f MiB, %.1f KiB per proxy\n", r.Server, r.Proxies, float64(r.RSSBytes)/(1<<20), float64(r.RSSBytes)/1024/float64(r.Proxies))
+			fmt.Fprintf(tw, "%s\tRSS, heap at the end\t%d\t%.0f MiB, %.1f KiB per proxy; heap %.0f MiB\n", r.Server, r.Proxies, float64(r.RSSBytes)/(1<<20), float64(r.RSSBytes)/1024/float64(r.Proxies), float64(r.HeapBytes)/(1<<20))
 		}
 	}
 	if len(rs) > 1 {

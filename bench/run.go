@@ -238,6 +238,9 @@ func measure(parent context.Context, cfg Config, start func(context.Context) (un
 	var after runtime.MemStats
 	runtime.ReadMemStats(&after)
 	_, res.RSSBytes = t.usage()
+	if c, ok := t.(*childTarget); ok {
+		res.HeapBytes = c.heap // the server's own heap, not this process's
+	}
 	res.BytesSent, res.NACKs = t.counters()
 	if res.Isolated {
 		res.LoadCPU = cpuSeconds() - load0
@@ -245,7 +248,7 @@ func measure(parent context.Context, cfg Config, start func(context.Context) (un
 	if cfg.HeapProfile != "" {
 		writeHeapProfile(cfg.HeapProfile, t.name())
 	}
-	if after.HeapInuse > before.HeapInuse {
+	if !res.Isolated && after.HeapInuse > before.HeapInuse {
 		res.HeapBytes = after.HeapInuse - before.HeapInuse
 	}
 	return res, nil
