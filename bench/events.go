@@ -36,33 +36,26 @@ func events(cfg Config) []event {
 	}
 }
 
-// churn applies one event and waits until every affected proxy received a
-// new version of the event's type.
-func churn(ctx context.Context, cfg Config, t underTest, proxies []*proxy.Proxy, ev event, index, gen int) (EventResult, error) {
-	type want struct {
-		p      *proxy.Proxy
-		before proxy.Arrival
-	}
-	var ws []want
-	for _, p := range proxies {
-		if ev.affected(p) && !p.Misbehaving {
-			ws = append(ws, want{p, p.Latest(ev.typeURL)})
-		}
-	}
-	cpu0, _ := t.usage()
-	st0 := t.stages()
-	t0 := time.Now()
-	if err := t.applyEvent(ctx, index, gen); err != nil {
-		return EventResult{}, err
-	}
-	res := EventResult{Name: ev.name, Affected: len(ws)}
+// waiter is one affected proxy: its last response of the event's type
+// before the change, and when the change entered the server.
+type waiter struct {
+	p      *proxy.Proxy
+	before proxy.Arrival
+	t0     time.Time
+}
+
+// converge waits until every waiter received a new version of typeURL (or
+// the phase times out) and finishes res with the figures of the interval
+// since cpu0 and st0.
+func converge(ctx context.Context, cfg Config, t underTest, typeURL string, ws []waiter, res *EventResult, cpu0 float64, st0 map[string][2]float64) error {
+	res.Affected = len(ws)
 	var conv []time.Duration
 	deadline := time.Now().Add(cfg.Timeout)
 	for _, w := range ws {
 		for {
-			a := w.p.Latest(ev.typeURL)
+			a := w.p.Latest(typeURL)
 			if a.Count > w.before.Count && (a.Version != w.before.Version || a.Version == "") {
-				conv = append(conv, a.At.Sub(t0))
+				conv = append(conv, a.At.Sub(w.t0))
 				res.Converged++
 				break
 			}
@@ -71,20 +64,41 @@ func churn(ctx context.Context, cfg Config, t underTest, proxies []*proxy.Proxy,
 			}
 			select {
 			case <-ctx.Done():
-				return res, ctx.Err()
+				return ctx.Err()
 			case <-time.After(2 * time.Millisecond):
 			}
 		}
 	}
-	res.Convergence = statsOf(conv)
-	res.Ms = millis(conv)
+	res.Convergence, res.Ms = statsOf(conv), millis(conv)
 	cpu1, _ := t.usage()
 	res.CPUSeconds = cpu1 - cpu0
 	res.Stages = stageDelta(st0, t.stages())
 	if res.Converged < res.Affected {
-		return res, fmt.Errorf("%s on %s: %d of %d proxies converged within %s", ev.name, t.name(), res.Converged, res.Affected, cfg.Timeout)
+		return fmt.Errorf("%s on %s: %d of %d proxies converged within %s", res.Name, t.name(), res.Converged, res.Affected, cfg.Timeout)
 	}
-	return res, nil
+	return nil
+}
+
+// churn applies one event and waits until every affected proxy received a
+// new version of the event's type.
+func churn(ctx context.Context, cfg Config, t underTest, proxies []*proxy.Proxy, ev event, index, gen int) (EventResult, error) {
+	var ws []waiter
+	for _, p := range proxies {
+		if ev.affected(p) && !p.Misbehaving {
+			ws = append(ws, waiter{p: p, before: p.Latest(ev.typeURL)})
+		}
+	}
+	cpu0, _ := t.usage()
+	st0 := t.stages()
+	t0 := time.Now()
+	for i := range ws {
+		ws[i].t0 = t0
+	}
+	res := EventResult{Name: ev.name}
+	if err := t.applyEvent(ctx, index, gen); err != nil {
+		return res, err
+	}
+	return res, converge(ctx, cfg, t, ev.typeURL, ws, &res, cpu0, st0)
 }
 
 // sustained applies n endpoint changes at rate per second, each in the next
@@ -93,12 +107,7 @@ func churn(ctx context.Context, cfg Config, t underTest, proxies []*proxy.Proxy,
 func sustained(ctx context.Context, cfg Config, t underTest, proxies []*proxy.Proxy) (EventResult, error) {
 	n := min(cfg.RateEvents, cfg.Tenants) // one change per tenant, so each proxy sees one
 	res := EventResult{Name: fmt.Sprintf("%d endpoint changes at %g/s", n, cfg.Rate)}
-	type pending struct {
-		p      *proxy.Proxy
-		before proxy.Arrival
-		t0     time.Time
-	}
-	var waits []pending
+	var waits []waiter
 	cpu0, _ := t.usage()
 	st0 := t.stages()
 	tick := time.NewTicker(time.Duration(float64(time.Second) / cfg.Rate))
@@ -107,7 +116,7 @@ func sustained(ctx context.Context, cfg Config, t underTest, proxies []*proxy.Pr
 		ns := fleet.Tenant(k)
 		for _, p := range proxies {
 			if p.Namespace == ns && !p.Misbehaving {
-				waits = append(waits, pending{p: p, before: p.Latest(proxy.EDS)})
+				waits = append(waits, waiter{p: p, before: p.Latest(proxy.EDS)})
 			}
 		}
 		t0 := time.Now()
@@ -123,29 +132,5 @@ func sustained(ctx context.Context, cfg Config, t underTest, proxies []*proxy.Pr
 			return res, ctx.Err()
 		}
 	}
-	res.Affected = len(waits)
-	var conv []time.Duration
-	deadline := time.Now().Add(cfg.Timeout)
-	for _, w := range waits {
-		for {
-			a := w.p.Latest(proxy.EDS)
-			if a.Count > w.before.Count && (a.Version != w.before.Version || a.Version == "") {
-				conv = append(conv, a.At.Sub(w.t0))
-				res.Converged++
-				break
-			}
-			if time.Now().After(deadline) {
-				break
-			}
-			time.Sleep(2 * time.Millisecond)
-		}
-	}
-	res.Convergence, res.Ms = statsOf(conv), millis(conv)
-	cpu1, _ := t.usage()
-	res.CPUSeconds = cpu1 - cpu0
-	res.Stages = stageDelta(st0, t.stages())
-	if res.Converged < res.Affected {
-		return res, fmt.Errorf("%s on %s: %d of %d proxies converged within %s", res.Name, t.name(), res.Converged, res.Affected, cfg.Timeout)
-	}
-	return res, nil
+	return res, converge(ctx, cfg, t, proxy.EDS, waits, &res, cpu0, st0)
 }
