@@ -3,61 +3,53 @@ package bench
 import (
 	"context"
 	"fmt"
-	"github.com/prometheus/client_golang/prometheus"
-	"net"
 	"time"
-
-	"google.golang.org/grpc"
 
 	"github.com/xdshard/xdshard/bench/baseline"
 	"github.com/xdshard/xdshard/bench/fleet"
 	"github.com/xdshard/xdshard/server"
-	"github.com/xdshard/xdshard/snapshot"
-	"github.com/xdshard/xdshard/snapshot/builder"
 	"github.com/xdshard/xdshard/snapshot/model"
+	"github.com/xdshard/xdshard/snapshot/source/memory"
+	"github.com/xdshard/xdshard/snapshot/translate"
 )
 
-// xdshardTarget is xdshard in-process: mesh, builder (debounced), store
-// and ADS server on 127.0.0.1.
+// xdshardTarget is xdshard in-process: the same replica `xdshard serve`
+// runs (server.Start), fed by an in-memory source instead of files, on
+// 127.0.0.1.
 type xdshardTarget struct {
-	address string
-	b       *builder.Builder
-	reg     *prometheus.Registry
+	replica *server.Replica
+	source  *memory.Source
 }
 
 func startXDShard(ctx context.Context, objs []*model.Object, debounce time.Duration) (target, error) {
-	mesh, store, reg := model.NewMesh(), snapshot.NewStore(0), prometheus.NewRegistry()
-	srv := server.New(store, server.Options{Resolver: mesh, Registry: reg})
-	b := builder.New(mesh, store, builder.Options{Build: builder.Compose, Debounce: debounce, MaxDelay: 10 * debounce, Observe: srv.Metrics().Stage})
-	mesh.Apply(fleet.Changes(objs))
-	if err := b.BuildAll(); err != nil {
-		return nil, err
-	}
-	g := grpc.NewServer(server.GRPCOptions()...)
-	srv.Register(g)
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	src := memory.New(objs)
+	r, err := server.Start(ctx, server.Config{
+		Source: src, XDSAddr: "127.0.0.1:0", Debounce: debounce, MaxDelay: max(time.Second, debounce),
+	})
 	if err != nil {
 		return nil, err
 	}
-	go func() { _ = g.Serve(lis) }()
-	go func() { _ = b.Run(ctx) }()
-	go func() { <-ctx.Done(); srv.Close(); g.Stop() }()
-	return &xdshardTarget{address: lis.Addr().String(), b: b, reg: reg}, nil
+	select {
+	case <-r.Synced():
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	return &xdshardTarget{replica: r, source: src}, nil
 }
 
 func (x *xdshardTarget) name() string { return "xdshard" }
 
 // counters reads the bytes xdshard sent and the NACKs it received.
 func (x *xdshardTarget) counters() (uint64, uint64) {
-	return counterSum(x.reg, "pilot_xds_config_size_bytes_total"), counterSum(x.reg, "pilot_total_xds_rejects")
+	reg := x.replica.Registry()
+	return counterSum(reg, "pilot_xds_config_size_bytes_total"), counterSum(reg, "pilot_total_xds_rejects")
 }
 
 // stages reads xdshard's push-stage histogram.
-func (x *xdshardTarget) stages() map[string][2]float64 { return stageSums(x.reg) }
-func (x *xdshardTarget) addr() string                  { return x.address }
-func (x *xdshardTarget) apply(_ context.Context, changes []model.Change) error {
-	x.b.Apply(changes)
-	return nil
+func (x *xdshardTarget) stages() map[string][2]float64 { return stageSums(x.replica.Registry()) }
+func (x *xdshardTarget) addr() string                  { return x.replica.XDSAddr() }
+func (x *xdshardTarget) apply(ctx context.Context, changes []model.Change) error {
+	return x.source.Apply(ctx, changes)
 }
 
 // baselineTarget is go-control-plane fed the same way a user's control
@@ -79,7 +71,7 @@ func startBaseline(ctx context.Context, objs []*model.Object, mode baseline.Mode
 		ns := fleet.Tenant(i % cfg.Tenants)
 		t.nodes[ns] = append(t.nodes[ns], fmt.Sprintf("sidecar~10.0.0.1~pod-%d.%s~%s.svc.cluster.local", i, ns, ns))
 	}
-	t.mesh.Apply(fleet.Changes(objs))
+	t.mesh.Apply(model.Adds(objs))
 	for _, tenant := range t.mesh.Tenants() {
 		if err := t.build(ctx, tenant); err != nil {
 			return nil, err
@@ -89,7 +81,7 @@ func startBaseline(ctx context.Context, objs []*model.Object, mode baseline.Mode
 }
 
 func (b *baselineTarget) build(ctx context.Context, tenant string) error {
-	snap, err := builder.Compose(b.mesh.View(tenant))
+	snap, err := translate.Compose(b.mesh.View(tenant))
 	if err != nil {
 		return err
 	}

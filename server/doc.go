@@ -1,16 +1,15 @@
-// Package server serves per-tenant snapshots over gRPC ADS, both
-// state-of-the-world and delta, to Envoy sidecars, proxyless gRPC clients
-// and istio-agent (NDS), and hands istiod's config-source streams
-// (GENERATOR: api) to an MCP handler.
+// Package server assembles one running xdshard replica, once, for every
+// caller: `xdshard serve`, `xdshard bench` and the end-to-end tests all
+// start exactly this pipeline:
 //
-// Each stream is bound to one tenant, from its node, and only ever reads
-// that tenant's snapshot. A stream has two goroutines: the receive loop
-// only records what the client asked for and ACKed, and never waits on a
-// send; the send loop pushes what changed, at most one un-ACKed response
-// per type, so a newer version simply replaces what was waiting.
-// Responses are encoded once per (type set, subscription) and shared by
-// every stream of the tenant; only the nonce is added per stream.
+//	source -> model -> builder -> snapshot store -> faces (xds, admin)
 //
-// This package imports only the root snapshot package: never Istio or
-// Kubernetes config types, nor the builders.
+// It owns the policy between the stages: the source's first full state is
+// built at once, not debounced; readiness follows that first build; the xDS
+// port opens only then (a proxy connecting earlier would be bound to a mesh
+// of no tenants); shutdown stops the source, the builder and both servers.
+//
+// The faces live beneath it: server/xds (ADS SotW and delta, MCP) and
+// server/admin (HTTP). They never import Istio or Kubernetes config types
+// nor the builders; this package is the only one that sees both sides.
 package server

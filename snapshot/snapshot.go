@@ -2,8 +2,8 @@ package snapshot
 
 import (
 	"fmt"
+	"maps"
 	"slices"
-	"strings"
 	"time"
 
 	"github.com/cespare/xxhash/v2"
@@ -30,84 +30,42 @@ const (
 	ViewNDS   View = "nds"   // the DNS name table for istio-agent
 )
 
-// MCPKey is the version-independent key under which an MCP type is kept in
-// ViewMCP: "networking.istio.io/v1/VirtualService" and
-// "networking.istio.io/v1alpha3/VirtualService" both map to
-// "networking.istio.io/VirtualService", since istiods of different ages ask
-// for different versions of the same kind. A type URL that is not of the
-// group/version/Kind shape is returned unchanged.
-func MCPKey(typeURL string) string {
-	parts := strings.Split(typeURL, "/")
-	if len(parts) != 3 {
-		return typeURL
-	}
-	return parts[0] + "/" + parts[2]
-}
-
-// Severity of a Diagnostic.
-type Severity string
-
-const (
-	SeverityError   Severity = "error"   // the object was rejected
-	SeverityWarning Severity = "warning" // the object was used, but part of it was not
-)
-
-// Diagnostic is a problem with one input object, kept with the snapshot so
-// operators can see why an object is missing or partly applied.
-type Diagnostic struct {
-	Severity Severity `json:"severity"`
-	Object   string   `json:"object"`           // "Kind namespace/name"
-	Origin   string   `json:"origin,omitempty"` // "file:line" or "k8s"
-	Message  string   `json:"message"`
-}
-
-func (d Diagnostic) String() string {
-	var b strings.Builder
-	if d.Origin != "" {
-		b.WriteString(d.Origin)
-		b.WriteString(": ")
-	}
-	if d.Object != "" {
-		b.WriteString(d.Object)
-		b.WriteString(": ")
-	}
-	b.WriteString(d.Message)
-	return b.String()
-}
-
 // Snapshot is one tenant's complete, immutable, versioned config. Never
 // modify a Snapshot after it has been published to a Store.
 type Snapshot struct {
 	Tenant      string
-	Version     string // content hash over every view; identical config -> identical version
+	Version     string // content hash over every view and the namespaces; identical config -> identical version
 	Views       map[View]map[string]*Set
 	Diagnostics []Diagnostic
 	Built       time.Time
-	// Revisions maps the tenant's namespaces to their istio.io/rev label,
-	// so a revision-scoped istiod is served only its namespaces' config.
-	Revisions map[string]string
+	// Namespaces are the tenant's namespaces this snapshot was built for,
+	// sorted. A namespace that leaves the tenant changes the version, so
+	// the streams bound through it learn that it moved.
+	Namespaces []string
 }
 
-// WithRevisions returns a copy of s carrying the namespaces' revisions. They
-// are part of the version: moving a namespace to another istiod revision is
-// a change every istiod must see.
-func (s *Snapshot) WithRevisions(revs map[string]string) *Snapshot {
+// WithNamespaces returns a copy of s built for the tenant's namespaces
+// (sorted), with a version that covers them.
+func (s *Snapshot) WithNamespaces(namespaces []string) *Snapshot {
 	cp := *s
-	cp.Revisions = revs
-	if len(revs) > 0 {
-		h := xxhash.New()
-		_, _ = h.WriteString(s.Version)
-		keys := make([]string, 0, len(revs))
-		for k := range revs {
-			keys = append(keys, k)
-		}
-		slices.Sort(keys)
-		for _, k := range keys {
-			_, _ = fmt.Fprintf(h, "\x00%s=%s", k, revs[k])
-		}
-		cp.Version = fmt.Sprintf("%016x", h.Sum64())
+	cp.Namespaces = namespaces
+	h := xxhash.New()
+	_, _ = h.WriteString(s.Version)
+	for _, ns := range namespaces {
+		_, _ = h.WriteString("\x00" + ns)
 	}
+	cp.Version = fmt.Sprintf("%016x", h.Sum64())
 	return &cp
+}
+
+// Serves reports whether namespace is one of the tenant's namespaces in
+// this snapshot. Safe on a nil Snapshot.
+func (s *Snapshot) Serves(namespace string) bool {
+	if s == nil {
+		return false
+	}
+	_, ok := slices.BinarySearch(s.Namespaces, namespace)
+	return ok
 }
 
 // New assembles a snapshot from its views and computes its version.
@@ -131,19 +89,9 @@ func Empty(tenant string) *Snapshot { return New(tenant, nil, nil) }
 
 func versionOf(views map[View]map[string]*Set) string {
 	h := xxhash.New()
-	viewNames := make([]string, 0, len(views))
-	for v := range views {
-		viewNames = append(viewNames, string(v))
-	}
-	slices.Sort(viewNames)
-	for _, v := range viewNames {
-		sets := views[View(v)]
-		keys := make([]string, 0, len(sets))
-		for k := range sets {
-			keys = append(keys, k)
-		}
-		slices.Sort(keys)
-		for _, k := range keys {
+	for _, v := range slices.Sorted(maps.Keys(views)) {
+		sets := views[v]
+		for _, k := range slices.Sorted(maps.Keys(sets)) {
 			_, _ = fmt.Fprintf(h, "%s\x00%s\x00%s\x00", v, k, sets[k].Version)
 		}
 	}
@@ -168,10 +116,5 @@ func (s *Snapshot) TypeURLs(view View) []string {
 	if s == nil {
 		return nil
 	}
-	out := make([]string, 0, len(s.Views[view]))
-	for k := range s.Views[view] {
-		out = append(out, k)
-	}
-	slices.Sort(out)
-	return out
+	return slices.Sorted(maps.Keys(s.Views[view]))
 }

@@ -55,15 +55,6 @@ func Generate(s Spec) []*model.Object {
 	return out
 }
 
-// Changes turns objects into add-or-update changes.
-func Changes(objs []*model.Object) []model.Change {
-	out := make([]model.Change, len(objs))
-	for i, o := range objs {
-		out[i] = model.Change{Key: o.Key, Object: o}
-	}
-	return out
-}
-
 func meta(ns, name string, labels map[string]string) metav1.ObjectMeta {
 	return metav1.ObjectMeta{Namespace: ns, Name: name, Labels: labels}
 }

@@ -5,9 +5,9 @@ import (
 	"fmt"
 	"os"
 
-	"github.com/xdshard/xdshard/snapshot/manifest"
 	"github.com/xdshard/xdshard/snapshot/model"
-	"github.com/xdshard/xdshard/snapshot/policy"
+	"github.com/xdshard/xdshard/snapshot/source/manifest"
+	"github.com/xdshard/xdshard/snapshot/translate/policy"
 )
 
 func analyzeCmd(args []string) error {

@@ -6,12 +6,13 @@ import (
 	"context"
 	"flag"
 	"fmt"
-	"github.com/xdshard/xdshard/bench/fleet"
-	"github.com/xdshard/xdshard/snapshot/manifest"
-	"github.com/xdshard/xdshard/snapshot/model"
 	"os"
 	"os/signal"
 	"time"
+
+	"github.com/xdshard/xdshard/bench/fleet"
+	"github.com/xdshard/xdshard/snapshot/model"
+	"github.com/xdshard/xdshard/snapshot/source/manifest"
 
 	"github.com/xdshard/xdshard/bench"
 	"github.com/xdshard/xdshard/bench/baseline"

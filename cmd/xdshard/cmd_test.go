@@ -1,11 +1,15 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"io"
+	"log/slog"
 	"net/http"
 	"strings"
 	"testing"
+
+	"github.com/xdshard/xdshard/snapshot/source/demo"
 )
 
 func TestServeFlagsRejectBadInput(t *testing.T) {
@@ -67,12 +71,26 @@ func TestRenderDemo(t *testing.T) {
 
 // TestAdminEndpoints reads the admin endpoints of a running serve.
 func TestAdminEndpoints(t *testing.T) {
-	r := startTestServe(t, copyDemo(t))
-	<-r.syncedCh
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	dir := t.TempDir()
+	if err := demo.WriteTo(dir); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := serveFlags([]string{"--config", dir, "--xds-addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := startServing(ctx, cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	<-r.Synced()
 	for path, want := range map[string]string{
 		"/healthz": "ok", "/readyz": "ready", "/debug/tenantz": `"tenant": "acme"`, "/debug/syncz": "[", "/metrics": "go_goroutines",
 	} {
-		resp, err := http.Get("http://" + r.admin + path)
+		resp, err := http.Get("http://" + r.AdminAddr() + path)
 		if err != nil {
 			t.Fatal(err)
 		}

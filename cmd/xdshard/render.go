@@ -8,9 +8,9 @@ import (
 	"text/tabwriter"
 
 	"github.com/xdshard/xdshard/snapshot"
-	"github.com/xdshard/xdshard/snapshot/demo"
-	"github.com/xdshard/xdshard/snapshot/manifest"
 	"github.com/xdshard/xdshard/snapshot/model"
+	"github.com/xdshard/xdshard/snapshot/source/demo"
+	"github.com/xdshard/xdshard/snapshot/source/manifest"
 )
 
 func renderCmd(args []string) error {
@@ -85,16 +85,7 @@ func loadMesh(dir string) (*model.Mesh, *manifest.Result, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	mesh := model.NewMesh()
-	changes := make([]model.Change, 0, len(res.Objects))
-	for _, o := range res.Objects {
-		changes = append(changes, model.Change{Key: o.Key, Object: o})
-	}
-	mesh.Apply(changes)
-	for f, d := range res.Diagnostics {
-		mesh.SetDiagnostics(f, d)
-	}
-	return mesh, res, nil
+	return res.Mesh(), res, nil
 }
 
 func contains(list []string, s string) bool {

@@ -37,8 +37,10 @@ type Options struct {
 
 // Builder debounces changes per tenant and keeps the store current.
 //
-// mu guards pending, building and the counters; the mesh and the store are
+// mu guards pending, building and failures; the mesh and the store are
 // safe for concurrent use on their own. One goroutine (Run) owns the timer.
+// A tenant is built by one goroutine at a time, whichever path asked for
+// it (the scheduler or BuildAll): each claims it in building first.
 type Builder struct {
 	mesh  *model.Mesh
 	store *snapshot.Store
@@ -51,6 +53,7 @@ type Builder struct {
 	pending  map[string]*pending // tenant -> changes waiting for a build
 	building map[string]bool     // tenant -> a build is running
 	failures map[string]error    // tenant -> last build error, cleared on success
+	released *sync.Cond          // on mu: a tenant left building
 	wg       sync.WaitGroup
 }
 
@@ -78,7 +81,7 @@ func New(mesh *model.Mesh, store *snapshot.Store, opts Options) *Builder {
 	if opts.Observe == nil {
 		opts.Observe = func(string, time.Duration) {}
 	}
-	return &Builder{
+	b := &Builder{
 		mesh:     mesh,
 		store:    store,
 		opts:     opts,
@@ -89,6 +92,8 @@ func New(mesh *model.Mesh, store *snapshot.Store, opts Options) *Builder {
 		building: map[string]bool{},
 		failures: map[string]error{},
 	}
+	b.released = sync.NewCond(&b.mu)
+	return b
 }
 
 // Mesh returns the model the builder reads.
@@ -105,7 +110,7 @@ func (b *Builder) Apply(changes []model.Change) {
 
 // SetDiagnostics replaces a source's diagnostics (a file's decode errors,
 // say) and schedules the tenants whose status they change.
-func (b *Builder) SetDiagnostics(source string, diags []model.Diagnostic) {
+func (b *Builder) SetDiagnostics(source string, diags []snapshot.Diagnostic) {
 	b.schedule(b.mesh.SetDiagnostics(source, diags))
 }
 
@@ -123,14 +128,13 @@ func (b *Builder) schedule(tenants map[string]bool) {
 		}
 	}
 	b.mu.Unlock()
-	select {
-	case b.wake <- struct{}{}:
-	default:
-	}
+	b.poke()
 }
 
 // BuildAll builds every tenant now, synchronously, and removes from the
 // store tenants that no longer exist. It returns the joined system errors.
+// A tenant the scheduler is building is waited for, then built again from
+// the current mesh: never two builds of one tenant at once.
 func (b *Builder) BuildAll() error {
 	tenants := b.mesh.Tenants()
 	errs := make([]error, len(tenants))
@@ -140,6 +144,8 @@ func (b *Builder) BuildAll() error {
 		wg.Add(1)
 		go func() {
 			defer func() { <-b.sem; wg.Done() }()
+			b.claim(t)
+			defer b.release(t)
 			errs[i] = b.buildTenant(t, time.Now())
 		}()
 	}
@@ -150,6 +156,38 @@ func (b *Builder) BuildAll() error {
 		}
 	}
 	return joinErrors(errs)
+}
+
+// claim waits until no build of tenant runs and marks it building. Its
+// pending changes are taken: the build reads the mesh as it is now.
+func (b *Builder) claim(tenant string) {
+	b.mu.Lock()
+	for b.building[tenant] {
+		b.released.Wait()
+	}
+	b.building[tenant] = true
+	delete(b.pending, tenant)
+	b.mu.Unlock()
+}
+
+// release ends tenant's build and wakes the scheduler if changes arrived
+// meanwhile.
+func (b *Builder) release(tenant string) {
+	b.mu.Lock()
+	delete(b.building, tenant)
+	_, again := b.pending[tenant]
+	b.released.Broadcast()
+	b.mu.Unlock()
+	if again {
+		b.poke()
+	}
+}
+
+func (b *Builder) poke() {
+	select {
+	case b.wake <- struct{}{}:
+	default:
+	}
 }
 
 // Run builds pending tenants as their debounce expires, until ctx ends.
@@ -209,21 +247,13 @@ func (b *Builder) dispatchDue(now time.Time) time.Duration {
 	return next
 }
 
+// runBuild builds a tenant dispatchDue claimed.
 func (b *Builder) runBuild(tenant string, changedAt time.Time) {
 	defer b.wg.Done()
+	defer b.release(tenant)
 	b.sem <- struct{}{}
+	defer func() { <-b.sem }()
 	_ = b.buildTenant(tenant, changedAt)
-	<-b.sem
-	b.mu.Lock()
-	delete(b.building, tenant)
-	_, again := b.pending[tenant]
-	b.mu.Unlock()
-	if again {
-		select {
-		case b.wake <- struct{}{}:
-		default:
-		}
-	}
 }
 
 // buildTenant builds and publishes one tenant. On a system error the last

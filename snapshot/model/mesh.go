@@ -1,6 +1,8 @@
 package model
 
 import (
+	"github.com/xdshard/xdshard/snapshot"
+
 	"cmp"
 	"maps"
 	"slices"
@@ -18,14 +20,14 @@ type Mesh struct {
 	mu          sync.Mutex
 	objects     map[Key]*Object
 	byNS        map[string]map[Key]*Object
-	resolved    map[string]*resolvedNS  // namespace -> services, cleared when its inputs change
-	exports     map[string][]string     // namespace -> exportTo targets of its objects beyond its tenant
-	sourceDiags map[string][]Diagnostic // source (e.g. a file) -> its diagnostics
+	resolved    map[string]*resolvedNS           // namespace -> services, cleared when its inputs change
+	exports     map[string][]string              // namespace -> exportTo targets of its objects beyond its tenant
+	sourceDiags map[string][]snapshot.Diagnostic // source (e.g. a file) -> its diagnostics
 }
 
 type resolvedNS struct {
 	services []*Service
-	diags    []Diagnostic
+	diags    []snapshot.Diagnostic
 }
 
 // NewMesh returns an empty mesh.
@@ -35,7 +37,7 @@ func NewMesh() *Mesh {
 		byNS:        map[string]map[Key]*Object{},
 		resolved:    map[string]*resolvedNS{},
 		exports:     map[string][]string{},
-		sourceDiags: map[string][]Diagnostic{},
+		sourceDiags: map[string][]snapshot.Diagnostic{},
 	}
 }
 
@@ -156,7 +158,7 @@ func exportToOf(o *Object) []string {
 
 // SetDiagnostics replaces the diagnostics reported by source (a file name,
 // say) and returns the tenants whose status changes.
-func (m *Mesh) SetDiagnostics(source string, diags []Diagnostic) map[string]bool {
+func (m *Mesh) SetDiagnostics(source string, diags []snapshot.Diagnostic) map[string]bool {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	affected := map[string]bool{}
@@ -175,10 +177,10 @@ func (m *Mesh) SetDiagnostics(source string, diags []Diagnostic) map[string]bool
 
 // SourceDiagnostics returns every diagnostic reported by sources, including
 // those that name no namespace.
-func (m *Mesh) SourceDiagnostics() []Diagnostic {
+func (m *Mesh) SourceDiagnostics() []snapshot.Diagnostic {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	var out []Diagnostic
+	var out []snapshot.Diagnostic
 	for _, src := range sortedKeys(m.sourceDiags) {
 		out = append(out, m.sourceDiags[src]...)
 	}

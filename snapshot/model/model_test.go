@@ -26,13 +26,7 @@ func obj(kind Kind, ns, name string, labels map[string]string, body any) *Object
 	return &Object{Key: Key{Kind: kind, Namespace: ns, Name: name}, Meta: meta, Body: body}
 }
 
-func add(objs ...*Object) []Change {
-	out := make([]Change, len(objs))
-	for i, o := range objs {
-		out[i] = Change{Key: o.Key, Object: o}
-	}
-	return out
-}
+func add(objs ...*Object) []Change { return Adds(objs) }
 
 func namespace(name, tenant string) *Object {
 	var labels map[string]string

@@ -10,6 +10,8 @@ import (
 	discoveryv1 "k8s.io/api/discovery/v1"
 	netv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/xdshard/xdshard/snapshot"
 )
 
 // Well-known names.
@@ -139,6 +141,9 @@ type Origin struct {
 }
 
 func (o Origin) String() string {
+	if o.File == "" {
+		return ""
+	}
 	if o.Line == 0 {
 		return o.File
 	}
@@ -171,23 +176,34 @@ type Change struct {
 	Object *Object
 }
 
-// Diagnostic is a problem with an input object or file, found by a source
-// or a builder.
-type Diagnostic struct {
-	Namespace string // "" when unknown (an unparseable document)
-	Object    string // "Kind namespace/name", or "" when unknown
-	Origin    Origin
-	Warning   bool // false: the object was rejected
-	Message   string
+// Adds is the changes that add (or update) each of objs.
+func Adds(objs []*Object) []Change {
+	out := make([]Change, len(objs))
+	for i, o := range objs {
+		out[i] = Change{Key: o.Key, Object: o}
+	}
+	return out
 }
 
-func (d Diagnostic) Error() string {
-	s := ""
-	if d.Origin.File != "" {
-		s = d.Origin.String() + ": "
+// Reject is the diagnostic of an object left out, with the reason and fix.
+func Reject(o *Object, msg string) snapshot.Diagnostic {
+	return snapshot.Diagnostic{Severity: snapshot.SeverityError, Object: o.Ref(), Namespace: o.Namespace, Origin: o.Origin.String(), Message: msg}
+}
+
+// Warn is the diagnostic of an object used in part.
+func Warn(o *Object, msg string) snapshot.Diagnostic {
+	d := Reject(o, msg)
+	d.Severity = snapshot.SeverityWarning
+	return d
+}
+
+// Problem is the diagnostic of an input that is not (yet) an object: an
+// unreadable file, a document that does not decode. key, when the
+// document's header could be read, names the object.
+func Problem(origin Origin, key *Key, msg string) snapshot.Diagnostic {
+	d := snapshot.Diagnostic{Severity: snapshot.SeverityError, Origin: origin.String(), Message: msg}
+	if key != nil {
+		d.Object, d.Namespace = key.String(), key.Namespace
 	}
-	if d.Object != "" {
-		s += d.Object + ": "
-	}
-	return s + d.Message
+	return d
 }

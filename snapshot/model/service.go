@@ -1,6 +1,8 @@
 package model
 
 import (
+	"github.com/xdshard/xdshard/snapshot"
+
 	"fmt"
 	"slices"
 	"strings"
@@ -131,9 +133,9 @@ type nsObjects struct {
 
 // resolveNamespace builds every Service of one namespace from its objects.
 // Problems are returned as diagnostics; a bad object never stops the rest.
-func resolveNamespace(ns *nsObjects) ([]*Service, []Diagnostic) {
+func resolveNamespace(ns *nsObjects) ([]*Service, []snapshot.Diagnostic) {
 	var out []*Service
-	var diags []Diagnostic
+	var diags []snapshot.Diagnostic
 	slicesBySvc := map[string][]*discoveryv1.EndpointSlice{}
 	for _, o := range ns.slices {
 		es := o.Body.(*discoveryv1.EndpointSlice)
@@ -155,8 +157,8 @@ func resolveNamespace(ns *nsObjects) ([]*Service, []Diagnostic) {
 	return out, diags
 }
 
-func warn(o *Object, msg string) Diagnostic {
-	return Diagnostic{Namespace: o.Namespace, Object: o.Ref(), Origin: o.Origin, Warning: true, Message: msg}
+func warn(o *Object, msg string) snapshot.Diagnostic {
+	return Warn(o, msg)
 }
 
 func k8sService(o *Object, eps []*discoveryv1.EndpointSlice, ns *nsObjects) *Service {
@@ -225,9 +227,9 @@ func sliceEndpoints(es *discoveryv1.EndpointSlice, ns *nsObjects) []*Endpoint {
 	return out
 }
 
-func serviceEntryServices(o *Object, workloads []*Object) ([]*Service, []Diagnostic) {
+func serviceEntryServices(o *Object, workloads []*Object) ([]*Service, []snapshot.Diagnostic) {
 	se := o.Body.(*networking.ServiceEntry)
-	var diags []Diagnostic
+	var diags []snapshot.Diagnostic
 	var ports []Port
 	for _, p := range se.Ports {
 		ports = append(ports, Port{Name: p.Name, Number: p.Number, Protocol: ProtocolFromName(p.Protocol, p.Protocol), TargetPort: p.TargetPort})

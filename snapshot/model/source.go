@@ -1,13 +1,17 @@
 package model
 
-import "context"
+import (
+	"context"
+
+	"github.com/xdshard/xdshard/snapshot"
+)
 
 // Event is what a source reports: object changes, and the diagnostics of
 // each of its inputs (keyed by input, e.g. a file name; an entry replaces
 // that input's earlier diagnostics, an empty one clears them).
 type Event struct {
 	Changes     []Change
-	Diagnostics map[string][]Diagnostic
+	Diagnostics map[string][]snapshot.Diagnostic
 	// Synced is true on the event that completes the source's initial
 	// state; readiness waits for it.
 	Synced bool

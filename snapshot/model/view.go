@@ -1,6 +1,8 @@
 package model
 
 import (
+	"github.com/xdshard/xdshard/snapshot"
+
 	"slices"
 	"strings"
 )
@@ -25,7 +27,7 @@ type TenantView struct {
 	Own  map[Kind][]*Object
 	Root map[Kind][]*Object
 
-	Diagnostics []Diagnostic // resolution and source problems in the tenant's namespaces
+	Diagnostics []snapshot.Diagnostic // resolution and source problems in the tenant's namespaces
 
 	// Trusted maps each tenant this one trusts (annotation TrustAnnotation
 	// on its namespaces) to that tenant's namespaces.

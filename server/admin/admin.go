@@ -1,0 +1,98 @@
+package admin
+
+import (
+	"encoding/json"
+	"net/http"
+	"net/http/pprof"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/xdshard/xdshard/snapshot"
+)
+
+// Options are what the admin pages read. Every field is required.
+type Options struct {
+	// Gatherer serves /metrics.
+	Gatherer prometheus.Gatherer
+	// Ready reports whether the replica may take traffic, and if not, why.
+	Ready func() (ready bool, reason string)
+	// Clients is /debug/syncz: every connected stream's sync state.
+	Clients func() any
+	// Store is read for /debug/tenantz.
+	Store *snapshot.Store
+	// Failures are the tenants whose last build failed, with the error;
+	// their served snapshot is the last good one.
+	Failures func() map[string]error
+}
+
+// Handler serves /healthz, /readyz, /metrics, /debug/pprof/, /debug/syncz
+// and /debug/tenantz.
+func Handler(o Options) http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
+		_, _ = w.Write([]byte("ok\n"))
+	})
+	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if ok, why := o.Ready(); !ok {
+			http.Error(w, "not ready: "+why, http.StatusServiceUnavailable)
+			return
+		}
+		_, _ = w.Write([]byte("ready\n"))
+	})
+	mux.Handle("/metrics", promhttp.HandlerFor(o.Gatherer, promhttp.HandlerOpts{}))
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	mux.HandleFunc("/debug/syncz", func(w http.ResponseWriter, _ *http.Request) { writeJSON(w, o.Clients()) })
+	mux.HandleFunc("/debug/tenantz", func(w http.ResponseWriter, _ *http.Request) {
+		writeJSON(w, Tenants(o.Store, o.Failures()))
+	})
+	return mux
+}
+
+func writeJSON(w http.ResponseWriter, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(v)
+}
+
+// TenantStatus is one tenant's served snapshot: its version, when it was
+// built, the versions kept for rollback, the problems with its objects
+// (including those rejected because istiod would reject them), and the
+// error of its last build when that build failed.
+type TenantStatus struct {
+	Tenant      string                `json:"tenant"`
+	Version     string                `json:"version"`
+	Built       time.Time             `json:"built"`
+	History     []string              `json:"history"`
+	BuildError  string                `json:"buildError,omitempty"`
+	Diagnostics []snapshot.Diagnostic `json:"diagnostics"`
+}
+
+// Tenants lists every served tenant's status.
+func Tenants(store *snapshot.Store, failures map[string]error) []TenantStatus {
+	out := []TenantStatus{}
+	for _, t := range store.Tenants() {
+		cur := store.Current(t)
+		if cur == nil {
+			continue
+		}
+		ts := TenantStatus{Tenant: t, Version: cur.Version, Built: cur.Built, Diagnostics: cur.Diagnostics}
+		for _, h := range store.History(t) {
+			ts.History = append(ts.History, h.Version)
+		}
+		if err := failures[t]; err != nil {
+			ts.BuildError = err.Error()
+		}
+		if ts.Diagnostics == nil {
+			ts.Diagnostics = []snapshot.Diagnostic{}
+		}
+		out = append(out, ts)
+	}
+	return out
+}

@@ -1,0 +1,299 @@
+package server_test
+
+import (
+	"context"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/protobuf/types/known/structpb"
+	mcpv1 "istio.io/api/mcp/v1alpha1"
+
+	"github.com/xdshard/xdshard/bench/fleet"
+	"github.com/xdshard/xdshard/snapshot/model"
+	"github.com/xdshard/xdshard/snapshot/source/demo"
+	"github.com/xdshard/xdshard/snapshot/source/manifest"
+)
+
+// istiodTypes are the types a 2026 istiod asks its config source for, in
+// its order (ISTIO-WIRE.md).
+var istiodTypes = []string{
+	"core/v1alpha1/MeshConfig", "security.istio.io/v1/AuthorizationPolicy", "networking.istio.io/v1/DestinationRule",
+	"networking.istio.io/v1alpha3/EnvoyFilter", "networking.istio.io/v1/Gateway", "security.istio.io/v1/PeerAuthentication",
+	"networking.istio.io/v1beta1/ProxyConfig", "security.istio.io/v1/RequestAuthentication", "networking.istio.io/v1/ServiceEntry",
+	"networking.istio.io/v1/Sidecar", "telemetry.istio.io/v1/Telemetry", "extensions.istio.io/v1alpha1/TrafficExtension",
+	"networking.istio.io/v1/VirtualService", "extensions.istio.io/v1alpha1/WasmPlugin", "networking.istio.io/v1/WorkloadEntry",
+	"networking.istio.io/v1/WorkloadGroup",
+}
+
+// istiod is a config-source client that behaves as istiod's does: one
+// SotW stream, node metadata GENERATOR api (and ISTIO_REVISION when it
+// runs with a revision), a timestamp as the first nonce, every response
+// ACKed, and each response taken as the full state of its type.
+type istiod struct {
+	t      *testing.T
+	stream discovery.AggregatedDiscoveryService_StreamAggregatedResourcesClient
+	state  map[string][]*mcpv1.Resource // type URL -> objects, replaced by each response
+	resps  chan *discovery.DiscoveryResponse
+}
+
+func connectIstiod(t *testing.T, addr, revision string) *istiod {
+	t.Helper()
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	stream, err := discovery.NewAggregatedDiscoveryServiceClient(conn).StreamAggregatedResources(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	meta := map[string]any{"GENERATOR": "api", "ISTIO_VERSION": "1.30.0"}
+	if revision != "" {
+		meta["ISTIO_REVISION"] = revision
+	}
+	md, _ := structpb.NewStruct(meta)
+	node := &core.Node{Id: "sidecar~10.0.0.9~istiod-7d9.istio-system~istio-system.svc.cluster.local", Metadata: md}
+	c := &istiod{t: t, stream: stream, state: map[string][]*mcpv1.Resource{}, resps: make(chan *discovery.DiscoveryResponse, 64)}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			r, err := stream.Recv()
+			if err != nil {
+				close(c.resps)
+				return
+			}
+			c.resps <- r
+		}
+	}()
+	t.Cleanup(func() { cancel(); <-done; conn.Close() })
+	nonce := time.Now().Format(time.RFC3339Nano)
+	for i, typeURL := range istiodTypes {
+		req := &discovery.DiscoveryRequest{TypeUrl: typeURL, ResponseNonce: nonce}
+		if i == 0 {
+			req.Node = node
+		}
+		if err := stream.Send(req); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for len(c.state) < len(istiodTypes) {
+		c.next()
+	}
+	return c
+}
+
+// next takes one response as the full state of its type, and ACKs it.
+func (c *istiod) next() *discovery.DiscoveryResponse {
+	c.t.Helper()
+	select {
+	case r, ok := <-c.resps:
+		if !ok {
+			c.t.Fatal("stream closed")
+		}
+		if !slices.Contains(istiodTypes, r.TypeUrl) {
+			c.t.Fatalf("response type %q is not one that was asked for (echo it exactly)", r.TypeUrl)
+		}
+		var objs []*mcpv1.Resource
+		for _, a := range r.Resources {
+			res := &mcpv1.Resource{}
+			if err := a.UnmarshalTo(res); err != nil {
+				c.t.Fatalf("%s: item is not an istio.mcp.v1alpha1.Resource: %v", r.TypeUrl, err)
+			}
+			if strings.Count(res.Metadata.GetName(), "/") != 1 || res.Metadata.GetVersion() == "" {
+				c.t.Fatalf("%s: item named %q version %q; want namespace/name and a version", r.TypeUrl, res.Metadata.GetName(), res.Metadata.GetVersion())
+			}
+			if _, err := res.Body.UnmarshalNew(); err != nil {
+				c.t.Fatalf("%s %s: body does not decode: %v", r.TypeUrl, res.Metadata.Name, err)
+			}
+			objs = append(objs, res)
+		}
+		c.state[r.TypeUrl] = objs
+		if err := c.stream.Send(&discovery.DiscoveryRequest{TypeUrl: r.TypeUrl, VersionInfo: r.VersionInfo, ResponseNonce: r.Nonce}); err != nil {
+			c.t.Fatal(err)
+		}
+		return r
+	case <-time.After(10 * time.Second):
+		c.t.Fatal("istiod got no response within 10s")
+		return nil
+	}
+}
+
+func (c *istiod) quiet() {
+	c.t.Helper()
+	select {
+	case r := <-c.resps:
+		c.t.Fatalf("unexpected push of %s with %d items", r.TypeUrl, len(r.Resources))
+	case <-time.After(300 * time.Millisecond):
+	}
+}
+
+func (c *istiod) names(typeURL string) []string {
+	var out []string
+	for _, r := range c.state[typeURL] {
+		out = append(out, r.Metadata.Name)
+	}
+	return out
+}
+
+func copyDemo(t *testing.T) string {
+	dir := t.TempDir()
+	if err := demo.WriteTo(dir); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+const vsType = "networking.istio.io/v1/VirtualService"
+const apType = "security.istio.io/v1/AuthorizationPolicy"
+
+func TestIstiodConfigSource(t *testing.T) {
+	dir := copyDemo(t)
+	r := startReplica(t, dir)
+	all := connectIstiod(t, r.XDSAddr(), "")
+	all.quiet() // everything ACKed: nothing more until something changes
+
+	if n := len(all.state["core/v1alpha1/MeshConfig"]); n != 0 {
+		t.Fatalf("MeshConfig answered with %d items, want empty", n)
+	}
+	if got := all.names(vsType); !slices.Equal(got, []string{"acme-web/reviews", "initech/legacy"}) {
+		t.Fatalf("VirtualServices %v", got)
+	}
+	aps := all.names(apType)
+	for _, want := range []string{"acme-data/db-from-web", "acme-web/xdshard-tenant-isolation", "globex/xdshard-tenant-isolation", "initech/xdshard-tenant-isolation"} {
+		if !slices.Contains(aps, want) {
+			t.Fatalf("AuthorizationPolicies %v lack %s", aps, want)
+		}
+	}
+
+	// An edit re-sends the full state of the changed type only.
+	path := filepath.Join(dir, "40-initech.yaml")
+	b, _ := os.ReadFile(path)
+	writeAtomic(t, path, strings.Replace(string(b), "weight: 80", "weight: 70", 1))
+	resp := all.next()
+	if resp.TypeUrl != vsType || len(all.state[vsType]) != 2 {
+		t.Fatalf("after a VirtualService edit: %s with %d items, want the full VirtualService state (2)", resp.TypeUrl, len(resp.Resources))
+	}
+	all.quiet()
+}
+
+func TestRevisionScopedIstiod(t *testing.T) {
+	dir := copyDemo(t)
+	r := startReplica(t, dir)
+	rev30 := connectIstiod(t, r.XDSAddr(), "1-30")
+	rev31 := connectIstiod(t, r.XDSAddr(), "1-31")
+	allowed := map[string][]string{"1-30": {"acme-web", "acme-data", "istio-system"}, "1-31": {"globex", "istio-system"}}
+	check := func(name string, c *istiod, want []string) {
+		t.Helper()
+		total := 0
+		for typeURL, objs := range c.state {
+			for _, o := range objs {
+				ns, _, _ := strings.Cut(o.Metadata.Name, "/")
+				if !slices.Contains(want, ns) {
+					t.Fatalf("istiod %s received %s %s of a namespace outside its revision", name, typeURL, o.Metadata.Name)
+				}
+				total++
+			}
+		}
+		if total == 0 {
+			t.Fatalf("istiod %s received nothing", name)
+		}
+	}
+	check("1-30", rev30, allowed["1-30"])
+	check("1-31", rev31, allowed["1-31"])
+
+	// Moving acme-data to revision 1-31 moves its config to that istiod.
+	path := filepath.Join(dir, "00-namespaces.yaml")
+	b, _ := os.ReadFile(path)
+	moved := strings.Replace(string(b), "name: acme-data\n  labels:\n    xdshard.io/tenant: acme\n    istio.io/rev: \"1-30\"", "name: acme-data\n  labels:\n    xdshard.io/tenant: acme\n    istio.io/rev: \"1-31\"", 1)
+	if moved == string(b) {
+		t.Fatal("test setup: acme-data's label not found")
+	}
+	writeAtomic(t, path, moved)
+	deadline := time.Now().Add(10 * time.Second)
+	for !slices.Contains(rev31.names(apType), "acme-data/db-from-web") {
+		if time.Now().After(deadline) {
+			t.Fatalf("1-31 never received acme-data's AuthorizationPolicy: %v", rev31.names(apType))
+		}
+		rev31.next()
+	}
+	for slices.Contains(rev30.names(apType), "acme-data/db-from-web") {
+		if time.Now().After(deadline) {
+			t.Fatal("1-30 kept acme-data's AuthorizationPolicy")
+		}
+		rev30.next()
+	}
+	allowed["1-31"] = append(allowed["1-31"], "acme-data")
+	check("1-31", rev31, allowed["1-31"])
+}
+
+// writeAtomic replaces a file by rename, as kubectl-style tools and
+// Kubernetes ConfigMap mounts do, so the watcher never reads half a file.
+func writeAtomic(t *testing.T, path, content string) {
+	t.Helper()
+	tmp := path + ".tmp~"
+	if err := os.WriteFile(tmp, []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestRevisionPropertyOnRandomMeshes: over random meshes with random
+// revision labels, no revision-scoped istiod receives an object of a
+// namespace outside its revision (istio-system aside).
+func TestRevisionPropertyOnRandomMeshes(t *testing.T) {
+	revs := []string{"", "1-30", "1-31"}
+	served := 0
+	for seed := uint64(1); seed <= 4; seed++ {
+		rng := rand.New(rand.NewPCG(seed, 99))
+		objs := fleet.Generate(fleet.Spec{Tenants: 6, Services: 3, Endpoints: 1, Seed: seed})
+		revOf := map[string]string{}
+		for _, o := range objs {
+			if o.Kind != model.KindNamespace || o.Name == model.SharedNamespace {
+				continue
+			}
+			if rev := revs[rng.IntN(len(revs))]; rev != "" {
+				o.Meta.Labels[model.RevisionLabel] = rev
+				revOf[o.Name] = rev
+			}
+		}
+		dir := t.TempDir()
+		f, err := os.Create(filepath.Join(dir, "fleet.yaml"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := manifest.Encode(f, objs); err != nil {
+			t.Fatal(err)
+		}
+		f.Close()
+		r := startReplica(t, dir)
+		for _, rev := range revs[1:] {
+			c := connectIstiod(t, r.XDSAddr(), rev)
+			for typeURL, items := range c.state {
+				for _, o := range items {
+					ns, _, _ := strings.Cut(o.Metadata.Name, "/")
+					if ns != model.SharedNamespace && revOf[ns] != rev {
+						t.Fatalf("seed %d: istiod %s received %s %s of namespace revision %q", seed, rev, typeURL, o.Metadata.Name, revOf[ns])
+					}
+					if ns != model.SharedNamespace {
+						served++
+					}
+				}
+			}
+		}
+	}
+	if served == 0 {
+		t.Fatal("no tenant object reached any revision-scoped istiod: the property held vacuously")
+	}
+}

@@ -1,0 +1,251 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"google.golang.org/grpc"
+
+	"github.com/xdshard/xdshard/server/admin"
+	"github.com/xdshard/xdshard/server/xds"
+	"github.com/xdshard/xdshard/snapshot"
+	"github.com/xdshard/xdshard/snapshot/builder"
+	"github.com/xdshard/xdshard/snapshot/model"
+	"github.com/xdshard/xdshard/snapshot/translate"
+)
+
+// Config is everything a replica is told. Source and XDSAddr are required.
+type Config struct {
+	Source    model.Source
+	XDSAddr   string // HOST:PORT; port 0 picks a free one
+	AdminAddr string // HOST:PORT of the admin HTTP server; "" for none
+	Debounce  time.Duration
+	MaxDelay  time.Duration
+	History   int // snapshot versions kept per tenant; 0 for snapshot.DefaultHistory
+	// PushConcurrency bounds the streams encoding and sending at once.
+	PushConcurrency int
+	Logger          *slog.Logger
+	// Registry receives every metric; nil for a new one with the Go and
+	// process collectors.
+	Registry *prometheus.Registry
+	// Build turns a tenant's view into its snapshot; nil for
+	// translate.Compose, which is what xdshard serves.
+	Build builder.BuildFunc
+}
+
+// Replica is one running xdshard: source, model, builder, store, and the
+// xDS and admin servers, started by Start and stopped by its context or
+// Close.
+type Replica struct {
+	cfg     Config
+	log     *slog.Logger
+	reg     *prometheus.Registry
+	mesh    *model.Mesh
+	store   *snapshot.Store
+	builder *builder.Builder
+	xds     *xds.Server
+	grpc    *grpc.Server
+	http    *http.Server
+
+	xdsAddr, adminAddr string
+	synced             chan struct{} // closed once the first full state is built
+	errc               chan error    // a stage that ended on its own
+	cancel             context.CancelFunc
+	done               sync.WaitGroup
+	closeOnce          sync.Once
+}
+
+// Start opens the listeners and starts the pipeline. It returns once both
+// ports are bound; readiness (Synced) follows the source's first full state.
+func Start(ctx context.Context, cfg Config) (*Replica, error) {
+	if cfg.Source == nil {
+		return nil, errors.New("server: Config.Source is required")
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	if cfg.Registry == nil {
+		cfg.Registry = prometheus.NewRegistry()
+		cfg.Registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	}
+	if cfg.History <= 0 {
+		cfg.History = snapshot.DefaultHistory
+	}
+	if cfg.Build == nil {
+		cfg.Build = translate.Compose
+	}
+	r := &Replica{cfg: cfg, log: cfg.Logger, reg: cfg.Registry, mesh: model.NewMesh(), store: snapshot.NewStore(cfg.History),
+		synced: make(chan struct{}), errc: make(chan error, 4)}
+	r.xds = xds.New(r.store, xds.Options{Resolver: r.mesh, Logger: r.log, Registry: r.reg, PushConcurrency: cfg.PushConcurrency})
+	r.builder = builder.New(r.mesh, r.store, builder.Options{
+		Debounce: cfg.Debounce, MaxDelay: cfg.MaxDelay, Build: cfg.Build, Logger: r.log, Observe: r.xds.Metrics().Stage,
+	})
+	xdsLis, err := net.Listen("tcp", cfg.XDSAddr)
+	if err != nil {
+		return nil, fmt.Errorf("xDS address %s: %w (is another xdshard running? pick a free port)", cfg.XDSAddr, err)
+	}
+	r.xdsAddr = xdsLis.Addr().String()
+	var adminLis net.Listener
+	if cfg.AdminAddr != "" {
+		if adminLis, err = net.Listen("tcp", cfg.AdminAddr); err != nil {
+			xdsLis.Close()
+			return nil, fmt.Errorf("admin address %s: %w (pick a free port)", cfg.AdminAddr, err)
+		}
+		r.adminAddr = adminLis.Addr().String()
+	}
+	r.grpc = grpc.NewServer(xds.GRPCOptions()...)
+	r.xds.Register(r.grpc)
+
+	runCtx, cancel := context.WithCancel(ctx)
+	r.cancel = cancel
+	r.goStage(func() error { return r.runSource(runCtx) })
+	r.goStage(func() error { return r.builder.Run(runCtx) })
+	r.goStage(func() error { return r.serveXDS(runCtx, xdsLis) })
+	if adminLis != nil {
+		r.http = &http.Server{Handler: r.adminHandler(), ReadHeaderTimeout: 10 * time.Second}
+		r.goStage(func() error {
+			if err := r.http.Serve(adminLis); !errors.Is(err, http.ErrServerClosed) {
+				return fmt.Errorf("admin server: %w", err)
+			}
+			return nil
+		})
+	}
+	go func() { <-runCtx.Done(); r.stop() }()
+	return r, nil
+}
+
+func (r *Replica) goStage(f func() error) {
+	r.done.Add(1)
+	go func() {
+		defer r.done.Done()
+		if err := f(); err != nil {
+			r.errc <- err
+		}
+	}()
+}
+
+// runSource feeds the builder from the source. The first full state is
+// built at once, so the first clients get config without waiting for a
+// debounce; every later event is debounced per tenant.
+func (r *Replica) runSource(ctx context.Context) error {
+	first := true
+	err := r.cfg.Source.Run(ctx, func(ev model.Event) {
+		for file, d := range ev.Diagnostics {
+			r.builder.SetDiagnostics(file, d)
+		}
+		if !first || !ev.Synced {
+			r.builder.Apply(ev.Changes)
+			return
+		}
+		first = false
+		start := time.Now()
+		r.mesh.Apply(ev.Changes)
+		if err := r.builder.BuildAll(); err != nil {
+			// Content never stops the process: the failed tenants are
+			// shown in /debug/tenantz and retried on their next change.
+			r.log.Error("first build: some tenants failed; serving the others", "err", err)
+		}
+		r.log.Info("config read and built", "tenants", len(r.store.Tenants()), "objects", len(ev.Changes), "took", time.Since(start).Round(time.Millisecond))
+		close(r.synced)
+	})
+	if err != nil && ctx.Err() == nil {
+		return fmt.Errorf("config source: %w", err)
+	}
+	return nil
+}
+
+// serveXDS opens the xDS port once the first full state is built, as
+// istiod waits for its caches: a proxy connecting earlier would be refused
+// as a member of no tenant. Until then its connection waits in the backlog.
+func (r *Replica) serveXDS(ctx context.Context, lis net.Listener) error {
+	select {
+	case <-r.synced:
+	case <-ctx.Done():
+		return lis.Close()
+	}
+	if err := r.grpc.Serve(lis); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+		return fmt.Errorf("xDS server: %w", err)
+	}
+	return nil
+}
+
+func (r *Replica) adminHandler() http.Handler {
+	return admin.Handler(admin.Options{
+		Gatherer: r.reg,
+		Ready:    r.Ready,
+		Clients:  func() any { return r.xds.Clients() },
+		Store:    r.store,
+		Failures: r.builder.Failures,
+	})
+}
+
+// Ready reports whether the replica serves config, and if not, why.
+func (r *Replica) Ready() (bool, string) {
+	select {
+	case <-r.synced:
+		return true, ""
+	default:
+		return false, "the config source has not been read yet"
+	}
+}
+
+// Synced is closed once the source's first full state is built and the
+// xDS port serves.
+func (r *Replica) Synced() <-chan struct{} { return r.synced }
+
+// Wait blocks until the replica stops: its context ends (nil) or a stage
+// fails (that error). Either way everything is stopped when it returns.
+func (r *Replica) Wait(ctx context.Context) error {
+	var err error
+	select {
+	case <-ctx.Done():
+	case err = <-r.errc:
+	}
+	r.Close()
+	return err
+}
+
+// Close stops the replica and waits for its stages to end.
+func (r *Replica) Close() {
+	r.cancel()
+	r.stop()
+	r.done.Wait()
+}
+
+func (r *Replica) stop() {
+	r.closeOnce.Do(func() {
+		r.cancel()
+		r.xds.Close()
+		r.grpc.GracefulStop()
+		if r.http != nil {
+			_ = r.http.Close()
+		}
+	})
+}
+
+// XDSAddr is the bound xDS address.
+func (r *Replica) XDSAddr() string { return r.xdsAddr }
+
+// AdminAddr is the bound admin address, "" without one.
+func (r *Replica) AdminAddr() string { return r.adminAddr }
+
+// Tenants lists the tenants served.
+func (r *Replica) Tenants() []string { return r.store.Tenants() }
+
+// Store is the replica's snapshot store.
+func (r *Replica) Store() *snapshot.Store { return r.store }
+
+// Registry holds the replica's metrics.
+func (r *Replica) Registry() *prometheus.Registry { return r.reg }
+
+// Idle reports whether no change waits for or is in a build.
+func (r *Replica) Idle() bool { return r.builder.Idle() }

@@ -1,0 +1,194 @@
+package xds
+
+import (
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/cespare/xxhash/v2"
+	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+
+	"github.com/xdshard/xdshard/snapshot"
+)
+
+// typeOrder is the order pending types are pushed in: clusters before
+// their endpoints, listeners before their routes, as Envoy's warming needs.
+var typeOrder = []string{snapshot.ClusterType, snapshot.EndpointType, snapshot.ListenerType, snapshot.RouteType}
+
+func typeRank(t string) int {
+	if i := slices.Index(typeOrder, t); i >= 0 {
+		return i
+	}
+	return len(typeOrder)
+}
+
+// conn is one client stream. Fields above mu are read-only after creation;
+// mu guards the rest (written by the receive loop, read by the send loop).
+// Nothing slow runs under mu: encoding and sending happen outside it, so
+// the receive loop never waits on them.
+type conn struct {
+	id        uint64
+	node      *core.Node
+	namespace string // the node's namespace, through which it was bound ("" for MCP)
+	tenant    string
+	view      snapshot.View
+	delta     bool
+	revision  string // MCP: the istiod's ISTIO_REVISION
+	connected time.Time
+	dirty     chan struct{} // capacity one: "requests changed, look again"
+
+	mu    sync.Mutex
+	types map[string]*typeState
+	order []string // requested types in push order; recomputed when a type is added
+	seq   uint64   // nonce counter
+}
+
+// typeState is a stream's state for one type URL.
+type typeState struct {
+	requested bool
+	// gen counts the requests recorded for this type; a response prepared
+	// outside the lock is sent only if gen did not move meanwhile.
+	gen uint64
+
+	// The subscription. sorted and hash are recomputed when names change,
+	// never per push; sorted is replaced, never modified, so a push may
+	// read it after releasing the lock.
+	wildcard bool
+	names    map[string]struct{}
+	sorted   []string
+	hash     uint64
+
+	// The last response sent, and whether its ACK or NACK is outstanding.
+	nonce       string
+	sentVersion string
+	sentSet     string // version of the set the response was made from (SotW) or its content key (MCP)
+	sentHash    uint64 // subscription hash the response was made for
+	sentWild    bool
+	sentAt      time.Time
+	awaiting    bool
+	force       bool // push even if unchanged (EDS after CDS, RDS after LDS, a re-request)
+
+	acked   string
+	ackedAt time.Time
+	nack    *NACK
+
+	// Delta: the version of each resource the client holds, and the
+	// subscribed names already reported as missing.
+	known       map[string]string
+	toldMissing map[string]bool
+}
+
+// NACK is a rejected response, kept for status.
+type NACK struct {
+	Version string    `json:"version"`
+	Message string    `json:"message"`
+	At      time.Time `json:"at"`
+}
+
+func newConn(id uint64, node *core.Node, namespace, tenant string, view snapshot.View, delta bool) *conn {
+	return &conn{id: id, node: node, namespace: namespace, tenant: tenant, view: view, delta: delta, connected: time.Now(),
+		dirty: make(chan struct{}, 1), types: map[string]*typeState{}}
+}
+
+func (c *conn) signal() {
+	select {
+	case c.dirty <- struct{}{}:
+	default:
+	}
+}
+
+// stateLocked returns the state of typeURL, creating it.
+func (c *conn) stateLocked(typeURL string) *typeState {
+	st := c.types[typeURL]
+	if st == nil {
+		st = &typeState{names: map[string]struct{}{}}
+		c.types[typeURL] = st
+		c.order = append(c.order, typeURL)
+		slices.SortFunc(c.order, func(a, b string) int {
+			if ra, rb := typeRank(a), typeRank(b); ra != rb {
+				return ra - rb
+			}
+			return strings.Compare(a, b)
+		})
+	}
+	st.gen++
+	return st
+}
+
+// resubscribed recomputes the sorted names and their hash after the names
+// changed.
+func (st *typeState) resubscribed() {
+	sorted := make([]string, 0, len(st.names))
+	for n := range st.names {
+		sorted = append(sorted, n)
+	}
+	slices.Sort(sorted)
+	h := xxhash.New()
+	for _, n := range sorted {
+		_, _ = h.WriteString(n)
+		_, _ = h.Write([]byte{0})
+	}
+	st.sorted, st.hash = sorted, h.Sum64()
+}
+
+// forceDependentsLocked makes the type that depends on t (EDS on CDS, RDS
+// on LDS) be sent again, so warming clusters and listeners complete. It
+// reports whether there was such a type to force.
+func (c *conn) forceDependentsLocked(t string) bool {
+	dep := ""
+	switch t {
+	case snapshot.ClusterType:
+		dep = snapshot.EndpointType
+	case snapshot.ListenerType:
+		dep = snapshot.RouteType
+	}
+	if st := c.types[dep]; st != nil && st.requested {
+		st.force = true
+		return true
+	}
+	return false
+}
+
+// setFor returns the set a stream of view v is served for typeURL, and
+// whether the type is served at all.
+func setFor(snap *snapshot.Snapshot, v snapshot.View, typeURL string) (*snapshot.Set, bool) {
+	switch typeURL {
+	case snapshot.NameTableType:
+		return snap.Set(snapshot.ViewNDS, typeURL), true
+	case snapshot.ClusterType, snapshot.EndpointType, snapshot.ListenerType, snapshot.RouteType:
+		return snap.Set(v, typeURL), true
+	}
+	return nil, false
+}
+
+// answered records the client's answer to the last response of type t:
+// a NACK (kept for status, never re-pushed) or an ACK of version.
+func (s *Server) answered(c *conn, st *typeState, t, message string, nack bool, version string) {
+	st.awaiting = false
+	if nack {
+		st.nack = &NACK{Version: st.sentVersion, Message: message, At: time.Now()}
+		s.metrics.nack(t)
+		s.log.Warn("config rejected by client", "node", c.node.GetId(), "tenant", c.tenant, "type", t, "version", st.sentVersion, "error", message)
+		return
+	}
+	st.acked, st.ackedAt = version, time.Now()
+	s.metrics.ack(t, time.Since(st.sentAt))
+}
+
+// intern replaces requested names by the snapshot's own strings for the
+// same names, so ten thousand streams subscribed to the same clusters keep
+// one copy of each name rather than one per stream. Called with c.mu held;
+// the store has its own lock.
+func (s *Server) intern(c *conn, typeURL string, names []string) []string {
+	set, _ := setFor(s.store.Current(c.tenant), c.view, typeURL)
+	if set == nil {
+		return names
+	}
+	for i, n := range names {
+		if r := set.Get(n); r != nil {
+			names[i] = r.Name
+		}
+	}
+	return names
+}

@@ -1,0 +1,178 @@
+package xds
+
+import (
+	"maps"
+	"slices"
+	"time"
+
+	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/xdshard/xdshard/snapshot"
+)
+
+// DeltaAggregatedResources serves an incremental ADS stream.
+func (s *Server) DeltaAggregatedResources(stream discovery.AggregatedDiscoveryService_DeltaAggregatedResourcesServer) error {
+	first, err := stream.Recv()
+	if err != nil {
+		return err
+	}
+	if metaString(first.GetNode(), "GENERATOR") == GeneratorAPI {
+		return status.Error(codes.Unimplemented, "MCP (GENERATOR: api) is served over state-of-the-world ADS only, as istiod uses it")
+	}
+	return runStream(s, stream.Context(), first, true, stream.Recv, s.recordDelta, &deltaFace{stream: stream})
+}
+
+// recordDelta applies one delta request: ACK/NACK by nonce, subscribe and
+// unsubscribe, and on a stream's first request for a type, the versions
+// the client already holds (so a reconnecting client that is up to date
+// is sent nothing).
+func (s *Server) recordDelta(c *conn, req *discovery.DeltaDiscoveryRequest) error {
+	t, err := s.checkRequest(c, req.GetNode(), req.GetTypeUrl())
+	if err != nil {
+		return err
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	st := c.stateLocked(t)
+	if st.known == nil {
+		st.known, st.toldMissing = map[string]string{}, map[string]bool{}
+	}
+	if req.ResponseNonce != "" && st.nonce != "" {
+		if req.ResponseNonce != st.nonce {
+			s.metrics.stale(t)
+			return nil
+		}
+		if st.awaiting {
+			s.answered(c, st, t, req.ErrorDetail.GetMessage(), req.ErrorDetail != nil, st.sentVersion)
+		}
+	}
+	if !st.requested {
+		st.requested, st.force = true, true // the first request is always answered
+		for n, v := range req.InitialResourceVersions {
+			st.known[n] = v
+		}
+		if len(req.ResourceNamesSubscribe) == 0 {
+			st.wildcard = true // legacy wildcard
+		}
+	}
+	changed := st.sorted == nil
+	for _, n := range s.intern(c, t, req.ResourceNamesSubscribe) {
+		if n == "*" {
+			st.wildcard = true
+			continue
+		}
+		if _, had := st.names[n]; !had {
+			st.names[n] = struct{}{}
+			delete(st.toldMissing, n) // a re-subscription is answered again
+			changed = true
+		}
+	}
+	for _, n := range req.ResourceNamesUnsubscribe {
+		if n == "*" {
+			st.wildcard = false
+			continue
+		}
+		if _, had := st.names[n]; had {
+			delete(st.names, n)
+			changed = true
+		}
+		delete(st.known, n)
+		delete(st.toldMissing, n)
+	}
+	if changed {
+		st.resubscribed()
+	}
+	return nil
+}
+
+// deltaFace pushes each type's changed and removed resources. Its
+// resources are encoded in the snapshot already, so what is sent is worked
+// out when it is committed, under the stream's lock, against what the
+// client holds then.
+type deltaFace struct {
+	stream discovery.AggregatedDiscoveryService_DeltaAggregatedResourcesServer
+}
+
+func (f *deltaFace) due(c *conn, snap *snapshot.Snapshot, t string, st *typeState) *work {
+	set, served := setFor(snap, c.view, t)
+	if !served {
+		return nil
+	}
+	if st.nonce != "" && !st.force && set.GetVersion() == st.sentSet && st.hash == st.sentHash && st.wildcard == st.sentWild {
+		return nil // the client holds this set for this subscription
+	}
+	return &work{set: set, hash: st.hash, wildcard: st.wildcard}
+}
+
+func (f *deltaFace) encode(*work) {}
+
+func (f *deltaFace) commit(c *conn, w *work) any {
+	st := w.st
+	st.sentSet, st.sentHash, st.sentWild = w.set.GetVersion(), w.hash, w.wildcard
+	resp := deltaChanges(st, w.set)
+	if len(resp.Resources) == 0 && len(resp.RemovedResources) == 0 && !st.force {
+		return nil
+	}
+	resp.TypeUrl = w.typeURL
+	resp.SystemVersionInfo = w.set.GetVersion()
+	resp.Nonce = c.nextNonceLocked()
+	st.nonce, st.sentVersion, st.sentAt, st.awaiting, st.force = resp.Nonce, w.set.GetVersion(), time.Now(), true, false
+	if len(resp.Resources) > 0 && c.forceDependentsLocked(w.typeURL) {
+		c.signal()
+	}
+	return resp
+}
+
+func (f *deltaFace) send(msg any) (int, error) {
+	r := msg.(*discovery.DeltaDiscoveryResponse)
+	size := 0
+	for _, x := range r.Resources {
+		size += len(x.GetResource().GetValue())
+	}
+	return size, f.stream.Send(r)
+}
+
+// deltaChanges computes what the client lacks and what it must drop, and
+// records that it will have it. A subscribed name that does not exist is
+// reported removed at once, so the client need not wait out a timeout; it
+// stays subscribed and is sent when it appears.
+func deltaChanges(st *typeState, set *snapshot.Set) *discovery.DeltaDiscoveryResponse {
+	resp := &discovery.DeltaDiscoveryResponse{}
+	send := func(r *snapshot.Resource) {
+		if st.known[r.Name] == r.Version {
+			return
+		}
+		st.known[r.Name] = r.Version
+		delete(st.toldMissing, r.Name)
+		resp.Resources = append(resp.Resources, &discovery.Resource{Name: r.Name, Version: r.Version, Resource: r.Body})
+	}
+	if st.wildcard && set != nil {
+		for _, r := range set.Items {
+			send(r)
+		}
+	}
+	for _, n := range st.sorted {
+		if r := set.Get(n); r != nil {
+			send(r)
+		} else if _, has := st.known[n]; !has && !st.toldMissing[n] {
+			st.toldMissing[n] = true
+			resp.RemovedResources = append(resp.RemovedResources, n)
+		}
+	}
+	for _, n := range slices.Sorted(maps.Keys(st.known)) {
+		if set.Get(n) != nil {
+			continue
+		}
+		if _, named := st.names[n]; !named && !st.wildcard {
+			continue
+		}
+		delete(st.known, n)
+		if _, named := st.names[n]; named {
+			st.toldMissing[n] = true
+		}
+		resp.RemovedResources = append(resp.RemovedResources, n)
+	}
+	return resp
+}

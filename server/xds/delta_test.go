@@ -1,0 +1,141 @@
+package xds
+
+import (
+	"context"
+	"slices"
+	"testing"
+	"time"
+
+	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	"google.golang.org/protobuf/types/known/anypb"
+)
+
+type deltaClient struct {
+	t      *testing.T
+	stream discovery.AggregatedDiscoveryService_DeltaAggregatedResourcesClient
+	resps  chan *discovery.DeltaDiscoveryResponse
+}
+
+func (e *env) delta(ns string) *deltaClient {
+	e.t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	st, err := discovery.NewAggregatedDiscoveryServiceClient(e.conn).DeltaAggregatedResources(ctx)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	c := &deltaClient{t: e.t, stream: st, resps: make(chan *discovery.DeltaDiscoveryResponse, 100)}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			r, err := st.Recv()
+			if err != nil {
+				close(c.resps)
+				return
+			}
+			c.resps <- r
+		}
+	}()
+	e.t.Cleanup(func() { cancel(); <-done })
+	return c
+}
+
+func (c *deltaClient) send(req *discovery.DeltaDiscoveryRequest) {
+	c.t.Helper()
+	if err := c.stream.Send(req); err != nil {
+		c.t.Fatal(err)
+	}
+}
+
+func (c *deltaClient) recv() *discovery.DeltaDiscoveryResponse {
+	c.t.Helper()
+	select {
+	case r, ok := <-c.resps:
+		if !ok {
+			c.t.Fatal("stream closed")
+		}
+		var anys []*anypb.Any
+		for _, x := range r.Resources {
+			anys = append(anys, x.Resource)
+		}
+		validate(c.t, anys)
+		return r
+	case <-time.After(10 * time.Second):
+		c.t.Fatal("no delta response within 10s")
+		return nil
+	}
+}
+
+func (c *deltaClient) none() {
+	c.t.Helper()
+	select {
+	case r := <-c.resps:
+		c.t.Fatalf("unexpected delta response: %d resources, removed %v", len(r.Resources), r.RemovedResources)
+	case <-time.After(200 * time.Millisecond):
+	}
+}
+
+func (c *deltaClient) ack(r *discovery.DeltaDiscoveryResponse) {
+	c.send(&discovery.DeltaDiscoveryRequest{TypeUrl: r.TypeUrl, ResponseNonce: r.Nonce})
+}
+
+func resourceNames(r *discovery.DeltaDiscoveryResponse) []string {
+	var out []string
+	for _, x := range r.Resources {
+		out = append(out, x.Name)
+	}
+	return out
+}
+
+func TestDeltaMissingNameIsRemovedAtOnceAndSentWhenItAppears(t *testing.T) {
+	e := newEnv(t)
+	e.mesh("a", 1, 0)
+	c := e.delta("a")
+	c.send(&discovery.DeltaDiscoveryRequest{Node: node("a", nil), TypeUrl: eds, ResourceNamesSubscribe: []string{"a-c1", "a-c2"}})
+	r := c.recv()
+	if !slices.Equal(resourceNames(r), []string{"a-c1"}) || !slices.Equal(r.RemovedResources, []string{"a-c2"}) {
+		t.Fatalf("got %v removed %v; want a-c1 and a-c2 reported removed", resourceNames(r), r.RemovedResources)
+	}
+	c.ack(r)
+	c.none()
+	e.mesh("a", 2, 0) // a-c2 appears; a-c1 is unchanged
+	r = c.recv()
+	if !slices.Equal(resourceNames(r), []string{"a-c2"}) || len(r.RemovedResources) != 0 {
+		t.Fatalf("after a-c2 appeared: %v removed %v; want only a-c2", resourceNames(r), r.RemovedResources)
+	}
+}
+
+func TestDeltaInitialVersionsSkipUpToDateResources(t *testing.T) {
+	e := newEnv(t)
+	s := e.mesh("a", 2, 0)
+	have := map[string]string{}
+	for _, x := range s.Set("envoy", cds).Items {
+		have[x.Name] = x.Version
+	}
+	have["a-c3"] = "gone" // held by the client, no longer exists
+	c := e.delta("a")
+	c.send(&discovery.DeltaDiscoveryRequest{Node: node("a", nil), TypeUrl: cds, InitialResourceVersions: have})
+	r := c.recv()
+	if len(r.Resources) != 0 || !slices.Equal(r.RemovedResources, []string{"a-c3"}) {
+		t.Fatalf("reconnect: resent %v removed %v; want nothing resent and a-c3 removed", resourceNames(r), r.RemovedResources)
+	}
+}
+
+func TestDeltaWildcardFollowsChangesAndRemovals(t *testing.T) {
+	e := newEnv(t)
+	e.mesh("a", 2, 0)
+	c := e.delta("a")
+	c.send(&discovery.DeltaDiscoveryRequest{Node: node("a", nil), TypeUrl: cds})
+	r := c.recv()
+	if len(r.Resources) != 2 {
+		t.Fatalf("wildcard: %v", resourceNames(r))
+	}
+	c.ack(r)
+	e.mesh("a", 1, 1)
+	r = c.recv()
+	if !slices.Equal(resourceNames(r), []string{"a-c1"}) || !slices.Equal(r.RemovedResources, []string{"a-c2"}) {
+		t.Fatalf("change: %v removed %v", resourceNames(r), r.RemovedResources)
+	}
+	c.send(&discovery.DeltaDiscoveryRequest{TypeUrl: cds, ResponseNonce: r.Nonce, ResourceNamesUnsubscribe: []string{"*"}, ResourceNamesSubscribe: []string{"a-c1"}})
+	c.none()
+}

@@ -1,0 +1,94 @@
+package xds
+
+import (
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/xdshard/xdshard/snapshot"
+)
+
+// Metrics of the server and of the push pipeline. Labels are types, views
+// and stages only: never a proxy, node, stream or tenant (unbounded).
+// Names follow istiod's pilot/pkg/xds/monitoring.go where the meaning is
+// the same, so existing dashboards carry over.
+type Metrics struct {
+	pushes   *prometheus.CounterVec   // pilot_xds_pushes{type}
+	rejects  *prometheus.CounterVec   // pilot_total_xds_rejects{type}
+	stales   *prometheus.CounterVec   // xdshard_xds_stale_requests{type}
+	conns    *prometheus.GaugeVec     // pilot_xds{view,mode}
+	sendTime *prometheus.HistogramVec // pilot_xds_send_time{type}
+	bytes    *prometheus.CounterVec   // pilot_xds_config_size_bytes_total{type}
+	stages   *prometheus.HistogramVec // xdshard_push_stage_seconds{stage}
+	inflight prometheus.Gauge         // xdshard_pushes_in_flight
+}
+
+var stageBuckets = []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10}
+
+func newMetrics(reg prometheus.Registerer) *Metrics {
+	m := &Metrics{
+		pushes:   prometheus.NewCounterVec(prometheus.CounterOpts{Name: "pilot_xds_pushes", Help: "Responses sent, by type."}, []string{"type"}),
+		rejects:  prometheus.NewCounterVec(prometheus.CounterOpts{Name: "pilot_total_xds_rejects", Help: "Responses NACKed by clients, by type."}, []string{"type"}),
+		stales:   prometheus.NewCounterVec(prometheus.CounterOpts{Name: "xdshard_xds_stale_requests", Help: "Requests answering an older response, ignored, by type."}, []string{"type"}),
+		conns:    prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "pilot_xds", Help: "Connected streams, by view and mode (sotw, delta)."}, []string{"view", "mode"}),
+		sendTime: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "pilot_xds_send_time", Help: "Time to send one response, by type.", Buckets: stageBuckets}, []string{"type"}),
+		bytes:    prometheus.NewCounterVec(prometheus.CounterOpts{Name: "pilot_xds_config_size_bytes_total", Help: "Bytes of responses sent, by type."}, []string{"type"}),
+		stages:   prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "xdshard_push_stage_seconds", Help: "Time spent per push stage: debounce, build, publish, queue, send, ack.", Buckets: stageBuckets}, []string{"stage"}),
+		inflight: prometheus.NewGauge(prometheus.GaugeOpts{Name: "xdshard_pushes_in_flight", Help: "Streams encoding or sending a push now; at most the push concurrency (--push-concurrency)."}),
+	}
+	for _, c := range []prometheus.Collector{m.pushes, m.rejects, m.stales, m.conns, m.sendTime, m.bytes, m.stages, m.inflight} {
+		if err := reg.Register(c); err != nil {
+			if already, ok := err.(prometheus.AlreadyRegisteredError); ok {
+				_ = already // a second server on one registry shares the collectors
+				continue
+			}
+			panic(err)
+		}
+	}
+	return m
+}
+
+// typeLabel shortens a type URL to its well-known name (cds, eds, ...).
+func typeLabel(t string) string {
+	switch t {
+	case snapshot.ClusterType:
+		return "cds"
+	case snapshot.EndpointType:
+		return "eds"
+	case snapshot.ListenerType:
+		return "lds"
+	case snapshot.RouteType:
+		return "rds"
+	case snapshot.NameTableType:
+		return "nds"
+	}
+	return "other"
+}
+
+// Stage records a push-stage duration; builders report debounce, build and
+// publish through it, the server queue, send and ack.
+func (m *Metrics) Stage(stage string, d time.Duration) { m.stage(stage, d) }
+
+func (m *Metrics) stage(stage string, d time.Duration) {
+	m.stages.WithLabelValues(stage).Observe(d.Seconds())
+}
+
+func (m *Metrics) sent(t string, size int, d time.Duration) {
+	l := typeLabel(t)
+	m.pushes.WithLabelValues(l).Inc()
+	m.bytes.WithLabelValues(l).Add(float64(size))
+	m.sendTime.WithLabelValues(l).Observe(d.Seconds())
+	m.stage("send", d)
+}
+
+func (m *Metrics) ack(t string, d time.Duration) { m.stage("ack", d) }
+func (m *Metrics) nack(t string)                 { m.rejects.WithLabelValues(typeLabel(t)).Inc() }
+func (m *Metrics) stale(t string)                { m.stales.WithLabelValues(typeLabel(t)).Inc() }
+
+func (m *Metrics) connected(v snapshot.View, delta bool, n float64) {
+	mode := "sotw"
+	if delta {
+		mode = "delta"
+	}
+	m.conns.WithLabelValues(string(v), mode).Add(n)
+}

@@ -1,0 +1,133 @@
+package xds
+
+import (
+	"runtime"
+	"sync"
+	"weak"
+
+	"google.golang.org/protobuf/encoding/protowire"
+
+	"github.com/xdshard/xdshard/snapshot"
+)
+
+// emptyVersion is the version of a type with no resources, so even an
+// empty first answer carries a version the client can ACK.
+const emptyVersion = "empty"
+
+// Field numbers of envoy.service.discovery.v3.DiscoveryResponse.
+const (
+	fieldVersionInfo = 1
+	fieldResources   = 2
+	fieldTypeURL     = 4
+	fieldNonce       = 5
+)
+
+// responseCache holds each encoded state-of-the-world response once, keyed
+// by the set it was made from (weakly, so a replaced snapshot's responses
+// go with it) and the subscription's hash. Every stream of a tenant asking
+// the same thing shares the same bytes. A hash collision between two
+// subscriptions could only give a stream another subset of its own
+// tenant's set, never another tenant's resources: the set is in the key.
+type responseCache struct {
+	mu      sync.Mutex
+	entries map[respKey][]byte
+}
+
+type respKey struct {
+	set      weak.Pointer[snapshot.Set]
+	typeURL  string
+	wildcard bool
+	names    uint64 // hash of the sorted names
+}
+
+func newResponseCache() *responseCache { return &responseCache{entries: map[respKey][]byte{}} }
+
+// sotw returns the encoded DiscoveryResponse (without nonce) of set's
+// resources named in names (sorted; hash is theirs), or all of them for a
+// wildcard, for typeURL. set may be nil (empty).
+func (c *responseCache) sotw(typeURL string, set *snapshot.Set, names []string, hash uint64, wildcard bool) (body []byte, version string) {
+	key := respKey{typeURL: typeURL, wildcard: wildcard}
+	if !wildcard {
+		key.names = hash
+	}
+	version = set.GetVersion()
+	if version == "" {
+		version = emptyVersion
+	}
+	if set == nil {
+		return encodeSotW(typeURL, version, nil), version
+	}
+	key.set = weak.Make(set)
+	c.mu.Lock()
+	b, ok := c.entries[key]
+	c.mu.Unlock()
+	if ok {
+		return b, version
+	}
+	b = encodeSotW(typeURL, version, selectItems(set, names, wildcard))
+	c.mu.Lock()
+	if _, had := c.entries[key]; !had {
+		c.entries[key] = b
+		runtime.AddCleanup(set, c.drop, key)
+	}
+	c.mu.Unlock()
+	return b, version
+}
+
+func (c *responseCache) drop(key respKey) {
+	c.mu.Lock()
+	delete(c.entries, key)
+	c.mu.Unlock()
+}
+
+func (c *responseCache) len() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.entries)
+}
+
+func selectItems(set *snapshot.Set, names []string, wildcard bool) []*snapshot.Resource {
+	if wildcard {
+		return set.Items
+	}
+	out := make([]*snapshot.Resource, 0, len(names))
+	for _, n := range names {
+		if r := set.Get(n); r != nil {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+// encodeSotW encodes a DiscoveryResponse by hand from resources already
+// encoded, so no resource is marshaled again.
+func encodeSotW(typeURL, version string, items []*snapshot.Resource) []byte {
+	size := 0
+	for _, r := range items {
+		size += 16 + len(r.Body.TypeUrl) + len(r.Body.Value)
+	}
+	b := make([]byte, 0, size+len(typeURL)+len(version)+16)
+	b = protowire.AppendTag(b, fieldVersionInfo, protowire.BytesType)
+	b = protowire.AppendString(b, version)
+	for _, r := range items {
+		b = protowire.AppendTag(b, fieldResources, protowire.BytesType)
+		b = protowire.AppendBytes(b, encodeAny(r))
+	}
+	b = protowire.AppendTag(b, fieldTypeURL, protowire.BytesType)
+	return protowire.AppendString(b, typeURL)
+}
+
+// encodeAny encodes a google.protobuf.Any (type_url = 1, value = 2).
+func encodeAny(r *snapshot.Resource) []byte {
+	b := make([]byte, 0, len(r.Body.TypeUrl)+len(r.Body.Value)+8)
+	b = protowire.AppendTag(b, 1, protowire.BytesType)
+	b = protowire.AppendString(b, r.Body.TypeUrl)
+	b = protowire.AppendTag(b, 2, protowire.BytesType)
+	return protowire.AppendBytes(b, r.Body.Value)
+}
+
+// nonceField encodes the nonce field appended to a shared response.
+func nonceField(nonce string) []byte {
+	b := protowire.AppendTag(make([]byte, 0, len(nonce)+2), fieldNonce, protowire.BytesType)
+	return protowire.AppendString(b, nonce)
+}

@@ -1,0 +1,179 @@
+package xds
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/status"
+
+	"github.com/xdshard/xdshard/snapshot"
+)
+
+// MCPHandler serves a stream from istiod's config-source client (node
+// metadata GENERATOR: api). first is the request that identified it.
+type MCPHandler interface {
+	StreamMCP(stream discovery.AggregatedDiscoveryService_StreamAggregatedResourcesServer, first *discovery.DiscoveryRequest) error
+}
+
+// Options configure a Server. Resolver is required.
+type Options struct {
+	Resolver Resolver
+	Logger   *slog.Logger
+	// Registry receives the server's metrics; nil means a private one.
+	Registry prometheus.Registerer
+	// MCP serves istiod's config-source streams; nil uses the built-in
+	// MCP server over the store's ViewMCP.
+	MCP MCPHandler
+	// PushConcurrency bounds the streams encoding and sending at once;
+	// default DefaultPushConcurrency.
+	PushConcurrency int
+}
+
+// DefaultPushConcurrency is istiod's default PILOT_PUSH_THROTTLE.
+const DefaultPushConcurrency = 100
+
+// Server serves a snapshot.Store over ADS.
+type Server struct {
+	discovery.UnimplementedAggregatedDiscoveryServiceServer
+
+	store   *snapshot.Store
+	opts    Options
+	log     *slog.Logger
+	cache   *responseCache
+	metrics *Metrics
+	nextID  atomic.Uint64
+	pushSem chan struct{} // a slot per stream encoding and sending
+
+	// Test hooks, set by tests before the first stream: testSendHook runs
+	// before each send while the stream holds its push slot,
+	// testEncodeHook before each state-of-the-world encode.
+	testSendHook, testEncodeHook func()
+
+	ctx    context.Context
+	cancel context.CancelFunc
+
+	mu    sync.Mutex
+	conns map[*conn]struct{}
+}
+
+// New returns a Server over store.
+func New(store *snapshot.Store, opts Options) *Server {
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	if opts.PushConcurrency <= 0 {
+		opts.PushConcurrency = DefaultPushConcurrency
+	}
+	if opts.Registry == nil {
+		opts.Registry = prometheus.NewRegistry()
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	s := &Server{
+		store: store, opts: opts, log: opts.Logger, cache: newResponseCache(),
+		metrics: newMetrics(opts.Registry), ctx: ctx, cancel: cancel, conns: map[*conn]struct{}{},
+		pushSem: make(chan struct{}, opts.PushConcurrency),
+	}
+	if s.opts.MCP == nil {
+		s.opts.MCP = newMCPServer(s)
+	}
+	return s
+}
+
+// Register adds the ADS service to g.
+func (s *Server) Register(g *grpc.Server) {
+	discovery.RegisterAggregatedDiscoveryServiceServer(g, s)
+}
+
+// GRPCOptions are the options xdshard's gRPC server needs: the codec that
+// sends shared encoded responses, and a keepalive policy that permits
+// istiod's 30 s pings (grpc-go's default would close its stream after about
+// two minutes with too_many_pings).
+func GRPCOptions() []grpc.ServerOption {
+	return []grpc.ServerOption{
+		grpc.ForceServerCodecV2(newCodec()),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
+		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
+		grpc.MaxConcurrentStreams(1 << 20),
+	}
+}
+
+// Metrics returns the server's metrics, for builders to observe stages.
+func (s *Server) Metrics() *Metrics { return s.metrics }
+
+// Close ends every stream. The gRPC server itself is the caller's to stop.
+func (s *Server) Close() { s.cancel() }
+
+// bind resolves the tenant of a stream's node and registers the stream.
+func (s *Server) bind(node *core.Node, delta bool) (*conn, error) {
+	if node == nil {
+		return nil, status.Error(codes.InvalidArgument, "the first request carries no node; send the node (id and metadata) on the first request")
+	}
+	ns, err := nodeNamespace(node)
+	if err != nil {
+		return nil, status.Error(codes.InvalidArgument, err.Error())
+	}
+	tenant, ok := s.opts.Resolver.TenantOf(ns)
+	if !ok {
+		return nil, status.Errorf(codes.PermissionDenied, "namespace %q of node %q belongs to no tenant known to xdshard; check the node's NAMESPACE or the config", ns, node.GetId())
+	}
+	view := snapshot.ViewEnvoy
+	if metaString(node, "GENERATOR") == GeneratorGRPC {
+		view = snapshot.ViewGRPC
+	}
+	c := newConn(s.nextID.Add(1), node, ns, tenant, view, delta)
+	s.register(c)
+	s.log.Debug("stream connected", "node", node.GetId(), "tenant", tenant, "view", view, "delta", delta)
+	return c, nil
+}
+
+func (s *Server) register(c *conn) {
+	s.mu.Lock()
+	s.conns[c] = struct{}{}
+	s.mu.Unlock()
+	s.metrics.connected(c.view, c.delta, 1)
+}
+
+func (s *Server) unbind(c *conn) {
+	s.mu.Lock()
+	delete(s.conns, c)
+	s.mu.Unlock()
+	s.metrics.connected(c.view, c.delta, -1)
+}
+
+// checkNode refuses a later request whose node moves the stream to another
+// tenant: a stream is bound to one tenant for its life.
+func (s *Server) checkNode(c *conn, node *core.Node) error {
+	if node == nil || node.GetId() == c.node.GetId() {
+		return nil
+	}
+	ns, err := nodeNamespace(node)
+	if err != nil {
+		return status.Error(codes.InvalidArgument, err.Error())
+	}
+	if t, _ := s.opts.Resolver.TenantOf(ns); t != c.tenant {
+		return status.Errorf(codes.PermissionDenied, "node %q changed tenant from %q to %q mid-stream; open a new stream", node.GetId(), c.tenant, t)
+	}
+	return nil
+}
+
+// checkRequest refuses a request that moves the stream to another tenant
+// or names no type, and returns its type.
+func (s *Server) checkRequest(c *conn, node *core.Node, typeURL string) (string, error) {
+	if err := s.checkNode(c, node); err != nil {
+		return "", err
+	}
+	if typeURL == "" {
+		return "", status.Error(codes.InvalidArgument, "request without type_url; ADS requests must name their type")
+	}
+	return typeURL, nil
+}

@@ -1,0 +1,127 @@
+package xds
+
+import (
+	"time"
+
+	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+
+	"github.com/xdshard/xdshard/snapshot"
+)
+
+// StreamAggregatedResources serves a state-of-the-world ADS stream.
+func (s *Server) StreamAggregatedResources(stream discovery.AggregatedDiscoveryService_StreamAggregatedResourcesServer) error {
+	first, err := stream.Recv()
+	if err != nil {
+		return err
+	}
+	if metaString(first.GetNode(), "GENERATOR") == GeneratorAPI {
+		return s.opts.MCP.StreamMCP(stream, first)
+	}
+	return runStream(s, stream.Context(), first, false, stream.Recv, s.recordSotW, &sotwFace{s: s, stream: stream})
+}
+
+// recordSotW applies one request to the stream's state: ACK or NACK of the
+// last response (told apart by response_nonce and error_detail), and the
+// subscription. A request answering an older response is stale and
+// ignored; the client will ask again after it sees the newer one.
+func (s *Server) recordSotW(c *conn, req *discovery.DiscoveryRequest) error {
+	t, err := s.checkRequest(c, req.GetNode(), req.GetTypeUrl())
+	if err != nil {
+		return err
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	st := c.stateLocked(t)
+	initial := st.nonce == "" // nothing sent yet: any nonce (istiod's timestamp) is an initial request
+	if !initial && req.ResponseNonce != st.nonce {
+		if req.ResponseNonce == "" {
+			st.force, st.awaiting = true, false // the client starts over for this type
+		} else {
+			s.metrics.stale(t)
+			return nil
+		}
+	}
+	if !initial && req.ResponseNonce == st.nonce && st.awaiting {
+		s.answered(c, st, t, req.ErrorDetail.GetMessage(), req.ErrorDetail != nil, req.VersionInfo)
+	}
+	subscribe(st, s.intern(c, t, req.ResourceNames), !st.requested)
+	st.requested = true
+	return nil
+}
+
+// subscribe sets the names a state-of-the-world request asks for. An empty
+// first request is a (legacy) wildcard; "*" is an explicit wildcard. The
+// sorted names and their hash are recomputed only when the names change.
+func subscribe(st *typeState, names []string, first bool) {
+	st.wildcard = len(names) == 0 && (first || st.wildcard)
+	same := len(names) == len(st.names)
+	for _, n := range names {
+		if n == "*" {
+			st.wildcard, same = true, false
+			break
+		}
+		if _, ok := st.names[n]; !ok {
+			same = false
+			break
+		}
+	}
+	if same && st.sorted != nil {
+		return
+	}
+	clear(st.names)
+	for _, n := range names {
+		if n == "*" {
+			st.wildcard = true
+			continue
+		}
+		st.names[n] = struct{}{}
+	}
+	st.resubscribed()
+}
+
+// sotwFace pushes the full state of each changed type.
+type sotwFace struct {
+	s      *Server
+	stream discovery.AggregatedDiscoveryService_StreamAggregatedResourcesServer
+}
+
+// due compares what the client was last sent (the set's version and the
+// subscription's hash) with what it would be sent now.
+func (f *sotwFace) due(c *conn, snap *snapshot.Snapshot, t string, st *typeState) *work {
+	set, served := setFor(snap, c.view, t)
+	if !served {
+		return nil
+	}
+	v := set.GetVersion()
+	if st.nonce != "" && !st.force && v == st.sentSet && st.hash == st.sentHash && st.wildcard == st.sentWild {
+		return nil
+	}
+	w := &work{set: set, names: st.sorted, hash: st.hash, wildcard: st.wildcard}
+	if v != st.sentSet {
+		w.built = snap.Built // a new version: its time in queue is worth measuring
+	}
+	return w
+}
+
+func (f *sotwFace) encode(w *work) {
+	if f.s.testEncodeHook != nil {
+		f.s.testEncodeHook()
+	}
+	w.body, w.version = f.s.cache.sotw(w.typeURL, w.set, w.names, w.hash, w.wildcard)
+}
+
+func (f *sotwFace) commit(c *conn, w *work) any {
+	st := w.st
+	st.nonce = c.nextNonceLocked()
+	st.sentVersion, st.sentSet, st.sentHash, st.sentWild = w.version, w.set.GetVersion(), w.hash, w.wildcard
+	st.sentAt, st.awaiting, st.force = time.Now(), true, false
+	if c.forceDependentsLocked(w.typeURL) {
+		c.signal()
+	}
+	return &rawMessage{shared: w.body, tail: nonceField(st.nonce)}
+}
+
+func (f *sotwFace) send(msg any) (int, error) {
+	m := msg.(*rawMessage)
+	return m.size(), f.stream.SendMsg(m)
+}

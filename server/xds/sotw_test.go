@@ -1,0 +1,180 @@
+package xds
+
+import (
+	"slices"
+	"testing"
+
+	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	"google.golang.org/genproto/googleapis/rpc/status"
+
+	"github.com/xdshard/xdshard/snapshot"
+)
+
+const (
+	cds = snapshot.ClusterType
+	eds = snapshot.EndpointType
+	lds = snapshot.ListenerType
+	rds = snapshot.RouteType
+)
+
+// TestEnvoyLikeSubscription subscribes as Envoy does (CDS, EDS for the
+// clusters received, LDS, RDS for the listener's route) and follows a
+// change: CDS comes before EDS, and EDS is re-sent after CDS changes even
+// when the endpoints did not, so Envoy's cluster warming completes.
+func TestEnvoyLikeSubscription(t *testing.T) {
+	e := newEnv(t)
+	e.mesh("a", 2, 0)
+	c := e.sotw("a", nil)
+
+	c.send(cds, "", "")
+	cr := c.recv()
+	if cr.TypeUrl != cds || !slices.Equal(names(cr.Resources), []string{"a-c1", "a-c2"}) {
+		t.Fatalf("CDS: got %s %v", cr.TypeUrl, names(cr.Resources))
+	}
+	c.ack(cr)
+	c.send(eds, "", "", "a-c1", "a-c2")
+	er := c.recv()
+	if er.TypeUrl != eds || len(er.Resources) != 2 {
+		t.Fatalf("EDS: got %s with %d", er.TypeUrl, len(er.Resources))
+	}
+	c.ack(er, "a-c1", "a-c2")
+	c.send(lds, "", "")
+	lr := c.recv()
+	c.ack(lr)
+	c.send(rds, "", "", "80")
+	rr := c.recv()
+	if rr.TypeUrl != rds || !slices.Equal(names(rr.Resources), []string{"80"}) {
+		t.Fatalf("RDS: got %v", names(rr.Resources))
+	}
+	c.ack(rr, "80")
+	c.none()
+
+	// Clusters change (a new timeout), endpoints do not: CDS, then EDS again.
+	s2 := e.mesh("a", 2, 1)
+	got := []string{}
+	for len(got) < 4 {
+		r := c.recv()
+		got = append(got, r.TypeUrl)
+		switch r.TypeUrl {
+		case eds:
+			c.ack(r, "a-c1", "a-c2")
+		case rds:
+			c.ack(r, "80")
+		default:
+			c.ack(r)
+		}
+	}
+	if want := []string{cds, eds, lds, rds}; !slices.Equal(got, want) {
+		t.Fatalf("push order %v, want %v", got, want)
+	}
+	want := s2.Set(snapshot.ViewEnvoy, cds).Version
+	e.waitType(cds, func(st TypeStatus) bool { return st.Sync == "SYNCED" && st.AckedVersion == want })
+}
+
+func TestEmptyAndUnbuiltTenant(t *testing.T) {
+	e := newEnv(t)
+	e.store.Publish(snapshot.Empty("a"))
+	c := e.sotw("a", nil)
+	c.send(cds, "", "")
+	if r := c.recv(); len(r.Resources) != 0 || r.VersionInfo == "" {
+		t.Fatalf("empty snapshot: %d resources, version %q; want an empty answer at once, with a version", len(r.Resources), r.VersionInfo)
+	}
+	// Tenant b has no snapshot yet: wait for its first build, then answer.
+	b := e.sotw("b", nil)
+	b.send(cds, "", "")
+	b.none()
+	e.mesh("b", 1, 0)
+	if r := b.recv(); !slices.Equal(names(r.Resources), []string{"b-c1"}) {
+		t.Fatalf("after the first build: %v", names(r.Resources))
+	}
+}
+
+func TestNACKIsRecordedAndNotRepushed(t *testing.T) {
+	e := newEnv(t)
+	e.mesh("a", 1, 0)
+	c := e.sotw("a", nil)
+	c.send(cds, "", "")
+	r := c.recv()
+	c.stream.Send(&discovery.DiscoveryRequest{TypeUrl: cds, ResponseNonce: r.Nonce, ErrorDetail: &status.Status{Code: 3, Message: "bad cluster"}})
+	c.none()
+	st := e.waitType(cds, func(st TypeStatus) bool { return st.LastNACK != nil })
+	if st.LastNACK.Message != "bad cluster" || st.Sync != "ERROR" {
+		t.Fatalf("NACK not visible in status: %+v", st)
+	}
+	if st.AckedVersion == r.VersionInfo {
+		t.Fatal("NACKed version recorded as ACKed")
+	}
+	e.mesh("a", 1, 1) // a new version is pushed
+	if r2 := c.recv(); r2.VersionInfo == r.VersionInfo {
+		t.Fatal("the NACKed version was pushed again")
+	}
+}
+
+func TestStaleNonceIsIgnored(t *testing.T) {
+	e := newEnv(t)
+	e.mesh("a", 1, 0)
+	c := e.sotw("a", nil)
+	c.send(cds, "", "")
+	r1 := c.recv()
+	e.mesh("a", 1, 1)
+	c.ack(r1)
+	r2 := c.recv()
+	// A request answering r1 again (stale) changes nothing and gets nothing.
+	c.send(cds, r1.VersionInfo, r1.Nonce, "a-c9")
+	c.none()
+	c.ack(r2)
+	c.none()
+}
+
+func TestTimestampNonceOnFirstRequestIsInitial(t *testing.T) {
+	e := newEnv(t)
+	e.mesh("a", 1, 0)
+	c := e.sotw("a", nil)
+	c.send(cds, "", "2026-11-24T15:00:00Z") // istiod's first request
+	if r := c.recv(); len(r.Resources) != 1 {
+		t.Fatalf("first request with a timestamp nonce got %d resources", len(r.Resources))
+	}
+}
+
+func TestWildcardUnsubscribeResubscribe(t *testing.T) {
+	e := newEnv(t)
+	e.mesh("a", 3, 0)
+	c := e.sotw("a", nil)
+	c.send(eds, "", "", "a-c1", "a-c2")
+	r := c.recv()
+	if !slices.Equal(names(r.Resources), []string{"a-c1", "a-c2"}) {
+		t.Fatalf("named EDS: %v", names(r.Resources))
+	}
+	c.ack(r, "a-c1")
+	r = c.recv() // unsubscribing a-c2 is answered with what remains
+	c.ack(r, "a-c1", "a-c2")
+	if r = c.recv(); !slices.Equal(names(r.Resources), []string{"a-c1", "a-c2"}) {
+		t.Fatalf("resubscribe did not re-send a-c2: %v", names(r.Resources))
+	}
+	c.ack(r, "*")
+	if r = c.recv(); len(r.Resources) != 3 {
+		t.Fatalf("explicit wildcard: %d resources", len(r.Resources))
+	}
+}
+
+// TestTenantIsolation: a client asking by name for another tenant's
+// resources gets nothing of them.
+func TestTenantIsolation(t *testing.T) {
+	e := newEnv(t)
+	e.mesh("a", 1, 0)
+	e.mesh("b", 1, 0)
+	c := e.sotw("a", nil)
+	c.send(eds, "", "", "b-c1", "a-c1")
+	if r := c.recv(); !slices.Equal(names(r.Resources), []string{"a-c1"}) {
+		t.Fatalf("tenant a received %v", names(r.Resources))
+	}
+}
+
+func TestUnknownNamespaceIsRefused(t *testing.T) {
+	e := newEnv(t)
+	c := e.sotw("nope", nil)
+	c.send(cds, "", "")
+	if _, ok := <-c.resps; ok {
+		t.Fatal("a node of an unknown namespace was served")
+	}
+}

@@ -1,0 +1,241 @@
+package xds
+
+import (
+	"context"
+	"errors"
+	"io"
+	"strconv"
+	"time"
+
+	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/xdshard/xdshard/snapshot"
+)
+
+// request is what SotW and delta requests have in common here.
+type request interface{ GetNode() *core.Node }
+
+// runStream binds a stream to its tenant and runs it: a receive loop that
+// only records requests and signals, and the send loop. first is the
+// request already read.
+func runStream[R request](s *Server, ctx context.Context, first R, delta bool, recv func() (R, error), record func(*conn, R) error, f face) error {
+	c, err := s.bind(first.GetNode(), delta)
+	if err != nil {
+		return err
+	}
+	defer s.unbind(c)
+	if err := record(c, first); err != nil {
+		return err
+	}
+	return s.loop(ctx, c, receive(c, recv, record), f)
+}
+
+// receive starts a stream's receive loop: it records each request and
+// signals the send loop, and never waits on a send or an encode. It ends
+// with the stream, reporting why on the returned channel.
+func receive[R any](c *conn, recv func() (R, error), record func(*conn, R) error) <-chan error {
+	recvErr := make(chan error, 1)
+	go func() {
+		for {
+			req, err := recv()
+			if err == nil {
+				err = record(c, req)
+			}
+			if err != nil {
+				recvErr <- err
+				return
+			}
+			c.signal()
+		}
+	}()
+	return recvErr
+}
+
+// loop is a stream's send loop: it pushes whenever the tenant's snapshot
+// (every tenant's, for MCP) or the stream's requests change, until the
+// stream ends or its namespace leaves its tenant.
+func (s *Server) loop(ctx context.Context, c *conn, recvErr <-chan error, f face) error {
+	w := s.store.Watch(c.watchKey())
+	defer w.Close()
+	for {
+		if err := s.stillBound(c); err != nil {
+			return err
+		}
+		if err := s.push(ctx, c, f); err != nil {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-s.ctx.Done():
+			return status.Error(codes.Unavailable, "xdshard is shutting down; reconnect to another replica")
+		case err := <-recvErr:
+			if errors.Is(err, io.EOF) || status.Code(err) == codes.Canceled {
+				return nil
+			}
+			return err
+		case <-c.dirty:
+		case <-w.C():
+		}
+	}
+}
+
+// watchKey is the store watch of the stream: its tenant, or every tenant
+// ("") for an MCP stream.
+func (c *conn) watchKey() string {
+	if c.view == snapshot.ViewMCP {
+		return ""
+	}
+	return c.tenant
+}
+
+// face is one protocol's part in a push (SotW, delta, MCP); push is the
+// shape they share.
+type face interface {
+	// due, called with c.mu held for a requested type with no response
+	// outstanding, returns what its next response is to be made of, or
+	// nil when the client has it already. It must not encode.
+	due(c *conn, snap *snapshot.Snapshot, t string, st *typeState) *work
+	// encode makes w's response, without any lock of the stream.
+	encode(w *work)
+	// commit, called with c.mu held, records w as sent and returns the
+	// message, or nil when there is nothing to send after all. It makes
+	// the dependent type due (EDS after CDS, RDS after LDS) when it sends
+	// something the dependent must follow.
+	commit(c *conn, w *work) any
+	// send writes one message and returns its size in bytes.
+	send(msg any) (int, error)
+}
+
+// work is one type's response on its way: picked under the lock, encoded
+// outside it, committed under it again.
+type work struct {
+	typeURL string
+	st      *typeState
+	gen     uint64 // st.gen when picked
+
+	set      *snapshot.Set // SotW and delta
+	names    []string      // the subscription (SotW), immutable
+	hash     uint64
+	wildcard bool
+	built    time.Time // when the snapshot was built, if its version is new to the stream
+
+	body    []byte // SotW and MCP: the shared encoded response, without nonce
+	version string
+	content string // MCP: what the response was made from
+}
+
+// push sends, in type order, each type whose response must change. It
+// holds c.mu only to pick and to commit, so the receive loop never waits on
+// an encode or a send, and it holds a slot of the push semaphore while it
+// encodes and sends, so a change that wakes every stream at once sends on
+// a bounded number of them at a time.
+func (s *Server) push(ctx context.Context, c *conn, f face) error {
+	snap := s.store.Current(c.tenant)
+	if c.view != snapshot.ViewMCP && snap == nil {
+		return nil // the tenant's first build is still running; wait for it
+	}
+	c.mu.Lock()
+	var todo []*work
+	for _, t := range c.order {
+		st := c.types[t]
+		if !st.requested || st.awaiting {
+			continue
+		}
+		if w := f.due(c, snap, t, st); w != nil {
+			w.typeURL, w.st, w.gen = t, st, st.gen
+			todo = append(todo, w)
+		}
+	}
+	c.mu.Unlock()
+	if len(todo) == 0 {
+		return nil
+	}
+	release, err := s.acquire(ctx)
+	if err != nil {
+		return err
+	}
+	defer release()
+	for _, w := range todo {
+		f.encode(w)
+	}
+	type out struct {
+		msg   any
+		w     *work
+		built time.Time
+	}
+	var sends []out
+	c.mu.Lock()
+	for _, w := range todo {
+		if w.st.gen != w.gen || w.st.awaiting {
+			c.signal() // the client asked again meanwhile: look again
+			continue
+		}
+		if msg := f.commit(c, w); msg != nil {
+			sends = append(sends, out{msg, w, w.built})
+		}
+	}
+	c.mu.Unlock()
+	for _, o := range sends {
+		start := time.Now()
+		if !o.built.IsZero() {
+			s.metrics.stage("queue", start.Sub(o.built))
+		}
+		if s.testSendHook != nil {
+			s.testSendHook()
+		}
+		size, err := f.send(o.msg)
+		if err != nil {
+			return err
+		}
+		s.metrics.sent(metricType(c, o.w.typeURL), size, time.Since(start))
+	}
+	return nil
+}
+
+func metricType(c *conn, t string) string {
+	if c.view == snapshot.ViewMCP {
+		return "mcp"
+	}
+	return t
+}
+
+// acquire takes a slot of the push semaphore, or gives up when the stream
+// or the server ends.
+func (s *Server) acquire(ctx context.Context) (func(), error) {
+	select {
+	case s.pushSem <- struct{}{}:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	case <-s.ctx.Done():
+		return nil, status.Error(codes.Unavailable, "xdshard is shutting down; reconnect to another replica")
+	}
+	s.metrics.inflight.Inc()
+	return func() { s.metrics.inflight.Dec(); <-s.pushSem }, nil
+}
+
+// stillBound ends a stream whose namespace has left its tenant: the
+// tenant's current snapshot no longer serves it and the mesh puts it
+// elsewhere (or nowhere). The client reconnects and is bound anew. A
+// namespace the mesh still puts in the tenant, but whose snapshot is not
+// built yet, keeps its stream.
+func (s *Server) stillBound(c *conn) error {
+	if c.view == snapshot.ViewMCP || s.store.Current(c.tenant).Serves(c.namespace) {
+		return nil
+	}
+	t, ok := s.opts.Resolver.TenantOf(c.namespace)
+	if ok && t == c.tenant {
+		return nil
+	}
+	if !ok {
+		return status.Errorf(codes.Unavailable, "namespace %q of node %q no longer belongs to any tenant (it was in %q); reconnect once it is configured again", c.namespace, c.node.GetId(), c.tenant)
+	}
+	return status.Errorf(codes.Unavailable, "namespace %q of node %q moved from tenant %q to %q; reconnect to receive its new tenant's config", c.namespace, c.node.GetId(), c.tenant, t)
+}
+
+func (c *conn) nextNonceLocked() string {
+	c.seq++
+	return strconv.FormatUint(c.seq, 10)
+}

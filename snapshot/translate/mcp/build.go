@@ -1,0 +1,123 @@
+package mcp
+
+import (
+	"fmt"
+	"maps"
+	"slices"
+
+	"github.com/cespare/xxhash/v2"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+	mcpv1 "istio.io/api/mcp/v1alpha1"
+
+	"github.com/xdshard/xdshard/snapshot"
+	"github.com/xdshard/xdshard/snapshot/model"
+)
+
+// Kinds are the Istio kinds served to istiod. Other kinds istiod asks for
+// (EnvoyFilter, Telemetry, WasmPlugin, ...) are answered empty.
+var Kinds = []model.Kind{
+	model.KindAuthorizationPolicy, model.KindDestinationRule, model.KindGateway, model.KindPeerAuthentication,
+	model.KindServiceEntry, model.KindSidecar, model.KindVirtualService, model.KindWorkloadEntry,
+}
+
+// Key is the MCP key of an Istio kind: "networking.istio.io/VirtualService".
+func Key(k model.Kind) string { return model.Kinds[k].Group + "/" + string(k) }
+
+// Build returns the tenant's MCP sets, one per kind in Kinds (empty when
+// the tenant has none): the objects in the tenant's own namespaces, and
+// the generated ones. istio-system's objects belong to the istio-system
+// tenant, so each object is served by exactly one tenant.
+//
+// It returns them twice: whole (for an istiod without a revision), and
+// partitioned by the revision each object's namespace is labelled with
+// (snapshot.AllRevisions for the Istio root namespace, whose config every
+// istiod reads), so serving picks partitions and never looks inside.
+func Build(v *model.TenantView, generated []*model.Object) (all, byRevision map[string]*snapshot.Set, err error) {
+	own := map[string]bool{}
+	for _, ns := range v.Namespaces {
+		own[ns] = true
+	}
+	byKind := map[model.Kind][]*model.Object{}
+	for _, k := range Kinds {
+		byKind[k] = append(byKind[k], v.Own[k]...)
+	}
+	for _, o := range append(slices.Clone(v.VirtualServices), v.DestinationRules...) {
+		if own[o.Namespace] {
+			byKind[o.Kind] = append(byKind[o.Kind], o)
+		}
+	}
+	for _, o := range generated {
+		if model.Kinds[o.Kind].Istio {
+			byKind[o.Kind] = append(byKind[o.Kind], o)
+		}
+	}
+	all, byRevision = make(map[string]*snapshot.Set, len(Kinds)), map[string]*snapshot.Set{}
+	for _, k := range Kinds {
+		items := make([]*snapshot.Resource, 0, len(byKind[k]))
+		parts := map[string][]*snapshot.Resource{}
+		for _, o := range byKind[k] {
+			r, err := resource(o)
+			if err != nil {
+				return nil, nil, err
+			}
+			items = append(items, r)
+			rev := partition(v, o.Namespace)
+			parts[rev] = append(parts[rev], r)
+		}
+		if all[Key(k)], err = snapshot.NewSet(Key(k), items); err != nil {
+			return nil, nil, err
+		}
+		for rev, items := range parts {
+			key := snapshot.MCPPartitionKey(Key(k), rev)
+			if byRevision[key], err = snapshot.NewSet(Key(k), items); err != nil {
+				return nil, nil, err
+			}
+		}
+	}
+	return all, byRevision, nil
+}
+
+// partition is the istiod revision that receives the config of namespace.
+func partition(v *model.TenantView, namespace string) string {
+	if namespace == model.SharedNamespace {
+		return snapshot.AllRevisions
+	}
+	return v.Revisions[namespace]
+}
+
+// resource wraps an object as istiod reads it. Its version is a hash of
+// its spec, labels and annotations, so istiod updates an object only when
+// it changed; the create time comes from the object, never from the clock.
+// The spec is marshaled once: the version hashes the Any's bytes.
+func resource(o *model.Object) (*snapshot.Resource, error) {
+	spec, ok := o.Body.(proto.Message)
+	if !ok {
+		return nil, fmt.Errorf("%s: not an Istio kind", o.Ref())
+	}
+	body, err := snapshot.Any(spec)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", o.Ref(), err)
+	}
+	h := xxhash.New()
+	_, _ = h.Write(body.Value)
+	for _, m := range []map[string]string{o.Meta.Labels, o.Meta.Annotations} {
+		for _, k := range slices.Sorted(maps.Keys(m)) {
+			_, _ = fmt.Fprintf(h, "\x00%s=%s", k, m[k])
+		}
+		_, _ = h.Write([]byte{1})
+	}
+	res := &mcpv1.Resource{
+		Metadata: &mcpv1.Metadata{
+			Name:        o.Namespace + "/" + o.Name,
+			Version:     fmt.Sprintf("%016x", h.Sum64()),
+			Labels:      o.Meta.Labels,
+			Annotations: o.Meta.Annotations,
+		},
+		Body: body,
+	}
+	if !o.Meta.CreationTimestamp.IsZero() {
+		res.Metadata.CreateTime = timestamppb.New(o.Meta.CreationTimestamp.Time)
+	}
+	return snapshot.Encode(res.Metadata.Name, res)
+}

@@ -1,0 +1,133 @@
+package xds
+
+import (
+	"maps"
+	"runtime"
+	"slices"
+	"sync"
+	"testing"
+
+	"github.com/xdshard/xdshard/bench/fleet"
+	"github.com/xdshard/xdshard/snapshot/model"
+)
+
+// benchSpec is the reference mesh: 100 tenants x 20 services x 5
+// endpoints (2,000 services).
+var benchSpec = fleet.Spec{Tenants: 100, Services: 20, Endpoints: 5, Seed: 1}
+
+func fleetMesh(tb testing.TB, s fleet.Spec) *model.Mesh {
+	tb.Helper()
+	m := model.NewMesh()
+	m.Apply(model.Adds(fleet.Generate(s)))
+	return m
+}
+
+func buildAll(tb testing.TB, m *model.Mesh) {
+	for _, t := range m.Tenants() {
+		if _, err := Build(m.View(t), Options{}); err != nil {
+			tb.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkFullBuild builds every tenant of the reference mesh.
+func BenchmarkFullBuild(b *testing.B) {
+	m := fleetMesh(b, benchSpec)
+	b.ReportAllocs()
+	for b.Loop() {
+		buildAll(b, m)
+	}
+}
+
+// BenchmarkIncrementalBuild applies one endpoint change and rebuilds only
+// the tenants it affects (one).
+func BenchmarkIncrementalBuild(b *testing.B) {
+	m := fleetMesh(b, benchSpec)
+	b.ReportAllocs()
+	gen := 0
+	for b.Loop() {
+		gen++
+		for t := range m.Apply(fleet.ScaleEndpoints(42, 3, 5, gen)) {
+			if _, err := Build(m.View(t), Options{}); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+}
+
+// TestFleetBuildsCleanly checks the benchmark's path: every tenant of a
+// smaller fleet builds without a diagnostic, and sees its own services
+// plus the shared ones.
+func TestFleetBuildsCleanly(t *testing.T) {
+	m := fleetMesh(t, fleet.Spec{Tenants: 5, Services: 20, Endpoints: 5, Seed: 1})
+	for _, tenant := range m.Tenants() {
+		s, err := Build(m.View(tenant), Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, d := range s.Diagnostics {
+			t.Errorf("%s: %s", tenant, d)
+		}
+		if tenant != model.SharedNamespace && len(m.View(tenant).Services) != 20+fleet.Shared {
+			t.Errorf("%s sees %d services, want %d", tenant, len(m.View(tenant).Services), 20+fleet.Shared)
+		}
+	}
+}
+
+// TestIncrementalRebuildTouchesOneTenant checks the incremental path: an
+// endpoint change affects only its tenant, and rebuilding that tenant gives
+// what a full rebuild gives.
+func TestIncrementalRebuildTouchesOneTenant(t *testing.T) {
+	m := fleetMesh(t, fleet.Spec{Tenants: 5, Services: 20, Endpoints: 5, Seed: 1})
+	before, _ := Build(m.View(fleet.Tenant(2)), Options{})
+	affected := slices.Sorted(maps.Keys(m.Apply(fleet.ScaleEndpoints(2, 3, 5, 7))))
+	if !slices.Equal(affected, []string{fleet.Tenant(2)}) {
+		t.Fatalf("affected %v, want only %s", affected, fleet.Tenant(2))
+	}
+	inc, _ := Build(m.View(fleet.Tenant(2)), Options{})
+	if inc.Version == before.Version {
+		t.Fatal("the endpoint change did not change the tenant's version")
+	}
+	full, _ := Build(fleetAfter(t).View(fleet.Tenant(2)), Options{})
+	if inc.Version != full.Version {
+		t.Fatal("incremental and full rebuilds differ")
+	}
+	mw := slices.Sorted(maps.Keys(m.Apply(fleet.MeshWide(1))))
+	if len(mw) != 6 {
+		t.Fatalf("a mesh-wide change affected %v, want all 6 tenants", mw)
+	}
+}
+
+func fleetAfter(t *testing.T) *model.Mesh {
+	m := fleetMesh(t, fleet.Spec{Tenants: 5, Services: 20, Endpoints: 5, Seed: 1})
+	m.Apply(fleet.ScaleEndpoints(2, 3, 5, 7))
+	return m
+}
+
+// BenchmarkFullBuildParallel builds every tenant with GOMAXPROCS workers,
+// as the builder's BuildAll does at start-up: the full build's wall time.
+func BenchmarkFullBuildParallel(b *testing.B) {
+	m := fleetMesh(b, benchSpec)
+	tenants := m.Tenants()
+	b.ReportAllocs()
+	for b.Loop() {
+		work := make(chan string)
+		var wg sync.WaitGroup
+		for w := 0; w < runtime.GOMAXPROCS(0); w++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for t := range work {
+					if _, err := Build(m.View(t), Options{}); err != nil {
+						b.Error(err)
+					}
+				}
+			}()
+		}
+		for _, t := range tenants {
+			work <- t
+		}
+		close(work)
+		wg.Wait()
+	}
+}

@@ -1,0 +1,89 @@
+package xds
+
+import (
+	"fmt"
+	"slices"
+
+	route "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+
+	"github.com/xdshard/xdshard/snapshot"
+	"github.com/xdshard/xdshard/snapshot/model"
+)
+
+// Options tune the translation. The zero value is what istiod does by default.
+type Options struct {
+	// TrustDomain of SPIFFE identities; default "cluster.local".
+	TrustDomain string
+}
+
+// Build translates one tenant's view into a snapshot of its Envoy, gRPC
+// and NDS views alone, with the view's own diagnostics and the
+// translation's. Serving builds with translate.Compose, which adds
+// validation, policies and the MCP view.
+func Build(v *model.TenantView, opts Options) (*snapshot.Snapshot, error) {
+	views, diags, err := BuildViews(v, opts)
+	if err != nil {
+		return nil, err
+	}
+	return snapshot.New(v.Tenant, views, append(slices.Clone(v.Diagnostics), diags...)), nil
+}
+
+// BuildViews returns the Envoy, gRPC and NDS views and the translation's
+// diagnostics (not the view's own), so a caller can add views of its own
+// before assembling the snapshot.
+func BuildViews(v *model.TenantView, opts Options) (map[snapshot.View]map[string]*snapshot.Set, []snapshot.Diagnostic, error) {
+	if opts.TrustDomain == "" {
+		opts.TrustDomain = "cluster.local"
+	}
+	t := newTranslation(v, opts)
+	t.run()
+	views, err := t.encode()
+	if err != nil {
+		return nil, nil, fmt.Errorf("tenant %s: %w", v.Tenant, err)
+	}
+	return views, t.diags.list(), nil
+}
+
+// translation is the state of one Build call; it is never shared.
+type translation struct {
+	view  *model.TenantView
+	opts  Options
+	diags *diagnostics
+
+	services []*model.Service          // visible and allowed by Sidecar egress, by hostname
+	byHost   map[string]*model.Service // hostname -> service
+	rules    *destinationRules
+	vs       *virtualServices
+
+	routeCache map[routeKey][]*route.Route // routes per service port, shared by both views
+
+	out resources
+}
+
+func newTranslation(v *model.TenantView, opts Options) *translation {
+	t := &translation{view: v, opts: opts, diags: newDiagnostics(), byHost: map[string]*model.Service{}, routeCache: map[routeKey][]*route.Route{}}
+	t.services = egressServices(v, t.diags)
+	for _, s := range t.services {
+		if _, dup := t.byHost[s.Hostname]; dup {
+			t.diags.errorf(nil, s.Origin, fmt.Sprintf("%s %s/%s", s.Kind, s.Namespace, s.Name),
+				"host %s is already defined by another visible service; this one is ignored (rename the host or narrow exportTo)", s.Hostname)
+			continue
+		}
+		t.byHost[s.Hostname] = s
+	}
+	t.rules = newDestinationRules(v.DestinationRules, t.diags)
+	t.vs = newVirtualServices(v.VirtualServices, t.byHost, t.diags)
+	return t
+}
+
+func (t *translation) run() {
+	for _, s := range t.services {
+		if t.byHost[s.Hostname] != s {
+			continue
+		}
+		t.clustersFor(s)
+	}
+	t.envoyListeners()
+	t.grpcListeners()
+	t.nameTable()
+}

@@ -1,0 +1,24 @@
+// Package translate turns one tenant's view of the mesh into its xDS
+// resources, named as istiod names them: the Envoy sidecar view (CDS, EDS,
+// LDS, RDS), the proxyless gRPC view (the same clusters and endpoints, API
+// listeners named HOST:PORT with RDS, as istiod's grpcgen shapes them) and
+// the DNS name table (NDS).
+//
+// Build is a pure function of a model.TenantView: identical config yields
+// identical bytes and so an identical snapshot version. Problems with
+// objects become diagnostics on the snapshot (the object, its file:line and
+// a fix); unsupported fields are warnings, never silently dropped. Only a
+// fault in xdshard itself is an error, and then nothing is published.
+//
+// Semantics that differ from istiod because snapshots are per tenant, not
+// per proxy:
+//   - Sidecar egress narrows a tenant to the union of what each of its
+//     namespaces' Sidecar (or the root Sidecar in istio-system) allows; a
+//     namespace with neither allows everything visible. Sidecars with a
+//     workloadSelector are per workload and are reported, not applied.
+//   - Proxyless gRPC clusters carry no TLS settings: ISTIO_MUTUAL for gRPC
+//     needs xDS credentials and a certificate provider in the client's
+//     bootstrap, which this view does not assume.
+//
+// This package never imports the server.
+package xds

@@ -1,0 +1,182 @@
+package xds
+
+import (
+	"fmt"
+	"strconv"
+
+	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	listener "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	route "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	fault "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/fault/v3"
+	router "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
+	tlsinspector "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/listener/tls_inspector/v3"
+	hcm "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	tcpproxy "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+
+	"github.com/xdshard/xdshard/snapshot"
+	"github.com/xdshard/xdshard/snapshot/model"
+)
+
+// envoyListeners builds the sidecar's outbound listeners: one HTTP listener
+// per port (0.0.0.0_PORT, routes by RDS named PORT), and a TCP proxy per
+// TCP service port (ADDRESS_PORT), as istiod names them.
+func (t *translation) envoyListeners() {
+	httpPorts := map[uint32][]*model.Service{}
+	for _, s := range t.services {
+		if t.byHost[s.Hostname] != s {
+			continue
+		}
+		for _, p := range s.Ports {
+			if p.Protocol.IsHTTP() {
+				httpPorts[p.Number] = append(httpPorts[p.Number], s)
+			}
+		}
+	}
+	domains := newDomainIndex(httpPorts)
+	for _, port := range sortedPorts(httpPorts) {
+		rc := &route.RouteConfiguration{Name: strconv.Itoa(int(port)), ValidateClusters: wrapperspb.Bool(false)}
+		for _, s := range httpPorts[port] {
+			rc.VirtualHosts = append(rc.VirtualHosts, &route.VirtualHost{
+				Name:    fmt.Sprintf("%s:%d", s.Hostname, port),
+				Domains: domains.forService(s, port),
+				Routes:  t.routesFor(s, port),
+			})
+		}
+		t.out.routes = append(t.out.routes, named{name: rc.Name, msg: rc})
+		name := fmt.Sprintf("0.0.0.0_%d", port)
+		t.out.listeners = append(t.out.listeners, named{name: name, msg: outboundListener(name, "0.0.0.0", port,
+			&listener.FilterChain{Filters: []*listener.Filter{httpConnectionManager("outbound_"+name, rc.Name)}}), rds: []string{rc.Name}})
+	}
+	t.tcpListeners(httpPorts)
+	sortNamed(t.out.listeners)
+	sortNamed(t.out.routes)
+}
+
+// tcpListeners gives each non-HTTP service port a TCP proxy: on the
+// service's address when it has one, else TLS services share 0.0.0.0_PORT
+// by SNI. What cannot be told apart is reported.
+func (t *translation) tcpListeners(httpPorts map[uint32][]*model.Service) {
+	sni := map[uint32][]*listener.FilterChain{}
+	sniClusters := map[uint32][]string{}
+	for _, s := range t.services {
+		if t.byHost[s.Hostname] != s {
+			continue
+		}
+		for _, p := range s.Ports {
+			if p.Protocol.IsHTTP() {
+				continue
+			}
+			cluster := ClusterName(p.Number, "", s.Hostname)
+			chain := &listener.FilterChain{Filters: []*listener.Filter{tcpProxy(cluster)}}
+			switch {
+			case len(s.Addresses) > 0:
+				name := fmt.Sprintf("%s_%d", s.Addresses[0], p.Number)
+				t.out.listeners = append(t.out.listeners, named{name: name, msg: outboundListener(name, s.Addresses[0], p.Number, chain), clusters: []string{cluster}})
+			case (p.Protocol == model.ProtocolTLS || p.Protocol == model.ProtocolHTTPS) && len(httpPorts[p.Number]) == 0:
+				chain.FilterChainMatch = &listener.FilterChainMatch{ServerNames: []string{s.Hostname}}
+				sni[p.Number] = append(sni[p.Number], chain)
+				sniClusters[p.Number] = append(sniClusters[p.Number], cluster)
+			default:
+				t.diags.add(serviceWarning(s, fmt.Sprintf("port %d (%s) has no address to listen on; give the ServiceEntry addresses, or use an HTTP or TLS protocol", p.Number, p.Protocol)))
+			}
+		}
+	}
+	for _, port := range sortedPorts(sni) {
+		name := fmt.Sprintf("0.0.0.0_%d", port)
+		l := outboundListener(name, "0.0.0.0", port, sni[port]...)
+		l.ListenerFilters = []*listener.ListenerFilter{{Name: "envoy.filters.listener.tls_inspector", ConfigType: &listener.ListenerFilter_TypedConfig{TypedConfig: mustAny(&tlsinspector.TlsInspector{})}}}
+		t.out.listeners = append(t.out.listeners, named{name: name, msg: l, clusters: sniClusters[port]})
+	}
+}
+
+func outboundListener(name, addr string, port uint32, chains ...*listener.FilterChain) *listener.Listener {
+	return &listener.Listener{
+		Name:             name,
+		Address:          socketAddress(addr, port),
+		FilterChains:     chains,
+		TrafficDirection: core.TrafficDirection_OUTBOUND,
+		// Sidecars receive outbound traffic through iptables capture, not
+		// by binding each port, as istiod configures them.
+		BindToPort: wrapperspb.Bool(false),
+	}
+}
+
+// hcmConfig is the connection manager of both views: routes by RDS over
+// ADS, the fault filter (for VirtualService fault injection), then router.
+func hcmConfig(statPrefix, routeName string) *hcm.HttpConnectionManager {
+	return &hcm.HttpConnectionManager{
+		StatPrefix: statPrefix,
+		CodecType:  hcm.HttpConnectionManager_AUTO,
+		RouteSpecifier: &hcm.HttpConnectionManager_Rds{Rds: &hcm.Rds{
+			ConfigSource: adsSource(), RouteConfigName: routeName,
+		}},
+		HttpFilters: []*hcm.HttpFilter{
+			{Name: faultFilter, ConfigType: &hcm.HttpFilter_TypedConfig{TypedConfig: mustAny(&fault.HTTPFault{})}},
+			{Name: "envoy.filters.http.router", ConfigType: &hcm.HttpFilter_TypedConfig{TypedConfig: mustAny(&router.Router{})}},
+		},
+	}
+}
+
+func httpConnectionManager(statPrefix, routeName string) *listener.Filter {
+	return &listener.Filter{Name: "envoy.filters.network.http_connection_manager", ConfigType: &listener.Filter_TypedConfig{TypedConfig: mustAny(hcmConfig(statPrefix, routeName))}}
+}
+
+func tcpProxy(cluster string) *listener.Filter {
+	return &listener.Filter{Name: "envoy.filters.network.tcp_proxy", ConfigType: &listener.Filter_TypedConfig{TypedConfig: mustAny(&tcpproxy.TcpProxy{
+		StatPrefix:       cluster,
+		ClusterSpecifier: &tcpproxy.TcpProxy_Cluster{Cluster: cluster},
+	})}}
+}
+
+func serviceWarning(s *model.Service, msg string) snapshot.Diagnostic {
+	return snapshot.Diagnostic{Severity: snapshot.SeverityWarning, Object: fmt.Sprintf("%s %s/%s", s.Kind, s.Namespace, s.Name), Namespace: s.Namespace, Origin: s.Origin.String(), Message: msg}
+}
+
+func sortedPorts[V any](m map[uint32]V) []uint32 {
+	out := make([]uint32, 0, len(m))
+	for p := range m {
+		out = append(out, p)
+	}
+	for i := 1; i < len(out); i++ {
+		for j := i; j > 0 && out[j] < out[j-1]; j-- {
+			out[j], out[j-1] = out[j-1], out[j]
+		}
+	}
+	return out
+}
+
+// domainIndex drops a name that two services of the tenant would both
+// answer to on a port (a short name used in two namespaces): Envoy rejects
+// duplicate domains, and only the FQDN is unambiguous then.
+type domainIndex struct {
+	count map[string]int
+}
+
+func newDomainIndex(httpPorts map[uint32][]*model.Service) *domainIndex {
+	d := &domainIndex{count: map[string]int{}}
+	for port, svcs := range httpPorts {
+		for _, s := range svcs {
+			for _, n := range hostNames(s) {
+				d.count[fmt.Sprintf("%s|%d", n, port)]++
+			}
+		}
+	}
+	return d
+}
+
+func (d *domainIndex) forService(s *model.Service, port uint32) []string {
+	var out []string
+	for _, n := range hostNames(s) {
+		if d.count[fmt.Sprintf("%s|%d", n, port)] > 1 && n != s.Hostname {
+			continue
+		}
+		out = append(out, n, fmt.Sprintf("%s:%d", n, port))
+	}
+	return out
+}
+
+// hostNames lists every name a client may use for s: its FQDN and aliases.
+func hostNames(s *model.Service) []string {
+	return append([]string{s.Hostname}, s.Aliases...)
+}

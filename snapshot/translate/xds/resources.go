@@ -1,0 +1,105 @@
+package xds
+
+import (
+	"fmt"
+	"slices"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/xdshard/xdshard/snapshot"
+)
+
+// named is an xDS message with its resource name.
+type named struct {
+	name string
+	msg  proto.Message
+	// For listeners: the route configurations (rds) and clusters (tcp) its
+	// filters refer to, recorded when it is built so the consistency check
+	// need not decode every filter again.
+	rds, clusters []string
+}
+
+// resources are the messages of one tenant before encoding.
+type resources struct {
+	clusters     []named // Envoy view
+	grpcClusters []named // gRPC view
+	endpoints    []named // both views
+	listeners    []named
+	routes       []named
+	grpcListen   []named
+	grpcRoutes   []named
+	nds          []named
+}
+
+// validator is what every go-control-plane message implements.
+type validator interface{ Validate() error }
+
+// encode validates and encodes every message once, checks that the views
+// are consistent, and returns them as sets. Any failure is a bug in the
+// translation, never a problem of the user's config.
+func (t *translation) encode() (map[snapshot.View]map[string]*snapshot.Set, error) {
+	// A message shared by two views (a cluster both views serve alike) is
+	// validated and encoded once.
+	done := map[proto.Message]*snapshot.Resource{}
+	enc := func(typeURL string, items []named) (*snapshot.Set, error) {
+		rs := make([]*snapshot.Resource, 0, len(items))
+		for _, it := range items {
+			if r := done[it.msg]; r != nil && r.Name == it.name {
+				rs = append(rs, r)
+				continue
+			}
+			if v, ok := it.msg.(validator); ok {
+				if err := v.Validate(); err != nil {
+					return nil, fmt.Errorf("%s %q fails validation: %w", typeURL, it.name, err)
+				}
+			}
+			r, err := snapshot.Encode(it.name, it.msg)
+			if err != nil {
+				return nil, err
+			}
+			done[it.msg] = r
+			rs = append(rs, r)
+		}
+		return snapshot.NewSet(typeURL, rs)
+	}
+	o := &t.out
+	if err := checkConsistency(o.clusters, o.endpoints, o.listeners, o.routes); err != nil {
+		return nil, fmt.Errorf("envoy view: %w", err)
+	}
+	if err := checkConsistency(o.grpcClusters, o.endpoints, o.grpcListen, o.grpcRoutes); err != nil {
+		return nil, fmt.Errorf("grpc view: %w", err)
+	}
+	sets := map[string]*snapshot.Set{}
+	for _, x := range []struct {
+		key, typeURL string
+		items        []named
+	}{
+		{"cds", snapshot.ClusterType, o.clusters}, {"eds", snapshot.EndpointType, o.endpoints},
+		{"lds", snapshot.ListenerType, o.listeners}, {"rds", snapshot.RouteType, o.routes},
+		{"gcds", snapshot.ClusterType, o.grpcClusters}, {"glds", snapshot.ListenerType, o.grpcListen},
+		{"grds", snapshot.RouteType, o.grpcRoutes}, {"nds", snapshot.NameTableType, o.nds},
+	} {
+		s, err := enc(x.typeURL, x.items)
+		if err != nil {
+			return nil, err
+		}
+		sets[x.key] = s
+	}
+	return map[snapshot.View]map[string]*snapshot.Set{
+		snapshot.ViewEnvoy: {snapshot.ClusterType: sets["cds"], snapshot.EndpointType: sets["eds"], snapshot.ListenerType: sets["lds"], snapshot.RouteType: sets["rds"]},
+		snapshot.ViewGRPC:  {snapshot.ClusterType: sets["gcds"], snapshot.EndpointType: sets["eds"], snapshot.ListenerType: sets["glds"], snapshot.RouteType: sets["grds"]},
+		snapshot.ViewNDS:   {snapshot.NameTableType: sets["nds"]},
+	}, nil
+}
+
+func sortNamed(items []named) {
+	slices.SortFunc(items, func(a, b named) int {
+		switch {
+		case a.name < b.name:
+			return -1
+		case a.name > b.name:
+			return 1
+		}
+		return 0
+	})
+}
