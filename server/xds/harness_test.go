@@ -47,10 +47,19 @@ func newEnv(t *testing.T) *env {
 func (e *env) close() { e.conn.Close(); e.srv.Close(); e.grpc.Stop() }
 
 func newEnvNoCleanup(t *testing.T) *env {
-	store := snapshot.NewStore(0)
-	srv := New(store, Options{Resolver: ResolverFunc(func(ns string) (string, bool) {
+	return newEnvWith(t, Options{Resolver: ResolverFunc(func(ns string) (string, bool) {
 		return ns, ns == "a" || ns == "b"
-	})})
+	})}, nil)
+}
+
+// newEnvWith is an env with the given options; prepare runs on the server
+// before it serves (to set test hooks).
+func newEnvWith(t *testing.T, opts Options, prepare func(*Server)) *env {
+	store := snapshot.NewStore(0)
+	srv := New(store, opts)
+	if prepare != nil {
+		prepare(srv)
+	}
 	g := grpc.NewServer(GRPCOptions()...)
 	srv.Register(g)
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
@@ -74,6 +83,14 @@ func node(ns string, meta map[string]any) *core.Node {
 // listener using route configuration "80". gen changes every resource.
 func (e *env) mesh(tenant string, clusters int, gen int) *snapshot.Snapshot {
 	e.t.Helper()
+	s := e.snapshot(tenant, clusters, gen)
+	e.store.Publish(s)
+	return s
+}
+
+// snapshot is the snapshot mesh publishes, without publishing it.
+func (e *env) snapshot(tenant string, clusters int, gen int) *snapshot.Snapshot {
+	e.t.Helper()
 	var cs, eps []*snapshot.Resource
 	var vhosts []*route.VirtualHost
 	for i := 1; i <= clusters; i++ {
@@ -94,9 +111,7 @@ func (e *env) mesh(tenant string, clusters int, gen int) *snapshot.Snapshot {
 		snapshot.ListenerType: snapshot.MustSet(snapshot.ListenerType, []*snapshot.Resource{l}),
 		snapshot.RouteType:    snapshot.MustSet(snapshot.RouteType, []*snapshot.Resource{r}),
 	}}
-	s := snapshot.New(tenant, views, nil)
-	e.store.Publish(s)
-	return s
+	return snapshot.New(tenant, views, nil)
 }
 
 func cla(name, addr string) *endpoint.ClusterLoadAssignment {

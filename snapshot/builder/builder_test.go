@@ -3,6 +3,7 @@ package builder
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"testing"
 	"time"
@@ -182,5 +183,58 @@ func waitIdleAfter(t *testing.T, b *Builder, nb *namesBuild, tenant string, call
 			t.Fatalf("tenant %s not built %d times within 5s", tenant, calls)
 		}
 		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// TestNoConcurrentBuildOfOneTenant: the first full build (BuildAll) and
+// the scheduler's builds, triggered meanwhile by diagnostics and changes,
+// never build one tenant twice at once. Before, BuildAll ran outside the
+// scheduler and overlapped with it.
+func TestNoConcurrentBuildOfOneTenant(t *testing.T) {
+	var mu sync.Mutex
+	running, overlaps, builds := map[string]int{}, 0, 0
+	mesh, store := model.NewMesh(), snapshot.NewStore(0)
+	b := New(mesh, store, Options{Debounce: time.Millisecond, MaxDelay: time.Millisecond, Workers: 4,
+		Build: func(v *model.TenantView) (*snapshot.Snapshot, error) {
+			mu.Lock()
+			running[v.Tenant]++
+			if running[v.Tenant] > 1 {
+				overlaps++
+			}
+			builds++
+			mu.Unlock()
+			time.Sleep(20 * time.Millisecond) // long enough for the other path to start
+			mu.Lock()
+			running[v.Tenant]--
+			mu.Unlock()
+			return snapshot.New(v.Tenant, nil, nil), nil
+		}})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { _ = b.Run(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
+
+	mesh.Apply([]model.Change{pod("a", "p", "1"), pod("b", "p", "1")})
+	built := make(chan error)
+	go func() { built <- b.BuildAll() }()
+	for i := 0; i < 5; i++ { // what a source reports while the first build runs
+		b.SetDiagnostics("f.yaml", []snapshot.Diagnostic{{Severity: snapshot.SeverityError, Namespace: "a", Message: fmt.Sprint(i)}})
+		b.Apply([]model.Change{pod("b", "p", fmt.Sprint(i+2))})
+		time.Sleep(5 * time.Millisecond)
+	}
+	if err := <-built; err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for !b.Idle() && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if overlaps != 0 {
+		t.Fatalf("%d builds overlapped with another build of the same tenant (of %d builds)", overlaps, builds)
+	}
+	if builds < 3 {
+		t.Fatalf("only %d builds: the changes made during the first build were not built", builds)
 	}
 }
