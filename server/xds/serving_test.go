@@ -233,7 +233,6 @@ func syncedConn(tb testing.TB, e *env) (*conn, *nopStream, *sotwFace) {
 	return c, stream, f
 }
 
-
 // TestPushSotWSendsOnlyChanges is the path BenchmarkPushSotW measures: a
 // synced stream woken with nothing new sends nothing; a new snapshot sends
 // each changed type once, and RDS again after LDS.
