@@ -1,6 +1,7 @@
 package snapshot
 
 import (
+	"maps"
 	"slices"
 	"sync"
 )
@@ -127,13 +128,8 @@ func (s *Store) History(tenant string) []*Snapshot {
 // Tenants lists the tenants that have a snapshot, sorted.
 func (s *Store) Tenants() []string {
 	s.mu.Lock()
-	out := make([]string, 0, len(s.tenants))
-	for t := range s.tenants {
-		out = append(out, t)
-	}
-	s.mu.Unlock()
-	slices.Sort(out)
-	return out
+	defer s.mu.Unlock()
+	return slices.Sorted(maps.Keys(s.tenants))
 }
 
 // Watch returns a Watch that is signalled whenever tenant's snapshot changes

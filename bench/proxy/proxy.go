@@ -3,6 +3,7 @@ package proxy
 import (
 	"context"
 	"fmt"
+	"maps"
 	"slices"
 	"sync"
 	"time"
@@ -215,12 +216,7 @@ func dependents(t string, rs []*anypb.Any) (string, []string) {
 				set[n] = true
 			}
 		}
-		names := make([]string, 0, len(set))
-		for n := range set {
-			names = append(names, n)
-		}
-		slices.Sort(names)
-		return RDS, names
+		return RDS, slices.Sorted(maps.Keys(set))
 	}
 	return "", nil
 }

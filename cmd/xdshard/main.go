@@ -7,8 +7,9 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"maps"
 	"os"
-	"sort"
+	"slices"
 	"strings"
 )
 
@@ -56,14 +57,9 @@ func run(args []string) error {
 }
 
 func usage(cmds map[string]command) {
-	names := make([]string, 0, len(cmds))
-	for n := range cmds {
-		names = append(names, n)
-	}
-	sort.Strings(names)
 	var b strings.Builder
 	b.WriteString("xdshard: a sharded xDS/MCP control plane for large Istio meshes\n\nUsage: xdshard COMMAND [flags]\n\nCommands:\n")
-	for _, n := range names {
+	for _, n := range slices.Sorted(maps.Keys(cmds)) {
 		fmt.Fprintf(&b, "  %-10s %s\n", n, cmds[n].summary)
 	}
 	b.WriteString("\nRun 'xdshard COMMAND -h' for a command's flags.\n")

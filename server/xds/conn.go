@@ -1,6 +1,7 @@
 package xds
 
 import (
+	"maps"
 	"slices"
 	"strings"
 	"sync"
@@ -119,11 +120,7 @@ func (c *conn) stateLocked(typeURL string) *typeState {
 // resubscribed recomputes the sorted names and their hash after the names
 // changed.
 func (st *typeState) resubscribed() {
-	sorted := make([]string, 0, len(st.names))
-	for n := range st.names {
-		sorted = append(sorted, n)
-	}
-	slices.Sort(sorted)
+	sorted := slices.Sorted(maps.Keys(st.names))
 	h := xxhash.New()
 	for _, n := range sorted {
 		_, _ = h.WriteString(n)

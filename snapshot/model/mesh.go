@@ -181,7 +181,7 @@ func (m *Mesh) SourceDiagnostics() []snapshot.Diagnostic {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	var out []snapshot.Diagnostic
-	for _, src := range sortedKeys(m.sourceDiags) {
+	for _, src := range slices.Sorted(maps.Keys(m.sourceDiags)) {
 		out = append(out, m.sourceDiags[src]...)
 	}
 	return out
@@ -218,7 +218,7 @@ func (m *Mesh) tenantsLocked() []string {
 	for ns := range m.byNS {
 		set[m.tenantOfLocked(ns)] = true
 	}
-	return sortedKeys(set)
+	return slices.Sorted(maps.Keys(set))
 }
 
 // Namespaces lists a tenant's namespaces, sorted.
@@ -301,5 +301,3 @@ func sortObjects(objs []*Object) {
 		return cmp.Or(cmp.Compare(a.Kind, b.Kind), cmp.Compare(a.Namespace, b.Namespace), cmp.Compare(a.Name, b.Name))
 	})
 }
-
-func sortedKeys[V any](m map[string]V) []string { return slices.Sorted(maps.Keys(m)) }

@@ -2,6 +2,7 @@ package model
 
 import (
 	"fmt"
+	"maps"
 	"slices"
 
 	networking "istio.io/api/networking/v1alpha3"
@@ -112,10 +113,9 @@ func KindFor(apiVersion, kind string) (Kind, error) {
 // KindNames lists the known kinds, sorted.
 func KindNames() []string {
 	out := make([]string, 0, len(Kinds))
-	for k := range Kinds {
+	for _, k := range slices.Sorted(maps.Keys(Kinds)) {
 		out = append(out, string(k))
 	}
-	slices.Sort(out)
 	return out
 }
 

@@ -1,6 +1,8 @@
 package model
 
 import (
+	"maps"
+
 	"github.com/xdshard/xdshard/snapshot"
 
 	"slices"
@@ -50,7 +52,7 @@ func (m *Mesh) View(tenant string) *TenantView {
 	for _, ns := range v.Namespaces {
 		own[ns] = true
 	}
-	for _, ns := range sortedKeys(m.byNS) {
+	for _, ns := range slices.Sorted(maps.Keys(m.byNS)) {
 		if !own[ns] && ns != SharedNamespace && !m.exportsToLocked(ns, tenant) {
 			continue
 		}
@@ -65,7 +67,7 @@ func (m *Mesh) View(tenant string) *TenantView {
 		}
 		m.collectObjectsLocked(ns, own[ns], v)
 	}
-	for _, src := range sortedKeys(m.sourceDiags) {
+	for _, src := range slices.Sorted(maps.Keys(m.sourceDiags)) {
 		for _, d := range m.sourceDiags[src] {
 			if own[d.Namespace] {
 				v.Diagnostics = append(v.Diagnostics, d)

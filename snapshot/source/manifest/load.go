@@ -3,6 +3,7 @@ package manifest
 import (
 	"fmt"
 	"io/fs"
+	"maps"
 	"os"
 	"path"
 	"slices"
@@ -22,13 +23,8 @@ type Result struct {
 
 // Diags returns every diagnostic, by file then line.
 func (r *Result) Diags() []snapshot.Diagnostic {
-	files := make([]string, 0, len(r.Diagnostics))
-	for f := range r.Diagnostics {
-		files = append(files, f)
-	}
-	slices.Sort(files)
 	var out []snapshot.Diagnostic
-	for _, f := range files {
+	for _, f := range slices.Sorted(maps.Keys(r.Diagnostics)) {
 		out = append(out, r.Diagnostics[f]...)
 	}
 	return out

@@ -1,56 +1,35 @@
 package manifest
 
 import (
-	"flag"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
+	"github.com/xdshard/xdshard/internal/golden"
 	"github.com/xdshard/xdshard/snapshot/model"
 )
-
-var update = flag.Bool("update", false, "rewrite testdata/out from the current output")
 
 // TestGolden decodes each testdata/in/<case> directory and compares the
 // objects read and the diagnostics with testdata/out/<case>.txt.
 func TestGolden(t *testing.T) {
-	cases, err := os.ReadDir("testdata/in")
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, c := range cases {
-		t.Run(c.Name(), func(t *testing.T) {
-			r, err := Load(filepath.Join("testdata/in", c.Name()))
-			if err != nil {
-				t.Fatal(err)
-			}
-			var b strings.Builder
-			b.WriteString("objects:\n")
-			for _, o := range r.Objects {
-				fmt.Fprintf(&b, "  %s (%s)\n", o.Ref(), o.Origin)
-			}
-			b.WriteString("diagnostics:\n")
-			for _, d := range r.Diags() {
-				fmt.Fprintf(&b, "  %s\n", d.Error())
-			}
-			golden := filepath.Join("testdata/out", c.Name()+".txt")
-			if *update {
-				if err := os.WriteFile(golden, []byte(b.String()), 0o644); err != nil {
-					t.Fatal(err)
-				}
-				return
-			}
-			want, err := os.ReadFile(golden)
-			if err != nil {
-				t.Fatalf("%v (run go test -update to create it)", err)
-			}
-			if b.String() != string(want) {
-				t.Errorf("output differs from %s (run go test -update and review the diff):\n%s", golden, b.String())
-			}
-		})
-	}
+	golden.Cases(t, ".txt", func(t *testing.T, dir string) []byte {
+		r, err := Load(dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var b strings.Builder
+		b.WriteString("objects:\n")
+		for _, o := range r.Objects {
+			fmt.Fprintf(&b, "  %s (%s)\n", o.Ref(), o.Origin)
+		}
+		b.WriteString("diagnostics:\n")
+		for _, d := range r.Diags() {
+			fmt.Fprintf(&b, "  %s\n", d.Error())
+		}
+		return []byte(b.String())
+	})
 }
 
 func TestMissingDir(t *testing.T) {

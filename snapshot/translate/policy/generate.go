@@ -2,6 +2,7 @@ package policy
 
 import (
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 
@@ -85,12 +86,7 @@ func allowedNamespaces(v *model.TenantView) []string {
 			set[ns] = true
 		}
 	}
-	out := make([]string, 0, len(set))
-	for ns := range set {
-		out = append(out, ns)
-	}
-	slices.Sort(out)
-	return out
+	return slices.Sorted(maps.Keys(set))
 }
 
 // authorization allows only principals (SPIFFE identities) of the allowed

@@ -2,11 +2,8 @@ package policy
 
 import (
 	"bytes"
-	"flag"
 	"fmt"
 	"math/rand/v2"
-	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -15,11 +12,10 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/xdshard/xdshard/internal/golden"
 	"github.com/xdshard/xdshard/snapshot/model"
 	"github.com/xdshard/xdshard/snapshot/source/manifest"
 )
-
-var update = flag.Bool("update", false, "rewrite testdata/out from the current output")
 
 func meshOf(objs []*model.Object) *model.Mesh {
 	m := model.NewMesh()
@@ -31,41 +27,25 @@ func meshOf(objs []*model.Object) *model.Mesh {
 // compares the YAML (as `kubectl apply` would take it) and the conflicts
 // with testdata/out/<case>.yaml.
 func TestGolden(t *testing.T) {
-	cases, _ := os.ReadDir("testdata/in")
-	for _, c := range cases {
-		t.Run(c.Name(), func(t *testing.T) {
-			r, err := manifest.Load(filepath.Join("testdata/in", c.Name()))
-			if err != nil || len(r.Diags()) > 0 {
-				t.Fatalf("input: %v %v", err, r.Diags())
+	golden.Cases(t, ".yaml", func(t *testing.T, dir string) []byte {
+		r, err := manifest.Load(dir)
+		if err != nil || len(r.Diags()) > 0 {
+			t.Fatalf("input: %v %v", err, r.Diags())
+		}
+		m := meshOf(r.Objects)
+		var out bytes.Buffer
+		for _, tenant := range m.Tenants() {
+			objs, diags := Generate(m.View(tenant), Options{})
+			fmt.Fprintf(&out, "# tenant %s: %d objects\n", tenant, len(objs))
+			for _, d := range diags {
+				fmt.Fprintf(&out, "# %s\n", d.Error())
 			}
-			m := meshOf(r.Objects)
-			var out bytes.Buffer
-			for _, tenant := range m.Tenants() {
-				objs, diags := Generate(m.View(tenant), Options{})
-				fmt.Fprintf(&out, "# tenant %s: %d objects\n", tenant, len(objs))
-				for _, d := range diags {
-					fmt.Fprintf(&out, "# %s\n", d.Error())
-				}
-				if err := manifest.Encode(&out, objs); err != nil {
-					t.Fatal(err)
-				}
+			if err := manifest.Encode(&out, objs); err != nil {
+				t.Fatal(err)
 			}
-			golden := filepath.Join("testdata/out", c.Name()+".yaml")
-			if *update {
-				if err := os.WriteFile(golden, out.Bytes(), 0o644); err != nil {
-					t.Fatal(err)
-				}
-				return
-			}
-			want, err := os.ReadFile(golden)
-			if err != nil {
-				t.Fatalf("%v (run go test ./snapshot/policy -update)", err)
-			}
-			if !bytes.Equal(out.Bytes(), want) {
-				t.Errorf("differs from %s; run go test ./snapshot/policy -update and review the diff", golden)
-			}
-		})
-	}
+		}
+		return out.Bytes()
+	})
 }
 
 // TestGeneratedPoliciesDecode: what render --kind prints for kubectl

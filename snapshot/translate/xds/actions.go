@@ -1,6 +1,8 @@
 package xds
 
 import (
+	"maps"
+	"slices"
 	"strings"
 
 	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -275,7 +277,7 @@ func applyHeaders(r *route.Route, h *networking.Headers) {
 
 func headerOptions(m map[string]string, action core.HeaderValueOption_HeaderAppendAction) []*core.HeaderValueOption {
 	var out []*core.HeaderValueOption
-	for _, k := range sortedKeys(m) {
+	for _, k := range slices.Sorted(maps.Keys(m)) {
 		out = append(out, &core.HeaderValueOption{Header: &core.HeaderValue{Key: k, Value: m[k]}, AppendAction: action})
 	}
 	return out

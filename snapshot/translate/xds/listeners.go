@@ -2,6 +2,8 @@ package xds
 
 import (
 	"fmt"
+	"maps"
+	"slices"
 	"strconv"
 
 	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -34,7 +36,7 @@ func (t *translation) envoyListeners() {
 		}
 	}
 	domains := newDomainIndex(httpPorts)
-	for _, port := range sortedPorts(httpPorts) {
+	for _, port := range slices.Sorted(maps.Keys(httpPorts)) {
 		rc := &route.RouteConfiguration{Name: strconv.Itoa(int(port)), ValidateClusters: wrapperspb.Bool(false)}
 		for _, s := range httpPorts[port] {
 			rc.VirtualHosts = append(rc.VirtualHosts, &route.VirtualHost{
@@ -82,7 +84,7 @@ func (t *translation) tcpListeners(httpPorts map[uint32][]*model.Service) {
 			}
 		}
 	}
-	for _, port := range sortedPorts(sni) {
+	for _, port := range slices.Sorted(maps.Keys(sni)) {
 		name := fmt.Sprintf("0.0.0.0_%d", port)
 		l := outboundListener(name, "0.0.0.0", port, sni[port]...)
 		l.ListenerFilters = []*listener.ListenerFilter{{Name: "envoy.filters.listener.tls_inspector", ConfigType: &listener.ListenerFilter_TypedConfig{TypedConfig: mustAny(&tlsinspector.TlsInspector{})}}}
@@ -131,19 +133,6 @@ func tcpProxy(cluster string) *listener.Filter {
 
 func serviceWarning(s *model.Service, msg string) snapshot.Diagnostic {
 	return snapshot.Diagnostic{Severity: snapshot.SeverityWarning, Object: fmt.Sprintf("%s %s/%s", s.Kind, s.Namespace, s.Name), Namespace: s.Namespace, Origin: s.Origin.String(), Message: msg}
-}
-
-func sortedPorts[V any](m map[uint32]V) []uint32 {
-	out := make([]uint32, 0, len(m))
-	for p := range m {
-		out = append(out, p)
-	}
-	for i := 1; i < len(out); i++ {
-		for j := i; j > 0 && out[j] < out[j-1]; j-- {
-			out[j], out[j-1] = out[j-1], out[j]
-		}
-	}
-	return out
 }
 
 // domainIndex drops a name that two services of the tenant would both

@@ -143,21 +143,21 @@ func (t *translation) routeMatch(o *model.Object, m *networking.HTTPMatchRequest
 			headers[k] = v
 		}
 	}
-	for _, name := range sortedKeys(headers) {
+	for _, name := range slices.Sorted(maps.Keys(headers)) {
 		hm, ok := t.headerMatcher(o, where, name, headers[name], false)
 		if !ok {
 			return nil, false
 		}
 		rm.Headers = append(rm.Headers, hm)
 	}
-	for _, name := range sortedKeys(m.WithoutHeaders) {
+	for _, name := range slices.Sorted(maps.Keys(m.WithoutHeaders)) {
 		hm, ok := t.headerMatcher(o, where, name, m.WithoutHeaders[name], true)
 		if !ok {
 			return nil, false
 		}
 		rm.Headers = append(rm.Headers, hm)
 	}
-	for _, name := range sortedKeys(m.QueryParams) {
+	for _, name := range slices.Sorted(maps.Keys(m.QueryParams)) {
 		sm, ok := t.stringMatcher(o, where+".queryParams."+name, m.QueryParams[name])
 		if !ok {
 			return nil, false
@@ -210,7 +210,5 @@ func (t *translation) validRegex(o *model.Object, where, re string) bool {
 	}
 	return true
 }
-
-func sortedKeys[V any](m map[string]V) []string { return slices.Sorted(maps.Keys(m)) }
 
 type perFilterConfig = map[string]*anypb.Any
