@@ -10,6 +10,8 @@ import (
 	"testing"
 
 	"github.com/xdshard/xdshard/snapshot/source/demo"
+	"github.com/xdshard/xdshard/snapshot/translate"
+	"github.com/xdshard/xdshard/snapshot/translate/xds"
 )
 
 func TestServeFlagsRejectBadInput(t *testing.T) {
@@ -44,11 +46,11 @@ func TestRenderDemo(t *testing.T) {
 		t.Fatalf("demo diagnostics: %v", d)
 	}
 	for _, tenant := range mesh.Tenants() {
-		snap, err := buildTenant(mesh.View(tenant))
+		snap, err := translate.Compose(mesh.View(tenant))
 		if err != nil {
 			t.Fatal(err)
 		}
-		out, err := renderJSON(snap)
+		out, err := xds.RenderJSON(snap)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -11,6 +11,8 @@ import (
 	"github.com/xdshard/xdshard/snapshot/model"
 	"github.com/xdshard/xdshard/snapshot/source/demo"
 	"github.com/xdshard/xdshard/snapshot/source/manifest"
+	"github.com/xdshard/xdshard/snapshot/translate"
+	"github.com/xdshard/xdshard/snapshot/translate/xds"
 )
 
 func renderCmd(args []string) error {
@@ -45,7 +47,7 @@ func renderCmd(args []string) error {
 	if *tenant == "" {
 		return listTenants(mesh)
 	}
-	snap, err := buildTenant(mesh.View(*tenant))
+	snap, err := translate.Compose(mesh.View(*tenant))
 	if err != nil {
 		return err
 	}
@@ -55,7 +57,7 @@ func renderCmd(args []string) error {
 			vs = append(vs, snapshot.View(v))
 		}
 	}
-	out, err := renderJSON(snap, vs...)
+	out, err := xds.RenderJSON(snap, vs...)
 	if err != nil {
 		return err
 	}
