@@ -7,7 +7,8 @@
 // another replica, and be written to any number of streams without being
 // marshaled again.
 //
-// This package must never import Istio or Kubernetes config types, nor the
-// server: the subpackages (model, manifest, translate, ...) turn mesh config
-// into Snapshots; server/ only serves them.
+// This package must never import Istio or Kubernetes config types, the
+// model, nor the server: the subpackages (source, model, translate,
+// builder) turn mesh config into Snapshots; server/ only serves them.
+// layout_test.go at the module root checks it.
 package snapshot

@@ -1,13 +1,17 @@
-// Package server serves per-tenant snapshots over gRPC ADS, both
+// Package xds serves per-tenant snapshots over gRPC ADS, both
 // state-of-the-world and delta, to Envoy sidecars, proxyless gRPC clients
 // and istio-agent (NDS), and hands istiod's config-source streams
 // (GENERATOR: api) to an MCP handler.
 //
-// Each stream is bound to one tenant, from its node, and only ever reads
-// that tenant's snapshot. A stream has two goroutines: the receive loop
-// only records what the client asked for and ACKed, and never waits on a
-// send; the send loop pushes what changed, at most one un-ACKed response
-// per type, so a newer version simply replaces what was waiting.
+// Each stream is bound to one tenant, from its node's namespace, and only
+// ever reads that tenant's snapshot; it ends when the namespace leaves the
+// tenant, so the client reconnects to its new one. A stream has two
+// goroutines: the receive loop only records what the client asked for and
+// ACKed, and never waits on a send or an encode; the send loop pushes what
+// changed, at most one un-ACKed response per type, so a newer version
+// simply replaces what was waiting. SotW, delta and MCP share one push
+// shape (stream.go): pick what is due under the stream's lock, encode
+// outside it, commit under it, send holding a slot of the push semaphore.
 // Responses are encoded once per (type set, subscription) and shared by
 // every stream of the tenant; only the nonce is added per stream.
 //

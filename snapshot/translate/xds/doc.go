@@ -1,4 +1,4 @@
-// Package translate turns one tenant's view of the mesh into its xDS
+// Package xds turns one tenant's view of the mesh into its xDS
 // resources, named as istiod names them: the Envoy sidecar view (CDS, EDS,
 // LDS, RDS), the proxyless gRPC view (the same clusters and endpoints, API
 // listeners named HOST:PORT with RDS, as istiod's grpcgen shapes them) and
