@@ -52,9 +52,10 @@ type typeState struct {
 	// outside the lock is sent only if gen did not move meanwhile.
 	gen uint64
 
-	// The subscription. sorted and hash are recomputed when names change,
-	// never per push; sorted is replaced, never modified, so a push may
-	// read it after releasing the lock.
+	// The subscription: sorted names and their hash, recomputed when the
+	// names change, never per push; sorted is replaced, never modified, so
+	// a push may read it after releasing the lock. names is the same set
+	// for delta streams, which change it name by name (nil for SotW).
 	wildcard bool
 	names    map[string]struct{}
 	sorted   []string
@@ -103,7 +104,7 @@ func (c *conn) signal() {
 func (c *conn) stateLocked(typeURL string) *typeState {
 	st := c.types[typeURL]
 	if st == nil {
-		st = &typeState{names: map[string]struct{}{}}
+		st = &typeState{}
 		c.types[typeURL] = st
 		c.order = append(c.order, typeURL)
 		slices.SortFunc(c.order, func(a, b string) int {
@@ -117,10 +118,12 @@ func (c *conn) stateLocked(typeURL string) *typeState {
 	return st
 }
 
-// resubscribed recomputes the sorted names and their hash after the names
-// changed.
-func (st *typeState) resubscribed() {
-	sorted := slices.Sorted(maps.Keys(st.names))
+// resubscribed recomputes the sorted names and their hash after a delta
+// stream's names changed.
+func (st *typeState) resubscribed() { st.setSorted(slices.Sorted(maps.Keys(st.names))) }
+
+// setSorted sets the subscription's sorted names and hashes them.
+func (st *typeState) setSorted(sorted []string) {
 	h := xxhash.New()
 	for _, n := range sorted {
 		_, _ = h.WriteString(n)

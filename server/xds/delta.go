@@ -37,7 +37,7 @@ func (s *Server) recordDelta(c *conn, req *discovery.DeltaDiscoveryRequest) erro
 	defer c.mu.Unlock()
 	st := c.stateLocked(t)
 	if st.known == nil {
-		st.known, st.toldMissing = map[string]string{}, map[string]bool{}
+		st.names, st.known, st.toldMissing = map[string]struct{}{}, map[string]string{}, map[string]bool{}
 	}
 	if req.ResponseNonce != "" && st.nonce != "" {
 		if req.ResponseNonce != st.nonce {

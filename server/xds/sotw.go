@@ -1,6 +1,7 @@
 package xds
 
 import (
+	"slices"
 	"time"
 
 	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
@@ -50,33 +51,28 @@ func (s *Server) recordSotW(c *conn, req *discovery.DiscoveryRequest) error {
 }
 
 // subscribe sets the names a state-of-the-world request asks for. An empty
-// first request is a (legacy) wildcard; "*" is an explicit wildcard. The
-// sorted names and their hash are recomputed only when the names change.
+// first request is a (legacy) wildcard; "*" is an explicit wildcard. A SotW
+// stream keeps its subscription as one sorted slice (no set: every request
+// carries the whole list), sorted and hashed only when it changes.
 func subscribe(st *typeState, names []string, first bool) {
 	st.wildcard = len(names) == 0 && (first || st.wildcard)
-	same := len(names) == len(st.names)
-	for _, n := range names {
-		if n == "*" {
-			st.wildcard, same = true, false
-			break
-		}
-		if _, ok := st.names[n]; !ok {
-			same = false
-			break
-		}
+	if st.sorted != nil && slices.Equal(names, st.sorted) {
+		return // an ACK repeating the subscription, as Envoy sends it
 	}
-	if same && st.sorted != nil {
-		return
-	}
-	clear(st.names)
+	sorted := make([]string, 0, len(names))
 	for _, n := range names {
 		if n == "*" {
 			st.wildcard = true
 			continue
 		}
-		st.names[n] = struct{}{}
+		sorted = append(sorted, n)
 	}
-	st.resubscribed()
+	slices.Sort(sorted)
+	sorted = slices.Compact(sorted)
+	if st.sorted != nil && slices.Equal(sorted, st.sorted) {
+		return
+	}
+	st.setSorted(slices.Clip(sorted))
 }
 
 // sotwFace pushes the full state of each changed type.

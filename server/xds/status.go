@@ -69,7 +69,7 @@ func (c *conn) status() ClientStatus {
 		ts := TypeStatus{
 			SentVersion: st.sentVersion, SentNonce: st.nonce, SentAt: st.sentAt,
 			AckedVersion: st.acked, AckedAt: st.ackedAt, Awaiting: st.awaiting, LastNACK: st.nack,
-			Wildcard: st.wildcard, Subscribed: len(st.names),
+			Wildcard: st.wildcard, Subscribed: len(st.sorted),
 		}
 		switch {
 		case st.nonce == "":
