@@ -183,3 +183,24 @@ func TestKindFor(t *testing.T) {
 		}
 	}
 }
+
+// TestBadEndpointAddressCostsOnlyItself: an EndpointSlice address no proxy
+// could reach is dropped with a warning on the slice; the Service and its
+// other endpoints stay. Before, it failed the tenant's whole build.
+func TestBadEndpointAddressCostsOnlyItself(t *testing.T) {
+	m := NewMesh()
+	m.Apply(add(namespace("shop", ""), service("shop", "web", nil), slice("shop", "web", "10.0.0.5", "", "not-an-ip")))
+	v := m.View("shop")
+	if len(v.Services) != 1 || len(v.Services[0].Endpoints) != 1 || v.Services[0].Endpoints[0].Address != "10.0.0.5" {
+		t.Fatalf("services %+v, want web with the one good endpoint", v.Services)
+	}
+	warned := 0
+	for _, d := range v.Diagnostics {
+		if d.Object == "EndpointSlice shop/web-abc" && d.Warning() {
+			warned++
+		}
+	}
+	if warned != 2 {
+		t.Fatalf("diagnostics %v, want a warning on the slice for each bad address", v.Diagnostics)
+	}
+}

@@ -1,6 +1,8 @@
 package model
 
 import (
+	"net/netip"
+
 	"github.com/xdshard/xdshard/snapshot"
 
 	"fmt"
@@ -138,7 +140,8 @@ func resolveNamespace(ns *nsObjects) ([]*Service, []snapshot.Diagnostic) {
 	var diags []snapshot.Diagnostic
 	slicesBySvc := map[string][]*discoveryv1.EndpointSlice{}
 	for _, o := range ns.slices {
-		es := o.Body.(*discoveryv1.EndpointSlice)
+		es, d := validEndpoints(o)
+		diags = append(diags, d...)
 		svc := es.Labels[discoveryv1.LabelServiceName]
 		if svc == "" {
 			diags = append(diags, warn(o, "EndpointSlice has no label "+discoveryv1.LabelServiceName+"; it belongs to no Service and is ignored"))
@@ -193,6 +196,61 @@ func k8sService(o *Object, eps []*discoveryv1.EndpointSlice, ns *nsObjects) *Ser
 	}
 	slices.SortFunc(s.Endpoints, func(a, b *Endpoint) int { return strings.Compare(a.Address, b.Address) })
 	return s
+}
+
+// validEndpoints returns o's EndpointSlice without the addresses no proxy
+// could connect to (empty, or not of the slice's addressType), with a
+// warning on the slice for each: a bad address costs only itself, not its
+// Service. o itself is never changed.
+func validEndpoints(o *Object) (*discoveryv1.EndpointSlice, []snapshot.Diagnostic) {
+	es := o.Body.(*discoveryv1.EndpointSlice)
+	var diags []snapshot.Diagnostic
+	var kept []discoveryv1.Endpoint
+	changed := false
+	for _, e := range es.Endpoints {
+		var addrs []string
+		for _, a := range e.Addresses {
+			if why := badAddress(es.AddressType, a); why != "" {
+				diags = append(diags, warn(o, fmt.Sprintf("endpoint address %q %s; that address is ignored", a, why)))
+				changed = true
+				continue
+			}
+			addrs = append(addrs, a)
+		}
+		e.Addresses = addrs
+		kept = append(kept, e)
+	}
+	if !changed {
+		return es, nil
+	}
+	cp := *es
+	cp.Endpoints = kept
+	return &cp, diags
+}
+
+func badAddress(t discoveryv1.AddressType, a string) string {
+	if a == "" {
+		return "is empty"
+	}
+	switch t {
+	case "":
+		if _, err := netip.ParseAddr(a); err != nil {
+			return "is not an IP address"
+		}
+	case discoveryv1.AddressTypeIPv4, discoveryv1.AddressTypeIPv6:
+		ip, err := netip.ParseAddr(a)
+		if err != nil {
+			return fmt.Sprintf("is not an %s address", t)
+		}
+		if (t == discoveryv1.AddressTypeIPv4) != ip.Is4() {
+			return fmt.Sprintf("is not an %s address (addressType)", t)
+		}
+	case discoveryv1.AddressTypeFQDN:
+		if len(a) > 253 {
+			return "is not a host name"
+		}
+	}
+	return ""
 }
 
 func sliceEndpoints(es *discoveryv1.EndpointSlice, ns *nsObjects) []*Endpoint {

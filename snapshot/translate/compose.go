@@ -22,9 +22,37 @@ import (
 // returns its own diagnostics; Compose gathers them once, in pipeline
 // order: the view's (source and resolution), validation, policy,
 // translation.
+//
+// An input whose config fails a later stage (go-control-plane's Validate,
+// the views' consistency check, a panic) is found and left out with an
+// error diagnostic naming it, and the rest of the tenant builds: a bad
+// object costs only itself (isolate.go).
 func Compose(v *model.TenantView) (*snapshot.Snapshot, error) {
 	diags := slices.Clone(v.Diagnostics)
 	v, rejected := validated(v)
+	snap, err := compose(v, diags, rejected)
+	if err == nil {
+		return snap, nil
+	}
+	try := func(v *model.TenantView) error {
+		_, err := compose(v, nil, nil)
+		return err
+	}
+	if try(keeping(v, nil)) != nil {
+		return nil, err // not caused by an input: a fault in xdshard, and nothing is published
+	}
+	v, left := isolate(v, try)
+	return compose(v, diags, append(rejected, left...))
+}
+
+// compose is one attempt at a tenant's snapshot; a panic in a stage is
+// returned as an error, for Compose to isolate.
+func compose(v *model.TenantView, diags, rejected []snapshot.Diagnostic) (snap *snapshot.Snapshot, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("translation panicked: %v", r)
+		}
+	}()
 	generated, policyDiags := policy.Generate(v, policy.Options{})
 	views, xdsDiags, err := xds.BuildViews(v, xds.Options{})
 	if err != nil {
