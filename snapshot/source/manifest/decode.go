@@ -33,9 +33,15 @@ type Decoded struct {
 	Key *model.Key
 }
 
-// Decode reads every document of one file. file names the origin in
-// diagnostics. It never panics, whatever data holds.
-func Decode(file string, data []byte) (out []Decoded) {
+// Decode reads every document of one file with the default limits. file
+// names the origin in diagnostics. It never panics, whatever data holds.
+func Decode(file string, data []byte) []Decoded { return DecodeWith(file, data, Limits{}) }
+
+// DecodeWith is Decode with limits: a document larger than
+// limits.DocumentBytes once its YAML aliases are expanded is a diagnostic,
+// found before anything is expanded.
+func DecodeWith(file string, data []byte, limits Limits) (out []Decoded) {
+	limits = limits.withDefaults()
 	defer func() {
 		if r := recover(); r != nil {
 			out = append(out, Decoded{Diag: ptr(model.Problem(model.Origin{File: file}, nil, fmt.Sprintf("could not decode (internal error: %v); please report this file", r)))})
@@ -51,7 +57,7 @@ func Decode(file string, data []byte) (out []Decoded) {
 		if err != nil {
 			return append(out, Decoded{Diag: ptr(model.Problem(model.Origin{File: file, Line: yamlErrLine(err)}, nil, "invalid YAML: "+err.Error()+"; the rest of this file is skipped"))})
 		}
-		if d, ok := decodeDoc(file, &doc); ok {
+		if d, ok := decodeDoc(file, &doc, limits); ok {
 			out = append(out, d)
 		}
 	}
@@ -75,7 +81,7 @@ type header struct {
 	Metadata   metav1.ObjectMeta `json:"metadata"`
 }
 
-func decodeDoc(file string, doc *yaml.Node) (Decoded, bool) {
+func decodeDoc(file string, doc *yaml.Node, limits Limits) (Decoded, bool) {
 	root := doc
 	if root.Kind == yaml.DocumentNode {
 		if len(root.Content) == 0 {
@@ -93,6 +99,9 @@ func decodeDoc(file string, doc *yaml.Node) (Decoded, bool) {
 	}
 	if root.Kind != yaml.MappingNode {
 		return fail(nil, root.Line, "document is a %s, want a Kubernetes object (a mapping with apiVersion, kind, metadata)", nodeKind(root))
+	}
+	if n := expandedSize(root, limits.DocumentBytes); n > limits.DocumentBytes {
+		return fail(nil, root.Line, "document is more than %d bytes once its YAML aliases are expanded (the limit is %d); remove the aliases (&anchor / *alias) or split the document", n-1, limits.DocumentBytes)
 	}
 	var generic any
 	if err := root.Decode(&generic); err != nil {

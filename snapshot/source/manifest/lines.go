@@ -102,3 +102,39 @@ func jsonable(v any) any {
 }
 
 func hashOf(b []byte) string { return fmt.Sprintf("%016x", xxhash.Sum64(b)) }
+
+// expandedSize estimates the bytes of n with every alias expanded, as
+// decoding would build it, counting each node's value and a small cost per
+// node. It stops counting past limit (returning more than limit), and
+// measures each aliased subtree once, so a document of nested aliases
+// ("billion laughs") costs the walk only its own size.
+func expandedSize(n *yaml.Node, limit int64) int64 {
+	memo := map[*yaml.Node]int64{}
+	var size func(n *yaml.Node, depth int) int64
+	size = func(n *yaml.Node, depth int) int64 {
+		if n == nil {
+			return 0
+		}
+		if depth > 512 {
+			return limit + 1 // deeper than any manifest: refuse it
+		}
+		if s, ok := memo[n]; ok {
+			return s
+		}
+		memo[n] = limit + 1 // an alias cycle counts as too large
+		total := int64(len(n.Value)) + 8
+		if n.Kind == yaml.AliasNode {
+			total = size(n.Alias, depth+1)
+		}
+		for _, c := range n.Content {
+			total += size(c, depth+1)
+			if total > limit {
+				total = limit + 1
+				break
+			}
+		}
+		memo[n] = total
+		return total
+	}
+	return size(n, 0)
+}

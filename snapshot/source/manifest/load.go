@@ -1,13 +1,12 @@
 package manifest
 
 import (
+	"context"
 	"fmt"
 	"io/fs"
 	"maps"
 	"os"
-	"path"
 	"slices"
-	"strings"
 
 	"github.com/xdshard/xdshard/snapshot"
 	"github.com/xdshard/xdshard/snapshot/model"
@@ -16,9 +15,7 @@ import (
 // Result is everything read from a set of manifests.
 type Result struct {
 	Objects     []*model.Object
-	Diagnostics map[string][]snapshot.Diagnostic // by file; files without problems are absent
-	hashes      map[model.Key]string
-	failed      map[model.Key]bool // keys whose document was found but rejected
+	Diagnostics map[string][]snapshot.Diagnostic // by file (or folder); files without problems are absent
 }
 
 // Diags returns every diagnostic, by file then line.
@@ -30,9 +27,21 @@ func (r *Result) Diags() []snapshot.Diagnostic {
 	return out
 }
 
+// Errors counts the diagnostics that rejected something (not warnings).
+func (r *Result) Errors() int {
+	n := 0
+	for _, d := range r.Diags() {
+		if !d.Warning() {
+			n++
+		}
+	}
+	return n
+}
+
 // Load reads every .yaml and .yml file below dir (hidden files and folders
-// are skipped). A missing or unreadable dir is an error; problems in files
-// are diagnostics, and everything sound still loads.
+// are skipped), as a directory source first reads it. A missing or
+// unreadable dir is an error; problems in files are diagnostics, and
+// everything sound still loads.
 func Load(dir string) (*Result, error) {
 	st, err := os.Stat(dir)
 	if err != nil {
@@ -46,35 +55,15 @@ func Load(dir string) (*Result, error) {
 
 // LoadFS is Load over any file system, such as the embedded demo.
 func LoadFS(fsys fs.FS) (*Result, error) {
-	files, err := manifestFiles(fsys)
+	t := newTree(Limits{})
+	ev, _, err := t.scan(context.Background(), fsys)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("reading config dir: %w", err)
 	}
-	r := &Result{Diagnostics: map[string][]snapshot.Diagnostic{}, hashes: map[model.Key]string{}, failed: map[model.Key]bool{}}
-	seen := map[model.Key]model.Origin{}
-	for _, f := range files {
-		data, err := fs.ReadFile(fsys, f)
-		if err != nil {
-			r.add(f, model.Problem(model.Origin{File: f}, nil, fmt.Sprintf("cannot read: %v", err)))
-			continue
-		}
-		for _, d := range Decode(f, data) {
-			if d.Diag != nil {
-				r.add(f, *d.Diag)
-			}
-			if d.Object == nil {
-				if d.Key != nil {
-					r.failed[*d.Key] = true
-				}
-				continue
-			}
-			if first, dup := seen[d.Object.Key]; dup {
-				r.add(f, model.Reject(d.Object, fmt.Sprintf("defined twice: first at %s; rename or delete one (the first is kept)", first)))
-				continue
-			}
-			seen[d.Object.Key] = d.Object.Origin
-			r.Objects = append(r.Objects, d.Object)
-			r.hashes[d.Object.Key] = d.Hash
+	r := &Result{Objects: t.objects(), Diagnostics: map[string][]snapshot.Diagnostic{}}
+	for f, d := range ev.Diagnostics {
+		if len(d) > 0 {
+			r.Diagnostics[f] = d
 		}
 	}
 	return r, nil
@@ -88,38 +77,4 @@ func (r *Result) Mesh() *model.Mesh {
 		m.SetDiagnostics(f, d)
 	}
 	return m
-}
-
-func (r *Result) add(file string, d snapshot.Diagnostic) {
-	r.Diagnostics[file] = append(r.Diagnostics[file], d)
-}
-
-func manifestFiles(fsys fs.FS) ([]string, error) {
-	var files []string
-	err := fs.WalkDir(fsys, ".", func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		name := d.Name()
-		if p != "." && strings.HasPrefix(name, ".") {
-			if d.IsDir() {
-				return fs.SkipDir
-			}
-			return nil
-		}
-		if !d.IsDir() && isManifest(name) {
-			files = append(files, p)
-		}
-		return nil
-	})
-	if err != nil {
-		return nil, fmt.Errorf("reading config dir: %w", err)
-	}
-	slices.Sort(files)
-	return files, nil
-}
-
-func isManifest(name string) bool {
-	ext := path.Ext(name)
-	return ext == ".yaml" || ext == ".yml"
 }

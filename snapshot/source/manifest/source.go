@@ -2,7 +2,6 @@ package manifest
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"io/fs"
@@ -14,18 +13,27 @@ import (
 
 	"github.com/fsnotify/fsnotify"
 
-	"github.com/xdshard/xdshard/snapshot"
 	"github.com/xdshard/xdshard/snapshot/model"
 )
 
 // Source serves a manifest directory as a model.Source and follows edits
 // to it. Each burst of file events (an editor's write-rename-chmod save) is
-// settled for Settle, then the directory is read again and only what
-// changed is reported.
+// settled, then only the files whose size or modification time changed are
+// read again; the whole directory is also looked at every Resync, which
+// catches what events miss (a directory removed and created again).
+//
+// What it promises: a file that cannot be read, is not a regular file, or
+// is too large keeps its last good objects, with a diagnostic; a document
+// that stops decoding keeps its object's last good copy; a folder that
+// cannot be read keeps its files' objects; a directory that goes away keeps
+// everything; a file is decoded only once nobody has written it for Settle;
+// an object defined twice is served from the file that served it first.
 type Source struct {
 	dir    string
 	log    *slog.Logger
-	Settle time.Duration
+	Limits Limits
+	// Resync is how often the whole directory is looked at, events or not.
+	Resync time.Duration
 }
 
 var _ model.Source = (*Source)(nil)
@@ -35,7 +43,7 @@ func NewSource(dir string, logger *slog.Logger) *Source {
 	if logger == nil {
 		logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
-	return &Source{dir: dir, log: logger, Settle: 50 * time.Millisecond}
+	return &Source{dir: dir, log: logger, Limits: Limits{Settle: 50 * time.Millisecond}, Resync: 5 * time.Second}
 }
 
 // StaticSource reports the manifests of fsys once and never changes, as
@@ -46,73 +54,133 @@ func StaticSource(fsys fs.FS) model.Source {
 		if err != nil {
 			return err
 		}
-		sink(initialEvent(r))
+		sink(model.Event{Changes: model.Adds(r.Objects), Diagnostics: r.Diagnostics, Synced: true})
 		<-ctx.Done()
 		return nil
 	})
 }
 
-func initialEvent(r *Result) model.Event {
-	return model.Event{Changes: model.Adds(r.Objects), Diagnostics: r.Diagnostics, Synced: true}
-}
-
-// Run reports the directory, then its changes, until ctx ends. If the
-// directory disappears, what was read stays in place (a source going away
-// never deletes config) and reading resumes when it comes back.
+// Run reports the directory, then its changes, until ctx ends. The first
+// read waits for files being written to settle; if the directory cannot be
+// read at all, Run fails (there is nothing to serve).
 func (s *Source) Run(ctx context.Context, sink func(model.Event)) error {
 	w, err := fsnotify.NewWatcher()
 	if err != nil {
 		return fmt.Errorf("watching %s: %w", s.dir, err)
 	}
 	defer w.Close()
-	cur, err := Load(s.dir)
-	if err != nil {
+	fsys := os.DirFS(s.dir)
+	t := newTree(s.Limits)
+	s.watchTree(w)
+	first, err := s.firstScan(ctx, t, fsys)
+	if err != nil || ctx.Err() != nil {
 		return err
 	}
-	if err := s.watchTree(w); err != nil {
-		return err
-	}
-	sink(initialEvent(cur))
+	first.Synced = true
+	s.log.Info("config dir read", "dir", s.dir, "files", len(t.files), "objects", len(t.served), "took", first.took.Round(time.Millisecond))
+	sink(first.Event)
 	settle := time.NewTimer(time.Hour)
 	settle.Stop()
+	resync := time.NewTicker(s.resync())
+	defer resync.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
 		case err := <-w.Errors:
-			s.log.Warn("file watch error", "dir", s.dir, "err", err)
+			s.log.Warn("file watch error; the directory is read again every resync", "dir", s.dir, "err", err)
 		case ev := <-w.Events:
 			if ev.Has(fsnotify.Create) {
-				if st, err := os.Stat(ev.Name); err == nil && st.IsDir() {
-					_ = s.watchTree(w)
-				}
+				s.watchTree(w)
 			}
-			settle.Reset(s.Settle)
+			settle.Reset(s.settle())
+		case <-resync.C:
+			s.watchTree(w) // the directory may have been created again
+			settle.Reset(0)
 		case <-settle.C:
-			next, err := Load(s.dir)
+			start := time.Now()
+			ev, retry, err := t.scan(ctx, fsys)
+			if retry {
+				settle.Reset(s.settle())
+			}
 			if err != nil {
-				s.log.Warn("config dir unreadable; keeping the last config", "err", err)
+				if ctx.Err() == nil {
+					s.log.Warn("config dir cannot be read; keeping the last config", "dir", s.dir, "err", err)
+				}
 				continue
 			}
-			_ = s.watchTree(w) // the dir may have been recreated
-			ev := diff(cur, next)
-			cur = next
 			if len(ev.Changes) > 0 || len(ev.Diagnostics) > 0 {
+				s.log.Info("config dir reloaded", "dir", s.dir, "changed", len(ev.Changes), "files with new diagnostics", len(ev.Diagnostics), "took", time.Since(start).Round(time.Millisecond))
 				sink(ev)
 			}
 		}
 	}
 }
 
-// watchTree adds every non-hidden directory below s.dir to w (fsnotify is
-// not recursive).
-func (s *Source) watchTree(w *fsnotify.Watcher) error {
-	return filepath.WalkDir(s.dir, func(p string, d fs.DirEntry, err error) error {
+type scanned struct {
+	model.Event
+	took time.Duration
+}
+
+// firstScan reads the directory until no file is being written, so the
+// first state is whole.
+func (s *Source) firstScan(ctx context.Context, t *tree, fsys fs.FS) (scanned, error) {
+	start := time.Now()
+	ev, retry, err := t.scan(ctx, fsys)
+	for err == nil && retry && ctx.Err() == nil {
+		select {
+		case <-ctx.Done():
+		case <-time.After(s.settle()):
+		}
+		var more model.Event
+		more, retry, err = t.scan(ctx, fsys)
+		ev = merge(ev, more)
+	}
+	if err != nil && ctx.Err() == nil {
+		return scanned{}, fmt.Errorf("config dir %s: %w (pass --config with a readable directory of YAML manifests)", s.dir, err)
+	}
+	return scanned{ev, time.Since(start)}, nil
+}
+
+// merge folds b into a, as if one scan had seen both.
+func merge(a, b model.Event) model.Event {
+	byKey := map[model.Key]int{}
+	for i, c := range a.Changes {
+		byKey[c.Key] = i
+	}
+	for _, c := range b.Changes {
+		if i, ok := byKey[c.Key]; ok {
+			a.Changes[i] = c
+		} else {
+			a.Changes = append(a.Changes, c)
+		}
+	}
+	for f, d := range b.Diagnostics {
+		a.Diagnostics[f] = d
+	}
+	return a
+}
+
+func (s *Source) settle() time.Duration {
+	if s.Limits.Settle > 0 {
+		return s.Limits.Settle
+	}
+	return 50 * time.Millisecond
+}
+
+func (s *Source) resync() time.Duration {
+	if s.Resync > 0 {
+		return s.Resync
+	}
+	return 5 * time.Second
+}
+
+// watchTree adds every readable, non-hidden directory below s.dir to w
+// (fsnotify is not recursive). What cannot be watched is caught by resync.
+func (s *Source) watchTree(w *fsnotify.Watcher) {
+	_ = filepath.WalkDir(s.dir, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
-			if errors.Is(err, fs.ErrNotExist) {
-				return nil
-			}
-			return err
+			return nil
 		}
 		if !d.IsDir() {
 			return nil
@@ -120,48 +188,7 @@ func (s *Source) watchTree(w *fsnotify.Watcher) error {
 		if p != s.dir && strings.HasPrefix(d.Name(), ".") {
 			return fs.SkipDir
 		}
-		if err := w.Add(p); err != nil {
-			return fmt.Errorf("watching %s: %w", p, err)
-		}
+		_ = w.Add(p)
 		return nil
 	})
-}
-
-// diff reports what changed from prev to next. An object whose document is
-// still present but no longer decodes is kept (not deleted) and carried
-// into next, so the last good config keeps serving.
-func diff(prev, next *Result) model.Event {
-	ev := model.Event{Diagnostics: map[string][]snapshot.Diagnostic{}}
-	prevByKey := make(map[model.Key]*model.Object, len(prev.Objects))
-	for _, o := range prev.Objects {
-		prevByKey[o.Key] = o
-	}
-	nextKeys := make(map[model.Key]bool, len(next.Objects))
-	for _, o := range next.Objects {
-		nextKeys[o.Key] = true
-		if old, ok := prevByKey[o.Key]; ok && prev.hashes[o.Key] == next.hashes[o.Key] && old.Origin == o.Origin {
-			continue
-		}
-		ev.Changes = append(ev.Changes, model.Change{Key: o.Key, Object: o})
-	}
-	for _, o := range prev.Objects {
-		if nextKeys[o.Key] {
-			continue
-		}
-		if next.failed[o.Key] {
-			next.Objects = append(next.Objects, o)
-			next.hashes[o.Key] = prev.hashes[o.Key]
-			continue
-		}
-		ev.Changes = append(ev.Changes, model.Change{Key: o.Key})
-	}
-	for f, d := range next.Diagnostics {
-		ev.Diagnostics[f] = d
-	}
-	for f := range prev.Diagnostics {
-		if _, still := next.Diagnostics[f]; !still {
-			ev.Diagnostics[f] = nil
-		}
-	}
-	return ev
 }

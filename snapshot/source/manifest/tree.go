@@ -1,0 +1,361 @@
+package manifest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"maps"
+	"path"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/xdshard/xdshard/snapshot"
+	"github.com/xdshard/xdshard/snapshot/model"
+)
+
+// Limits bound what reading a directory may cost. Zero fields take the
+// defaults.
+type Limits struct {
+	// FileBytes is the largest manifest file read; a larger one is a
+	// diagnostic and keeps its last good objects. Default 8 MiB.
+	FileBytes int64
+	// DocumentBytes bounds one document as decoded, its YAML aliases
+	// expanded. Default 2 MiB.
+	DocumentBytes int64
+	// ReadTimeout bounds reading one file. Default 10 s.
+	ReadTimeout time.Duration
+	// Settle is how long a file must be left alone before it is decoded:
+	// one modified more recently is read again later, so a writer that
+	// pauses mid-file is never read half-written. 0 decodes at once (for
+	// one-shot reads of a tree nobody writes).
+	Settle time.Duration
+}
+
+func (l Limits) withDefaults() Limits {
+	if l.FileBytes <= 0 {
+		l.FileBytes = 8 << 20
+	}
+	if l.DocumentBytes <= 0 {
+		l.DocumentBytes = 2 << 20
+	}
+	if l.ReadTimeout <= 0 {
+		l.ReadTimeout = 10 * time.Second
+	}
+	return l
+}
+
+// tree is what a directory source knows of its directory: per file, what
+// was last read from it, and which file's copy of each object is served.
+// It is owned by one goroutine.
+type tree struct {
+	limits Limits
+	files  map[string]*fileState       // by slash path relative to the root
+	owner  map[model.Key]string        // the file whose copy of the key is served
+	served map[model.Key]*model.Object // what the model has
+	diags  map[string][]snapshot.Diagnostic
+	now    func() time.Time
+}
+
+// fileState is one manifest file as last read.
+type fileState struct {
+	size  int64
+	mtime time.Time
+	read  bool                        // decoded at size and mtime
+	objs  map[model.Key]*model.Object // the good objects it defines, in file order
+	order []model.Key                 // objs' keys in file order
+	hash  map[model.Key]string        // per object, its document's content hash
+	diags []snapshot.Diagnostic       // from decoding
+	warn  *snapshot.Diagnostic        // why its last read failed; its objects are the last good ones
+}
+
+func newTree(limits Limits) *tree {
+	return &tree{limits: limits.withDefaults(), files: map[string]*fileState{}, owner: map[model.Key]string{},
+		served: map[model.Key]*model.Object{}, diags: map[string][]snapshot.Diagnostic{}, now: time.Now}
+}
+
+// errRootGone is returned by scan when the root cannot be read at all:
+// nothing changes, and what was read keeps serving.
+var errRootGone = errors.New("config dir cannot be read")
+
+// scan reads fsys again and returns what changed since the last scan:
+// object changes, and the diagnostics of every file whose diagnostics
+// changed (nil clears them). retry is true when some file was being
+// written and must be read again after Settle.
+func (t *tree) scan(ctx context.Context, fsys fs.FS) (ev model.Event, retry bool, err error) {
+	present, unreadable, err := t.walk(fsys)
+	if err != nil {
+		return model.Event{}, false, err
+	}
+	for _, p := range present {
+		if ctx.Err() != nil {
+			return model.Event{}, false, ctx.Err()
+		}
+		if t.refresh(ctx, fsys, p) {
+			retry = true
+		}
+	}
+	// A file that is gone is deleted, unless it sits in a folder that could
+	// not be read (then nothing is known of it, and it keeps serving).
+	seen := map[string]bool{}
+	for _, p := range present {
+		seen[p] = true
+	}
+	for p := range t.files {
+		if !seen[p] && !under(p, unreadable) {
+			delete(t.files, p)
+		}
+	}
+	diags := map[string][]snapshot.Diagnostic{}
+	for _, d := range unreadable {
+		diags[d] = []snapshot.Diagnostic{{Severity: snapshot.SeverityError, Origin: d,
+			Message: "folder cannot be read; the objects of its files are kept as last read; fix its permissions"}}
+	}
+	return t.resolve(diags), retry, nil
+}
+
+// walk lists the manifest files below the root and the folders that could
+// not be read. Only the root's own failure is an error.
+func (t *tree) walk(fsys fs.FS) (files, unreadable []string, err error) {
+	if _, err := fs.Stat(fsys, "."); err != nil {
+		return nil, nil, fmt.Errorf("%w: %v", errRootGone, err)
+	}
+	err = fs.WalkDir(fsys, ".", func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			if p == "." {
+				return err
+			}
+			unreadable = append(unreadable, p)
+			if d != nil && d.IsDir() {
+				return fs.SkipDir
+			}
+			return nil
+		}
+		if p != "." && strings.HasPrefix(d.Name(), ".") {
+			if d.IsDir() {
+				return fs.SkipDir
+			}
+			return nil
+		}
+		if !d.IsDir() && isManifest(d.Name()) {
+			files = append(files, p)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, nil, fmt.Errorf("%w: %v", errRootGone, err)
+	}
+	slices.Sort(files)
+	return files, unreadable, nil
+}
+
+func under(p string, dirs []string) bool {
+	for _, d := range dirs {
+		if p == d || strings.HasPrefix(p, d+"/") {
+			return true
+		}
+	}
+	return false
+}
+
+// refresh reads p again if it changed, keeping its last good objects when
+// it cannot be read. It reports whether p must be looked at again later.
+func (t *tree) refresh(ctx context.Context, fsys fs.FS, p string) (retry bool) {
+	st := t.files[p]
+	if st == nil {
+		st = &fileState{objs: map[model.Key]*model.Object{}, hash: map[model.Key]string{}}
+		t.files[p] = st
+	}
+	fail := func(format string, args ...any) bool {
+		st.warn = &snapshot.Diagnostic{Severity: snapshot.SeverityError, Origin: p,
+			Message: fmt.Sprintf(format, args...)}
+		st.read = false
+		return false
+	}
+	info, err := fs.Stat(fsys, p) // follows symbolic links
+	if err != nil {
+		return fail("cannot be read (%v); its objects are kept as last read", err)
+	}
+	if !info.Mode().IsRegular() {
+		return fail("is not a regular file (%s); only regular files are read, and its objects are kept as last read", info.Mode().Type())
+	}
+	if info.Size() > t.limits.FileBytes {
+		return fail("is %d bytes, more than the %d a manifest file may have (--max-file-bytes); split it; its objects are kept as last read", info.Size(), t.limits.FileBytes)
+	}
+	if st.read && info.Size() == st.size && info.ModTime().Equal(st.mtime) {
+		return false // unchanged since it was decoded
+	}
+	if t.limits.Settle > 0 && t.now().Sub(info.ModTime()) < t.limits.Settle {
+		return true // being written: decode it once it is left alone
+	}
+	data, err := readFile(ctx, fsys, p, t.limits)
+	if err != nil {
+		return fail("cannot be read (%v); its objects are kept as last read", err)
+	}
+	if after, err := fs.Stat(fsys, p); err != nil || after.Size() != info.Size() || !after.ModTime().Equal(info.ModTime()) || int64(len(data)) != info.Size() {
+		return true // changed while it was read
+	}
+	st.size, st.mtime, st.read, st.warn = info.Size(), info.ModTime(), true, nil
+	t.decode(st, p, data)
+	return false
+}
+
+// decode replaces st's objects by those of data. A document that names an
+// object but no longer decodes keeps that object's last good copy.
+func (t *tree) decode(st *fileState, p string, data []byte) {
+	objs, hash, order := map[model.Key]*model.Object{}, map[model.Key]string{}, []model.Key(nil)
+	st.diags = nil
+	for _, d := range DecodeWith(p, data, t.limits) {
+		if d.Diag != nil {
+			st.diags = append(st.diags, *d.Diag)
+		}
+		var o *model.Object
+		switch {
+		case d.Object != nil:
+			o, hash[d.Object.Key] = d.Object, d.Hash
+		case d.Key != nil && st.objs[*d.Key] != nil:
+			o, hash[*d.Key] = st.objs[*d.Key], st.hash[*d.Key] // its last good copy
+		}
+		if o == nil {
+			continue
+		}
+		if _, dup := objs[o.Key]; dup {
+			st.diags = append(st.diags, model.Reject(o, fmt.Sprintf("defined twice in this file: first at %s; delete one (the first is kept)", objs[o.Key].Origin)))
+			continue
+		}
+		objs[o.Key] = o
+		order = append(order, o.Key)
+	}
+	st.objs, st.hash, st.order = objs, hash, order
+}
+
+// resolve decides, for every key, whose copy is served: the file that
+// serves it now keeps it while it defines it; otherwise the first file by
+// path. A second definition is rejected with a diagnostic naming both
+// places, whatever the file names. It returns the changes to what is
+// served and the diagnostics that changed.
+func (t *tree) resolve(extra map[string][]snapshot.Diagnostic) model.Event {
+	claims := map[model.Key][]string{}
+	for _, p := range slices.Sorted(maps.Keys(t.files)) {
+		for _, k := range t.files[p].order {
+			claims[k] = append(claims[k], p)
+		}
+	}
+	diags := extra
+	for p, st := range t.files {
+		if st.warn != nil {
+			diags[p] = append(diags[p], *st.warn)
+		}
+		diags[p] = append(diags[p], st.diags...)
+	}
+	ev := model.Event{Diagnostics: map[string][]snapshot.Diagnostic{}}
+	next := map[model.Key]*model.Object{}
+	for k, files := range claims {
+		owner := files[0]
+		if cur, ok := t.owner[k]; ok && slices.Contains(files, cur) {
+			owner = cur
+		}
+		t.owner[k] = owner
+		first := t.files[owner].objs[k]
+		next[k] = first
+		for _, p := range files {
+			if p != owner {
+				o := t.files[p].objs[k]
+				diags[p] = append(diags[p], model.Reject(o, fmt.Sprintf("defined twice: the copy at %s is served; this one is ignored; delete or rename one of them", first.Origin)))
+			}
+		}
+	}
+	for k := range t.owner {
+		if _, ok := claims[k]; !ok {
+			delete(t.owner, k)
+		}
+	}
+	for _, k := range sortedObjectKeys(next) {
+		if t.served[k] != next[k] {
+			ev.Changes = append(ev.Changes, model.Change{Key: k, Object: next[k]})
+		}
+	}
+	for _, k := range sortedObjectKeys(t.served) {
+		if _, ok := next[k]; !ok {
+			ev.Changes = append(ev.Changes, model.Change{Key: k})
+		}
+	}
+	t.served = next
+	for p, d := range diags {
+		if !slices.Equal(d, t.diags[p]) {
+			ev.Diagnostics[p] = d
+		}
+	}
+	for p := range t.diags {
+		if _, ok := diags[p]; !ok {
+			ev.Diagnostics[p] = nil
+		}
+	}
+	for p, d := range diags {
+		if len(d) == 0 {
+			delete(diags, p)
+			if len(t.diags[p]) == 0 {
+				delete(ev.Diagnostics, p)
+			}
+		}
+	}
+	t.diags = diags
+	return ev
+}
+
+func sortedObjectKeys(m map[model.Key]*model.Object) []model.Key {
+	return slices.SortedFunc(maps.Keys(m), func(a, b model.Key) int { return strings.Compare(a.String(), b.String()) })
+}
+
+// objects lists what is served, in file order.
+func (t *tree) objects() []*model.Object {
+	var out []*model.Object
+	for _, p := range slices.Sorted(maps.Keys(t.files)) {
+		for _, k := range t.files[p].order {
+			if t.owner[k] == p {
+				out = append(out, t.served[k])
+			}
+		}
+	}
+	return out
+}
+
+// readFile reads p whole, bounded in size and time. A read that outlives
+// its time is abandoned (its goroutine ends when the read does).
+func readFile(ctx context.Context, fsys fs.FS, p string, l Limits) ([]byte, error) {
+	type result struct {
+		data []byte
+		err  error
+	}
+	done := make(chan result, 1)
+	go func() {
+		f, err := fsys.Open(p)
+		if err != nil {
+			done <- result{nil, err}
+			return
+		}
+		defer f.Close()
+		data, err := io.ReadAll(io.LimitReader(f, l.FileBytes+1))
+		if err == nil && int64(len(data)) > l.FileBytes {
+			err = fmt.Errorf("grew past %d bytes while being read", l.FileBytes)
+		}
+		done <- result{data, err}
+	}()
+	timer := time.NewTimer(l.ReadTimeout)
+	defer timer.Stop()
+	select {
+	case r := <-done:
+		return r.data, r.err
+	case <-timer.C:
+		return nil, fmt.Errorf("reading took longer than %s", l.ReadTimeout)
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+func isManifest(name string) bool {
+	ext := path.Ext(name)
+	return ext == ".yaml" || ext == ".yml"
+}
