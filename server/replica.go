@@ -46,15 +46,16 @@ type Config struct {
 // xDS and admin servers, started by Start and stopped by its context or
 // Close.
 type Replica struct {
-	cfg     Config
-	log     *slog.Logger
-	reg     *prometheus.Registry
-	mesh    *model.Mesh
-	store   *snapshot.Store
-	builder *builder.Builder
-	xds     *xds.Server
-	grpc    *grpc.Server
-	http    *http.Server
+	cfg      Config
+	log      *slog.Logger
+	reg      *prometheus.Registry
+	problems *problems
+	mesh     *model.Mesh
+	store    *snapshot.Store
+	builder  *builder.Builder
+	xds      *xds.Server
+	grpc     *grpc.Server
+	http     *http.Server
 
 	xdsAddr, adminAddr string
 	synced             chan struct{} // closed once the first full state is built
@@ -85,9 +86,11 @@ func Start(ctx context.Context, cfg Config) (*Replica, error) {
 	}
 	r := &Replica{cfg: cfg, log: cfg.Logger, reg: cfg.Registry, mesh: model.NewMesh(), store: snapshot.NewStore(cfg.History),
 		synced: make(chan struct{}), errc: make(chan error, 4)}
+	r.problems = newProblems(r.log, r.reg)
 	r.xds = xds.New(r.store, xds.Options{Resolver: r.mesh, Logger: r.log, Registry: r.reg, PushConcurrency: cfg.PushConcurrency})
 	r.builder = builder.New(r.mesh, r.store, builder.Options{
 		Debounce: cfg.Debounce, MaxDelay: cfg.MaxDelay, Build: cfg.Build, Logger: r.log, Observe: r.xds.Metrics().Stage,
+		OnBuild: r.built,
 	})
 	xdsLis, err := net.Listen("tcp", cfg.XDSAddr)
 	if err != nil {
@@ -141,6 +144,7 @@ func (r *Replica) runSource(ctx context.Context) error {
 	err := r.cfg.Source.Run(ctx, func(ev model.Event) {
 		for file, d := range ev.Diagnostics {
 			r.builder.SetDiagnostics(file, d)
+			r.problems.set("source "+file, d)
 		}
 		if !first || !ev.Synced {
 			r.builder.Apply(ev.Changes)
@@ -178,14 +182,41 @@ func (r *Replica) serveXDS(ctx context.Context, lis net.Listener) error {
 	return nil
 }
 
+// built records a build's diagnostics and outcome for status and health.
+func (r *Replica) built(tenant string, snap *snapshot.Snapshot, err error) {
+	scope := "tenant " + tenant
+	switch {
+	case err != nil:
+		r.problems.buildFailed(tenant, err.Error())
+	case snap == nil:
+		r.problems.buildFailed(tenant, "")
+		r.problems.set(scope, nil)
+	default:
+		r.problems.buildFailed(tenant, "")
+		r.problems.set(scope, snap.Diagnostics)
+	}
+}
+
 func (r *Replica) adminHandler() http.Handler {
 	return admin.Handler(admin.Options{
 		Gatherer: r.reg,
 		Ready:    r.Ready,
+		Health:   r.Health,
 		Clients:  func() any { return r.xds.Clients() },
 		Store:    r.store,
 		Failures: r.builder.Failures,
+		MeshWide: r.problems.meshWide,
 	})
+}
+
+// Health says whether the replica serves all of its config ("serving") or
+// serves with problems ("degraded"), and the reasons. Readiness does not
+// follow it: proxies must keep their config while an operator fixes it.
+func (r *Replica) Health() (status string, reasons []string) {
+	if ok, why := r.Ready(); !ok {
+		return "starting", []string{why}
+	}
+	return r.problems.health()
 }
 
 // Ready reports whether the replica serves config, and if not, why.

@@ -30,6 +30,7 @@ type serveConfig struct {
 	maxDelay  time.Duration
 	history   int
 	logLevel  string
+	logFormat string
 
 	pushConcurrency int
 }
@@ -45,6 +46,7 @@ func serveFlags(args []string) (*serveConfig, error) {
 	fs.DurationVar(&c.maxDelay, "max-delay", time.Second, "longest a tenant's change waits during a burst of changes")
 	fs.IntVar(&c.history, "history", snapshot.DefaultHistory, "snapshot versions kept per tenant for rollback")
 	fs.IntVar(&c.pushConcurrency, "push-concurrency", xds.DefaultPushConcurrency, "streams that may encode and send at once; a change that wakes every proxy is sent this many at a time (istiod's PILOT_PUSH_THROTTLE)")
+	fs.StringVar(&c.logFormat, "log-format", "text", "text or json")
 	fs.StringVar(&c.logLevel, "log-level", "info", "debug, info, warn or error")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
@@ -80,7 +82,7 @@ func serveCmd(args []string) error {
 	if err != nil {
 		return err
 	}
-	log, err := newLogger(cfg.logLevel)
+	log, err := newLogger(cfg.logLevel, cfg.logFormat)
 	if err != nil {
 		return err
 	}

@@ -18,6 +18,12 @@ type Options struct {
 	Gatherer prometheus.Gatherer
 	// Ready reports whether the replica may take traffic, and if not, why.
 	Ready func() (ready bool, reason string)
+	// Health reports "serving", "degraded" (it serves, with problems) or
+	// "starting", with the reasons.
+	Health func() (status string, reasons []string)
+	// MeshWide are the problems that belong to no tenant (a file that
+	// does not parse, an unknown kind, an unreadable folder).
+	MeshWide func() []snapshot.Diagnostic
 	// Clients is /debug/syncz: every connected stream's sync state.
 	Clients func() any
 	// Store is read for /debug/tenantz.
@@ -27,8 +33,11 @@ type Options struct {
 	Failures func() map[string]error
 }
 
-// Handler serves /healthz, /readyz, /metrics, /debug/pprof/, /debug/syncz
-// and /debug/tenantz.
+// Handler serves /healthz (the process lives), /readyz (it serves config:
+// 200 once the first full state is built, and from then on, whatever goes
+// wrong, since proxies must keep their config), /statusz (serving or
+// degraded, with the reasons, as JSON; always 200), /metrics,
+// /debug/pprof/, /debug/syncz and /debug/tenantz.
 func Handler(o Options) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
@@ -41,6 +50,16 @@ func Handler(o Options) http.Handler {
 		}
 		_, _ = w.Write([]byte("ready\n"))
 	})
+	mux.HandleFunc("/statusz", func(w http.ResponseWriter, _ *http.Request) {
+		status, reasons := o.Health()
+		if reasons == nil {
+			reasons = []string{}
+		}
+		writeJSON(w, struct {
+			Status  string   `json:"status"`
+			Reasons []string `json:"reasons"`
+		}{status, reasons})
+	})
 	mux.Handle("/metrics", promhttp.HandlerFor(o.Gatherer, promhttp.HandlerOpts{}))
 	mux.HandleFunc("/debug/pprof/", pprof.Index)
 	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
@@ -49,7 +68,7 @@ func Handler(o Options) http.Handler {
 	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	mux.HandleFunc("/debug/syncz", func(w http.ResponseWriter, _ *http.Request) { writeJSON(w, o.Clients()) })
 	mux.HandleFunc("/debug/tenantz", func(w http.ResponseWriter, _ *http.Request) {
-		writeJSON(w, Tenants(o.Store, o.Failures()))
+		writeJSON(w, Tenantz{MeshWide: MeshWide{Diagnostics: o.MeshWide()}, Tenants: Tenants(o.Store, o.Failures())})
 	})
 	return mux
 }
@@ -59,6 +78,18 @@ func writeJSON(w http.ResponseWriter, v any) {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	_ = enc.Encode(v)
+}
+
+// Tenantz is /debug/tenantz: the problems that belong to no tenant, then
+// every tenant's status.
+type Tenantz struct {
+	MeshWide MeshWide       `json:"meshWide"`
+	Tenants  []TenantStatus `json:"tenants"`
+}
+
+// MeshWide holds the diagnostics no tenant owns.
+type MeshWide struct {
+	Diagnostics []snapshot.Diagnostic `json:"diagnostics"`
 }
 
 // TenantStatus is one tenant's served snapshot: its version, when it was

@@ -114,7 +114,12 @@ func (s *Server) Metrics() *Metrics { return s.metrics }
 func (s *Server) Close() { s.cancel() }
 
 // bind resolves the tenant of a stream's node and registers the stream.
-func (s *Server) bind(node *core.Node, delta bool) (*conn, error) {
+func (s *Server) bind(node *core.Node, delta bool) (c *conn, err error) {
+	defer func() {
+		if err != nil {
+			s.log.Info("stream refused", "node", node.GetId(), "reason", err)
+		}
+	}()
 	if node == nil {
 		return nil, status.Error(codes.InvalidArgument, "the first request carries no node; send the node (id and metadata) on the first request")
 	}
@@ -130,7 +135,7 @@ func (s *Server) bind(node *core.Node, delta bool) (*conn, error) {
 	if metaString(node, "GENERATOR") == GeneratorGRPC {
 		view = snapshot.ViewGRPC
 	}
-	c := newConn(s.nextID.Add(1), node, ns, tenant, view, delta)
+	c = newConn(s.nextID.Add(1), node, ns, tenant, view, delta)
 	s.register(c)
 	s.log.Debug("stream connected", "node", node.GetId(), "tenant", tenant, "view", view, "delta", delta)
 	return c, nil

@@ -61,6 +61,7 @@ func (s *Server) loop(ctx context.Context, c *conn, recvErr <-chan error, f face
 	defer w.Close()
 	for {
 		if err := s.stillBound(c); err != nil {
+			s.log.Info("stream ended: its namespace left its tenant", "node", c.node.GetId(), "reason", err)
 			return err
 		}
 		if err := s.push(ctx, c, f); err != nil {

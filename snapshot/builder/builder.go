@@ -33,6 +33,10 @@ type Options struct {
 	// OnPublish is told of every published snapshot with the time the
 	// oldest change it carries entered the builder.
 	OnPublish func(s *snapshot.Snapshot, changedAt time.Time)
+	// OnBuild is told of every build's outcome, published or not: the
+	// snapshot, or the error (the last good snapshot then stays); both nil
+	// when the tenant no longer exists.
+	OnBuild func(tenant string, s *snapshot.Snapshot, err error)
 }
 
 // Builder debounces changes per tenant and keeps the store current.
@@ -80,6 +84,9 @@ func New(mesh *model.Mesh, store *snapshot.Store, opts Options) *Builder {
 	}
 	if opts.Observe == nil {
 		opts.Observe = func(string, time.Duration) {}
+	}
+	if opts.OnBuild == nil {
+		opts.OnBuild = func(string, *snapshot.Snapshot, error) {}
 	}
 	b := &Builder{
 		mesh:     mesh,
@@ -262,6 +269,10 @@ func (b *Builder) buildTenant(tenant string, changedAt time.Time) error {
 	view := b.mesh.View(tenant)
 	if len(view.Namespaces) == 0 {
 		b.store.Remove(tenant)
+		b.mu.Lock()
+		delete(b.failures, tenant)
+		b.mu.Unlock()
+		b.opts.OnBuild(tenant, nil, nil)
 		return nil
 	}
 	start := time.Now()
@@ -274,6 +285,7 @@ func (b *Builder) buildTenant(tenant string, changedAt time.Time) error {
 		delete(b.failures, tenant)
 	}
 	b.mu.Unlock()
+	b.opts.OnBuild(tenant, snap, err)
 	if err != nil {
 		b.log.Error("tenant build failed; keeping its last good snapshot", "tenant", tenant, "err", err)
 		return err

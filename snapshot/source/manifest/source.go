@@ -13,6 +13,7 @@ import (
 
 	"github.com/fsnotify/fsnotify"
 
+	"github.com/xdshard/xdshard/snapshot"
 	"github.com/xdshard/xdshard/snapshot/model"
 )
 
@@ -83,6 +84,7 @@ func (s *Source) Run(ctx context.Context, sink func(model.Event)) error {
 	settle.Stop()
 	resync := time.NewTicker(s.resync())
 	defer resync.Stop()
+	rootDown := false // a diagnostic says the directory cannot be read
 	for {
 		select {
 		case <-ctx.Done():
@@ -104,10 +106,17 @@ func (s *Source) Run(ctx context.Context, sink func(model.Event)) error {
 				settle.Reset(s.settle())
 			}
 			if err != nil {
-				if ctx.Err() == nil {
+				if ctx.Err() == nil && !rootDown {
+					rootDown = true
 					s.log.Warn("config dir cannot be read; keeping the last config", "dir", s.dir, "err", err)
+					sink(model.Event{Diagnostics: map[string][]snapshot.Diagnostic{s.dir: {{Severity: snapshot.SeverityError, Origin: s.dir,
+						Message: fmt.Sprintf("the config folder cannot be read (%v); every object read from it keeps serving; it is read again when it comes back", err)}}}})
 				}
 				continue
+			}
+			if rootDown {
+				rootDown = false
+				ev.Diagnostics[s.dir] = nil
 			}
 			if len(ev.Changes) > 0 || len(ev.Diagnostics) > 0 {
 				s.log.Info("config dir reloaded", "dir", s.dir, "changed", len(ev.Changes), "files with new diagnostics", len(ev.Diagnostics), "took", time.Since(start).Round(time.Millisecond))
