@@ -14,7 +14,7 @@ func analyzeCmd(args []string) error {
 	fs := flag.NewFlagSet("analyze", flag.ContinueOnError)
 	config := fs.String("config", "", "directory of YAML manifests (default: the embedded demo mesh)")
 	fs.Usage = func() {
-		fmt.Fprintln(fs.Output(), "Usage: xdshard analyze [--config DIR]\n\nReports where Istio's authorization (generated policies included) and NetworkPolicies disagree,\nand cross-tenant exposure. Exits 3 when it finds something.")
+		fmt.Fprintln(fs.Output(), "Usage: xdshard analyze [--config DIR]\n\nReports where Istio's authorization (generated policies included) and NetworkPolicies disagree,\nand cross-tenant exposure. Exits 3 when it finds something, 2 when the config has errors\n(as xdshard check reports them), 1 when it cannot run.")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -24,16 +24,22 @@ func analyzeCmd(args []string) error {
 	if err != nil {
 		return err
 	}
-	for _, d := range res.Diags() {
-		fmt.Fprintln(os.Stderr, d.Error())
+	diags, err := checkMesh(mesh, res)
+	if err != nil {
+		return err
+	}
+	for _, d := range diags {
+		fmt.Fprintln(os.Stderr, d.String())
 	}
 	findings := policy.Analyze(mesh)
 	for _, f := range findings {
 		fmt.Println(f.String())
 	}
+	if err := configVerdict(diags, len(mesh.Tenants())); err != nil {
+		return err // findings over a config with errors are not to be trusted
+	}
 	if len(findings) > 0 {
-		fmt.Fprintf(os.Stderr, "%d findings\n", len(findings))
-		os.Exit(3)
+		return &exitError{code: exitFindings, msg: fmt.Sprintf("%d findings", len(findings))}
 	}
 	fmt.Fprintln(os.Stderr, "no findings")
 	return nil

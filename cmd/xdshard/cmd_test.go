@@ -3,9 +3,12 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"io"
 	"log/slog"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -100,6 +103,50 @@ func TestAdminEndpoints(t *testing.T) {
 		resp.Body.Close()
 		if resp.StatusCode != 200 || !strings.Contains(string(body), want) {
 			t.Errorf("%s: %d %q, want 200 containing %q", path, resp.StatusCode, body, want)
+		}
+	}
+}
+
+// TestExitCodes: check, render and analyze say by their exit code whether
+// the config has errors, so a pipeline can stop a change before it lands.
+func TestExitCodes(t *testing.T) {
+	clean := t.TempDir()
+	if err := demo.WriteTo(clean); err != nil {
+		t.Fatal(err)
+	}
+	bad := t.TempDir()
+	if err := demo.WriteTo(bad); err != nil {
+		t.Fatal(err)
+	}
+	poison := "apiVersion: v1\nkind: Service\nmetadata: {name: huge, namespace: acme-web}\nspec:\n  clusterIP: 10.96.9.9\n  ports: [{name: http, port: 70000}]\n"
+	if err := os.WriteFile(filepath.Join(bad, "90-poison.yaml"), []byte(poison), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	code := func(args ...string) int {
+		err := run(args)
+		var ee *exitError
+		switch {
+		case err == nil:
+			return exitOK
+		case errors.As(err, &ee):
+			return ee.code
+		default:
+			return exitFailed
+		}
+	}
+	for _, c := range []struct {
+		args []string
+		want int
+	}{
+		{[]string{"check", "--config", clean}, exitOK},
+		{[]string{"check", "--config", bad}, exitConfigError},
+		{[]string{"render", "--config", bad}, exitConfigError},
+		{[]string{"render", "--config", bad, "--tenant", "globex"}, exitConfigError},
+		{[]string{"analyze", "--config", bad}, exitConfigError},
+		{[]string{"check", "--config", filepath.Join(bad, "nope")}, exitFailed},
+	} {
+		if got := code(c.args...); got != c.want {
+			t.Errorf("xdshard %v exited %d, want %d", c.args, got, c.want)
 		}
 	}
 }

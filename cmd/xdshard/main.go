@@ -24,6 +24,7 @@ func commands() map[string]command {
 		"serve":   {"serve tenant snapshots over ADS (default: the embedded demo mesh)", serveCmd},
 		"render":  {"print a tenant's snapshot as JSON, list tenants, or print generated policies as YAML", renderCmd},
 		"analyze": {"report Istio/NetworkPolicy disagreements and cross-tenant exposure", analyzeCmd},
+		"check":   {"validate a config directory as serve would, for CI (exit 2 on errors)", checkCmd},
 		"bench":   {"measure push latency under synthetic load against go-control-plane, in one run", benchCmd},
 		"version": {"print the version", versionCmd},
 	}
@@ -32,10 +33,17 @@ func commands() map[string]command {
 func main() {
 	if err := run(os.Args[1:]); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
-			os.Exit(0)
+			os.Exit(exitOK)
+		}
+		var ee *exitError
+		if errors.As(err, &ee) {
+			if ee.msg != "" {
+				fmt.Fprintln(os.Stderr, "xdshard:", ee.msg)
+			}
+			os.Exit(ee.code)
 		}
 		fmt.Fprintln(os.Stderr, "xdshard:", err)
-		os.Exit(1)
+		os.Exit(exitFailed)
 	}
 }
 

@@ -35,24 +35,39 @@ func renderCmd(args []string) error {
 	if err != nil {
 		return err
 	}
-	for _, d := range res.Diags() {
-		fmt.Fprintln(os.Stderr, d.Error())
-	}
 	if *tenant != "" && !contains(mesh.Tenants(), *tenant) {
 		return fmt.Errorf("no tenant %q; tenants are %s", *tenant, strings.Join(mesh.Tenants(), ", "))
 	}
-	if *kind != "" {
-		return renderGenerated(mesh, *tenant, *kind)
+	if err := renderOne(mesh, *tenant, *kind, *views); err != nil {
+		return err
 	}
-	if *tenant == "" {
+	// The output is printed whatever the config's state; the exit code
+	// says whether serve would reject part of it (see xdshard check).
+	diags, err := checkMesh(mesh, res)
+	if err != nil {
+		return err
+	}
+	for _, d := range diags {
+		if !d.Warning() {
+			fmt.Fprintln(os.Stderr, d.String())
+		}
+	}
+	return configVerdict(diags, len(mesh.Tenants()))
+}
+
+func renderOne(mesh *model.Mesh, tenant, kind, views string) error {
+	if kind != "" {
+		return renderGenerated(mesh, tenant, kind)
+	}
+	if tenant == "" {
 		return listTenants(mesh)
 	}
-	snap, err := translate.Compose(mesh.View(*tenant))
+	snap, err := translate.Compose(mesh.View(tenant))
 	if err != nil {
 		return err
 	}
 	var vs []snapshot.View
-	for _, v := range strings.Split(*views, ",") {
+	for _, v := range strings.Split(views, ",") {
 		if v = strings.TrimSpace(v); v != "" {
 			vs = append(vs, snapshot.View(v))
 		}
