@@ -4,6 +4,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 	"text/tabwriter"
 
@@ -90,14 +91,19 @@ func listTenants(mesh *model.Mesh) error {
 	return w.Flush()
 }
 
-// loadMesh reads a config dir, or the embedded demo when dir is empty.
+// loadMesh reads a config dir as serve's source first reads it, or the
+// embedded demo when dir is empty.
 func loadMesh(dir string) (*model.Mesh, *manifest.Result, error) {
+	return loadMeshLimited(dir, manifest.Limits{})
+}
+
+func loadMeshLimited(dir string, limits manifest.Limits) (*model.Mesh, *manifest.Result, error) {
 	var res *manifest.Result
 	var err error
 	if dir == "" {
 		res, err = manifest.LoadFS(demo.FS())
 	} else {
-		res, err = manifest.Load(dir)
+		res, err = manifest.LoadWith(dir, limits)
 	}
 	if err != nil {
 		return nil, nil, err
@@ -105,11 +111,4 @@ func loadMesh(dir string) (*model.Mesh, *manifest.Result, error) {
 	return res.Mesh(), res, nil
 }
 
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
-}
+func contains(list []string, s string) bool { return slices.Contains(list, s) }

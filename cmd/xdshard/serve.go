@@ -33,6 +33,7 @@ type serveConfig struct {
 	logFormat string
 
 	pushConcurrency int
+	maxFileBytes    int64
 }
 
 func serveFlags(args []string) (*serveConfig, error) {
@@ -46,6 +47,7 @@ func serveFlags(args []string) (*serveConfig, error) {
 	fs.DurationVar(&c.maxDelay, "max-delay", time.Second, "longest a tenant's change waits during a burst of changes")
 	fs.IntVar(&c.history, "history", snapshot.DefaultHistory, "snapshot versions kept per tenant for rollback")
 	fs.IntVar(&c.pushConcurrency, "push-concurrency", xds.DefaultPushConcurrency, "streams that may encode and send at once; a change that wakes every proxy is sent this many at a time (istiod's PILOT_PUSH_THROTTLE)")
+	fs.Int64Var(&c.maxFileBytes, "max-file-bytes", 8<<20, "largest manifest file read; a larger one is reported and keeps its last good objects")
 	fs.StringVar(&c.logFormat, "log-format", "text", "text or json")
 	fs.StringVar(&c.logLevel, "log-level", "info", "debug, info, warn or error")
 	if err := fs.Parse(args); err != nil {
@@ -64,6 +66,9 @@ func serveFlags(args []string) (*serveConfig, error) {
 		if st, err := os.Stat(c.config); err != nil || !st.IsDir() {
 			return nil, fmt.Errorf("--config %q is not a readable directory; pass a directory of YAML manifests, or omit --config for the demo mesh", c.config)
 		}
+	}
+	if c.maxFileBytes < 1 {
+		return nil, fmt.Errorf("--max-file-bytes %d: want at least 1", c.maxFileBytes)
 	}
 	if c.pushConcurrency < 1 {
 		return nil, fmt.Errorf("--push-concurrency %d: want at least 1", c.pushConcurrency)
@@ -99,17 +104,19 @@ func serveCmd(args []string) error {
 // startServing starts the one replica assembly with serve's flags.
 func startServing(ctx context.Context, cfg *serveConfig, log *slog.Logger) (*server.Replica, error) {
 	return server.Start(ctx, server.Config{
-		Source: source(cfg.config, log), XDSAddr: cfg.xdsAddr, AdminAddr: cfg.adminAddr,
+		Source: source(cfg.config, cfg.maxFileBytes, log), XDSAddr: cfg.xdsAddr, AdminAddr: cfg.adminAddr,
 		Debounce: cfg.debounce, MaxDelay: cfg.maxDelay, History: cfg.history, PushConcurrency: cfg.pushConcurrency,
 		Logger: log,
 	})
 }
 
-func source(dir string, log *slog.Logger) model.Source {
+func source(dir string, maxFileBytes int64, log *slog.Logger) model.Source {
 	if dir == "" {
 		return manifest.StaticSource(demo.FS())
 	}
-	return manifest.NewSource(dir, log)
+	s := manifest.NewSource(dir, log)
+	s.Limits.FileBytes = maxFileBytes
+	return s
 }
 
 func printBanner(w io.Writer, cfg *serveConfig, r *server.Replica) {

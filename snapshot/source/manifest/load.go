@@ -42,7 +42,10 @@ func (r *Result) Errors() int {
 // are skipped), as a directory source first reads it. A missing or
 // unreadable dir is an error; problems in files are diagnostics, and
 // everything sound still loads.
-func Load(dir string) (*Result, error) {
+func Load(dir string) (*Result, error) { return LoadWith(dir, Limits{}) }
+
+// LoadWith is Load with limits.
+func LoadWith(dir string, limits Limits) (*Result, error) {
 	st, err := os.Stat(dir)
 	if err != nil {
 		return nil, fmt.Errorf("config dir: %w (pass --config with a directory of YAML manifests)", err)
@@ -50,12 +53,14 @@ func Load(dir string) (*Result, error) {
 	if !st.IsDir() {
 		return nil, fmt.Errorf("config dir %s is a file; pass the directory that holds it", dir)
 	}
-	return LoadFS(os.DirFS(dir))
+	return loadFS(os.DirFS(dir), limits)
 }
 
 // LoadFS is Load over any file system, such as the embedded demo.
-func LoadFS(fsys fs.FS) (*Result, error) {
-	t := newTree(Limits{})
+func LoadFS(fsys fs.FS) (*Result, error) { return loadFS(fsys, Limits{}) }
+
+func loadFS(fsys fs.FS, limits Limits) (*Result, error) {
+	t := newTree(limits)
 	ev, _, err := t.scan(context.Background(), fsys)
 	if err != nil {
 		return nil, fmt.Errorf("reading config dir: %w", err)

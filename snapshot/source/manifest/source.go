@@ -119,7 +119,7 @@ func (s *Source) Run(ctx context.Context, sink func(model.Event)) error {
 				ev.Diagnostics[s.dir] = nil
 			}
 			if len(ev.Changes) > 0 || len(ev.Diagnostics) > 0 {
-				s.log.Info("config dir reloaded", "dir", s.dir, "changed", len(ev.Changes), "files with new diagnostics", len(ev.Diagnostics), "took", time.Since(start).Round(time.Millisecond))
+				s.log.Info("config dir reloaded", "dir", s.dir, "files", len(t.files), "objects", len(t.served), "changed", len(ev.Changes), "files with new diagnostics", len(ev.Diagnostics), "took", time.Since(start).Round(time.Millisecond))
 				sink(ev)
 			}
 		}
