@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # The test command from the README: formatting, vet, every test with the race
 # detector, and a short run of each fuzz target. Needs only Go; everything
-# else comes from the Go module proxy and is cached in the module cache.
+# else comes from the Go module proxy and is cached in the module cache. The
+# tests against a real Kubernetes API server use kube-apiserver and etcd,
+# which scripts/kube-bins.sh builds once (about 12 minutes on 2 cores) and
+# caches outside the clone.
 #   FUZZTIME=30s scripts/test.sh   fuzz longer
 #   LONG=1 scripts/test.sh         also run the long suites (tests that check LONG)
 set -euo pipefail
@@ -13,6 +16,10 @@ unformatted="$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go'
 if [ -n "$unformatted" ]; then
   echo "gofmt needed on:"; echo "$unformatted"; exit 1
 fi
+
+echo "== kube-apiserver and etcd for the Kubernetes tests"
+XDSHARD_KUBE_BIN="$(./scripts/kube-bins.sh)"
+export XDSHARD_KUBE_BIN
 
 echo "== go vet"
 go vet ./...

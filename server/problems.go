@@ -22,6 +22,9 @@ import (
 type problems struct {
 	log   *slog.Logger
 	gauge *prometheus.GaugeVec
+	// appeared is told of each problem when it first appears (the source
+	// records it where its users look, a Kubernetes Event); nil for none.
+	appeared func(snapshot.Diagnostic)
 
 	mu      sync.Mutex
 	byScope map[string][]snapshot.Diagnostic // "source <file>" or "tenant <name>"
@@ -29,7 +32,10 @@ type problems struct {
 	failed  map[string]string // tenant -> its last build's error
 }
 
-func newProblems(log *slog.Logger, reg prometheus.Registerer) *problems {
+func newProblems(log *slog.Logger, reg prometheus.Registerer, appeared func(snapshot.Diagnostic)) *problems {
+	if appeared == nil {
+		appeared = func(snapshot.Diagnostic) {}
+	}
 	g := prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "xdshard_config_diagnostics",
 		Help: "Problems with the config now: objects rejected (severity error) or used in part (warning), by the kind of object (file and folder for inputs that are not objects yet).",
@@ -39,11 +45,18 @@ func newProblems(log *slog.Logger, reg prometheus.Registerer) *problems {
 			g = are.ExistingCollector.(*prometheus.GaugeVec)
 		}
 	}
-	return &problems{log: log, gauge: g, byScope: map[string][]snapshot.Diagnostic{}, refs: map[snapshot.Diagnostic]int{}, failed: map[string]string{}}
+	return &problems{log: log, gauge: g, appeared: appeared, byScope: map[string][]snapshot.Diagnostic{}, refs: map[snapshot.Diagnostic]int{}, failed: map[string]string{}}
 }
 
 // set replaces what scope reports.
 func (p *problems) set(scope string, diags []snapshot.Diagnostic) {
+	for _, d := range p.update(scope, diags) {
+		p.appeared(d)
+	}
+}
+
+// update records scope's diagnostics and returns those that appeared.
+func (p *problems) update(scope string, diags []snapshot.Diagnostic) (appeared []snapshot.Diagnostic) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	old := p.byScope[scope]
@@ -54,6 +67,7 @@ func (p *problems) set(scope string, diags []snapshot.Diagnostic) {
 	}
 	for _, d := range dedupe(diags) {
 		if p.refs[d]++; p.refs[d] == 1 {
+			appeared = append(appeared, d)
 			p.gauge.WithLabelValues(kindOf(d), string(d.Severity)).Inc()
 			p.log.Warn("config problem", "problem", d.String(), "severity", d.Severity, "reported by", scope)
 		}
@@ -65,6 +79,7 @@ func (p *problems) set(scope string, diags []snapshot.Diagnostic) {
 			p.log.Info("config problem cleared", "problem", d.String(), "severity", d.Severity)
 		}
 	}
+	return appeared
 }
 
 // buildFailed records a tenant's build error ("" when it built).

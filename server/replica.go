@@ -42,6 +42,13 @@ type Config struct {
 	Build builder.BuildFunc
 }
 
+// ProblemRecorder is a source that records problems where its users look
+// for them (the Kubernetes source records an Event on the object). Each
+// problem is handed to it once, when it appears.
+type ProblemRecorder interface {
+	Problem(snapshot.Diagnostic)
+}
+
 // Replica is one running xdshard: source, model, builder, store, and the
 // xDS and admin servers, started by Start and stopped by its context or
 // Close.
@@ -86,7 +93,11 @@ func Start(ctx context.Context, cfg Config) (*Replica, error) {
 	}
 	r := &Replica{cfg: cfg, log: cfg.Logger, reg: cfg.Registry, mesh: model.NewMesh(), store: snapshot.NewStore(cfg.History),
 		synced: make(chan struct{}), errc: make(chan error, 4)}
-	r.problems = newProblems(r.log, r.reg)
+	var appeared func(snapshot.Diagnostic)
+	if rec, ok := cfg.Source.(ProblemRecorder); ok {
+		appeared = rec.Problem
+	}
+	r.problems = newProblems(r.log, r.reg, appeared)
 	r.xds = xds.New(r.store, xds.Options{Resolver: r.mesh, Logger: r.log, Registry: r.reg, PushConcurrency: cfg.PushConcurrency})
 	r.builder = builder.New(r.mesh, r.store, builder.Options{
 		Debounce: cfg.Debounce, MaxDelay: cfg.MaxDelay, Build: cfg.Build, Logger: r.log, Observe: r.xds.Metrics().Stage,

@@ -17,6 +17,7 @@ import (
 	"github.com/xdshard/xdshard/snapshot"
 	"github.com/xdshard/xdshard/snapshot/model"
 	"github.com/xdshard/xdshard/snapshot/source/demo"
+	"github.com/xdshard/xdshard/snapshot/source/kube"
 	"github.com/xdshard/xdshard/snapshot/source/manifest"
 )
 
@@ -34,12 +35,17 @@ type serveConfig struct {
 
 	pushConcurrency int
 	maxFileBytes    int64
+	kubeconfig      string
+	kubeContext     string
+	inCluster       bool // run in a Pod with neither --config nor --kubeconfig
 }
 
 func serveFlags(args []string) (*serveConfig, error) {
 	c := &serveConfig{}
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
-	fs.StringVar(&c.config, "config", "", "directory of YAML manifests to serve and follow (default: the embedded demo mesh)")
+	fs.StringVar(&c.config, "config", "", "directory of YAML manifests to serve and follow (default: the embedded demo mesh, or Kubernetes when run in a Pod)")
+	fs.StringVar(&c.kubeconfig, "kubeconfig", "", "read the mesh from the Kubernetes API server of this kubeconfig file instead of files")
+	fs.StringVar(&c.kubeContext, "context", "", "the kubeconfig context to use (default: its current context)")
 	fs.StringVar(&c.xdsAddr, "xds-addr", "127.0.0.1:15010", "HOST:PORT of the gRPC ADS server")
 	fs.StringVar(&c.adminAddr, "admin-addr", "127.0.0.1:15014", "HOST:PORT of the HTTP admin server (/healthz, /readyz, /metrics, /debug/pprof, /debug/syncz)")
 	fs.BoolVar(&c.insecure, "insecure", false, "allow plaintext serving on non-loopback addresses")
@@ -62,6 +68,13 @@ func serveFlags(args []string) (*serveConfig, error) {
 	if err := checkListenAddr("admin-addr", c.adminAddr, c.insecure); err != nil {
 		return nil, err
 	}
+	if c.config != "" && c.kubeconfig != "" {
+		return nil, fmt.Errorf("--config and --kubeconfig both given; xdshard reads one source: pick one")
+	}
+	if c.kubeContext != "" && c.kubeconfig == "" {
+		return nil, fmt.Errorf("--context %q needs --kubeconfig", c.kubeContext)
+	}
+	c.inCluster = c.config == "" && c.kubeconfig == "" && os.Getenv("KUBERNETES_SERVICE_HOST") != ""
 	if c.config != "" {
 		if st, err := os.Stat(c.config); err != nil || !st.IsDir() {
 			return nil, fmt.Errorf("--config %q is not a readable directory; pass a directory of YAML manifests, or omit --config for the demo mesh", c.config)
@@ -103,26 +116,40 @@ func serveCmd(args []string) error {
 
 // startServing starts the one replica assembly with serve's flags.
 func startServing(ctx context.Context, cfg *serveConfig, log *slog.Logger) (*server.Replica, error) {
+	src, err := source(cfg, log)
+	if err != nil {
+		return nil, err
+	}
 	return server.Start(ctx, server.Config{
-		Source: source(cfg.config, cfg.maxFileBytes, log), XDSAddr: cfg.xdsAddr, AdminAddr: cfg.adminAddr,
+		Source: src, XDSAddr: cfg.xdsAddr, AdminAddr: cfg.adminAddr,
 		Debounce: cfg.debounce, MaxDelay: cfg.maxDelay, History: cfg.history, PushConcurrency: cfg.pushConcurrency,
 		Logger: log,
 	})
 }
 
-func source(dir string, maxFileBytes int64, log *slog.Logger) model.Source {
-	if dir == "" {
-		return manifest.StaticSource(demo.FS())
+// source is the one source serve's flags name: files, Kubernetes (from a
+// kubeconfig, or in a Pod its service account), or the embedded demo.
+func source(cfg *serveConfig, log *slog.Logger) (model.Source, error) {
+	switch {
+	case cfg.kubeconfig != "" || cfg.inCluster:
+		return kube.New(kube.Config{Kubeconfig: cfg.kubeconfig, Context: cfg.kubeContext, Logger: log})
+	case cfg.config != "":
+		s := manifest.NewSource(cfg.config, log)
+		s.Limits.FileBytes = cfg.maxFileBytes
+		return s, nil
 	}
-	s := manifest.NewSource(dir, log)
-	s.Limits.FileBytes = maxFileBytes
-	return s
+	return manifest.StaticSource(demo.FS()), nil
 }
 
 func printBanner(w io.Writer, cfg *serveConfig, r *server.Replica) {
 	src := "the embedded demo mesh"
-	if cfg.config != "" {
+	switch {
+	case cfg.config != "":
 		src = cfg.config + " (following edits)"
+	case cfg.kubeconfig != "":
+		src = "Kubernetes (" + cfg.kubeconfig + ")"
+	case cfg.inCluster:
+		src = "Kubernetes (in-cluster)"
 	}
 	// The banner lists tenants, so it waits for the first build.
 	select {

@@ -1,0 +1,252 @@
+package server_test
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"math"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+
+	"github.com/xdshard/xdshard/internal/kubetest"
+	"github.com/xdshard/xdshard/server"
+	"github.com/xdshard/xdshard/server/admin"
+	"github.com/xdshard/xdshard/snapshot/source/kube"
+)
+
+// The end-to-end tests over a real kube-apiserver and etcd on loopback:
+// what the manifest-source tests prove also holds with --kubeconfig.
+
+var (
+	kubeOnce    sync.Once
+	kubeCluster *kubetest.Cluster
+	kubeDir     string
+	kubeErr     error
+)
+
+// cluster starts the package's API server on first use; TestMain stops it.
+func cluster(t *testing.T) *kubetest.Cluster {
+	t.Helper()
+	bin := kubetest.Binaries(t)
+	kubeOnce.Do(func() {
+		kubeDir, kubeErr = os.MkdirTemp("", "kubetest")
+		if kubeErr == nil {
+			kubeCluster, kubeErr = kubetest.Start(context.Background(), bin, kubeDir)
+		}
+	})
+	if kubeErr != nil {
+		t.Fatalf("starting the API server: %v", kubeErr)
+	}
+	return kubeCluster
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	stopCluster()
+	os.Exit(code)
+}
+
+func stopCluster() {
+	if kubeCluster != nil {
+		kubeCluster.Stop()
+	}
+	if kubeDir != "" {
+		os.RemoveAll(kubeDir)
+	}
+}
+
+var kubeSeq struct {
+	sync.Mutex
+	n int
+}
+
+// kubeMesh is meshYAML with its namespaces renamed so each test has its
+// own (nothing deletes a namespace in this cluster).
+func kubeMesh(v1, v2 *backend, w1, w2 int, shop, other string) string {
+	m := fmt.Sprintf(meshYAML, v1.port, v2.port, w1, w2)
+	m = strings.ReplaceAll(m, "shop", shop)
+	return strings.ReplaceAll(m, "name: other", "name: "+other)
+}
+
+func uniqueNS(prefix string) string {
+	kubeSeq.Lock()
+	defer kubeSeq.Unlock()
+	kubeSeq.n++
+	return fmt.Sprintf("%s-%d-%d", prefix, os.Getpid()%10000, kubeSeq.n)
+}
+
+func startKubeReplica(t *testing.T, c *kubetest.Cluster) *server.Replica {
+	t.Helper()
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	src, err := kube.New(kube.Config{Kubeconfig: c.Kubeconfig, Logger: log, Probe: 200 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	r, err := server.Start(ctx, server.Config{
+		Source: src, XDSAddr: "127.0.0.1:0", AdminAddr: "127.0.0.1:0",
+		Debounce: 20 * time.Millisecond, MaxDelay: 200 * time.Millisecond, Logger: log,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cancel(); r.Close() })
+	select {
+	case <-r.Synced():
+	case <-time.After(30 * time.Second):
+		t.Fatal("the replica never synced with the API server")
+	}
+	return r
+}
+
+// TestKubernetesSourceServesGRPCClients: with --kubeconfig, grpc-go's xDS
+// client follows an 80/20 split and a header route from VirtualServices
+// in the API server, a client of another tenant cannot resolve the host,
+// a live `apply` moves the weights, and while the API server is down and
+// after it restarts no proxy loses config and later changes still arrive.
+func TestKubernetesSourceServesGRPCClients(t *testing.T) {
+	c := cluster(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
+	defer cancel()
+	v1, v2 := startBackend(t, "v1"), startBackend(t, "v2")
+	shop, other := uniqueNS("shop"), uniqueNS("other")
+	if err := c.Apply(ctx, kubeMesh(v1, v2, 80, 20, shop, other)); err != nil {
+		t.Fatal(err)
+	}
+	r := startKubeReplica(t, c)
+	target := "echo." + shop + ".svc.cluster.local:7070"
+
+	conn := dialXDS(t, r.XDSAddr(), shop, target)
+	if _, err := who(ctx, conn); err != nil {
+		t.Fatalf("first RPC through xDS: %v", err)
+	}
+	if got := split(t, ctx, conn, 500); math.Abs(got-0.20) > 0.07 {
+		t.Fatalf("80/20 split sent %.1f%% to v2, want 20%% ±7", got*100)
+	}
+	for i := 0; i < 10; i++ {
+		if b, err := who(ctx, conn, "x-canary", "true"); err != nil || b != "v2" {
+			t.Fatalf("marked request %d went to %q (err %v), want v2", i, b, err)
+		}
+	}
+
+	outsider := dialXDS(t, r.XDSAddr(), other, target)
+	octx, ocancel := context.WithTimeout(ctx, 5*time.Second)
+	if b, err := who(octx, outsider); err == nil {
+		t.Fatalf("a client of tenant %s reached %s's backend %s", other, shop, b)
+	}
+	ocancel()
+
+	// A live edit through the API server.
+	if err := c.Apply(ctx, kubeMesh(v1, v2, 20, 80, shop, other)); err != nil {
+		t.Fatal(err)
+	}
+	waitSplit(t, ctx, conn, 0.80)
+
+	// The API server goes away: every RPC still works, and the replica
+	// stays ready but says it is degraded.
+	c.StopAPIServer()
+	for i := 0; i < 50; i++ {
+		if _, err := who(ctx, conn); err != nil {
+			t.Fatalf("RPC %d failed while the API server was down: %v", i, err)
+		}
+	}
+	eventually(t, "/statusz says degraded while the API server is down", func() bool {
+		var st statusz
+		getJSON(t, r, "/statusz", &st)
+		return st.Status == "degraded"
+	})
+	if ok, why := r.Ready(); !ok {
+		t.Fatalf("not ready while the API server was down: %s", why)
+	}
+	if err := c.StartAPIServer(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// A change made after the restart reaches the proxy.
+	if err := c.Apply(ctx, kubeMesh(v1, v2, 100, 0, shop, other)); err != nil {
+		t.Fatal(err)
+	}
+	waitSplit(t, ctx, conn, 0)
+	eventually(t, "/statusz says serving once the API server answers", func() bool {
+		var st statusz
+		getJSON(t, r, "/statusz", &st)
+		return st.Status == "serving"
+	})
+}
+
+// waitSplit waits until the share of RPCs answered by v2 is near want,
+// with no RPC failing meanwhile.
+func waitSplit(t *testing.T, ctx context.Context, conn *grpc.ClientConn, want float64) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		got := split(t, ctx, conn, 100)
+		if math.Abs(got-want) < 0.15 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("v2's share stayed %.0f%%, want %.0f%%", got*100, want*100)
+		}
+	}
+}
+
+// TestKubernetesRejectionIsAnEvent: an object istiod would reject shows in
+// /debug/tenantz naming it, and as a Warning Event on it, with the same
+// text, where `kubectl describe` shows it.
+func TestKubernetesRejectionIsAnEvent(t *testing.T) {
+	c := cluster(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	n := uniqueNS("rej")
+	if err := c.Apply(ctx, fmt.Sprintf(`apiVersion: v1
+kind: Namespace
+metadata: {name: %[1]s}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: everything, namespace: %[1]s}
+spec:
+  hosts: ["*"]
+  http: [{route: [{destination: {host: web}}]}]
+`, n)); err != nil {
+		t.Fatal(err)
+	}
+	r := startKubeReplica(t, c)
+	var text string
+	eventually(t, "the rejection in /debug/tenantz", func() bool {
+		var tz admin.Tenantz
+		getJSON(t, r, "/debug/tenantz", &tz)
+		for _, ts := range tz.Tenants {
+			for _, d := range ts.Diagnostics {
+				if d.Object == "VirtualService "+n+"/everything" && !d.Warning() && d.Origin == kube.Origin {
+					text = d.Message
+					return true
+				}
+			}
+		}
+		return false
+	})
+	cs, err := kubernetes.NewForConfig(c.REST())
+	if err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "a Warning Event on the VirtualService", func() bool {
+		evs, err := cs.CoreV1().Events(n).List(ctx, metav1.ListOptions{FieldSelector: "involvedObject.name=everything"})
+		if err != nil {
+			return false
+		}
+		for _, e := range evs.Items {
+			if e.Reason == kube.EventReason && e.Type == "Warning" && e.Message == text && e.InvolvedObject.Kind == "VirtualService" {
+				return true
+			}
+		}
+		return false
+	})
+}

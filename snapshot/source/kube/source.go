@@ -1,0 +1,392 @@
+package kube
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"maps"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/client-go/discovery"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/dynamic/dynamicinformer"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/client-go/tools/record"
+
+	"github.com/xdshard/xdshard/snapshot"
+	"github.com/xdshard/xdshard/snapshot/model"
+	"github.com/xdshard/xdshard/snapshot/source/manifest"
+)
+
+// Origin is the origin of every object read from Kubernetes, in
+// diagnostics.
+const Origin = "kubernetes"
+
+// Config says which API server to read.
+type Config struct {
+	// Kubeconfig is a kubeconfig file; "" reads the in-cluster config (a
+	// Pod's service account).
+	Kubeconfig string
+	// Context is the kubeconfig context to use; "" for its current one.
+	Context string
+	Logger  *slog.Logger
+	// Rediscover is how often kinds the server does not serve (an Istio
+	// CRD not installed) are looked for again. Default 30 s.
+	Rediscover time.Duration
+	// Probe is how often the API server's health is checked while
+	// serving. Default 5 s.
+	Probe time.Duration
+}
+
+// RESTConfig returns the client configuration cfg names.
+func RESTConfig(cfg Config) (*rest.Config, error) {
+	if cfg.Kubeconfig == "" {
+		rc, err := rest.InClusterConfig()
+		if err != nil {
+			return nil, fmt.Errorf("in-cluster Kubernetes config: %w (outside a Pod, pass --kubeconfig FILE)", err)
+		}
+		return rc, nil
+	}
+	rc, err := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(
+		&clientcmd.ClientConfigLoadingRules{ExplicitPath: cfg.Kubeconfig},
+		&clientcmd.ConfigOverrides{CurrentContext: cfg.Context}).ClientConfig()
+	if err != nil {
+		return nil, fmt.Errorf("--kubeconfig %s: %w", cfg.Kubeconfig, err)
+	}
+	return rc, nil
+}
+
+// Source is a model.Source over a Kubernetes API server.
+type Source struct {
+	cfg   Config
+	log   *slog.Logger
+	rc    *rest.Config
+	dyn   dynamic.Interface
+	disco discovery.DiscoveryInterface
+
+	mu        sync.Mutex
+	pending   model.Event                  // changes and diagnostics not yet reported
+	served    map[model.Key]*model.Object  // what the model has
+	rv        map[model.Key]string         // resourceVersion of each served object
+	refs      map[model.Key]runtime.Object // each object's reference, for Events
+	diagnosed map[model.Key]bool           // objects whose diagnostics were last reported non-empty
+	recorder  record.EventRecorder
+	wake      chan struct{}
+	watching  map[model.Kind]schema.GroupVersionResource
+	synced    []cache.InformerSynced
+	stale     time.Time // when the API server stopped answering; zero while it answers
+}
+
+var _ model.Source = (*Source)(nil)
+
+// New connects to the API server cfg names. It does not read anything yet.
+func New(cfg Config) (*Source, error) {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	if cfg.Rediscover <= 0 {
+		cfg.Rediscover = 30 * time.Second
+	}
+	if cfg.Probe <= 0 {
+		cfg.Probe = 5 * time.Second
+	}
+	rc, err := RESTConfig(cfg)
+	if err != nil {
+		return nil, err
+	}
+	rc = rest.CopyConfig(rc)
+	rc.UserAgent = "xdshard"
+	dyn, err := dynamic.NewForConfig(rc)
+	if err != nil {
+		return nil, err
+	}
+	disco, err := discovery.NewDiscoveryClientForConfig(rc)
+	if err != nil {
+		return nil, err
+	}
+	return &Source{cfg: cfg, log: cfg.Logger, rc: rc, dyn: dyn, disco: disco,
+		served: map[model.Key]*model.Object{}, rv: map[model.Key]string{}, refs: map[model.Key]runtime.Object{}, diagnosed: map[model.Key]bool{}, wake: make(chan struct{}, 1),
+		watching: map[model.Kind]schema.GroupVersionResource{}, pending: emptyEvent()}, nil
+}
+
+func emptyEvent() model.Event {
+	return model.Event{Diagnostics: map[string][]snapshot.Diagnostic{}}
+}
+
+// Run reads every kind, reports the full state once every informer has
+// synced, then each change, until ctx ends.
+func (s *Source) Run(ctx context.Context, sink func(model.Event)) error {
+	factory := dynamicinformer.NewDynamicSharedInformerFactory(s.dyn, 0)
+	start := time.Now()
+	if err := s.startEvents(ctx); err != nil {
+		return err
+	}
+	if err := s.discover(ctx, factory); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	synced := slices.Clone(s.synced)
+	s.mu.Unlock()
+	if !cache.WaitForCacheSync(ctx.Done(), synced...) {
+		return nil // ctx ended
+	}
+	first := s.take()
+	first.Synced = true
+	s.log.Info("Kubernetes read", "host", s.rc.Host, "kinds", len(synced), "objects", len(first.Changes), "took", time.Since(start).Round(time.Millisecond))
+	sink(first)
+	rediscover := time.NewTicker(s.cfg.Rediscover)
+	defer rediscover.Stop()
+	probe := time.NewTicker(s.cfg.Probe)
+	defer probe.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-rediscover.C:
+			if err := s.discover(ctx, factory); err != nil {
+				s.log.Warn("Kubernetes discovery failed; trying again later", "err", err)
+			}
+		case <-probe.C:
+			s.probe(ctx)
+		case <-s.wake:
+			if ev := s.take(); len(ev.Changes) > 0 || len(ev.Diagnostics) > 0 {
+				sink(ev)
+			}
+		}
+	}
+}
+
+// discover starts an informer for each kind the server serves and that is
+// not read yet, and reports the kinds it does not serve.
+func (s *Source) discover(ctx context.Context, factory dynamicinformer.DynamicSharedInformerFactory) error {
+	_, lists, err := s.disco.ServerGroupsAndResources()
+	if err != nil && len(lists) == 0 {
+		return fmt.Errorf("Kubernetes discovery at %s: %w", s.rc.Host, err)
+	}
+	served := map[schema.GroupVersion]map[string]string{} // group/version -> kind -> resource
+	for _, l := range lists {
+		gv, err := schema.ParseGroupVersion(l.GroupVersion)
+		if err != nil {
+			continue
+		}
+		served[gv] = map[string]string{}
+		for _, r := range l.APIResources {
+			if !slices.Contains(r.Verbs, "watch") || strings.Contains(r.Name, "/") {
+				continue // subresources
+			}
+			served[gv][r.Kind] = r.Name
+		}
+	}
+	for _, kind := range slices.Sorted(maps.Keys(model.Kinds)) {
+		s.mu.Lock()
+		_, reading := s.watching[kind]
+		s.mu.Unlock()
+		if reading {
+			continue
+		}
+		info := model.Kinds[kind]
+		gvr, ok := pick(served, kind, info)
+		key := "kubernetes kind " + string(kind)
+		if !ok {
+			s.report(key, []snapshot.Diagnostic{{Severity: snapshot.SeverityWarning, Origin: Origin,
+				Message: fmt.Sprintf("%s (%s) is not served by the API server (its CRD is not installed?); it is read as empty, and read once it is served", kind, groupOf(info))}})
+			continue
+		}
+		s.report(key, nil)
+		inf := factory.ForResource(gvr).Informer()
+		if err := inf.SetTransform(strip); err != nil {
+			return err
+		}
+		if _, err := inf.AddEventHandler(cache.ResourceEventHandlerFuncs{
+			AddFunc:    func(obj any) { s.upsert(kind, obj) },
+			UpdateFunc: func(_, obj any) { s.upsert(kind, obj) },
+			DeleteFunc: func(obj any) { s.remove(kind, obj) },
+		}); err != nil {
+			return err
+		}
+		_ = inf.SetWatchErrorHandler(func(_ *cache.Reflector, err error) {
+			s.log.Debug("Kubernetes watch broke; client-go resumes it", "kind", kind, "err", err)
+		})
+		s.mu.Lock()
+		s.watching[kind] = gvr
+		s.synced = append(s.synced, inf.HasSynced)
+		s.mu.Unlock()
+		go inf.Run(ctx.Done())
+		s.log.Info("reading from Kubernetes", "kind", kind, "resource", gvr.String())
+	}
+	return nil
+}
+
+// pick is the first of the kind's accepted versions the server serves.
+func pick(served map[schema.GroupVersion]map[string]string, kind model.Kind, info model.KindInfo) (schema.GroupVersionResource, bool) {
+	for _, v := range info.Versions {
+		gv := schema.GroupVersion{Group: info.Group, Version: v}
+		if res, ok := served[gv][string(kind)]; ok {
+			return gv.WithResource(res), true
+		}
+	}
+	return schema.GroupVersionResource{}, false
+}
+
+func groupOf(info model.KindInfo) string {
+	if info.Group == "" {
+		return "core"
+	}
+	return info.Group
+}
+
+// upsert decodes an added or updated object as the manifest decoder
+// decodes a document. An object that fails keeps its last good copy.
+func (s *Source) upsert(kind model.Kind, obj any) {
+	u, ok := obj.(*unstructured.Unstructured)
+	if !ok {
+		return
+	}
+	key := model.Key{Kind: kind, Namespace: u.GetNamespace(), Name: u.GetName()}
+	if !model.Kinds[kind].Namespaced {
+		key.Namespace = ""
+	}
+	s.mu.Lock()
+	same := s.rv[key] == u.GetResourceVersion() && s.served[key] != nil
+	s.mu.Unlock()
+	if same {
+		return // a resync or relist of what is served: nothing to rebuild
+	}
+	data, err := json.Marshal(u.Object)
+	var o *model.Object
+	var diags []snapshot.Diagnostic
+	if err != nil {
+		diags = append(diags, model.Problem(model.Origin{File: Origin}, &key, "cannot be encoded as JSON: "+err.Error()))
+	} else {
+		for _, d := range manifest.Decode(Origin, data) {
+			if d.Diag != nil {
+				dg := *d.Diag
+				dg.Origin = Origin
+				diags = append(diags, dg)
+			}
+			if d.Object != nil {
+				o = d.Object
+				o.Origin = model.Origin{File: Origin}
+			}
+		}
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.refs[key] = objectRef(u.GetAPIVersion(), u.GetKind(), u.GetNamespace(), u.GetName(), u.GetUID())
+	s.setDiagsLocked(key, diags)
+	if o != nil {
+		s.served[key], s.rv[key] = o, u.GetResourceVersion()
+		s.pending.Changes = append(s.pending.Changes, model.Change{Key: key, Object: o})
+	}
+	s.poke()
+}
+
+func (s *Source) remove(kind model.Kind, obj any) {
+	if t, ok := obj.(cache.DeletedFinalStateUnknown); ok {
+		obj = t.Obj
+	}
+	u, ok := obj.(*unstructured.Unstructured)
+	if !ok {
+		return
+	}
+	key := model.Key{Kind: kind, Namespace: u.GetNamespace(), Name: u.GetName()}
+	if !model.Kinds[kind].Namespaced {
+		key.Namespace = ""
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.setDiagsLocked(key, nil)
+	delete(s.refs, key)
+	if s.served[key] != nil {
+		delete(s.served, key)
+		delete(s.rv, key)
+		s.pending.Changes = append(s.pending.Changes, model.Change{Key: key})
+	}
+	s.poke()
+}
+
+func diagKey(k model.Key) string { return "kubernetes " + k.String() }
+
+// setDiagsLocked reports an object's diagnostics, or clears them when it
+// had some: an object without problems costs no diagnostics entry.
+func (s *Source) setDiagsLocked(key model.Key, diags []snapshot.Diagnostic) {
+	if len(diags) == 0 && !s.diagnosed[key] {
+		return
+	}
+	s.pending.Diagnostics[diagKey(key)] = diags
+	if len(diags) > 0 {
+		s.diagnosed[key] = true
+	} else {
+		delete(s.diagnosed, key)
+	}
+}
+
+// report replaces the diagnostics under key.
+func (s *Source) report(key string, diags []snapshot.Diagnostic) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.pending.Diagnostics[key] = diags
+	s.poke()
+}
+
+func (s *Source) poke() {
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+}
+
+// take returns and clears what is pending.
+func (s *Source) take() model.Event {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	ev := s.pending
+	s.pending = emptyEvent()
+	return ev
+}
+
+// probe checks the API server's health. While it does not answer, a
+// mesh-wide diagnostic says since when, and what was read keeps serving.
+func (s *Source) probe(ctx context.Context) {
+	pctx, cancel := context.WithTimeout(ctx, s.cfg.Probe)
+	defer cancel()
+	err := s.disco.RESTClient().Get().AbsPath("/readyz").Do(pctx).Error()
+	s.mu.Lock()
+	down := !s.stale.IsZero()
+	s.mu.Unlock()
+	switch {
+	case err != nil && !down:
+		s.mu.Lock()
+		s.stale = time.Now()
+		s.mu.Unlock()
+		s.log.Warn("the Kubernetes API server does not answer; serving the last config read", "host", s.rc.Host, "err", err)
+		s.report("kubernetes api", []snapshot.Diagnostic{{Severity: snapshot.SeverityError, Origin: Origin,
+			Message: fmt.Sprintf("the API server at %s does not answer since %s (%v); the last config read keeps serving, and changes are read again when it answers", s.rc.Host, time.Now().UTC().Format(time.RFC3339), err)}})
+	case err == nil && down:
+		s.mu.Lock()
+		s.stale = time.Time{}
+		s.mu.Unlock()
+		s.log.Info("the Kubernetes API server answers again", "host", s.rc.Host)
+		s.report("kubernetes api", nil)
+	}
+}
+
+// Staleness is how long the API server has not answered; 0 while it does.
+func (s *Source) Staleness() time.Duration {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.stale.IsZero() {
+		return 0
+	}
+	return time.Since(s.stale)
+}
