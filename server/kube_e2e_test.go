@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"math"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -249,4 +250,85 @@ spec:
 		}
 		return false
 	})
+}
+
+// TestKubernetesNetworkPoliciesFollowTenants: with ApplyNetworkPolicies the
+// generated NetworkPolicies appear in each namespace of a tenant, applied
+// server-side by field manager xdshard; a user's own NetworkPolicy of the
+// same name is never overwritten; opting the tenant out removes them.
+func TestKubernetesNetworkPoliciesFollowTenants(t *testing.T) {
+	c := cluster(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	tenant := uniqueNS("np")
+	a, b, own := tenant+"-a", tenant+"-b", uniqueNS("own")
+	if err := c.Apply(ctx, fmt.Sprintf(`apiVersion: v1
+kind: Namespace
+metadata: {name: %[1]s, labels: {xdshard.io/tenant: %[3]s}}
+---
+apiVersion: v1
+kind: Namespace
+metadata: {name: %[2]s, labels: {xdshard.io/tenant: %[3]s}}
+---
+apiVersion: v1
+kind: Namespace
+metadata: {name: %[4]s}
+---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: xdshard-tenant-isolation, namespace: %[4]s}
+spec:
+  podSelector: {matchLabels: {app: mine}}
+  policyTypes: [Ingress]
+`, a, b, tenant, own)); err != nil {
+		t.Fatal(err)
+	}
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	src, err := kube.New(kube.Config{Kubeconfig: c.Kubeconfig, Logger: log, Probe: 200 * time.Millisecond, ApplyNetworkPolicies: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rctx, rcancel := context.WithCancel(context.Background())
+	r, err := server.Start(rctx, server.Config{Source: src, XDSAddr: "127.0.0.1:0", Debounce: 20 * time.Millisecond, MaxDelay: 200 * time.Millisecond, Logger: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { rcancel(); r.Close() }()
+	cs, err := kubernetes.NewForConfig(c.REST())
+	if err != nil {
+		t.Fatal(err)
+	}
+	get := func(ns string) (managers []string, ok bool) {
+		np, err := cs.NetworkingV1().NetworkPolicies(ns).Get(ctx, "xdshard-tenant-isolation", metav1.GetOptions{})
+		if err != nil {
+			return nil, false
+		}
+		for _, m := range np.ManagedFields {
+			managers = append(managers, m.Manager)
+		}
+		return managers, np.Labels["xdshard.io/generated"] == "true"
+	}
+	for _, ns := range []string{a, b} {
+		eventually(t, "the generated NetworkPolicy in "+ns, func() bool {
+			m, ok := get(ns)
+			return ok && slices.Contains(m, kube.FieldManager)
+		})
+	}
+	if m, generated := get(own); generated || slices.Contains(m, kube.FieldManager) {
+		t.Fatalf("the user's own NetworkPolicy in %s was taken over (managers %v)", own, m)
+	}
+
+	// Opting the tenant out removes its NetworkPolicies.
+	if err := c.Apply(ctx, fmt.Sprintf("apiVersion: v1\nkind: Namespace\nmetadata: {name: %s, labels: {xdshard.io/tenant: %s}, annotations: {xdshard.io/isolation: disabled}}\n", a, tenant)); err != nil {
+		t.Fatal(err)
+	}
+	for _, ns := range []string{a, b} {
+		eventually(t, "the generated NetworkPolicy in "+ns+" removed", func() bool {
+			_, err := cs.NetworkingV1().NetworkPolicies(ns).Get(ctx, "xdshard-tenant-isolation", metav1.GetOptions{})
+			return err != nil
+		})
+	}
+	if _, err := cs.NetworkingV1().NetworkPolicies(own).Get(ctx, "xdshard-tenant-isolation", metav1.GetOptions{}); err != nil {
+		t.Fatalf("the user's own NetworkPolicy is gone: %v", err)
+	}
 }

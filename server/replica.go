@@ -49,6 +49,14 @@ type ProblemRecorder interface {
 	Problem(snapshot.Diagnostic)
 }
 
+// SnapshotSink is a source that acts on what is built (the Kubernetes
+// source applies the generated NetworkPolicies). It is told of each
+// tenant's snapshot after every successful build, and of nil when the
+// tenant is gone; never of a failed build.
+type SnapshotSink interface {
+	Built(tenant string, snap *snapshot.Snapshot)
+}
+
 // Replica is one running xdshard: source, model, builder, store, and the
 // xDS and admin servers, started by Start and stopped by its context or
 // Close.
@@ -205,6 +213,9 @@ func (r *Replica) built(tenant string, snap *snapshot.Snapshot, err error) {
 	default:
 		r.problems.buildFailed(tenant, "")
 		r.problems.set(scope, snap.Diagnostics)
+	}
+	if sink, ok := r.cfg.Source.(SnapshotSink); ok && err == nil {
+		sink.Built(tenant, snap)
 	}
 }
 

@@ -16,6 +16,16 @@ func MCPKey(typeURL string) string {
 	return parts[0] + "/" + parts[2]
 }
 
+// ViewKube holds what xdshard writes to Kubernetes for a tenant: its
+// generated NetworkPolicies, under NetworkPolicyKey, each a Resource named
+// "namespace/name" whose body is the object's JSON (type URL
+// NetworkPolicyKey).
+const ViewKube View = "kube"
+
+// NetworkPolicyKey is the key and type URL of generated NetworkPolicies in
+// ViewKube.
+const NetworkPolicyKey = "networking.k8s.io/v1/NetworkPolicy"
+
 // ViewMCPByRevision holds ViewMCP again, partitioned by the istiod
 // revision each object goes to, under MCPPartitionKey. Translation decides
 // the partition of every object (its namespace's istio.io/rev, or

@@ -38,6 +38,7 @@ type serveConfig struct {
 	kubeconfig      string
 	kubeContext     string
 	inCluster       bool // run in a Pod with neither --config nor --kubeconfig
+	applyNetpols    bool
 }
 
 func serveFlags(args []string) (*serveConfig, error) {
@@ -46,6 +47,7 @@ func serveFlags(args []string) (*serveConfig, error) {
 	fs.StringVar(&c.config, "config", "", "directory of YAML manifests to serve and follow (default: the embedded demo mesh, or Kubernetes when run in a Pod)")
 	fs.StringVar(&c.kubeconfig, "kubeconfig", "", "read the mesh from the Kubernetes API server of this kubeconfig file instead of files")
 	fs.StringVar(&c.kubeContext, "context", "", "the kubeconfig context to use (default: its current context)")
+	fs.BoolVar(&c.applyNetpols, "apply-network-policies", false, "with Kubernetes as the source: apply each tenant's generated NetworkPolicies (server-side apply, field manager xdshard) and delete them when the tenant opts out or goes away")
 	fs.StringVar(&c.xdsAddr, "xds-addr", "127.0.0.1:15010", "HOST:PORT of the gRPC ADS server")
 	fs.StringVar(&c.adminAddr, "admin-addr", "127.0.0.1:15014", "HOST:PORT of the HTTP admin server (/healthz, /readyz, /metrics, /debug/pprof, /debug/syncz)")
 	fs.BoolVar(&c.insecure, "insecure", false, "allow plaintext serving on non-loopback addresses")
@@ -75,6 +77,9 @@ func serveFlags(args []string) (*serveConfig, error) {
 		return nil, fmt.Errorf("--context %q needs --kubeconfig", c.kubeContext)
 	}
 	c.inCluster = c.config == "" && c.kubeconfig == "" && os.Getenv("KUBERNETES_SERVICE_HOST") != ""
+	if c.applyNetpols && c.kubeconfig == "" && !c.inCluster {
+		return nil, fmt.Errorf("--apply-network-policies writes to Kubernetes: it needs --kubeconfig (or running in a Pod)")
+	}
 	if c.config != "" {
 		if st, err := os.Stat(c.config); err != nil || !st.IsDir() {
 			return nil, fmt.Errorf("--config %q is not a readable directory; pass a directory of YAML manifests, or omit --config for the demo mesh", c.config)
@@ -132,7 +137,7 @@ func startServing(ctx context.Context, cfg *serveConfig, log *slog.Logger) (*ser
 func source(cfg *serveConfig, log *slog.Logger) (model.Source, error) {
 	switch {
 	case cfg.kubeconfig != "" || cfg.inCluster:
-		return kube.New(kube.Config{Kubeconfig: cfg.kubeconfig, Context: cfg.kubeContext, Logger: log})
+		return kube.New(kube.Config{Kubeconfig: cfg.kubeconfig, Context: cfg.kubeContext, Logger: log, ApplyNetworkPolicies: cfg.applyNetpols})
 	case cfg.config != "":
 		s := manifest.NewSource(cfg.config, log)
 		s.Limits.FileBytes = cfg.maxFileBytes

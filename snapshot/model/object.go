@@ -34,6 +34,10 @@ const (
 	IsolationAnnotation = "xdshard.io/isolation"
 	// RevisionLabel on a Namespace names the istiod revision serving it.
 	RevisionLabel = "istio.io/rev"
+	// GeneratedLabel "true" marks what xdshard made (generated policies).
+	// A source never reads such an object back as input: it is xdshard's
+	// output, applied to the cluster.
+	GeneratedLabel = "xdshard.io/generated"
 )
 
 // Kind is an input object's kind, as in its manifest.

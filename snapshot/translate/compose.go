@@ -1,6 +1,7 @@
 package translate
 
 import (
+	"encoding/json"
 	"fmt"
 	"slices"
 
@@ -62,6 +63,9 @@ func compose(v *model.TenantView, diags, rejected []snapshot.Diagnostic) (snap *
 	if err != nil {
 		return nil, fmt.Errorf("tenant %s: MCP view: %w", v.Tenant, err)
 	}
+	if views[snapshot.ViewKube], err = kubeView(generated); err != nil {
+		return nil, fmt.Errorf("tenant %s: generated NetworkPolicies: %w", v.Tenant, err)
+	}
 	diags = slices.Concat(diags, rejected, policyDiags, xdsDiags)
 	return snapshot.New(v.Tenant, views, diags).WithNamespaces(v.Namespaces), nil
 }
@@ -94,4 +98,25 @@ func validated(v *model.TenantView) (*model.TenantView, []snapshot.Diagnostic) {
 		return v, nil
 	}
 	return &cp, diags
+}
+
+// kubeView is what is applied to Kubernetes for the tenant: its generated
+// NetworkPolicies as JSON, ready for server-side apply.
+func kubeView(generated []*model.Object) (map[string]*snapshot.Set, error) {
+	var items []*snapshot.Resource
+	for _, o := range generated {
+		if o.Kind != model.KindNetworkPolicy {
+			continue
+		}
+		b, err := json.Marshal(o.Body)
+		if err != nil {
+			return nil, err
+		}
+		items = append(items, snapshot.FromBytes(o.Namespace+"/"+o.Name, snapshot.NetworkPolicyKey, b))
+	}
+	set, err := snapshot.NewSet(snapshot.NetworkPolicyKey, items)
+	if err != nil {
+		return nil, err
+	}
+	return map[string]*snapshot.Set{snapshot.NetworkPolicyKey: set}, nil
 }

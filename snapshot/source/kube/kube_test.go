@@ -195,7 +195,7 @@ func TestReadsTheMeshAndFollowsChanges(t *testing.T) {
 // objects before they reach xdshard) is a diagnostic naming it, and the
 // copy read before keeps serving.
 func TestUndecodableObjectKeepsItsLastGoodCopy(t *testing.T) {
-	s := &Source{served: map[model.Key]*model.Object{}, rv: map[model.Key]string{}, refs: map[model.Key]runtime.Object{}, diagnosed: map[model.Key]bool{}, wake: make(chan struct{}, 1), pending: emptyEvent()}
+	s := &Source{served: map[model.Key]*model.Object{}, rv: map[model.Key]string{}, refs: map[model.Key]runtime.Object{}, diagnosed: map[model.Key]bool{}, np: newNetpols(), wake: make(chan struct{}, 1), pending: emptyEvent()}
 	vs := func(rv string, weight any) *unstructured.Unstructured {
 		return &unstructured.Unstructured{Object: map[string]any{
 			"apiVersion": "networking.istio.io/v1", "kind": "VirtualService",

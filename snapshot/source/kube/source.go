@@ -46,7 +46,15 @@ type Config struct {
 	// Probe is how often the API server's health is checked while
 	// serving. Default 5 s.
 	Probe time.Duration
+	// ApplyNetworkPolicies applies each tenant's generated NetworkPolicies
+	// with server-side apply (field manager xdshard), and deletes them when
+	// the tenant opts out or goes away.
+	ApplyNetworkPolicies bool
 }
+
+// generatedLabel marks xdshard's own output: a NetworkPolicy with it is
+// not read back as input.
+const generatedLabel = model.GeneratedLabel
 
 // RESTConfig returns the client configuration cfg names.
 func RESTConfig(cfg Config) (*rest.Config, error) {
@@ -85,6 +93,8 @@ type Source struct {
 	watching  map[model.Kind]schema.GroupVersionResource
 	synced    []cache.InformerSynced
 	stale     time.Time // when the API server stopped answering; zero while it answers
+
+	np *netpols
 }
 
 var _ model.Source = (*Source)(nil)
@@ -115,7 +125,7 @@ func New(cfg Config) (*Source, error) {
 		return nil, err
 	}
 	return &Source{cfg: cfg, log: cfg.Logger, rc: rc, dyn: dyn, disco: disco,
-		served: map[model.Key]*model.Object{}, rv: map[model.Key]string{}, refs: map[model.Key]runtime.Object{}, diagnosed: map[model.Key]bool{}, wake: make(chan struct{}, 1),
+		served: map[model.Key]*model.Object{}, rv: map[model.Key]string{}, refs: map[model.Key]runtime.Object{}, diagnosed: map[model.Key]bool{}, wake: make(chan struct{}, 1), np: newNetpols(),
 		watching: map[model.Kind]schema.GroupVersionResource{}, pending: emptyEvent()}, nil
 }
 
@@ -142,6 +152,9 @@ func (s *Source) Run(ctx context.Context, sink func(model.Event)) error {
 	}
 	first := s.take()
 	first.Synced = true
+	if s.cfg.ApplyNetworkPolicies {
+		go s.reconcileNetpols(ctx)
+	}
 	s.log.Info("Kubernetes read", "host", s.rc.Host, "kinds", len(synced), "objects", len(first.Changes), "took", time.Since(start).Round(time.Millisecond))
 	sink(first)
 	rediscover := time.NewTicker(s.cfg.Rediscover)
@@ -256,6 +269,12 @@ func (s *Source) upsert(kind model.Kind, obj any) {
 	if !model.Kinds[kind].Namespaced {
 		key.Namespace = ""
 	}
+	if kind == model.KindNetworkPolicy && u.GetLabels()[generatedLabel] == "true" {
+		s.np.mu.Lock()
+		s.np.live[key.Namespace+"/"+key.Name] = true // xdshard's own output, not input
+		s.np.mu.Unlock()
+		return
+	}
 	s.mu.Lock()
 	same := s.rv[key] == u.GetResourceVersion() && s.served[key] != nil
 	s.mu.Unlock()
@@ -302,6 +321,12 @@ func (s *Source) remove(kind model.Kind, obj any) {
 	key := model.Key{Kind: kind, Namespace: u.GetNamespace(), Name: u.GetName()}
 	if !model.Kinds[kind].Namespaced {
 		key.Namespace = ""
+	}
+	if kind == model.KindNetworkPolicy && u.GetLabels()[generatedLabel] == "true" {
+		s.np.mu.Lock()
+		delete(s.np.live, key.Namespace+"/"+key.Name)
+		s.np.mu.Unlock()
+		return
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -19,7 +19,7 @@ import (
 
 const (
 	// GeneratedLabel marks what xdshard made.
-	GeneratedLabel = "xdshard.io/generated"
+	GeneratedLabel = model.GeneratedLabel
 	// IsolationName names the generated AuthorizationPolicy and
 	// NetworkPolicy; the PeerAuthentication and Sidecar are "default", as
 	// Istio's namespace-wide defaults are named.

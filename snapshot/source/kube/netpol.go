@@ -1,0 +1,161 @@
+package kube
+
+import (
+	"context"
+	"fmt"
+	"maps"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/types"
+
+	"github.com/xdshard/xdshard/snapshot"
+)
+
+// FieldManager is the server-side apply field manager of what xdshard
+// writes.
+const FieldManager = "xdshard"
+
+var netpolGVR = schema.GroupVersionResource{Group: "networking.k8s.io", Version: "v1", Resource: "networkpolicies"}
+
+// netpols applies each tenant's generated NetworkPolicies (the snapshot's
+// ViewKube) with server-side apply, and deletes those it applied that no
+// tenant generates any more. mu guards every field; one goroutine
+// (reconcile) talks to the API server.
+type netpols struct {
+	mu      sync.Mutex
+	desired map[string]*snapshot.Set // tenant -> its generated NetworkPolicies
+	applied map[string]string        // "ns/name" -> version applied
+	live    map[string]bool          // "ns/name" of NetworkPolicies labelled as xdshard's, as the informer sees them
+	seen    bool                     // desired was set at least once: deleting is safe
+	wake    chan struct{}
+}
+
+func newNetpols() *netpols {
+	return &netpols{desired: map[string]*snapshot.Set{}, applied: map[string]string{}, live: map[string]bool{}, wake: make(chan struct{}, 1)}
+}
+
+// Built implements server.SnapshotSink: it is told of each tenant's new
+// snapshot (nil when the tenant is gone). With ApplyNetworkPolicies off it
+// does nothing.
+func (s *Source) Built(tenant string, snap *snapshot.Snapshot) {
+	if !s.cfg.ApplyNetworkPolicies {
+		return
+	}
+	n := s.np
+	n.mu.Lock()
+	if snap == nil {
+		delete(n.desired, tenant)
+	} else {
+		n.desired[tenant] = snap.Set(snapshot.ViewKube, snapshot.NetworkPolicyKey)
+	}
+	n.seen = true
+	n.mu.Unlock()
+	select {
+	case n.wake <- struct{}{}:
+	default:
+	}
+}
+
+// reconcileNetpols applies and deletes until ctx ends, a short while after
+// the last change, so a burst of tenant builds costs one pass.
+func (s *Source) reconcileNetpols(ctx context.Context) {
+	n := s.np
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-n.wake:
+		}
+		select { // settle
+		case <-ctx.Done():
+			return
+		case <-time.After(300 * time.Millisecond):
+		}
+		s.reconcileOnce(ctx)
+	}
+}
+
+func (s *Source) reconcileOnce(ctx context.Context) {
+	n := s.np
+	n.mu.Lock()
+	want := map[string]*snapshot.Resource{}
+	for _, set := range n.desired {
+		if set == nil {
+			continue
+		}
+		for _, r := range set.Items {
+			want[r.Name] = r
+		}
+	}
+	var apply []*snapshot.Resource
+	for _, name := range slices.Sorted(maps.Keys(want)) {
+		if n.applied[name] != want[name].Version {
+			apply = append(apply, want[name])
+		}
+	}
+	var remove []string
+	if n.seen {
+		for name := range n.live {
+			if want[name] == nil {
+				remove = append(remove, name)
+			}
+		}
+	}
+	n.mu.Unlock()
+	for _, r := range apply {
+		err := s.applyNetpol(ctx, r)
+		n.mu.Lock()
+		if err == nil {
+			n.applied[r.Name] = r.Version
+		}
+		n.mu.Unlock()
+		key := "kubernetes NetworkPolicy " + r.Name
+		if err != nil {
+			s.log.Warn("generated NetworkPolicy not applied", "networkpolicy", r.Name, "err", err)
+			s.report(key, []snapshot.Diagnostic{{Severity: snapshot.SeverityError, Object: "NetworkPolicy " + r.Name, Namespace: nsOf(r.Name), Origin: Origin,
+				Message: fmt.Sprintf("the generated NetworkPolicy could not be applied: %v; a NetworkPolicy of that name that xdshard did not create is never overwritten: rename or delete it", err)}})
+		} else {
+			s.report(key, nil)
+		}
+	}
+	for _, name := range slices.Sorted(slices.Values(remove)) {
+		ns, nm, _ := strings.Cut(name, "/")
+		err := s.dyn.Resource(netpolGVR).Namespace(ns).Delete(ctx, nm, metav1.DeleteOptions{})
+		if err != nil && !apierrors.IsNotFound(err) {
+			s.log.Warn("generated NetworkPolicy not deleted", "networkpolicy", name, "err", err)
+			continue
+		}
+		n.mu.Lock()
+		delete(n.applied, name)
+		n.mu.Unlock()
+		s.log.Info("generated NetworkPolicy deleted: no tenant generates it any more", "networkpolicy", name)
+	}
+}
+
+// applyNetpol server-side applies r, without force: a field another
+// manager owns (a user's own NetworkPolicy of the same name) is a
+// conflict, never overwritten.
+func (s *Source) applyNetpol(ctx context.Context, r *snapshot.Resource) error {
+	ns, name, _ := strings.Cut(r.Name, "/")
+	ri := s.dyn.Resource(netpolGVR).Namespace(ns)
+	if live, err := ri.Get(ctx, name, metav1.GetOptions{}); err == nil && live.GetLabels()[generatedLabel] != "true" {
+		return fmt.Errorf("NetworkPolicy %s exists and is not xdshard's (no label %s)", r.Name, generatedLabel)
+	}
+	force := false
+	_, err := ri.Patch(ctx, name, types.ApplyPatchType, r.Body.Value, metav1.PatchOptions{FieldManager: FieldManager, Force: &force})
+	if err == nil {
+		s.log.Info("generated NetworkPolicy applied", "networkpolicy", r.Name)
+	}
+	return err
+}
+
+func nsOf(name string) string {
+	ns, _, _ := strings.Cut(name, "/")
+	return ns
+}
