@@ -12,15 +12,15 @@ import (
 
 func analyzeCmd(args []string) error {
 	fs := flag.NewFlagSet("analyze", flag.ContinueOnError)
-	config := fs.String("config", "", "directory of YAML manifests (default: the embedded demo mesh)")
+	in := inputFlags(fs)
 	fs.Usage = func() {
-		fmt.Fprintln(fs.Output(), "Usage: xdshard analyze [--config DIR]\n\nReports where Istio's authorization (generated policies included) and NetworkPolicies disagree,\nand cross-tenant exposure. Exits 3 when it finds something, 2 when the config has errors\n(as xdshard check reports them), 1 when it cannot run.")
+		fmt.Fprintln(fs.Output(), "Usage: xdshard analyze [--config DIR | --kubeconfig FILE [--context C]]\n\nReports where Istio's authorization (generated policies included) and NetworkPolicies disagree,\nand cross-tenant exposure. Exits 3 when it finds something, 2 when the config has errors\n(as xdshard check reports them), 1 when it cannot run.")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	mesh, res, err := loadMesh(*config)
+	mesh, res, err := in.load()
 	if err != nil {
 		return err
 	}

@@ -31,10 +31,9 @@ func (e *exitError) Error() string { return e.msg }
 
 func checkCmd(args []string) error {
 	fs := flag.NewFlagSet("check", flag.ContinueOnError)
-	config := fs.String("config", "", "directory of YAML manifests (default: the embedded demo mesh)")
-	maxFileBytes := fs.Int64("max-file-bytes", 8<<20, "largest manifest file read, as serve's flag of the same name")
+	in := inputFlags(fs)
 	fs.Usage = func() {
-		fmt.Fprintln(fs.Output(), "Usage: xdshard check [--config DIR] [--max-file-bytes N]\n\nValidates a config directory as serve would, through every stage (decoding, istiod's\nvalidation, generated policies, Envoy's validation of the resources built), and prints\nevery problem with its file:line. Exits 0 when nothing is rejected, 2 when something is,\n1 when the directory cannot be read. Run it in CI before a change lands.")
+		fmt.Fprintln(fs.Output(), "Usage: xdshard check [--config DIR [--max-file-bytes N] | --kubeconfig FILE [--context C]]\n\nValidates a config directory as serve would, through every stage (decoding, istiod's\nvalidation, generated policies, Envoy's validation of the resources built), and prints\nevery problem with its file:line. Exits 0 when nothing is rejected, 2 when something is,\n1 when the directory cannot be read. Run it in CI before a change lands.")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -43,7 +42,7 @@ func checkCmd(args []string) error {
 	if fs.NArg() > 0 {
 		return fmt.Errorf("check takes no arguments, got %q; use --config DIR", fs.Args())
 	}
-	mesh, res, err := loadMeshLimited(*config, manifest.Limits{FileBytes: *maxFileBytes})
+	mesh, res, err := in.load()
 	if err != nil {
 		return err
 	}

@@ -41,7 +41,7 @@ func TestServeFlagsRejectBadInput(t *testing.T) {
 // TestRenderDemo renders every tenant of the embedded demo, as
 // `xdshard render --tenant T` does, and checks the JSON's shape.
 func TestRenderDemo(t *testing.T) {
-	mesh, res, err := loadMesh("")
+	mesh, res, err := (&input{}).load()
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -10,15 +10,13 @@ import (
 
 	"github.com/xdshard/xdshard/snapshot"
 	"github.com/xdshard/xdshard/snapshot/model"
-	"github.com/xdshard/xdshard/snapshot/source/demo"
-	"github.com/xdshard/xdshard/snapshot/source/manifest"
 	"github.com/xdshard/xdshard/snapshot/translate"
 	"github.com/xdshard/xdshard/snapshot/translate/xds"
 )
 
 func renderCmd(args []string) error {
 	fs := flag.NewFlagSet("render", flag.ContinueOnError)
-	config := fs.String("config", "", "directory of YAML manifests (default: the embedded demo mesh)")
+	in := inputFlags(fs)
 	tenant := fs.String("tenant", "", "tenant to print; omitted: list the tenants")
 	views := fs.String("view", "", "comma-separated views to print: envoy, grpc, nds, mcp (default: all)")
 	kind := fs.String("kind", "", "print the generated isolation objects of this kind as YAML for kubectl apply (NetworkPolicy, AuthorizationPolicy, PeerAuthentication, Sidecar); with --tenant, that tenant's only")
@@ -32,7 +30,7 @@ func renderCmd(args []string) error {
 	if fs.NArg() > 0 {
 		return fmt.Errorf("render takes no arguments, got %q; use --tenant", fs.Args())
 	}
-	mesh, res, err := loadMesh(*config)
+	mesh, res, err := in.load()
 	if err != nil {
 		return err
 	}
@@ -89,26 +87,6 @@ func listTenants(mesh *model.Mesh) error {
 		fmt.Fprintf(w, "%s\t%s\t%d\n", t, strings.Join(v.Namespaces, ","), len(v.Services))
 	}
 	return w.Flush()
-}
-
-// loadMesh reads a config dir as serve's source first reads it, or the
-// embedded demo when dir is empty.
-func loadMesh(dir string) (*model.Mesh, *manifest.Result, error) {
-	return loadMeshLimited(dir, manifest.Limits{})
-}
-
-func loadMeshLimited(dir string, limits manifest.Limits) (*model.Mesh, *manifest.Result, error) {
-	var res *manifest.Result
-	var err error
-	if dir == "" {
-		res, err = manifest.LoadFS(demo.FS())
-	} else {
-		res, err = manifest.LoadWith(dir, limits)
-	}
-	if err != nil {
-		return nil, nil, err
-	}
-	return res.Mesh(), res, nil
 }
 
 func contains(list []string, s string) bool { return slices.Contains(list, s) }
