@@ -52,6 +52,10 @@ type Cluster struct {
 	apiserver *exec.Cmd
 	etcd      *exec.Cmd
 	logs      *logBuffer
+
+	clientsMu sync.Mutex
+	dyn       dynamic.Interface
+	mapper    *restmapper.DeferredDiscoveryRESTMapper
 }
 
 // logBuffer collects the processes' output; exec copies stdout and stderr
@@ -372,16 +376,29 @@ func (c *Cluster) Delete(ctx context.Context, manifests string) error {
 	})
 }
 
+// clients returns the cluster's dynamic client and REST mapper, made once.
+func (c *Cluster) clients() (dynamic.Interface, *restmapper.DeferredDiscoveryRESTMapper, error) {
+	c.clientsMu.Lock()
+	defer c.clientsMu.Unlock()
+	if c.dyn == nil {
+		dyn, err := dynamic.NewForConfig(c.REST())
+		if err != nil {
+			return nil, nil, err
+		}
+		disco, err := discovery.NewDiscoveryClientForConfig(c.REST())
+		if err != nil {
+			return nil, nil, err
+		}
+		c.dyn, c.mapper = dyn, restmapper.NewDeferredDiscoveryRESTMapper(memory.NewMemCacheClient(disco))
+	}
+	return c.dyn, c.mapper, nil
+}
+
 func (c *Cluster) each(ctx context.Context, manifests string, f func(dynamic.ResourceInterface, *unstructured.Unstructured) error) error {
-	dyn, err := dynamic.NewForConfig(c.REST())
+	dyn, mapper, err := c.clients()
 	if err != nil {
 		return err
 	}
-	disco, err := discovery.NewDiscoveryClientForConfig(c.REST())
-	if err != nil {
-		return err
-	}
-	mapper := restmapper.NewDeferredDiscoveryRESTMapper(memory.NewMemCacheClient(disco))
 	dec := yaml.NewDecoder(strings.NewReader(manifests))
 	for {
 		var doc map[string]any
@@ -397,7 +414,10 @@ func (c *Cluster) each(ctx context.Context, manifests string, f func(dynamic.Res
 		gvk := u.GroupVersionKind()
 		m, err := mapper.RESTMapping(gvk.GroupKind(), gvk.Version)
 		if err != nil {
-			return fmt.Errorf("%s: %w", gvk, err)
+			mapper.Reset() // a CRD installed since the mapper looked
+			if m, err = mapper.RESTMapping(gvk.GroupKind(), gvk.Version); err != nil {
+				return fmt.Errorf("%s: %w", gvk, err)
+			}
 		}
 		var ri dynamic.ResourceInterface = dyn.Resource(m.Resource)
 		if m.Scope.Name() == "namespace" {
