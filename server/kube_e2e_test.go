@@ -167,19 +167,51 @@ func TestKubernetesSourceServesGRPCClients(t *testing.T) {
 	if ok, why := r.Ready(); !ok {
 		t.Fatalf("not ready while the API server was down: %s", why)
 	}
+	builds := histogramCount(t, r, "xdshard_push_stage_seconds", "build")
+	if builds == 0 {
+		t.Fatal("no build counted before the restart: the check below would prove nothing")
+	}
 	if err := c.StartAPIServer(ctx); err != nil {
 		t.Fatal(err)
+	}
+	// The informers relist; nothing changed, so no tenant is rebuilt.
+	eventually(t, "/statusz says serving once the API server answers", func() bool {
+		var st statusz
+		getJSON(t, r, "/statusz", &st)
+		return st.Status == "serving"
+	})
+	time.Sleep(500 * time.Millisecond)
+	if after := histogramCount(t, r, "xdshard_push_stage_seconds", "build"); after != builds {
+		t.Fatalf("%d tenant builds after the API server came back with nothing changed, want none", after-builds)
 	}
 	// A change made after the restart reaches the proxy.
 	if err := c.Apply(ctx, kubeMesh(v1, v2, 100, 0, shop, other)); err != nil {
 		t.Fatal(err)
 	}
 	waitSplit(t, ctx, conn, 0)
-	eventually(t, "/statusz says serving once the API server answers", func() bool {
-		var st statusz
-		getJSON(t, r, "/statusz", &st)
-		return st.Status == "serving"
-	})
+}
+
+// histogramCount is the sample count of a histogram's series with the
+// stage label.
+func histogramCount(t *testing.T, r *server.Replica, name, stage string) uint64 {
+	t.Helper()
+	mfs, err := r.Registry().Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "stage" && l.GetValue() == stage {
+					return m.GetHistogram().GetSampleCount()
+				}
+			}
+		}
+	}
+	return 0
 }
 
 // waitSplit waits until the share of RPCs answered by v2 is near want,
