@@ -38,6 +38,7 @@ type conn struct {
 	revision  string // MCP: the istiod's ISTIO_REVISION
 	connected time.Time
 	dirty     chan struct{} // capacity one: "requests changed, look again"
+	rate      *bucket       // only the receive loop uses it
 
 	mu    sync.Mutex
 	types map[string]*typeState
@@ -90,7 +91,7 @@ type NACK struct {
 
 func newConn(id uint64, node *core.Node, namespace, tenant string, view snapshot.View, delta bool) *conn {
 	return &conn{id: id, node: node, namespace: namespace, tenant: tenant, view: view, delta: delta, connected: time.Now(),
-		dirty: make(chan struct{}, 1), types: map[string]*typeState{}}
+		dirty: make(chan struct{}, 1), types: map[string]*typeState{}, rate: newBucket(Limits{}.withDefaults())}
 }
 
 func (c *conn) signal() {

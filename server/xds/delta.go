@@ -33,8 +33,14 @@ func (s *Server) recordDelta(c *conn, req *discovery.DeltaDiscoveryRequest) erro
 	if err != nil {
 		return err
 	}
+	if err := s.checkNames(req.ResourceNamesSubscribe, req.ResourceNamesUnsubscribe, mapKeys(req.InitialResourceVersions)); err != nil {
+		return err
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if err := s.checkTypeLocked(c, t); err != nil {
+		return err
+	}
 	st := c.stateLocked(t)
 	if st.known == nil {
 		st.names, st.known, st.toldMissing = map[string]struct{}{}, map[string]string{}, map[string]bool{}
@@ -56,6 +62,9 @@ func (s *Server) recordDelta(c *conn, req *discovery.DeltaDiscoveryRequest) erro
 		if len(req.ResourceNamesSubscribe) == 0 {
 			st.wildcard = true // legacy wildcard
 		}
+	}
+	if err := s.checkSubscriptionLocked(st, len(req.ResourceNamesSubscribe)); err != nil {
+		return err
 	}
 	changed := st.sorted == nil
 	for _, n := range s.intern(c, t, req.ResourceNamesSubscribe) {
@@ -175,4 +184,8 @@ func deltaChanges(st *typeState, set *snapshot.Set) *discovery.DeltaDiscoveryRes
 		resp.RemovedResources = append(resp.RemovedResources, n)
 	}
 	return resp
+}
+
+func mapKeys(m map[string]string) []string {
+	return slices.Collect(maps.Keys(m))
 }

@@ -32,6 +32,13 @@ type mcpServer struct {
 
 type mcpCacheKey struct{ typeURL, revision string }
 
+// mcpMaxTypes bounds the types one istiod stream asks for (a 2026 istiod
+// asks for 16), and mcpMaxCached the responses kept for reuse.
+const (
+	mcpMaxTypes  = 64
+	mcpMaxCached = 1024
+)
+
 type mcpEntry struct {
 	content string // what the response was made from
 	body    []byte
@@ -45,8 +52,14 @@ func newMCPServer(s *Server) *mcpServer {
 // StreamMCP implements MCPHandler.
 func (m *mcpServer) StreamMCP(stream discovery.AggregatedDiscoveryService_StreamAggregatedResourcesServer, first *discovery.DiscoveryRequest) error {
 	node := first.GetNode()
+	if err := m.s.checkNodeSize(node); err != nil {
+		return err
+	}
 	c := newConn(m.s.nextID.Add(1), node, "", "*", snapshot.ViewMCP, false)
 	c.revision = metaString(node, "ISTIO_REVISION")
+	if err := m.s.checkRevision(c.revision); err != nil {
+		return err
+	}
 	m.s.register(c)
 	defer m.s.unbind(c)
 	record := func(c *conn, req *discovery.DiscoveryRequest) error { return m.record(c, req) }
@@ -64,8 +77,17 @@ func (m *mcpServer) record(c *conn, req *discovery.DiscoveryRequest) error {
 	if t == "" {
 		return status.Error(codes.InvalidArgument, "request without type_url; MCP requests name a group/version/Kind")
 	}
+	if err := m.s.checkRate(c); err != nil {
+		return err
+	}
+	if err := m.s.checkMCPType(t); err != nil {
+		return err
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if _, known := c.types[t]; !known && len(c.types) >= mcpMaxTypes {
+		return m.s.refused.refuse("too_many_types", codes.ResourceExhausted, "the stream asks for more than %d MCP types", mcpMaxTypes)
+	}
 	st := c.stateLocked(t)
 	if st.nonce != "" && req.ResponseNonce != st.nonce {
 		m.s.metrics.stale("mcp")
@@ -139,6 +161,12 @@ func (m *mcpServer) response(typeURL, revision string) mcpEntry {
 		version = fmt.Sprintf("%016x", xxhash.Sum64String(content.String()))
 	}
 	e := mcpEntry{content: content.String(), body: encodeSotW(typeURL, version, items), version: version}
+	if _, had := m.cache[key]; !had && len(m.cache) >= mcpMaxCached {
+		for k := range m.cache { // a cache: drop any entry to stay bounded
+			delete(m.cache, k)
+			break
+		}
+	}
 	m.cache[key] = e
 	return e
 }

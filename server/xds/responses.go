@@ -1,8 +1,6 @@
 package xds
 
 import (
-	"runtime"
-	"sync"
 	"weak"
 
 	"google.golang.org/protobuf/encoding/protowire"
@@ -29,8 +27,7 @@ const (
 // subscriptions could only give a stream another subset of its own
 // tenant's set, never another tenant's resources: the set is in the key.
 type responseCache struct {
-	mu      sync.Mutex
-	entries map[respKey][]byte
+	entries *lru[respKey]
 }
 
 type respKey struct {
@@ -40,7 +37,12 @@ type respKey struct {
 	names    uint64 // hash of the sorted names
 }
 
-func newResponseCache() *responseCache { return &responseCache{entries: map[respKey][]byte{}} }
+// newResponseCache keeps at most maxBytes of responses, least recently
+// used first out: the keys are the client's subscriptions, so the cache
+// must be bounded whatever clients ask for.
+func newResponseCache(maxBytes int64) *responseCache {
+	return &responseCache{entries: newLRU(maxBytes, func(k respKey) bool { return k.set.Value() == nil })}
+}
 
 // sotw returns the encoded DiscoveryResponse (without nonce) of set's
 // resources named in names (sorted; hash is theirs), or all of them for a
@@ -58,33 +60,15 @@ func (c *responseCache) sotw(typeURL string, set *snapshot.Set, names []string, 
 		return encodeSotW(typeURL, version, nil), version
 	}
 	key.set = weak.Make(set)
-	c.mu.Lock()
-	b, ok := c.entries[key]
-	c.mu.Unlock()
-	if ok {
+	if b, ok := c.entries.get(key); ok {
 		return b, version
 	}
-	b = encodeSotW(typeURL, version, selectItems(set, names, wildcard))
-	c.mu.Lock()
-	if _, had := c.entries[key]; !had {
-		c.entries[key] = b
-		runtime.AddCleanup(set, c.drop, key)
-	}
-	c.mu.Unlock()
+	b := encodeSotW(typeURL, version, selectItems(set, names, wildcard))
+	c.entries.put(key, b)
 	return b, version
 }
 
-func (c *responseCache) drop(key respKey) {
-	c.mu.Lock()
-	delete(c.entries, key)
-	c.mu.Unlock()
-}
-
-func (c *responseCache) len() int {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return len(c.entries)
-}
+func (c *responseCache) len() int { return c.entries.len() }
 
 func selectItems(set *snapshot.Set, names []string, wildcard bool) []*snapshot.Resource {
 	if wildcard {

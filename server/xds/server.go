@@ -37,6 +37,8 @@ type Options struct {
 	// PushConcurrency bounds the streams encoding and sending at once;
 	// default DefaultPushConcurrency.
 	PushConcurrency int
+	// Limits bound what a client may make the server hold or do.
+	Limits Limits
 }
 
 // DefaultPushConcurrency is istiod's default PILOT_PUSH_THROTTLE.
@@ -52,6 +54,8 @@ type Server struct {
 	cache   *responseCache
 	metrics *Metrics
 	nextID  atomic.Uint64
+	limits  Limits
+	refused refusals
 	pushSem chan struct{} // a slot per stream encoding and sending
 
 	// Test hooks, set by tests before the first stream: testSendHook runs
@@ -79,10 +83,12 @@ func New(store *snapshot.Store, opts Options) *Server {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &Server{
-		store: store, opts: opts, log: opts.Logger, cache: newResponseCache(),
+		store: store, opts: opts, log: opts.Logger, limits: opts.Limits.withDefaults(),
 		metrics: newMetrics(opts.Registry), ctx: ctx, cancel: cancel, conns: map[*conn]struct{}{},
 		pushSem: make(chan struct{}, opts.PushConcurrency),
 	}
+	s.cache = newResponseCache(s.limits.CacheBytes)
+	s.refused = newRefusals(opts.Registry)
 	if s.opts.MCP == nil {
 		s.opts.MCP = newMCPServer(s)
 	}
@@ -103,7 +109,7 @@ func GRPCOptions() []grpc.ServerOption {
 		grpc.ForceServerCodecV2(newCodec()),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
-		grpc.MaxConcurrentStreams(1 << 20),
+		grpc.MaxConcurrentStreams(Limits{}.withDefaults().StreamsPerConn),
 	}
 }
 
@@ -122,6 +128,9 @@ func (s *Server) bind(node *core.Node, delta bool) (c *conn, err error) {
 	}()
 	if node == nil {
 		return nil, status.Error(codes.InvalidArgument, "the first request carries no node; send the node (id and metadata) on the first request")
+	}
+	if err := s.checkNodeSize(node); err != nil {
+		return nil, err
 	}
 	ns, err := nodeNamespace(node)
 	if err != nil {
@@ -174,6 +183,12 @@ func (s *Server) checkNode(c *conn, node *core.Node) error {
 // checkRequest refuses a request that moves the stream to another tenant
 // or names no type, and returns its type.
 func (s *Server) checkRequest(c *conn, node *core.Node, typeURL string) (string, error) {
+	if err := s.checkRate(c); err != nil {
+		return "", err
+	}
+	if err := s.checkNodeSize(node); err != nil {
+		return "", err
+	}
 	if err := s.checkNode(c, node); err != nil {
 		return "", err
 	}

@@ -30,8 +30,14 @@ func (s *Server) recordSotW(c *conn, req *discovery.DiscoveryRequest) error {
 	if err != nil {
 		return err
 	}
+	if err := s.checkNames(req.ResourceNames); err != nil {
+		return err
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if err := s.checkTypeLocked(c, t); err != nil {
+		return err
+	}
 	st := c.stateLocked(t)
 	initial := st.nonce == "" // nothing sent yet: any nonce (istiod's timestamp) is an initial request
 	if !initial && req.ResponseNonce != st.nonce {

@@ -1,0 +1,309 @@
+package xds
+
+import (
+	"strings"
+	"sync"
+	"time"
+
+	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+)
+
+// Limits bound what one client may make the server hold or do. Every
+// field is a choice of the client's; each refusal is a clear status and
+// counts in xdshard_refused_requests_total{reason}. Zero fields take the
+// defaults.
+type Limits struct {
+	// NodeBytes bounds a node (id and metadata) as encoded. Default 64 KiB;
+	// istio-agent's nodes are a few KiB.
+	NodeBytes int
+	// Names bounds the resource names one subscription holds. Default
+	// 20,000, more than Envoy asks for in any mesh xdshard serves.
+	Names int
+	// NameBytes bounds one resource name. Default 1 KiB.
+	NameBytes int
+	// Types bounds the distinct type URLs a stream may ask for. Default 16.
+	Types int
+	// Rate and Burst bound a stream's requests per second. Default 100/s
+	// with a burst of 1,000 (a proxy ACKs every response; a burst of
+	// subscriptions at start is normal).
+	Rate  float64
+	Burst int
+	// StreamsPerConn bounds the streams of one HTTP/2 connection. Default
+	// 100; Envoy and grpc-go open one ADS stream per connection.
+	StreamsPerConn uint32
+	// CacheBytes bounds the shared state-of-the-world responses kept for
+	// reuse. Default 256 MiB.
+	CacheBytes int64
+}
+
+func (l Limits) withDefaults() Limits {
+	if l.NodeBytes <= 0 {
+		l.NodeBytes = 64 << 10
+	}
+	if l.Names <= 0 {
+		l.Names = 20000
+	}
+	if l.NameBytes <= 0 {
+		l.NameBytes = 1 << 10
+	}
+	if l.Types <= 0 {
+		l.Types = 16
+	}
+	if l.Rate <= 0 {
+		l.Rate = 100
+	}
+	if l.Burst <= 0 {
+		l.Burst = 1000
+	}
+	if l.StreamsPerConn == 0 {
+		l.StreamsPerConn = 100
+	}
+	if l.CacheBytes <= 0 {
+		l.CacheBytes = 256 << 20
+	}
+	return l
+}
+
+// refusals counts refused requests by reason.
+type refusals struct{ c *prometheus.CounterVec }
+
+func newRefusals(reg prometheus.Registerer) refusals {
+	c := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "xdshard_refused_requests_total",
+		Help: "Requests and streams refused for a limit, by reason."}, []string{"reason"})
+	if err := reg.Register(c); err != nil {
+		if are, ok := err.(prometheus.AlreadyRegisteredError); ok {
+			c = are.ExistingCollector.(*prometheus.CounterVec)
+		}
+	}
+	return refusals{c}
+}
+
+// refuse counts a refusal and returns its status.
+func (r refusals) refuse(reason string, code codes.Code, format string, args ...any) error {
+	r.c.WithLabelValues(reason).Inc()
+	return status.Errorf(code, format, args...)
+}
+
+// checkNode refuses a node larger than the limit.
+func (s *Server) checkNodeSize(node *core.Node) error {
+	if node == nil {
+		return nil
+	}
+	if n := proto.Size(node); n > s.limits.NodeBytes {
+		return s.refused.refuse("node_too_large", codes.InvalidArgument,
+			"the node (id and metadata) is %d bytes, more than the %d allowed; send less node metadata", n, s.limits.NodeBytes)
+	}
+	return nil
+}
+
+// checkNames refuses a request naming too many or too long resources.
+func (s *Server) checkNames(names ...[]string) error {
+	total := 0
+	for _, list := range names {
+		total += len(list)
+		for _, n := range list {
+			if len(n) > s.limits.NameBytes {
+				return s.refused.refuse("name_too_long", codes.InvalidArgument,
+					"resource name of %d bytes, more than the %d allowed: %.64q...", len(n), s.limits.NameBytes, n)
+			}
+		}
+	}
+	if total > s.limits.Names {
+		return s.refused.refuse("too_many_names", codes.ResourceExhausted,
+			"a request names %d resources, more than the %d allowed", total, s.limits.Names)
+	}
+	return nil
+}
+
+// checkTypeLocked refuses a stream's type URL beyond the limit of distinct
+// types, so a client cannot grow a stream's state with made-up types.
+func (s *Server) checkTypeLocked(c *conn, typeURL string) error {
+	if _, ok := c.types[typeURL]; ok {
+		return nil
+	}
+	if len(c.types) >= s.limits.Types {
+		return s.refused.refuse("too_many_types", codes.ResourceExhausted,
+			"the stream asks for more than %d type URLs (the next is %.128q); xdshard serves CDS, EDS, LDS, RDS and NDS", s.limits.Types, typeURL)
+	}
+	return nil
+}
+
+// checkSubscriptionLocked refuses a subscription that would grow past the
+// limit of names (delta streams add names request by request).
+func (s *Server) checkSubscriptionLocked(st *typeState, adding int) error {
+	if len(st.names)+adding > s.limits.Names {
+		return s.refused.refuse("too_many_names", codes.ResourceExhausted,
+			"the subscription would hold %d resource names, more than the %d allowed", len(st.names)+adding, s.limits.Names)
+	}
+	return nil
+}
+
+// bucket is a stream's request rate limiter (a token bucket). Only the
+// receive loop uses it.
+type bucket struct {
+	rate   float64
+	burst  float64
+	tokens float64
+	last   time.Time
+}
+
+func newBucket(l Limits) *bucket {
+	return &bucket{rate: l.Rate, burst: float64(l.Burst), tokens: float64(l.Burst), last: time.Now()}
+}
+
+func (b *bucket) take(now time.Time) bool {
+	b.tokens += now.Sub(b.last).Seconds() * b.rate
+	if b.tokens > b.burst {
+		b.tokens = b.burst
+	}
+	b.last = now
+	if b.tokens < 1 {
+		return false
+	}
+	b.tokens--
+	return true
+}
+
+// checkRate refuses a request beyond the stream's rate.
+func (s *Server) checkRate(c *conn) error {
+	if c.rate.take(time.Now()) {
+		return nil
+	}
+	return s.refused.refuse("rate_limited", codes.ResourceExhausted,
+		"more than %.0f requests per second (burst %d) on one stream; a proxy sends one per response and subscription change", s.limits.Rate, s.limits.Burst)
+}
+
+// mcpTypeGroups are the API groups whose kinds istiod asks MCP for.
+var mcpTypeGroups = []string{"networking.istio.io", "security.istio.io", "telemetry.istio.io", "extensions.istio.io", "core"}
+
+// checkMCPType refuses a type URL istiod would not send: group/version/Kind
+// of an Istio group. Anything else would only grow the response cache.
+func (s *Server) checkMCPType(typeURL string) error {
+	parts := strings.Split(typeURL, "/")
+	if len(parts) == 3 && len(typeURL) <= 128 && parts[1] != "" && parts[2] != "" {
+		for _, g := range mcpTypeGroups {
+			if parts[0] == g {
+				return nil
+			}
+		}
+	}
+	return s.refused.refuse("bad_type_url", codes.InvalidArgument,
+		"MCP type URL %.128q is not group/version/Kind of an Istio API group (%s)", typeURL, strings.Join(mcpTypeGroups, ", "))
+}
+
+// checkRevision refuses an ISTIO_REVISION that is not a revision name.
+func (s *Server) checkRevision(rev string) error {
+	if len(rev) <= 63 && !strings.ContainsFunc(rev, func(r rune) bool {
+		return !(r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '-' || r == '.')
+	}) {
+		return nil
+	}
+	return s.refused.refuse("bad_revision", codes.InvalidArgument,
+		"ISTIO_REVISION %.80q is not a revision name (at most 63 lowercase letters, digits, '-' and '.')", rev)
+}
+
+// lru is a cache bounded by the bytes of its values (and a fixed cost per
+// entry), least recently used first out. stale, when set, says an entry
+// can go at once (its snapshot set is gone); each put drops a few stale
+// entries from the old end, so replaced snapshots' responses do not wait
+// for the bound. Safe for concurrent use.
+type lru[K comparable] struct {
+	mu    sync.Mutex
+	max   int64
+	stale func(K) bool
+	bytes int64
+	items map[K]*lruItem[K]
+	head  *lruItem[K] // most recent
+	tail  *lruItem[K]
+}
+
+type lruItem[K comparable] struct {
+	key        K
+	val        []byte
+	prev, next *lruItem[K]
+}
+
+// lruEntryCost is what an entry costs beside its value: its key, list
+// links and map slot.
+const lruEntryCost = 128
+
+func newLRU[K comparable](max int64, stale func(K) bool) *lru[K] {
+	return &lru[K]{max: max, stale: stale, items: map[K]*lruItem[K]{}}
+}
+
+func (l *lru[K]) get(k K) ([]byte, bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	it := l.items[k]
+	if it == nil {
+		return nil, false
+	}
+	l.unlink(it)
+	l.push(it)
+	return it.val, true
+}
+
+func (l *lru[K]) put(k K, v []byte) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if it := l.items[k]; it != nil {
+		l.dropLocked(it)
+	}
+	it := &lruItem[K]{key: k, val: v}
+	l.items[k] = it
+	l.push(it)
+	l.bytes += int64(len(v)) + lruEntryCost
+	for l.bytes > l.max && l.tail != nil && l.tail != it {
+		l.dropLocked(l.tail)
+	}
+	for i := 0; i < 4 && l.stale != nil && l.tail != nil && l.tail != it && l.stale(l.tail.key); i++ {
+		l.dropLocked(l.tail)
+	}
+}
+
+func (l *lru[K]) dropLocked(it *lruItem[K]) {
+	l.unlink(it)
+	delete(l.items, it.key)
+	l.bytes -= int64(len(it.val)) + lruEntryCost
+}
+
+func (l *lru[K]) size() int64 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.bytes
+}
+
+func (l *lru[K]) len() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.items)
+}
+
+func (l *lru[K]) push(it *lruItem[K]) {
+	it.prev, it.next = nil, l.head
+	if l.head != nil {
+		l.head.prev = it
+	}
+	l.head = it
+	if l.tail == nil {
+		l.tail = it
+	}
+}
+
+func (l *lru[K]) unlink(it *lruItem[K]) {
+	if it.prev != nil {
+		it.prev.next = it.next
+	} else {
+		l.head = it.next
+	}
+	if it.next != nil {
+		it.next.prev = it.prev
+	} else {
+		l.tail = it.prev
+	}
+	it.prev, it.next = nil, nil
+}

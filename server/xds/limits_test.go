@@ -1,0 +1,180 @@
+package xds
+
+import (
+	"context"
+	"fmt"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+)
+
+// Each test here is a client doing what an adversary would, on a real
+// stream: it is refused with a clear status, counted, and what it made the
+// server hold stays bounded. Before, none of these was bounded: 12,000
+// fresh-name subscriptions kept 160 MB after the streams closed, 150 MCP
+// type URLs 870 MB, and a 4 MB node was held per stream.
+
+// streamErr sends reqs on a new SotW stream and returns the status the
+// stream ends with (nil if it is still open after the last request).
+func streamErr(t *testing.T, e *env, reqs ...*discovery.DiscoveryRequest) error {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	st, err := discovery.NewAggregatedDiscoveryServiceClient(e.conn).StreamAggregatedResources(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		for {
+			if _, err := st.Recv(); err != nil {
+				done <- err
+				return
+			}
+		}
+	}()
+	for _, r := range reqs {
+		if err := st.Send(r); err != nil {
+			break // the server ended the stream; its status comes from Recv
+		}
+	}
+	select {
+	case err := <-done:
+		return err
+	case <-time.After(2 * time.Second):
+		return nil
+	}
+}
+
+func refusedCount(s *Server, reason string) float64 {
+	return testutil.ToFloat64(s.refused.c.WithLabelValues(reason))
+}
+
+func wantRefused(t *testing.T, s *Server, err error, code codes.Code, reason, text string) {
+	t.Helper()
+	if status.Code(err) != code || !strings.Contains(err.Error(), text) {
+		t.Fatalf("stream ended with %v, want %s saying %q", err, code, text)
+	}
+	if refusedCount(s, reason) < 1 {
+		t.Fatalf("xdshard_refused_requests_total{reason=%q} did not count it", reason)
+	}
+}
+
+func TestOversizedNodeIsRefused(t *testing.T) {
+	e := newEnv(t)
+	e.mesh("a", 1, 0)
+	n := node("a", map[string]any{"JUNK": strings.Repeat("x", 100<<10)})
+	err := streamErr(t, e, &discovery.DiscoveryRequest{Node: n, TypeUrl: cds})
+	wantRefused(t, e.srv, err, codes.InvalidArgument, "node_too_large", "node (id and metadata)")
+}
+
+func TestTooManyNamesIsRefused(t *testing.T) {
+	e := newEnv(t)
+	e.mesh("a", 1, 0)
+	names := make([]string, 20001)
+	for i := range names {
+		names[i] = fmt.Sprint("n", i)
+	}
+	err := streamErr(t, e, &discovery.DiscoveryRequest{Node: node("a", nil), TypeUrl: eds, ResourceNames: names})
+	wantRefused(t, e.srv, err, codes.ResourceExhausted, "too_many_names", "names 20001 resources")
+}
+
+func TestMadeUpTypesAreBounded(t *testing.T) {
+	e := newEnv(t)
+	e.mesh("a", 1, 0)
+	var reqs []*discovery.DiscoveryRequest
+	for i := 0; i < 17; i++ {
+		r := &discovery.DiscoveryRequest{TypeUrl: fmt.Sprintf("type.googleapis.com/made.up.T%d", i)}
+		if i == 0 {
+			r.Node = node("a", nil)
+		}
+		reqs = append(reqs, r)
+	}
+	wantRefused(t, e.srv, streamErr(t, e, reqs...), codes.ResourceExhausted, "too_many_types", "more than 16 type URLs")
+}
+
+func TestRequestRateIsBounded(t *testing.T) {
+	e := newEnv(t)
+	e.mesh("a", 1, 0)
+	reqs := []*discovery.DiscoveryRequest{{Node: node("a", nil), TypeUrl: cds}}
+	for i := 0; i < 1500; i++ {
+		reqs = append(reqs, &discovery.DiscoveryRequest{TypeUrl: cds, ResponseNonce: "not-the-latest"})
+	}
+	wantRefused(t, e.srv, streamErr(t, e, reqs...), codes.ResourceExhausted, "rate_limited", "requests per second")
+}
+
+func TestMCPTypeURLsAreChecked(t *testing.T) {
+	e := newEnv(t)
+	api := map[string]any{"GENERATOR": "api"}
+	err := streamErr(t, e, &discovery.DiscoveryRequest{Node: node("a", api), TypeUrl: "evil.example.com/v1/Payload"})
+	wantRefused(t, e.srv, err, codes.InvalidArgument, "bad_type_url", "not group/version/Kind of an Istio API group")
+	err = streamErr(t, e, &discovery.DiscoveryRequest{Node: node("a", map[string]any{"GENERATOR": "api", "ISTIO_REVISION": strings.Repeat("R", 100)}), TypeUrl: "networking.istio.io/v1/VirtualService"})
+	wantRefused(t, e.srv, err, codes.InvalidArgument, "bad_revision", "is not a revision name")
+}
+
+// TestFreshNameSubscriptionsStayBounded: thousands of subscriptions to
+// made-up names, from many streams, leave the response cache within its
+// bound while they run and the heap where it was once they close.
+func TestFreshNameSubscriptionsStayBounded(t *testing.T) {
+	const cacheBytes = 512 << 10
+	e := newEnvWith(t, Options{Resolver: ResolverFunc(func(ns string) (string, bool) { return ns, ns == "a" }), Limits: Limits{CacheBytes: cacheBytes}}, nil)
+	t.Cleanup(e.close)
+	e.mesh("a", 5, 0)
+	runtime.GC()
+	var before runtime.MemStats
+	runtime.ReadMemStats(&before)
+	const streams, perStream = 12, 1000
+	for s := 0; s < streams; s++ {
+		c := e.sotw("a", nil)
+		c.send(eds, "", "", "a-c1")
+		r := c.recv()
+		for i := 0; i < perStream; i++ {
+			c.send(eds, r.VersionInfo, r.Nonce, fmt.Sprintf("fresh-%d-%d-%s", s, i, strings.Repeat("z", 200)))
+			r = c.recv()
+		}
+		if b := e.srv.cache.entries.size(); b > cacheBytes {
+			t.Fatalf("the response cache holds %d bytes, over its bound of %d", b, cacheBytes)
+		}
+		c.stream.CloseSend()
+	}
+	e.conn.Close()
+	deadline := time.Now().Add(10 * time.Second)
+	for len(e.srv.Clients()) > 0 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	runtime.GC()
+	var after runtime.MemStats
+	runtime.ReadMemStats(&after)
+	if grew := int64(after.HeapAlloc) - int64(before.HeapAlloc); grew > 16<<20 {
+		t.Fatalf("the heap grew by %d MiB after %d fresh-name subscriptions closed", grew>>20, streams*perStream)
+	}
+}
+
+func TestLRUEvictsLeastRecentlyUsedAndStale(t *testing.T) {
+	dead := map[int]bool{}
+	l := newLRU(3*(10+lruEntryCost), func(k int) bool { return dead[k] })
+	for k := 1; k <= 3; k++ {
+		l.put(k, make([]byte, 10))
+	}
+	l.get(1)                   // 2 is now the least recently used
+	l.put(4, make([]byte, 10)) // over the bound: 2 goes
+	if _, ok := l.get(2); ok || l.len() != 3 {
+		t.Fatalf("after the bound: len %d, 2 kept %v", l.len(), ok)
+	}
+	dead[3] = true
+	l.get(1)
+	l.get(4)                  // 3 is the oldest, and stale
+	l.put(5, make([]byte, 1)) // a put drops stale entries at the old end
+	if _, ok := l.get(3); ok {
+		t.Fatal("the stale entry stayed")
+	}
+	if l.size() > 3*(10+lruEntryCost) {
+		t.Fatalf("size %d over the bound", l.size())
+	}
+}
