@@ -14,9 +14,13 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 
+	"github.com/xdshard/xdshard/bench/proxy"
 	"github.com/xdshard/xdshard/internal/kubetest"
 	"github.com/xdshard/xdshard/server"
 	"github.com/xdshard/xdshard/server/admin"
@@ -363,4 +367,60 @@ spec:
 	if _, err := cs.NetworkingV1().NetworkPolicies(own).Get(ctx, "xdshard-tenant-isolation", metav1.GetOptions{}); err != nil {
 		t.Fatalf("the user's own NetworkPolicy is gone: %v", err)
 	}
+}
+
+// TestKubernetesRelabelMovesProxies: relabelling a namespace to another
+// tenant in the API server moves its proxies: their stream ends, and
+// reconnected they receive the new tenant's config (the same CDS version
+// as the new tenant's other proxies).
+func TestKubernetesRelabelMovesProxies(t *testing.T) {
+	c := cluster(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	ta, tb := uniqueNS("ta"), uniqueNS("tb")
+	a1, a2, b1 := ta+"-1", ta+"-2", tb+"-1"
+	nsYAML := func(name, tenant string) string {
+		return fmt.Sprintf("apiVersion: v1\nkind: Namespace\nmetadata: {name: %s, labels: {xdshard.io/tenant: %s}}\n---\napiVersion: v1\nkind: Service\nmetadata: {name: svc, namespace: %s}\nspec: {ports: [{name: http, port: 80}]}\n", name, tenant, name)
+	}
+	if err := c.Apply(ctx, nsYAML(a1, ta)+"---\n"+nsYAML(a2, ta)+"---\n"+nsYAML(b1, tb)); err != nil {
+		t.Fatal(err)
+	}
+	r := startKubeReplica(t, c)
+	conn, err := grpc.NewClient(r.XDSAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	run := func(ns string) (*proxy.Proxy, chan error) {
+		p := proxy.New(ns, "p-"+ns, false)
+		done := make(chan error, 1)
+		go func() { done <- p.Run(ctx, conn) }()
+		select {
+		case <-p.Synced():
+		case <-ctx.Done():
+			t.Fatalf("a proxy of %s never synced", ns)
+		}
+		return p, done
+	}
+	pa1, _ := run(a1)
+	pa2, ended := run(a2)
+	pb1, _ := run(b1)
+	if pa2.Latest(proxy.CDS).Version != pa1.Latest(proxy.CDS).Version || pa2.Latest(proxy.CDS).Version == pb1.Latest(proxy.CDS).Version {
+		t.Fatal("before the move, a2 should have tenant a's clusters and not b's")
+	}
+	if err := c.Apply(ctx, nsYAML(a2, tb)); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-ended:
+		if status.Code(err) != codes.Unavailable || !strings.Contains(err.Error(), "moved from tenant") {
+			t.Fatalf("a2's stream ended with %v, want Unavailable saying it moved", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("a2's stream was not ended after its namespace moved")
+	}
+	again, _ := run(a2)
+	eventually(t, "a2's proxy on tenant b's config", func() bool {
+		return again.Latest(proxy.CDS).Version == pb1.Latest(proxy.CDS).Version
+	})
 }
