@@ -33,7 +33,8 @@ type Limits struct {
 	Rate  float64
 	Burst int
 	// StreamsPerConn bounds the streams of one HTTP/2 connection. Default
-	// 100; Envoy and grpc-go open one ADS stream per connection.
+	// 1,000: Envoy and grpc-go open one ADS stream per connection, and load
+	// harnesses (xdshard bench: 250) carry many.
 	StreamsPerConn uint32
 	// CacheBytes bounds the shared state-of-the-world responses kept for
 	// reuse. Default 256 MiB.
@@ -60,7 +61,7 @@ func (l Limits) withDefaults() Limits {
 		l.Burst = 1000
 	}
 	if l.StreamsPerConn == 0 {
-		l.StreamsPerConn = 100
+		l.StreamsPerConn = 1000
 	}
 	if l.CacheBytes <= 0 {
 		l.CacheBytes = 256 << 20
