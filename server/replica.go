@@ -17,6 +17,7 @@ import (
 
 	"github.com/xdshard/xdshard/server/admin"
 	"github.com/xdshard/xdshard/server/xds"
+	"github.com/xdshard/xdshard/sharding"
 	"github.com/xdshard/xdshard/snapshot"
 	"github.com/xdshard/xdshard/snapshot/builder"
 	"github.com/xdshard/xdshard/snapshot/model"
@@ -40,6 +41,15 @@ type Config struct {
 	// Build turns a tenant's view into its snapshot; nil for
 	// translate.Compose, which is what xdshard serves.
 	Build builder.BuildFunc
+
+	// Sharding: with Peers (every replica, this one included), this
+	// replica builds only the tenants the rendezvous ring gives it and
+	// fetches the others' snapshots from their owners over delta ADS;
+	// PeerAddr is where it serves its own tenants' snapshots to the
+	// others. Without Peers it builds every tenant.
+	ReplicaID string
+	PeerAddr  string
+	Peers     []sharding.Member
 }
 
 // ProblemRecorder is a source that records problems where its users look
@@ -71,6 +81,9 @@ type Replica struct {
 	xds      *xds.Server
 	grpc     *grpc.Server
 	http     *http.Server
+	peerGRPC *grpc.Server
+	fetcher  *sharding.Fetcher
+	ring     *sharding.Ring
 
 	xdsAddr, adminAddr string
 	synced             chan struct{} // closed once the first full state is built
@@ -107,18 +120,35 @@ func Start(ctx context.Context, cfg Config) (*Replica, error) {
 	}
 	r.problems = newProblems(r.log, r.reg, appeared)
 	r.xds = xds.New(r.store, xds.Options{Resolver: r.mesh, Logger: r.log, Registry: r.reg, PushConcurrency: cfg.PushConcurrency})
-	r.builder = builder.New(r.mesh, r.store, builder.Options{
+	bopts := builder.Options{
 		Debounce: cfg.Debounce, MaxDelay: cfg.MaxDelay, Build: cfg.Build, Logger: r.log, Observe: r.xds.Metrics().Stage,
 		OnBuild: r.built,
-	})
+	}
+	runCtx, cancel := context.WithCancel(ctx)
+	r.cancel = cancel
+	if len(cfg.Peers) > 0 {
+		if err := r.shard(runCtx, &bopts); err != nil {
+			cancel()
+			return nil, err
+		}
+	}
+	r.builder = builder.New(r.mesh, r.store, bopts)
 	xdsLis, err := net.Listen("tcp", cfg.XDSAddr)
 	if err != nil {
+		cancel()
+		if r.peerGRPC != nil {
+			r.peerGRPC.Stop()
+		}
 		return nil, fmt.Errorf("xDS address %s: %w (is another xdshard running? pick a free port)", cfg.XDSAddr, err)
 	}
 	r.xdsAddr = xdsLis.Addr().String()
 	var adminLis net.Listener
 	if cfg.AdminAddr != "" {
 		if adminLis, err = net.Listen("tcp", cfg.AdminAddr); err != nil {
+			cancel()
+			if r.peerGRPC != nil {
+				r.peerGRPC.Stop()
+			}
 			xdsLis.Close()
 			return nil, fmt.Errorf("admin address %s: %w (pick a free port)", cfg.AdminAddr, err)
 		}
@@ -127,8 +157,6 @@ func Start(ctx context.Context, cfg Config) (*Replica, error) {
 	r.grpc = grpc.NewServer(xds.GRPCOptions()...)
 	r.xds.Register(r.grpc)
 
-	runCtx, cancel := context.WithCancel(ctx)
-	r.cancel = cancel
 	r.goStage(func() error { return r.runSource(runCtx) })
 	r.goStage(func() error { return r.builder.Run(runCtx) })
 	r.goStage(func() error { return r.serveXDS(runCtx, xdsLis) })
@@ -279,6 +307,12 @@ func (r *Replica) stop() {
 		r.cancel()
 		r.xds.Close()
 		r.grpc.GracefulStop()
+		if r.peerGRPC != nil {
+			r.peerGRPC.Stop()
+		}
+		if r.fetcher != nil {
+			r.fetcher.Close()
+		}
 		if r.http != nil {
 			_ = r.http.Close()
 		}
@@ -302,3 +336,61 @@ func (r *Replica) Registry() *prometheus.Registry { return r.reg }
 
 // Idle reports whether no change waits for or is in a build.
 func (r *Replica) Idle() bool { return r.builder.Idle() }
+
+// shard sets the replica up as one of cfg.Peers: the builder builds only
+// the tenants the ring gives this replica, the fetcher follows the others'
+// owners, and the peer face serves this replica's tenants to the others.
+func (r *Replica) shard(ctx context.Context, bopts *builder.Options) error {
+	cfg := r.cfg
+	self := -1
+	for i, m := range cfg.Peers {
+		if m.ID == cfg.ReplicaID {
+			self = i
+		}
+	}
+	if cfg.ReplicaID == "" || self < 0 {
+		return fmt.Errorf("replica id %q is not among the peers %v; list every replica, this one included", cfg.ReplicaID, cfg.Peers)
+	}
+	lis, err := net.Listen("tcp", cfg.PeerAddr)
+	if err != nil {
+		return fmt.Errorf("peer address %s: %w", cfg.PeerAddr, err)
+	}
+	r.ring = sharding.NewRing(cfg.Peers)
+	r.fetcher = sharding.NewFetcher(cfg.ReplicaID, r.store, r.log)
+	// The peer face has metrics of its own, kept apart from the proxies'.
+	peers := xds.New(r.store, xds.Options{Resolver: r.mesh, Logger: r.log, Registry: prometheus.NewRegistry(), Peers: true})
+	r.peerGRPC = grpc.NewServer(xds.GRPCOptions()...)
+	peers.Register(r.peerGRPC)
+	r.goStage(func() error {
+		if err := r.peerGRPC.Serve(lis); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+			return fmt.Errorf("peer server: %w", err)
+		}
+		return nil
+	})
+	go func() { <-ctx.Done(); peers.Close() }()
+	bopts.Owns = func(tenant string) bool {
+		o, _ := r.ring.Owner(tenant)
+		return o.ID == cfg.ReplicaID
+	}
+	bopts.Foreign = func(tenant string, gone bool) {
+		if gone {
+			r.fetcher.Stop(tenant)
+			return
+		}
+		owner, _ := r.ring.Owner(tenant)
+		if err := r.fetcher.Follow(ctx, tenant, owner); err != nil {
+			r.log.Warn("cannot follow a tenant's owner", "tenant", tenant, "owner", owner.ID, "err", err)
+		}
+	}
+	r.log.Info("sharding over static peers", "replica", cfg.ReplicaID, "peers", len(cfg.Peers), "peer-addr", lis.Addr().String())
+	return nil
+}
+
+// Owner names the replica that builds tenant ("" without sharding).
+func (r *Replica) Owner(tenant string) string {
+	if r.ring == nil {
+		return ""
+	}
+	o, _ := r.ring.Owner(tenant)
+	return o.ID
+}

@@ -42,13 +42,15 @@ type Snapshot struct {
 	// sorted. A namespace that leaves the tenant changes the version, so
 	// the streams bound through it learn that it moved.
 	Namespaces []string
+
+	peer *peerCache // the snapshot as the peer exchange sends it, made once
 }
 
 // WithNamespaces returns a copy of s built for the tenant's namespaces
 // (sorted), with a version that covers them.
 func (s *Snapshot) WithNamespaces(namespaces []string) *Snapshot {
 	cp := *s
-	cp.Namespaces = namespaces
+	cp.Namespaces, cp.peer = namespaces, &peerCache{}
 	h := xxhash.New()
 	_, _ = h.WriteString(s.Version)
 	for _, ns := range namespaces {
@@ -81,6 +83,7 @@ func New(tenant string, views map[View]map[string]*Set, diags []Diagnostic) *Sna
 		Views:       views,
 		Diagnostics: diags,
 		Built:       time.Now(),
+		peer:        &peerCache{},
 	}
 }
 

@@ -57,7 +57,7 @@ func (s *Store) Publish(snap *Snapshot) bool {
 		// Same config; keep the newer diagnostics without waking anyone.
 		if !slices.Equal(e.current.Diagnostics, snap.Diagnostics) {
 			cp := *e.current
-			cp.Diagnostics = snap.Diagnostics
+			cp.Diagnostics, cp.peer = snap.Diagnostics, &peerCache{}
 			e.current = &cp
 			e.history[len(e.history)-1] = &cp
 		}

@@ -158,7 +158,19 @@ func setFor(snap *snapshot.Snapshot, v snapshot.View, typeURL string) (*snapshot
 	case snapshot.NameTableType:
 		return snap.Set(snapshot.ViewNDS, typeURL), true
 	case snapshot.ClusterType, snapshot.EndpointType, snapshot.ListenerType, snapshot.RouteType:
+		if v == snapshot.ViewPeer {
+			return nil, false
+		}
 		return snap.Set(v, typeURL), true
+	case snapshot.PeerType:
+		if v != snapshot.ViewPeer {
+			return nil, false
+		}
+		set, err := snap.PeerSet()
+		if err != nil {
+			return nil, false
+		}
+		return set, true
 	}
 	return nil, false
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"log/slog"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -39,7 +40,15 @@ type Options struct {
 	PushConcurrency int
 	// Limits bound what a client may make the server hold or do.
 	Limits Limits
+	// Peers makes this server the peer face: it serves other replicas
+	// (nodes "xdshard-peer~ID" naming a TENANT in metadata) the tenants'
+	// whole snapshots over delta ADS, and nothing else. A server without
+	// it refuses peers.
+	Peers bool
 }
+
+// PeerNodePrefix starts the node ID of a replica fetching a snapshot.
+const PeerNodePrefix = "xdshard-peer~"
 
 // DefaultPushConcurrency is istiod's default PILOT_PUSH_THROTTLE.
 const DefaultPushConcurrency = 100
@@ -131,6 +140,21 @@ func (s *Server) bind(node *core.Node, delta bool) (c *conn, err error) {
 	}
 	if err := s.checkNodeSize(node); err != nil {
 		return nil, err
+	}
+	if isPeer := strings.HasPrefix(node.GetId(), PeerNodePrefix); isPeer != s.opts.Peers {
+		if isPeer {
+			return nil, status.Error(codes.PermissionDenied, "xdshard peers fetch snapshots on the peer port (--peer-addr), not here")
+		}
+		return nil, status.Error(codes.PermissionDenied, "this is xdshard's peer port: proxies connect to --xds-addr")
+	}
+	if s.opts.Peers {
+		tenant := metaString(node, "TENANT")
+		if !delta || tenant == "" {
+			return nil, status.Error(codes.InvalidArgument, "a peer fetches a tenant's snapshot over delta ADS, naming it in node metadata TENANT")
+		}
+		c = newConn(s.nextID.Add(1), node, "", tenant, snapshot.ViewPeer, true)
+		s.register(c)
+		return c, nil
 	}
 	ns, err := nodeNamespace(node)
 	if err != nil {

@@ -223,7 +223,7 @@ func (s *Server) acquire(ctx context.Context) (func(), error) {
 // namespace the mesh still puts in the tenant, but whose snapshot is not
 // built yet, keeps its stream.
 func (s *Server) stillBound(c *conn) error {
-	if c.view == snapshot.ViewMCP || s.store.Current(c.tenant).Serves(c.namespace) {
+	if c.view == snapshot.ViewMCP || c.view == snapshot.ViewPeer || s.store.Current(c.tenant).Serves(c.namespace) {
 		return nil
 	}
 	t, ok := s.opts.Resolver.TenantOf(c.namespace)

@@ -33,6 +33,13 @@ type Options struct {
 	// OnPublish is told of every published snapshot with the time the
 	// oldest change it carries entered the builder.
 	OnPublish func(s *snapshot.Snapshot, changedAt time.Time)
+	// Owns says whether this replica builds tenant (nil: every tenant).
+	// A tenant it does not own is handed to Foreign instead: its snapshot
+	// comes from its owner.
+	Owns func(tenant string) bool
+	// Foreign is told, where a build would have run, of a tenant this
+	// replica does not own; gone is true when the tenant no longer exists.
+	Foreign func(tenant string, gone bool)
 	// OnBuild is told of every build's outcome, published or not: the
 	// snapshot, or the error (the last good snapshot then stays); both nil
 	// when the tenant no longer exists.
@@ -267,6 +274,13 @@ func (b *Builder) runBuild(tenant string, changedAt time.Time) {
 // good snapshot stays in place and the error is kept for status.
 func (b *Builder) buildTenant(tenant string, changedAt time.Time) error {
 	view := b.mesh.View(tenant)
+	foreign := b.opts.Owns != nil && !b.opts.Owns(tenant)
+	if foreign && b.opts.Foreign != nil {
+		b.opts.Foreign(tenant, len(view.Namespaces) == 0)
+	}
+	if foreign && len(view.Namespaces) > 0 {
+		return nil // built by its owner
+	}
 	if len(view.Namespaces) == 0 {
 		b.store.Remove(tenant)
 		b.mu.Lock()

@@ -1,0 +1,127 @@
+package server_test
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/xdshard/xdshard/bench/fleet"
+	"github.com/xdshard/xdshard/bench/proxy"
+	"github.com/xdshard/xdshard/server"
+	"github.com/xdshard/xdshard/sharding"
+	"github.com/xdshard/xdshard/snapshot/source/memory"
+)
+
+func freeAddrs(t *testing.T, n int) []string {
+	t.Helper()
+	var out []string
+	var ls []net.Listener
+	for i := 0; i < n; i++ {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		ls = append(ls, l)
+		out = append(out, l.Addr().String())
+	}
+	for _, l := range ls {
+		l.Close()
+	}
+	return out
+}
+
+// TestStaticPeersBuildOnceServeEverywhere: three replicas with static
+// peers over one mesh build each tenant once in all (its owner), serve
+// every tenant from every replica with the owner's very versions, and a
+// one-tenant change costs exactly one build in the whole deployment.
+func TestStaticPeersBuildOnceServeEverywhere(t *testing.T) {
+	objs := fleet.Generate(fleet.Spec{Tenants: 6, Services: 3, Endpoints: 2, Seed: 3})
+	addrs := freeAddrs(t, 3)
+	var peers []sharding.Member
+	for i, a := range addrs {
+		peers = append(peers, sharding.Member{ID: fmt.Sprint("r", i), Addr: a})
+	}
+	var replicas []*server.Replica
+	var sources []*memory.Source
+	for i := range peers {
+		src := memory.New(objs)
+		ctx, cancel := context.WithCancel(context.Background())
+		r, err := server.Start(ctx, server.Config{Source: src, XDSAddr: "127.0.0.1:0", Debounce: 20 * time.Millisecond, MaxDelay: 200 * time.Millisecond,
+			ReplicaID: peers[i].ID, PeerAddr: peers[i].Addr, Peers: peers})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { cancel(); r.Close() })
+		replicas, sources = append(replicas, r), append(sources, src)
+	}
+	for _, r := range replicas {
+		<-r.Synced()
+	}
+	const tenants = 7 // six and istio-system
+	for i, r := range replicas {
+		eventually(t, fmt.Sprintf("every tenant's snapshot on replica %d", i), func() bool { return len(r.Tenants()) == tenants })
+	}
+	if n := totalBuilds(t, replicas); n != tenants {
+		t.Fatalf("%d builds in all for %d tenants, want each tenant built once, by its owner", n, tenants)
+	}
+
+	// A proxy of each tenant on each replica: all of a tenant's proxies
+	// receive the same versions, whichever replica they reach.
+	tenant := fleet.Tenant(2)
+	var proxies []*proxy.Proxy
+	for i, r := range replicas {
+		conn, err := grpc.NewClient(r.XDSAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { conn.Close() })
+		p := proxy.New(tenant, fmt.Sprint("p", i), i%2 == 1)
+		ctx, cancel := context.WithCancel(context.Background())
+		t.Cleanup(cancel)
+		go func() { _ = p.Run(ctx, conn) }()
+		select {
+		case <-p.Synced():
+		case <-time.After(20 * time.Second):
+			t.Fatalf("the proxy on replica %d (owner %s) never synced", i, r.Owner(tenant))
+		}
+		proxies = append(proxies, p)
+	}
+	sameVersions := func() bool {
+		for _, typ := range proxy.Types {
+			for _, p := range proxies[1:] {
+				if p.Latest(typ).Version != proxies[0].Latest(typ).Version {
+					return false
+				}
+			}
+		}
+		return true
+	}
+	eventually(t, "identical versions on every replica", sameVersions)
+
+	before, eds := totalBuilds(t, replicas), proxies[0].Latest(proxy.EDS).Version
+	for _, src := range sources {
+		if err := src.Apply(context.Background(), fleet.ScaleEndpoints(2, 1, 3, 9)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	eventually(t, "the change on every replica, with one version", func() bool {
+		return proxies[0].Latest(proxy.EDS).Version != eds && sameVersions()
+	})
+	time.Sleep(100 * time.Millisecond)
+	if n := totalBuilds(t, replicas) - before; n != 1 {
+		t.Fatalf("a one-tenant change cost %d builds in the deployment, want 1 (by the owner)", n)
+	}
+}
+
+func totalBuilds(t *testing.T, rs []*server.Replica) uint64 {
+	var n uint64
+	for _, r := range rs {
+		n += histogramCount(t, r, "xdshard_push_stage_seconds", "build")
+	}
+	return n
+}

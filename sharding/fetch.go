@@ -1,0 +1,182 @@
+package sharding
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync"
+	"time"
+
+	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/protobuf/types/known/structpb"
+
+	"github.com/xdshard/xdshard/snapshot"
+)
+
+// PeerNodePrefix starts the node ID a replica fetches snapshots with (the
+// peer face's xds.PeerNodePrefix; sharding does not import the server).
+const PeerNodePrefix = "xdshard-peer~"
+
+// Fetcher keeps the snapshots of tenants this replica serves but does not
+// own in its store, fetched from their owners over delta ADS: the owner's
+// encoded resources and versions, unchanged. One stream per followed
+// tenant; a broken stream is opened again with backoff, and until a whole
+// snapshot arrives the last one keeps serving.
+type Fetcher struct {
+	self  string
+	store *snapshot.Store
+	log   *slog.Logger
+
+	mu      sync.Mutex
+	conns   map[string]*grpc.ClientConn // owner address -> connection
+	follows map[string]*follow          // tenant -> its stream
+}
+
+type follow struct {
+	owner  Member
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+// NewFetcher returns a fetcher publishing into store as replica self.
+func NewFetcher(self string, store *snapshot.Store, log *slog.Logger) *Fetcher {
+	if log == nil {
+		log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	return &Fetcher{self: self, store: store, log: log, conns: map[string]*grpc.ClientConn{}, follows: map[string]*follow{}}
+}
+
+// Follow makes tenant's snapshot come from owner, replacing the stream of
+// a former owner (that one's copy keeps serving until the new owner's
+// arrives: make before break). Following the same owner again is a no-op.
+func (f *Fetcher) Follow(ctx context.Context, tenant string, owner Member) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if cur := f.follows[tenant]; cur != nil && cur.owner == owner {
+		return nil
+	}
+	conn := f.conns[owner.Addr]
+	if conn == nil {
+		var err error
+		conn, err = grpc.NewClient(owner.Addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		if err != nil {
+			return fmt.Errorf("peer %s at %s: %w", owner.ID, owner.Addr, err)
+		}
+		f.conns[owner.Addr] = conn
+	}
+	if cur := f.follows[tenant]; cur != nil {
+		cur.cancel()
+	}
+	fctx, cancel := context.WithCancel(ctx)
+	fl := &follow{owner: owner, cancel: cancel, done: make(chan struct{})}
+	f.follows[tenant] = fl
+	go func() {
+		defer close(fl.done)
+		f.run(fctx, conn, tenant, owner)
+	}()
+	return nil
+}
+
+// Stop stops following tenant (it is owned here now, or gone).
+func (f *Fetcher) Stop(tenant string) {
+	f.mu.Lock()
+	fl := f.follows[tenant]
+	delete(f.follows, tenant)
+	f.mu.Unlock()
+	if fl != nil {
+		fl.cancel()
+		<-fl.done
+	}
+}
+
+// Close stops every stream and closes the connections.
+func (f *Fetcher) Close() {
+	f.mu.Lock()
+	tenants := make([]string, 0, len(f.follows))
+	for t := range f.follows {
+		tenants = append(tenants, t)
+	}
+	f.mu.Unlock()
+	for _, t := range tenants {
+		f.Stop(t)
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for addr, c := range f.conns {
+		_ = c.Close()
+		delete(f.conns, addr)
+	}
+}
+
+// run keeps one tenant's stream, opening it again after a failure.
+func (f *Fetcher) run(ctx context.Context, conn *grpc.ClientConn, tenant string, owner Member) {
+	backoff := 100 * time.Millisecond
+	for ctx.Err() == nil {
+		err := f.stream(ctx, conn, tenant)
+		if ctx.Err() != nil {
+			return
+		}
+		f.log.Warn("fetching a tenant's snapshot from its owner failed; trying again", "tenant", tenant, "owner", owner.ID, "err", err)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 5*time.Second)
+	}
+}
+
+// stream subscribes to tenant's whole snapshot and publishes each whole
+// snapshot received, ACKing every response.
+func (f *Fetcher) stream(ctx context.Context, conn *grpc.ClientConn, tenant string) error {
+	s, err := discovery.NewAggregatedDiscoveryServiceClient(conn).DeltaAggregatedResources(ctx)
+	if err != nil {
+		return err
+	}
+	md, _ := structpb.NewStruct(map[string]any{"TENANT": tenant})
+	first := &discovery.DeltaDiscoveryRequest{
+		Node:    &core.Node{Id: PeerNodePrefix + f.self, Metadata: md},
+		TypeUrl: snapshot.PeerType, ResourceNamesSubscribe: []string{"*"},
+	}
+	// Resources already held (from a former owner or stream) are named, so
+	// an owner with the same versions sends nothing again.
+	items := map[string]*snapshot.Resource{}
+	if cur := f.store.Current(tenant); cur != nil {
+		if set, err := cur.PeerSet(); err == nil && set != nil {
+			first.InitialResourceVersions = map[string]string{}
+			for _, r := range set.Items {
+				items[r.Name] = r
+				first.InitialResourceVersions[r.Name] = r.Version
+			}
+		}
+	}
+	if err := s.Send(first); err != nil {
+		return err
+	}
+	for {
+		resp, err := s.Recv()
+		if err != nil {
+			return err
+		}
+		for _, r := range resp.Resources {
+			items[r.Name] = &snapshot.Resource{Name: r.Name, Version: r.Version, Body: r.Resource}
+		}
+		for _, n := range resp.RemovedResources {
+			delete(items, n)
+		}
+		if snap, err := snapshot.FromPeer(tenant, items); err == nil {
+			if f.store.Publish(snap) {
+				f.log.Debug("snapshot fetched from its owner", "tenant", tenant, "version", snap.Version)
+			}
+		} else if len(resp.Resources) > 0 {
+			f.log.Debug("peer snapshot not whole yet", "tenant", tenant, "err", err)
+		}
+		if err := s.Send(&discovery.DeltaDiscoveryRequest{TypeUrl: snapshot.PeerType, ResponseNonce: resp.Nonce}); err != nil {
+			return err
+		}
+	}
+}
