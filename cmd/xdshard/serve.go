@@ -14,6 +14,7 @@ import (
 
 	"github.com/xdshard/xdshard/server"
 	"github.com/xdshard/xdshard/server/xds"
+	"github.com/xdshard/xdshard/sharding"
 	"github.com/xdshard/xdshard/snapshot"
 	"github.com/xdshard/xdshard/snapshot/model"
 	"github.com/xdshard/xdshard/snapshot/source/demo"
@@ -39,6 +40,9 @@ type serveConfig struct {
 	kubeContext     string
 	inCluster       bool // run in a Pod with neither --config nor --kubeconfig
 	applyNetpols    bool
+	replicaID       string
+	peerAddr        string
+	peers           []sharding.Member
 }
 
 func serveFlags(args []string) (*serveConfig, error) {
@@ -47,6 +51,9 @@ func serveFlags(args []string) (*serveConfig, error) {
 	fs.StringVar(&c.config, "config", "", "directory of YAML manifests to serve and follow (default: the embedded demo mesh, or Kubernetes when run in a Pod)")
 	fs.StringVar(&c.kubeconfig, "kubeconfig", "", "read the mesh from the Kubernetes API server of this kubeconfig file instead of files")
 	fs.StringVar(&c.kubeContext, "context", "", "the kubeconfig context to use (default: its current context)")
+	fs.StringVar(&c.replicaID, "replica-id", "", "this replica's identity among --peers (default: the host name)")
+	fs.StringVar(&c.peerAddr, "peer-addr", "127.0.0.1:15012", "HOST:PORT this replica serves its tenants' snapshots to its peers on (with --peers)")
+	peers := fs.String("peers", "", "shard tenants over these replicas, this one included: ID=HOST:PORT,... (their --peer-addr); each builds only the tenants it owns and fetches the others' from their owners")
 	fs.BoolVar(&c.applyNetpols, "apply-network-policies", false, "with Kubernetes as the source: apply each tenant's generated NetworkPolicies (server-side apply, field manager xdshard) and delete them when the tenant opts out or goes away")
 	fs.StringVar(&c.xdsAddr, "xds-addr", "127.0.0.1:15010", "HOST:PORT of the gRPC ADS server")
 	fs.StringVar(&c.adminAddr, "admin-addr", "127.0.0.1:15014", "HOST:PORT of the HTTP admin server (/healthz, /readyz, /metrics, /debug/pprof, /debug/syncz)")
@@ -63,6 +70,19 @@ func serveFlags(args []string) (*serveConfig, error) {
 	}
 	if fs.NArg() > 0 {
 		return nil, fmt.Errorf("serve takes no arguments, got %q; see xdshard serve -h", fs.Args())
+	}
+	if *peers != "" {
+		ms, err := sharding.ParsePeers(*peers)
+		if err != nil {
+			return nil, err
+		}
+		c.peers = ms
+		if c.replicaID == "" {
+			c.replicaID, _ = os.Hostname()
+		}
+		if err := checkListenAddr("peer-addr", c.peerAddr, c.insecure); err != nil {
+			return nil, err
+		}
 	}
 	if err := checkListenAddr("xds-addr", c.xdsAddr, c.insecure); err != nil {
 		return nil, err
@@ -128,7 +148,7 @@ func startServing(ctx context.Context, cfg *serveConfig, log *slog.Logger) (*ser
 	return server.Start(ctx, server.Config{
 		Source: src, XDSAddr: cfg.xdsAddr, AdminAddr: cfg.adminAddr,
 		Debounce: cfg.debounce, MaxDelay: cfg.maxDelay, History: cfg.history, PushConcurrency: cfg.pushConcurrency,
-		Logger: log,
+		Logger: log, ReplicaID: cfg.replicaID, PeerAddr: cfg.peerAddr, Peers: cfg.peers,
 	})
 }
 

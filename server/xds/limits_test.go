@@ -178,3 +178,23 @@ func TestLRUEvictsLeastRecentlyUsedAndStale(t *testing.T) {
 		t.Fatalf("size %d over the bound", l.size())
 	}
 }
+
+// TestPeerAndProxyPortsAreApart: the proxy port refuses a peer (which
+// could read any tenant), and the peer port refuses proxies.
+func TestPeerAndProxyPortsAreApart(t *testing.T) {
+	e := newEnv(t)
+	e.mesh("a", 1, 0)
+	peer := node("a", map[string]any{"TENANT": "b"})
+	peer.Id = PeerNodePrefix + "r1"
+	err := streamErr(t, e, &discovery.DiscoveryRequest{Node: peer, TypeUrl: cds})
+	if status.Code(err) != codes.PermissionDenied || !strings.Contains(err.Error(), "peer port") {
+		t.Fatalf("a peer on the proxy port: %v, want PermissionDenied", err)
+	}
+	p := newEnvWith(t, Options{Resolver: ResolverFunc(func(ns string) (string, bool) { return ns, ns == "a" }), Peers: true}, nil)
+	t.Cleanup(p.close)
+	p.mesh("a", 1, 0)
+	err = streamErr(t, p, &discovery.DiscoveryRequest{Node: node("a", nil), TypeUrl: cds})
+	if status.Code(err) != codes.PermissionDenied || !strings.Contains(err.Error(), "peer port") {
+		t.Fatalf("a proxy on the peer port: %v, want PermissionDenied", err)
+	}
+}
