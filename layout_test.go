@@ -33,6 +33,8 @@ var rules = []rule{
 		"translation is a pure function of a tenant's view"},
 	{"snapshot/builder", []string{module + "server", module + "snapshot/translate", module + "snapshot/source"},
 		"the scheduler is told what to build with; it publishes to the store and knows no face"},
+	{"sharding", []string{module + "server", module + "snapshot/builder", module + "snapshot/translate", module + "snapshot/source"},
+		"sharding names owners and fetches snapshots; the assembly wires it to the builder and the faces"},
 }
 
 // TestImportRules checks the tree's import rules over `go list -deps`, so
