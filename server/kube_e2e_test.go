@@ -20,11 +20,14 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 
+	"github.com/xdshard/xdshard/bench/fleet"
 	"github.com/xdshard/xdshard/bench/proxy"
 	"github.com/xdshard/xdshard/internal/kubetest"
 	"github.com/xdshard/xdshard/server"
 	"github.com/xdshard/xdshard/server/admin"
+	"github.com/xdshard/xdshard/sharding"
 	"github.com/xdshard/xdshard/snapshot/source/kube"
+	"github.com/xdshard/xdshard/snapshot/source/memory"
 )
 
 // The end-to-end tests over a real kube-apiserver and etcd on loopback:
@@ -423,4 +426,93 @@ func TestKubernetesRelabelMovesProxies(t *testing.T) {
 	eventually(t, "a2's proxy on tenant b's config", func() bool {
 		return again.Latest(proxy.CDS).Version == pb1.Latest(proxy.CDS).Version
 	})
+}
+
+// TestLeaseMembershipMovesTenants: two replicas find each other through
+// Leases in a real API server and split the tenants; when one stops (and
+// releases its Lease) the other builds its tenants at once, and a proxy of
+// such a tenant keeps its config and receives the next change.
+func TestLeaseMembershipMovesTenants(t *testing.T) {
+	c := cluster(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	leaseNS := uniqueNS("leases")
+	if err := c.Apply(ctx, "apiVersion: v1\nkind: Namespace\nmetadata: {name: "+leaseNS+"}\n"); err != nil {
+		t.Fatal(err)
+	}
+	objs := fleet.Generate(fleet.Spec{Tenants: 6, Services: 2, Endpoints: 1, Seed: 5})
+	addrs := freeAddrs(t, 2)
+	type rep struct {
+		r      *server.Replica
+		src    *memory.Source
+		cancel context.CancelFunc
+		done   chan struct{}
+	}
+	start := func(i int) rep {
+		self := sharding.Member{ID: fmt.Sprint("r", i), Addr: addrs[i]}
+		leases, err := sharding.NewLeases(sharding.LeaseConfig{REST: c.REST(), Namespace: leaseNS, Self: self, Duration: 3 * time.Second, Renew: time.Second})
+		if err != nil {
+			t.Fatal(err)
+		}
+		rctx, rcancel := context.WithCancel(ctx)
+		ready, done := make(chan error, 1), make(chan struct{})
+		go func() { defer close(done); leases.Run(rctx, ready) }()
+		if err := <-ready; err != nil {
+			t.Fatal(err)
+		}
+		src := memory.New(objs)
+		r, err := server.Start(rctx, server.Config{Source: src, XDSAddr: "127.0.0.1:0", Debounce: 20 * time.Millisecond, MaxDelay: 200 * time.Millisecond,
+			ReplicaID: self.ID, PeerAddr: self.Addr, Membership: leases})
+		if err != nil {
+			t.Fatal(err)
+		}
+		<-r.Synced()
+		return rep{r, src, rcancel, done}
+	}
+	a := start(0)
+	defer func() { a.cancel(); a.r.Close(); <-a.done }()
+	b := start(1)
+	eventually(t, "both replicas see both members and agree on owners", func() bool {
+		for i := 0; i < 6; i++ {
+			tn := fleet.Tenant(i)
+			if a.r.Owner(tn) == "" || a.r.Owner(tn) != b.r.Owner(tn) {
+				return false
+			}
+		}
+		return true
+	})
+	var moved string // a tenant b owns
+	for i := 0; i < 6 && moved == ""; i++ {
+		if a.r.Owner(fleet.Tenant(i)) == "r1" {
+			moved = fleet.Tenant(i)
+		}
+	}
+	if moved == "" {
+		t.Fatal("r1 owns none of six tenants")
+	}
+	eventually(t, "r0 holds r1's tenant, fetched", func() bool { return a.r.Store().Current(moved) != nil })
+
+	conn, err := grpc.NewClient(a.r.XDSAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	p := proxy.New(moved, "p0", true)
+	go func() { _ = p.Run(ctx, conn) }()
+	<-p.Synced()
+
+	builds := histogramCount(t, a.r, "xdshard_push_stage_seconds", "build")
+	b.cancel() // r1 stops and releases its Lease
+	b.r.Close()
+	<-b.done
+	eventually(t, "r0 owns and builds r1's tenant", func() bool {
+		return a.r.Owner(moved) == "r0" && histogramCount(t, a.r, "xdshard_push_stage_seconds", "build") > builds
+	})
+	eds := p.Latest(proxy.EDS).Version
+	idx := 0
+	fmt.Sscanf(moved, "tenant-%d", &idx)
+	if err := a.src.Apply(ctx, fleet.ScaleEndpoints(idx, 0, 2, 4)); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the change reaches the proxy through its tenant's new owner", func() bool { return p.Latest(proxy.EDS).Version != eds })
 }

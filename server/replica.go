@@ -8,7 +8,9 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -50,6 +52,9 @@ type Config struct {
 	ReplicaID string
 	PeerAddr  string
 	Peers     []sharding.Member
+	// Membership, when set, says who the replicas are as they come and go
+	// (Kubernetes Leases), instead of the static Peers; the caller runs it.
+	Membership sharding.Membership
 }
 
 // ProblemRecorder is a source that records problems where its users look
@@ -83,7 +88,8 @@ type Replica struct {
 	http     *http.Server
 	peerGRPC *grpc.Server
 	fetcher  *sharding.Fetcher
-	ring     *sharding.Ring
+	ring     atomic.Pointer[sharding.Ring]
+	members  sharding.Membership
 
 	xdsAddr, adminAddr string
 	synced             chan struct{} // closed once the first full state is built
@@ -126,13 +132,16 @@ func Start(ctx context.Context, cfg Config) (*Replica, error) {
 	}
 	runCtx, cancel := context.WithCancel(ctx)
 	r.cancel = cancel
-	if len(cfg.Peers) > 0 {
+	if len(cfg.Peers) > 0 || cfg.Membership != nil {
 		if err := r.shard(runCtx, &bopts); err != nil {
 			cancel()
 			return nil, err
 		}
 	}
 	r.builder = builder.New(r.mesh, r.store, bopts)
+	if r.members != nil && r.members.Changes() != nil {
+		go r.followMembers(runCtx, r.members, r.members.Changes())
+	}
 	xdsLis, err := net.Listen("tcp", cfg.XDSAddr)
 	if err != nil {
 		cancel()
@@ -337,25 +346,26 @@ func (r *Replica) Registry() *prometheus.Registry { return r.reg }
 // Idle reports whether no change waits for or is in a build.
 func (r *Replica) Idle() bool { return r.builder.Idle() }
 
-// shard sets the replica up as one of cfg.Peers: the builder builds only
-// the tenants the ring gives this replica, the fetcher follows the others'
-// owners, and the peer face serves this replica's tenants to the others.
+// shard sets the replica up as one of its members: the builder builds
+// only the tenants the ring gives this replica, the fetcher follows the
+// others' owners, and the peer face serves this replica's tenants to the
+// others. When members change, tenants move: one this replica now owns is
+// built (and keeps serving what it had until then), one it no longer owns
+// follows its new owner (its last copy serves until the owner's arrives).
 func (r *Replica) shard(ctx context.Context, bopts *builder.Options) error {
 	cfg := r.cfg
-	self := -1
-	for i, m := range cfg.Peers {
-		if m.ID == cfg.ReplicaID {
-			self = i
+	members := cfg.Membership
+	if members == nil {
+		if !slices.ContainsFunc(cfg.Peers, func(m sharding.Member) bool { return m.ID == cfg.ReplicaID }) || cfg.ReplicaID == "" {
+			return fmt.Errorf("replica id %q is not among the peers %v; list every replica, this one included", cfg.ReplicaID, cfg.Peers)
 		}
-	}
-	if cfg.ReplicaID == "" || self < 0 {
-		return fmt.Errorf("replica id %q is not among the peers %v; list every replica, this one included", cfg.ReplicaID, cfg.Peers)
+		members = sharding.Static(cfg.Peers)
 	}
 	lis, err := net.Listen("tcp", cfg.PeerAddr)
 	if err != nil {
 		return fmt.Errorf("peer address %s: %w", cfg.PeerAddr, err)
 	}
-	r.ring = sharding.NewRing(cfg.Peers)
+	r.ring.Store(sharding.NewRing(members.Members()))
 	r.fetcher = sharding.NewFetcher(cfg.ReplicaID, r.store, r.log)
 	// The peer face has metrics of its own, kept apart from the proxies'.
 	peers := xds.New(r.store, xds.Options{Resolver: r.mesh, Logger: r.log, Registry: prometheus.NewRegistry(), Peers: true})
@@ -368,29 +378,68 @@ func (r *Replica) shard(ctx context.Context, bopts *builder.Options) error {
 		return nil
 	})
 	go func() { <-ctx.Done(); peers.Close() }()
-	bopts.Owns = func(tenant string) bool {
-		o, _ := r.ring.Owner(tenant)
-		return o.ID == cfg.ReplicaID
-	}
+	bopts.Owns = r.owns
 	bopts.Foreign = func(tenant string, gone bool) {
 		if gone {
 			r.fetcher.Stop(tenant)
 			return
 		}
-		owner, _ := r.ring.Owner(tenant)
+		owner, _ := r.ring.Load().Owner(tenant)
 		if err := r.fetcher.Follow(ctx, tenant, owner); err != nil {
 			r.log.Warn("cannot follow a tenant's owner", "tenant", tenant, "owner", owner.ID, "err", err)
 		}
 	}
-	r.log.Info("sharding over static peers", "replica", cfg.ReplicaID, "peers", len(cfg.Peers), "peer-addr", lis.Addr().String())
+	r.members = members
+	r.log.Info("sharding", "replica", cfg.ReplicaID, "members", len(members.Members()), "peer-addr", lis.Addr().String())
 	return nil
+}
+
+// owns says whether this replica builds tenant. With no member known yet
+// (membership not read), it builds everything: two owners for a moment
+// publish identical bytes, while no owner would serve nothing.
+func (r *Replica) owns(tenant string) bool {
+	o, ok := r.ring.Load().Owner(tenant)
+	return !ok || o.ID == r.cfg.ReplicaID
+}
+
+// followMembers swaps the ring on every membership change and moves the
+// tenants whose owner changed.
+func (r *Replica) followMembers(ctx context.Context, members sharding.Membership, changes <-chan struct{}) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-changes:
+		}
+		old := r.ring.Swap(sharding.NewRing(members.Members()))
+		var mine []string
+		for _, t := range r.mesh.Tenants() {
+			was, _ := old.Owner(t)
+			now, _ := r.ring.Load().Owner(t)
+			if was == now {
+				continue
+			}
+			if r.owns(t) {
+				r.fetcher.Stop(t)
+				mine = append(mine, t)
+			} else {
+				owner, _ := r.ring.Load().Owner(t)
+				if err := r.fetcher.Follow(ctx, t, owner); err != nil {
+					r.log.Warn("cannot follow a tenant's owner", "tenant", t, "owner", owner.ID, "err", err)
+				}
+			}
+		}
+		r.log.Info("members changed; tenants moved", "members", len(members.Members()), "now built here", len(mine))
+		r.builder.Rebuild(mine)
+	}
 }
 
 // Owner names the replica that builds tenant ("" without sharding).
 func (r *Replica) Owner(tenant string) string {
-	if r.ring == nil {
+	ring := r.ring.Load()
+	if ring == nil {
 		return ""
 	}
-	o, _ := r.ring.Owner(tenant)
+	o, _ := ring.Owner(tenant)
 	return o.ID
 }

@@ -145,6 +145,16 @@ func (b *Builder) schedule(tenants map[string]bool) {
 	b.poke()
 }
 
+// Rebuild schedules tenants for a build, as a change to them would (a
+// tenant this replica now owns, say).
+func (b *Builder) Rebuild(tenants []string) {
+	set := map[string]bool{}
+	for _, t := range tenants {
+		set[t] = true
+	}
+	b.schedule(set)
+}
+
 // BuildAll builds every tenant now, synchronously, and removes from the
 // store tenants that no longer exist. It returns the joined system errors.
 // A tenant the scheduler is building is waited for, then built again from

@@ -1,0 +1,242 @@
+package sharding
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"maps"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	coordinationv1 "k8s.io/api/coordination/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/cache"
+)
+
+// Membership is who the replicas are now. Changes receives a value after
+// every change of Members.
+type Membership interface {
+	Members() []Member
+	Changes() <-chan struct{}
+}
+
+// Static is a member list that never changes (--peers).
+type Static []Member
+
+// Members implements Membership.
+func (s Static) Members() []Member { return slices.Clone(s) }
+
+// Changes implements Membership: a static list never changes.
+func (s Static) Changes() <-chan struct{} { return nil }
+
+// Lease labels and annotations.
+const (
+	MemberLabel        = "xdshard.io/member"
+	PeerAddrAnnotation = "xdshard.io/peer-addr"
+)
+
+// LeaseConfig says how a replica takes part in membership over
+// coordination.k8s.io/v1 Leases: one Lease per replica, named
+// "xdshard-<ID>", labelled MemberLabel, holding its ID and its peer address.
+type LeaseConfig struct {
+	REST      *rest.Config
+	Namespace string
+	Self      Member
+	Duration  time.Duration // a Lease not renewed for this long drops its member; default 15 s
+	Renew     time.Duration // how often this replica renews its own; default 5 s
+	Logger    *slog.Logger
+}
+
+// Leases is membership over Kubernetes Leases: this replica keeps its own
+// Lease renewed, and every replica's informer sees the others'. A replica
+// that stops gracefully releases its Lease, so the others drop it at
+// once; one that crashes drops out when its Lease expires.
+type Leases struct {
+	cfg    LeaseConfig
+	client kubernetes.Interface
+	log    *slog.Logger
+
+	mu      sync.Mutex
+	leases  map[string]*coordinationv1.Lease // by name, as the informer sees them
+	members []Member                         // live, sorted by ID
+	changes chan struct{}
+}
+
+var _ Membership = (*Leases)(nil)
+
+// NewLeases connects to the API server; Run takes part.
+func NewLeases(cfg LeaseConfig) (*Leases, error) {
+	if cfg.Duration <= 0 {
+		cfg.Duration = 15 * time.Second
+	}
+	if cfg.Renew <= 0 {
+		cfg.Renew = 5 * time.Second
+	}
+	if cfg.Renew >= cfg.Duration {
+		return nil, fmt.Errorf("lease renew period %s must be shorter than its duration %s", cfg.Renew, cfg.Duration)
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	if cfg.Namespace == "" || cfg.Self.ID == "" || cfg.Self.Addr == "" {
+		return nil, fmt.Errorf("lease membership needs a namespace, this replica's ID and its peer address")
+	}
+	client, err := kubernetes.NewForConfig(cfg.REST)
+	if err != nil {
+		return nil, err
+	}
+	return &Leases{cfg: cfg, client: client, log: cfg.Logger, leases: map[string]*coordinationv1.Lease{}, changes: make(chan struct{}, 1)}, nil
+}
+
+// Members implements Membership.
+func (l *Leases) Members() []Member {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return slices.Clone(l.members)
+}
+
+// Changes implements Membership.
+func (l *Leases) Changes() <-chan struct{} { return l.changes }
+
+// Run keeps this replica's Lease and follows the others' until ctx ends,
+// then releases the Lease. It returns once its own Lease is held and the
+// informer synced (ready), reporting later failures to the log.
+func (l *Leases) Run(ctx context.Context, ready chan<- error) {
+	if err := l.renew(ctx); err != nil {
+		ready <- err
+		return
+	}
+	factory := informers.NewSharedInformerFactoryWithOptions(l.client, 0, informers.WithNamespace(l.cfg.Namespace),
+		informers.WithTweakListOptions(func(o *metav1.ListOptions) { o.LabelSelector = MemberLabel + "=true" }))
+	inf := factory.Coordination().V1().Leases().Informer()
+	_, _ = inf.AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc:    func(o any) { l.seen(o, false) },
+		UpdateFunc: func(_, o any) { l.seen(o, false) },
+		DeleteFunc: func(o any) { l.seen(o, true) },
+	})
+	go inf.Run(ctx.Done())
+	if !cache.WaitForCacheSync(ctx.Done(), inf.HasSynced) {
+		ready <- ctx.Err()
+		return
+	}
+	l.recompute()
+	ready <- nil
+	tick := time.NewTicker(l.cfg.Renew)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			l.release()
+			return
+		case <-tick.C:
+			if err := l.renew(ctx); err != nil && ctx.Err() == nil {
+				l.log.Warn("renewing this replica's Lease failed; peers drop it if this lasts", "err", err)
+			}
+			l.recompute() // expiries
+		}
+	}
+}
+
+func (l *Leases) name() string { return "xdshard-" + l.cfg.Self.ID }
+
+// renew creates or renews this replica's Lease.
+func (l *Leases) renew(ctx context.Context) error {
+	now := metav1.NewMicroTime(time.Now())
+	secs := int32(l.cfg.Duration / time.Second)
+	id := l.cfg.Self.ID
+	leases := l.client.CoordinationV1().Leases(l.cfg.Namespace)
+	cur, err := leases.Get(ctx, l.name(), metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
+		_, err = leases.Create(ctx, &coordinationv1.Lease{
+			ObjectMeta: metav1.ObjectMeta{Name: l.name(), Namespace: l.cfg.Namespace, Labels: map[string]string{MemberLabel: "true"},
+				Annotations: map[string]string{PeerAddrAnnotation: l.cfg.Self.Addr}},
+			Spec: coordinationv1.LeaseSpec{HolderIdentity: &id, LeaseDurationSeconds: &secs, AcquireTime: &now, RenewTime: &now},
+		}, metav1.CreateOptions{})
+		return err
+	}
+	if err != nil {
+		return err
+	}
+	cur = cur.DeepCopy()
+	cur.Spec.HolderIdentity, cur.Spec.LeaseDurationSeconds, cur.Spec.RenewTime = &id, &secs, &now
+	if cur.Annotations == nil {
+		cur.Annotations = map[string]string{}
+	}
+	cur.Annotations[PeerAddrAnnotation] = l.cfg.Self.Addr
+	_, err = leases.Update(ctx, cur, metav1.UpdateOptions{})
+	return err
+}
+
+// release empties this replica's Lease holder, so peers drop it at once.
+func (l *Leases) release() {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	leases := l.client.CoordinationV1().Leases(l.cfg.Namespace)
+	cur, err := leases.Get(ctx, l.name(), metav1.GetOptions{})
+	if err != nil {
+		return
+	}
+	cur = cur.DeepCopy()
+	empty := ""
+	cur.Spec.HolderIdentity = &empty
+	if _, err := leases.Update(ctx, cur, metav1.UpdateOptions{}); err != nil {
+		l.log.Warn("releasing this replica's Lease failed; peers drop it when it expires", "err", err)
+	}
+}
+
+func (l *Leases) seen(o any, deleted bool) {
+	if t, ok := o.(cache.DeletedFinalStateUnknown); ok {
+		o = t.Obj
+	}
+	lease, ok := o.(*coordinationv1.Lease)
+	if !ok {
+		return
+	}
+	l.mu.Lock()
+	if deleted {
+		delete(l.leases, lease.Name)
+	} else {
+		l.leases[lease.Name] = lease
+	}
+	l.mu.Unlock()
+	l.recompute()
+}
+
+// recompute derives the live members and signals a change.
+func (l *Leases) recompute() {
+	now := time.Now()
+	l.mu.Lock()
+	var live []Member
+	for _, name := range slices.Sorted(maps.Keys(l.leases)) {
+		s := l.leases[name].Spec
+		if s.HolderIdentity == nil || *s.HolderIdentity == "" || s.RenewTime == nil || s.LeaseDurationSeconds == nil {
+			continue
+		}
+		if now.After(s.RenewTime.Add(time.Duration(*s.LeaseDurationSeconds) * time.Second)) {
+			continue
+		}
+		addr := l.leases[name].Annotations[PeerAddrAnnotation]
+		if addr == "" || !strings.HasPrefix(name, "xdshard-") {
+			continue
+		}
+		live = append(live, Member{ID: *s.HolderIdentity, Addr: addr})
+	}
+	slices.SortFunc(live, func(a, b Member) int { return strings.Compare(a.ID, b.ID) })
+	changed := !slices.Equal(live, l.members)
+	l.members = live
+	l.mu.Unlock()
+	if changed {
+		l.log.Info("members changed", "members", len(live))
+		select {
+		case l.changes <- struct{}{}:
+		default:
+		}
+	}
+}
