@@ -43,6 +43,7 @@ type serveConfig struct {
 	replicaID       string
 	peerAddr        string
 	peers           []sharding.Member
+	leaseNamespace  string
 }
 
 func serveFlags(args []string) (*serveConfig, error) {
@@ -53,6 +54,7 @@ func serveFlags(args []string) (*serveConfig, error) {
 	fs.StringVar(&c.kubeContext, "context", "", "the kubeconfig context to use (default: its current context)")
 	fs.StringVar(&c.replicaID, "replica-id", "", "this replica's identity among --peers (default: the host name)")
 	fs.StringVar(&c.peerAddr, "peer-addr", "127.0.0.1:15012", "HOST:PORT this replica serves its tenants' snapshots to its peers on (with --peers)")
+	fs.StringVar(&c.leaseNamespace, "lease-namespace", "", "with Kubernetes as the source: shard tenants over the replicas found by their Leases in this namespace (each replica keeps one, xdshard-<replica-id>)")
 	peers := fs.String("peers", "", "shard tenants over these replicas, this one included: ID=HOST:PORT,... (their --peer-addr); each builds only the tenants it owns and fetches the others' from their owners")
 	fs.BoolVar(&c.applyNetpols, "apply-network-policies", false, "with Kubernetes as the source: apply each tenant's generated NetworkPolicies (server-side apply, field manager xdshard) and delete them when the tenant opts out or goes away")
 	fs.StringVar(&c.xdsAddr, "xds-addr", "127.0.0.1:15010", "HOST:PORT of the gRPC ADS server")
@@ -70,6 +72,20 @@ func serveFlags(args []string) (*serveConfig, error) {
 	}
 	if fs.NArg() > 0 {
 		return nil, fmt.Errorf("serve takes no arguments, got %q; see xdshard serve -h", fs.Args())
+	}
+	if c.leaseNamespace != "" && *peers != "" {
+		return nil, fmt.Errorf("--lease-namespace and --peers both given: members come from Leases or from the list, pick one")
+	}
+	if c.leaseNamespace != "" {
+		if c.kubeconfig == "" && !c.inCluster {
+			return nil, fmt.Errorf("--lease-namespace needs Kubernetes: --kubeconfig, or running in a Pod")
+		}
+		if c.replicaID == "" {
+			c.replicaID, _ = os.Hostname()
+		}
+		if err := checkListenAddr("peer-addr", c.peerAddr, c.insecure); err != nil {
+			return nil, err
+		}
 	}
 	if *peers != "" {
 		ms, err := sharding.ParsePeers(*peers)
@@ -145,8 +161,15 @@ func startServing(ctx context.Context, cfg *serveConfig, log *slog.Logger) (*ser
 	if err != nil {
 		return nil, err
 	}
+	var members sharding.Membership
+	if cfg.leaseNamespace != "" {
+		if members, err = leaseMembership(ctx, cfg, log); err != nil {
+			return nil, err
+		}
+	}
 	return server.Start(ctx, server.Config{
-		Source: src, XDSAddr: cfg.xdsAddr, AdminAddr: cfg.adminAddr,
+		Membership: members,
+		Source:     src, XDSAddr: cfg.xdsAddr, AdminAddr: cfg.adminAddr,
 		Debounce: cfg.debounce, MaxDelay: cfg.maxDelay, History: cfg.history, PushConcurrency: cfg.pushConcurrency,
 		Logger: log, ReplicaID: cfg.replicaID, PeerAddr: cfg.peerAddr, Peers: cfg.peers,
 	})
@@ -185,4 +208,24 @@ func printBanner(w io.Writer, cfg *serveConfig, r *server.Replica) {
 	fmt.Fprintf(w, "  xDS (ADS, SotW and delta): %s\n  admin: http://%s/ (healthz, readyz, statusz, metrics, debug/pprof, debug/syncz, debug/tenantz)\n", r.XDSAddr(), r.AdminAddr())
 	fmt.Fprintf(w, "  tenants: %s\n", strings.Join(r.Tenants(), ", "))
 	fmt.Fprintf(w, "Try a proxyless gRPC client of tenant initech:\n  GRPC_XDS_BOOTSTRAP_CONFIG='{\"xds_servers\":[{\"server_uri\":\"%s\",\"channel_creds\":[{\"type\":\"insecure\"}],\"server_features\":[\"xds_v3\"]}],\"node\":{\"id\":\"sidecar~127.0.0.1~client.initech~initech.svc.cluster.local\",\"metadata\":{\"GENERATOR\":\"grpc\"}}}' your-client xds:///legacy.initech.svc.cluster.local:7070\n", r.XDSAddr())
+}
+
+// leaseMembership takes part in membership over Leases and returns once
+// this replica's Lease is held and the others' are read.
+func leaseMembership(ctx context.Context, cfg *serveConfig, log *slog.Logger) (sharding.Membership, error) {
+	rc, err := kube.RESTConfig(kube.Config{Kubeconfig: cfg.kubeconfig, Context: cfg.kubeContext})
+	if err != nil {
+		return nil, err
+	}
+	leases, err := sharding.NewLeases(sharding.LeaseConfig{REST: rc, Namespace: cfg.leaseNamespace,
+		Self: sharding.Member{ID: cfg.replicaID, Addr: cfg.peerAddr}, Logger: log})
+	if err != nil {
+		return nil, err
+	}
+	ready := make(chan error, 1)
+	go leases.Run(ctx, ready)
+	if err := <-ready; err != nil {
+		return nil, fmt.Errorf("taking part in membership over Leases in %s: %w", cfg.leaseNamespace, err)
+	}
+	return leases, nil
 }
