@@ -265,6 +265,7 @@ func (r *Replica) adminHandler() http.Handler {
 		Store:    r.store,
 		Failures: r.builder.Failures,
 		MeshWide: r.problems.meshWide,
+		Owner:    r.Owner,
 	})
 }
 
@@ -390,6 +391,19 @@ func (r *Replica) shard(ctx context.Context, bopts *builder.Options) error {
 		}
 	}
 	r.members = members
+	r.reg.MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "xdshard_members", Help: "Replicas this replica shards tenants with, itself included."},
+			func() float64 { return float64(len(r.ring.Load().Members())) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "xdshard_owned_tenants", Help: "Tenants this replica builds."},
+			func() float64 {
+				n := 0
+				for _, t := range r.mesh.Tenants() {
+					if r.owns(t) {
+						n++
+					}
+				}
+				return float64(n)
+			}))
 	r.log.Info("sharding", "replica", cfg.ReplicaID, "members", len(members.Members()), "peer-addr", lis.Addr().String())
 	return nil
 }

@@ -69,6 +69,16 @@ func TestStaticPeersBuildOnceServeEverywhere(t *testing.T) {
 	if n := totalBuilds(t, replicas); n != tenants {
 		t.Fatalf("%d builds in all for %d tenants, want each tenant built once, by its owner", n, tenants)
 	}
+	owned := 0.0
+	for _, r := range replicas {
+		owned += gaugeNamed(t, r, "xdshard_owned_tenants")
+		if m := gaugeNamed(t, r, "xdshard_members"); m != 3 {
+			t.Fatalf("xdshard_members = %v, want 3", m)
+		}
+	}
+	if owned != tenants {
+		t.Fatalf("xdshard_owned_tenants sums to %v over the replicas, want %d", owned, tenants)
+	}
 
 	// A proxy of each tenant on each replica: all of a tenant's proxies
 	// receive the same versions, whichever replica they reach.
@@ -124,4 +134,19 @@ func totalBuilds(t *testing.T, rs []*server.Replica) uint64 {
 		n += histogramCount(t, r, "xdshard_push_stage_seconds", "build")
 	}
 	return n
+}
+
+func gaugeNamed(t *testing.T, r *server.Replica, name string) float64 {
+	t.Helper()
+	mfs, err := r.Registry().Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == name && len(mf.GetMetric()) == 1 {
+			return mf.GetMetric()[0].GetGauge().GetValue()
+		}
+	}
+	t.Fatalf("no metric %s", name)
+	return 0
 }

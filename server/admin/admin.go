@@ -24,6 +24,8 @@ type Options struct {
 	// MeshWide are the problems that belong to no tenant (a file that
 	// does not parse, an unknown kind, an unreadable folder).
 	MeshWide func() []snapshot.Diagnostic
+	// Owner names the replica that builds a tenant ("" without sharding).
+	Owner func(tenant string) string
 	// Clients is /debug/syncz: every connected stream's sync state.
 	Clients func() any
 	// Store is read for /debug/tenantz.
@@ -68,7 +70,11 @@ func Handler(o Options) http.Handler {
 	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	mux.HandleFunc("/debug/syncz", func(w http.ResponseWriter, _ *http.Request) { writeJSON(w, o.Clients()) })
 	mux.HandleFunc("/debug/tenantz", func(w http.ResponseWriter, _ *http.Request) {
-		writeJSON(w, Tenantz{MeshWide: MeshWide{Diagnostics: o.MeshWide()}, Tenants: Tenants(o.Store, o.Failures())})
+		ts := Tenants(o.Store, o.Failures())
+		for i := range ts {
+			ts[i].Owner = o.Owner(ts[i].Tenant)
+		}
+		writeJSON(w, Tenantz{MeshWide: MeshWide{Diagnostics: o.MeshWide()}, Tenants: ts})
 	})
 	return mux
 }
@@ -97,11 +103,14 @@ type MeshWide struct {
 // (including those rejected because istiod would reject them), and the
 // error of its last build when that build failed.
 type TenantStatus struct {
-	Tenant      string                `json:"tenant"`
-	Version     string                `json:"version"`
-	Built       time.Time             `json:"built"`
-	History     []string              `json:"history"`
-	BuildError  string                `json:"buildError,omitempty"`
+	Tenant     string    `json:"tenant"`
+	Version    string    `json:"version"`
+	Built      time.Time `json:"built"`
+	History    []string  `json:"history"`
+	BuildError string    `json:"buildError,omitempty"`
+	// Owner is the replica that builds the tenant, when tenants are
+	// sharded; a replica that is not the owner serves the owner's copy.
+	Owner       string                `json:"owner,omitempty"`
 	Diagnostics []snapshot.Diagnostic `json:"diagnostics"`
 }
 
