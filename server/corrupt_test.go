@@ -114,14 +114,7 @@ func writeObjects(t *testing.T, path string, objs []*model.Object) {
 // and restoring the file restores the tenant.
 func TestCorruptionCostsOnlyItsTenant(t *testing.T) {
 	objs := fleet.Generate(fleet.Spec{Tenants: 4, Services: 3, Endpoints: 2, Seed: 7})
-	byNS := map[string][]*model.Object{}
-	for _, o := range objs {
-		ns := o.Namespace
-		if o.Kind == model.KindNamespace {
-			ns = o.Name
-		}
-		byNS[ns] = append(byNS[ns], o)
-	}
+	byNS := model.ByNamespace(objs)
 	dir := t.TempDir()
 	for ns, list := range byNS {
 		writeObjects(t, filepath.Join(dir, ns+".yaml"), list)

@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/xdshard/xdshard/server"
+	"github.com/xdshard/xdshard/snapshot/model"
 	"github.com/xdshard/xdshard/snapshot/source/manifest"
 )
 
@@ -79,16 +80,28 @@ func writeMesh(t *testing.T, path string, v1, v2 *backend, w1, w2 int) {
 // free loopback ports, with a short debounce.
 func startReplica(t *testing.T, dir string) *server.Replica {
 	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	return startWith(t, manifest.NewSource(dir, log), log)
+}
+
+// startWith starts the replica over src, on free loopback ports with an
+// admin server and a short debounce, and waits until it is ready.
+func startWith(t *testing.T, src model.Source, log *slog.Logger) *server.Replica {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
 	r, err := server.Start(ctx, server.Config{
-		Source: manifest.NewSource(dir, log), XDSAddr: "127.0.0.1:0", AdminAddr: "127.0.0.1:0",
+		Source: src, XDSAddr: "127.0.0.1:0", AdminAddr: "127.0.0.1:0",
 		Debounce: 20 * time.Millisecond, MaxDelay: 200 * time.Millisecond, History: 5, Logger: log,
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { cancel(); r.Close() })
+	select {
+	case <-r.Synced():
+	case <-time.After(30 * time.Second):
+		t.Fatal("the replica never became ready")
+	}
 	return r
 }
 

@@ -2,7 +2,6 @@ package server_test
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"io"
 	"log/slog"
@@ -40,23 +39,9 @@ func startReplicaLogged(t *testing.T, dir string) (*server.Replica, *syncBuffer)
 	t.Helper()
 	logs := &syncBuffer{}
 	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
-	ctx, cancel := context.WithCancel(context.Background())
 	src := manifest.NewSource(dir, log)
 	src.Limits.Settle = 20 * time.Millisecond
-	r, err := server.Start(ctx, server.Config{
-		Source: src, XDSAddr: "127.0.0.1:0", AdminAddr: "127.0.0.1:0",
-		Debounce: 20 * time.Millisecond, MaxDelay: 200 * time.Millisecond, Logger: log,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cancel(); r.Close() })
-	select {
-	case <-r.Synced():
-	case <-time.After(20 * time.Second):
-		t.Fatal("the replica never became ready")
-	}
-	return r, logs
+	return startWith(t, src, log), logs
 }
 
 func getJSON(t *testing.T, r *server.Replica, path string, v any) {

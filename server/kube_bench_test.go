@@ -49,14 +49,7 @@ func BenchmarkKubernetesSource(b *testing.B) {
 	// The same fleet as files, one per namespace, as `xdshard bench gen`
 	// writes it: an update edits one tenant's file.
 	dir := b.TempDir()
-	byNS := map[string][]*model.Object{}
-	for _, o := range objs {
-		ns := o.Namespace
-		if o.Kind == model.KindNamespace {
-			ns = o.Name
-		}
-		byNS[ns] = append(byNS[ns], o)
-	}
+	byNS := model.ByNamespace(objs)
 	writeNS := func(ns string, list []*model.Object) {
 		var buf bytes.Buffer
 		if err := manifest.Encode(&buf, list); err != nil {

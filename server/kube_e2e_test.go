@@ -98,21 +98,7 @@ func startKubeReplica(t *testing.T, c *kubetest.Cluster) *server.Replica {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	r, err := server.Start(ctx, server.Config{
-		Source: src, XDSAddr: "127.0.0.1:0", AdminAddr: "127.0.0.1:0",
-		Debounce: 20 * time.Millisecond, MaxDelay: 200 * time.Millisecond, Logger: log,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cancel(); r.Close() })
-	select {
-	case <-r.Synced():
-	case <-time.After(30 * time.Second):
-		t.Fatal("the replica never synced with the API server")
-	}
-	return r
+	return startWith(t, src, log)
 }
 
 // TestKubernetesSourceServesGRPCClients: with --kubeconfig, grpc-go's xDS

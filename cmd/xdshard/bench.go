@@ -141,14 +141,7 @@ func benchGenCmd(args []string) error {
 		return err
 	}
 	objs := fleet.Generate(spec)
-	byNS := map[string][]*model.Object{}
-	for _, o := range objs {
-		ns := o.Namespace
-		if o.Kind == model.KindNamespace {
-			ns = o.Name
-		}
-		byNS[ns] = append(byNS[ns], o)
-	}
+	byNS := model.ByNamespace(objs)
 	for ns, objs := range byNS {
 		f, err := os.Create(filepath.Join(*out, ns+".yaml"))
 		if err != nil {

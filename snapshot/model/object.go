@@ -180,6 +180,20 @@ type Change struct {
 	Object *Object
 }
 
+// ByNamespace groups objects by namespace; a Namespace object goes with
+// the namespace it names.
+func ByNamespace(objs []*Object) map[string][]*Object {
+	out := map[string][]*Object{}
+	for _, o := range objs {
+		ns := o.Namespace
+		if o.Kind == KindNamespace {
+			ns = o.Name
+		}
+		out[ns] = append(out[ns], o)
+	}
+	return out
+}
+
 // Adds is the changes that add (or update) each of objs.
 func Adds(objs []*Object) []Change {
 	out := make([]Change, len(objs))

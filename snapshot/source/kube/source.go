@@ -265,10 +265,7 @@ func (s *Source) upsert(kind model.Kind, obj any) {
 	if !ok {
 		return
 	}
-	key := model.Key{Kind: kind, Namespace: u.GetNamespace(), Name: u.GetName()}
-	if !model.Kinds[kind].Namespaced {
-		key.Namespace = ""
-	}
+	key := keyOf(kind, u)
 	if kind == model.KindNetworkPolicy && u.GetLabels()[generatedLabel] == "true" {
 		s.np.mu.Lock()
 		s.np.live[key.Namespace+"/"+key.Name] = true // xdshard's own output, not input
@@ -318,10 +315,7 @@ func (s *Source) remove(kind model.Kind, obj any) {
 	if !ok {
 		return
 	}
-	key := model.Key{Kind: kind, Namespace: u.GetNamespace(), Name: u.GetName()}
-	if !model.Kinds[kind].Namespaced {
-		key.Namespace = ""
-	}
+	key := keyOf(kind, u)
 	if kind == model.KindNetworkPolicy && u.GetLabels()[generatedLabel] == "true" {
 		s.np.mu.Lock()
 		delete(s.np.live, key.Namespace+"/"+key.Name)
@@ -338,6 +332,15 @@ func (s *Source) remove(kind model.Kind, obj any) {
 		s.pending.Changes = append(s.pending.Changes, model.Change{Key: key})
 	}
 	s.poke()
+}
+
+// keyOf is the model key of an object of kind.
+func keyOf(kind model.Kind, u *unstructured.Unstructured) model.Key {
+	key := model.Key{Kind: kind, Namespace: u.GetNamespace(), Name: u.GetName()}
+	if !model.Kinds[kind].Namespaced {
+		key.Namespace = ""
+	}
+	return key
 }
 
 func diagKey(k model.Key) string { return "kubernetes " + k.String() }
