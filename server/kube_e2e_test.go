@@ -160,6 +160,9 @@ func TestKubernetesSourceServesGRPCClients(t *testing.T) {
 	if ok, why := r.Ready(); !ok {
 		t.Fatalf("not ready while the API server was down: %s", why)
 	}
+	eventually(t, "xdshard_source_stale_seconds above 0 while the API server is down", func() bool {
+		return gaugeNamed(t, r, "xdshard_source_stale_seconds") > 0
+	})
 	builds := histogramCount(t, r, "xdshard_push_stage_seconds", "build")
 	if builds == 0 {
 		t.Fatal("no build counted before the restart: the check below would prove nothing")

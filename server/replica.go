@@ -124,6 +124,11 @@ func Start(ctx context.Context, cfg Config) (*Replica, error) {
 	if rec, ok := cfg.Source.(ProblemRecorder); ok {
 		appeared = rec.Problem
 	}
+	if st, ok := cfg.Source.(interface{ Staleness() time.Duration }); ok {
+		_ = cfg.Registry.Register(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "xdshard_source_stale_seconds",
+			Help: "How long the config source (the Kubernetes API server) has not answered; 0 while it answers. The last config read keeps serving."},
+			func() float64 { return st.Staleness().Seconds() }))
+	}
 	r.problems = newProblems(r.log, r.reg, appeared)
 	r.xds = xds.New(r.store, xds.Options{Resolver: r.mesh, Logger: r.log, Registry: r.reg, PushConcurrency: cfg.PushConcurrency})
 	bopts := builder.Options{
