@@ -479,7 +479,7 @@ func TestLeaseMembershipMovesTenants(t *testing.T) {
 	if moved == "" {
 		t.Fatal("r1 owns none of six tenants")
 	}
-	eventually(t, "r0 holds r1's tenant, fetched", func() bool { return a.r.Store().Current(moved) != nil })
+	eventually(t, "r0 holds none of r1's tenants while no client of them came", func() bool { return a.r.Store().Current(moved) == nil })
 
 	conn, err := grpc.NewClient(a.r.XDSAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
@@ -488,7 +488,7 @@ func TestLeaseMembershipMovesTenants(t *testing.T) {
 	defer conn.Close()
 	p := proxy.New(moved, "p0", true)
 	go func() { _ = p.Run(ctx, conn) }()
-	<-p.Synced()
+	<-p.Synced() // r0 fetched the tenant from r1 for its client
 
 	builds := histogramCount(t, a.r, "xdshard_push_stage_seconds", "build")
 	b.cancel() // r1 stops and releases its Lease

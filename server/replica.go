@@ -55,6 +55,9 @@ type Config struct {
 	// Membership, when set, says who the replicas are as they come and go
 	// (Kubernetes Leases), instead of the static Peers; the caller runs it.
 	Membership sharding.Membership
+	// FetchGrace is how long a fetched snapshot stays after its last local
+	// client left, so a reconnect does not fetch it again. Default 30 s.
+	FetchGrace time.Duration
 }
 
 // ProblemRecorder is a source that records problems where its users look
@@ -390,11 +393,12 @@ func (r *Replica) shard(ctx context.Context, bopts *builder.Options) error {
 			r.fetcher.Stop(tenant)
 			return
 		}
-		owner, _ := r.ring.Load().Owner(tenant)
-		if err := r.fetcher.Follow(ctx, tenant, owner); err != nil {
-			r.log.Warn("cannot follow a tenant's owner", "tenant", tenant, "owner", owner.ID, "err", err)
-		}
+		r.followIfWatched(ctx, tenant)
 	}
+	if r.cfg.FetchGrace <= 0 {
+		r.cfg.FetchGrace = 30 * time.Second
+	}
+	r.store.OnInterest(func(tenant string, watched bool) { r.interest(ctx, tenant, watched) })
 	r.members = members
 	r.reg.MustRegister(
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "xdshard_members", Help: "Replicas this replica shards tenants with, itself included."},
@@ -438,14 +442,15 @@ func (r *Replica) followMembers(ctx context.Context, members sharding.Membership
 			if was == now {
 				continue
 			}
-			if r.owns(t) {
+			switch {
+			case r.owns(t):
 				r.fetcher.Stop(t)
 				mine = append(mine, t)
-			} else {
-				owner, _ := r.ring.Load().Owner(t)
-				if err := r.fetcher.Follow(ctx, t, owner); err != nil {
-					r.log.Warn("cannot follow a tenant's owner", "tenant", t, "owner", owner.ID, "err", err)
-				}
+			case r.store.Watched(t) || r.store.Watched(""):
+				r.followIfWatched(ctx, t) // what it serves now keeps serving until the owner's copy arrives
+			default:
+				r.fetcher.Stop(t)
+				r.store.Remove(t) // built here before, owned elsewhere now, and nobody here reads it
 			}
 		}
 		r.log.Info("members changed; tenants moved", "members", len(members.Members()), "now built here", len(mine))
@@ -461,4 +466,45 @@ func (r *Replica) Owner(tenant string) string {
 	}
 	o, _ := ring.Owner(tenant)
 	return o.ID
+}
+
+// followIfWatched follows a tenant this replica does not own from its
+// owner while a local client watches it: a proxy of the tenant, or an
+// istiod (MCP reads every tenant). Nobody watching, nothing is fetched.
+func (r *Replica) followIfWatched(ctx context.Context, tenant string) {
+	if r.owns(tenant) || !(r.store.Watched(tenant) || r.store.Watched("")) {
+		return
+	}
+	owner, _ := r.ring.Load().Owner(tenant)
+	if err := r.fetcher.Follow(ctx, tenant, owner); err != nil {
+		r.log.Warn("cannot follow a tenant's owner", "tenant", tenant, "owner", owner.ID, "err", err)
+	}
+}
+
+// interest follows a foreign tenant when its first local client comes,
+// and drops its fetched snapshot FetchGrace after its last one left.
+func (r *Replica) interest(ctx context.Context, tenant string, watched bool) {
+	tenants := []string{tenant}
+	if tenant == "" { // an istiod's MCP stream: every tenant
+		tenants = r.mesh.Tenants()
+	}
+	if watched {
+		for _, t := range tenants {
+			r.followIfWatched(ctx, t)
+		}
+		return
+	}
+	time.AfterFunc(r.cfg.FetchGrace, func() {
+		if ctx.Err() != nil {
+			return
+		}
+		for _, t := range tenants {
+			if r.owns(t) || r.store.Watched(t) || r.store.Watched("") {
+				continue
+			}
+			r.fetcher.Stop(t)
+			r.store.Remove(t)
+			r.log.Debug("dropped a fetched snapshot: no local client left", "tenant", t)
+		}
+	})
 }

@@ -52,7 +52,7 @@ func TestStaticPeersBuildOnceServeEverywhere(t *testing.T) {
 		src := memory.New(objs)
 		ctx, cancel := context.WithCancel(context.Background())
 		r, err := server.Start(ctx, server.Config{Source: src, XDSAddr: "127.0.0.1:0", Debounce: 20 * time.Millisecond, MaxDelay: 200 * time.Millisecond,
-			ReplicaID: peers[i].ID, PeerAddr: peers[i].Addr, Peers: peers})
+			ReplicaID: peers[i].ID, PeerAddr: peers[i].Addr, Peers: peers, FetchGrace: 200 * time.Millisecond})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -63,8 +63,12 @@ func TestStaticPeersBuildOnceServeEverywhere(t *testing.T) {
 		<-r.Synced()
 	}
 	const tenants = 7 // six and istio-system
-	for i, r := range replicas {
-		eventually(t, fmt.Sprintf("every tenant's snapshot on replica %d", i), func() bool { return len(r.Tenants()) == tenants })
+	held := 0
+	for _, r := range replicas {
+		held += len(r.Tenants())
+	}
+	if held != tenants {
+		t.Fatalf("the replicas hold %d snapshots before any client came, want each tenant's on its owner only (%d)", held, tenants)
 	}
 	if n := totalBuilds(t, replicas); n != tenants {
 		t.Fatalf("%d builds in all for %d tenants, want each tenant built once, by its owner", n, tenants)
@@ -84,6 +88,7 @@ func TestStaticPeersBuildOnceServeEverywhere(t *testing.T) {
 	// receive the same versions, whichever replica they reach.
 	tenant := fleet.Tenant(2)
 	var proxies []*proxy.Proxy
+	var stops []context.CancelFunc
 	for i, r := range replicas {
 		conn, err := grpc.NewClient(r.XDSAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
 		if err != nil {
@@ -93,6 +98,7 @@ func TestStaticPeersBuildOnceServeEverywhere(t *testing.T) {
 		p := proxy.New(tenant, fmt.Sprint("p", i), i%2 == 1)
 		ctx, cancel := context.WithCancel(context.Background())
 		t.Cleanup(cancel)
+		stops = append(stops, cancel)
 		go func() { _ = p.Run(ctx, conn) }()
 		select {
 		case <-p.Synced():
@@ -125,6 +131,18 @@ func TestStaticPeersBuildOnceServeEverywhere(t *testing.T) {
 	time.Sleep(100 * time.Millisecond)
 	if n := totalBuilds(t, replicas) - before; n != 1 {
 		t.Fatalf("a one-tenant change cost %d builds in the deployment, want 1 (by the owner)", n)
+	}
+
+	// Once its last local client leaves, a replica drops the snapshot it
+	// fetched (after the grace); the owner keeps its own.
+	for _, stop := range stops {
+		stop()
+	}
+	for i, r := range replicas {
+		owner := r.Owner(tenant) == fmt.Sprint("r", i)
+		eventually(t, fmt.Sprintf("replica %d holding %s only if it owns it", i, tenant), func() bool {
+			return (r.Store().Current(tenant) != nil) == owner
+		})
 	}
 }
 

@@ -20,9 +20,28 @@ const DefaultHistory = 10
 type Store struct {
 	historyLen int
 
-	mu      sync.Mutex
-	tenants map[string]*entry
-	watches map[string]map[*Watch]struct{} // tenant -> watches; "" watches every tenant
+	mu       sync.Mutex
+	tenants  map[string]*entry
+	watches  map[string]map[*Watch]struct{} // tenant -> watches; "" watches every tenant
+	interest func(tenant string, watched bool)
+}
+
+// OnInterest sets f to be told when a tenant gets its first watch (true)
+// and loses its last (false); tenant "" stands for watches of every
+// tenant. A sharded replica fetches the snapshots of tenants it does not
+// own only while someone here watches them. Set it before the first
+// Watch; f is called outside the store's lock.
+func (s *Store) OnInterest(f func(tenant string, watched bool)) {
+	s.mu.Lock()
+	s.interest = f
+	s.mu.Unlock()
+}
+
+// Watched reports whether tenant (or "", every tenant) has a watch.
+func (s *Store) Watched(tenant string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.watches[tenant]) > 0
 }
 
 type entry struct {
@@ -143,7 +162,11 @@ func (s *Store) Watch(tenant string) *Watch {
 		s.watches[tenant] = m
 	}
 	m[w] = struct{}{}
+	first, f := len(m) == 1, s.interest
 	s.mu.Unlock()
+	if first && f != nil {
+		f(tenant, true)
+	}
 	return w
 }
 
@@ -168,11 +191,19 @@ func (w *Watch) signal() {
 func (w *Watch) Close() {
 	s := w.store
 	s.mu.Lock()
+	last := false
 	if m := s.watches[w.tenant]; m != nil {
-		delete(m, w)
-		if len(m) == 0 {
-			delete(s.watches, w.tenant)
+		if _, ok := m[w]; ok {
+			delete(m, w)
+			if len(m) == 0 {
+				delete(s.watches, w.tenant)
+				last = true
+			}
 		}
 	}
+	f := s.interest
 	s.mu.Unlock()
+	if last && f != nil {
+		f(w.tenant, false)
+	}
 }
