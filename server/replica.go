@@ -79,20 +79,21 @@ type SnapshotSink interface {
 // xDS and admin servers, started by Start and stopped by its context or
 // Close.
 type Replica struct {
-	cfg      Config
-	log      *slog.Logger
-	reg      *prometheus.Registry
-	problems *problems
-	mesh     *model.Mesh
-	store    *snapshot.Store
-	builder  *builder.Builder
-	xds      *xds.Server
-	grpc     *grpc.Server
-	http     *http.Server
-	peerGRPC *grpc.Server
-	fetcher  *sharding.Fetcher
-	ring     atomic.Pointer[sharding.Ring]
-	members  sharding.Membership
+	cfg       Config
+	log       *slog.Logger
+	reg       *prometheus.Registry
+	problems  *problems
+	mesh      *model.Mesh
+	store     *snapshot.Store
+	builder   *builder.Builder
+	xds       *xds.Server
+	grpc      *grpc.Server
+	http      *http.Server
+	peerGRPC  *grpc.Server
+	fetcher   *sharding.Fetcher
+	ring      atomic.Pointer[sharding.Ring]
+	members   sharding.Membership
+	handovers prometheus.Counter
 
 	xdsAddr, adminAddr string
 	synced             chan struct{} // closed once the first full state is built
@@ -376,8 +377,9 @@ func (r *Replica) shard(ctx context.Context, bopts *builder.Options) error {
 	}
 	r.ring.Store(sharding.NewRing(members.Members()))
 	r.fetcher = sharding.NewFetcher(cfg.ReplicaID, r.store, r.log)
-	// The peer face has metrics of its own, kept apart from the proxies'.
-	peers := xds.New(r.store, xds.Options{Resolver: r.mesh, Logger: r.log, Registry: prometheus.NewRegistry(), Peers: true})
+	// The peer face shares the replica's metrics: peer streams count as
+	// pilot_xds{view="peer"}, and their pushes as type "other".
+	peers := xds.New(r.store, xds.Options{Resolver: r.mesh, Logger: r.log, Registry: r.reg, Peers: true})
 	r.peerGRPC = grpc.NewServer(xds.GRPCOptions()...)
 	peers.Register(r.peerGRPC)
 	r.goStage(func() error {
@@ -400,9 +402,13 @@ func (r *Replica) shard(ctx context.Context, bopts *builder.Options) error {
 	}
 	r.store.OnInterest(func(tenant string, watched bool) { r.interest(ctx, tenant, watched) })
 	r.members = members
+	r.handovers = prometheus.NewCounter(prometheus.CounterOpts{Name: "xdshard_handovers_total", Help: "Tenants whose owner changed, as this replica saw membership change."})
 	r.reg.MustRegister(
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "xdshard_members", Help: "Replicas this replica shards tenants with, itself included."},
 			func() float64 { return float64(len(r.ring.Load().Members())) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "xdshard_remote_snapshots", Help: "Tenants whose snapshot this replica follows from their owner, for its local clients."},
+			func() float64 { return float64(r.fetcher.Following()) }),
+		r.handovers,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "xdshard_owned_tenants", Help: "Tenants this replica builds."},
 			func() float64 {
 				n := 0
@@ -442,6 +448,7 @@ func (r *Replica) followMembers(ctx context.Context, members sharding.Membership
 			if was == now {
 				continue
 			}
+			r.handovers.Inc()
 			switch {
 			case r.owns(t):
 				r.fetcher.Stop(t)

@@ -133,6 +133,14 @@ func TestStaticPeersBuildOnceServeEverywhere(t *testing.T) {
 		t.Fatalf("a one-tenant change cost %d builds in the deployment, want 1 (by the owner)", n)
 	}
 
+	remote := 0.0
+	for _, r := range replicas {
+		remote += gaugeNamed(t, r, "xdshard_remote_snapshots")
+	}
+	if remote != 2 {
+		t.Fatalf("xdshard_remote_snapshots sums to %v, want 2 (the tenant on the two replicas that do not own it)", remote)
+	}
+
 	// Once its last local client leaves, a replica drops the snapshot it
 	// fetched (after the grace); the owner keeps its own.
 	for _, stop := range stops {

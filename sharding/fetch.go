@@ -93,6 +93,13 @@ func (f *Fetcher) Stop(tenant string) {
 	}
 }
 
+// Following counts the tenants followed now.
+func (f *Fetcher) Following() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return len(f.follows)
+}
+
 // Close stops every stream and closes the connections.
 func (f *Fetcher) Close() {
 	f.mu.Lock()

@@ -73,14 +73,8 @@ func (l Limits) withDefaults() Limits {
 type refusals struct{ c *prometheus.CounterVec }
 
 func newRefusals(reg prometheus.Registerer) refusals {
-	c := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "xdshard_refused_requests_total",
-		Help: "Requests and streams refused for a limit, by reason."}, []string{"reason"})
-	if err := reg.Register(c); err != nil {
-		if are, ok := err.(prometheus.AlreadyRegisteredError); ok {
-			c = are.ExistingCollector.(*prometheus.CounterVec)
-		}
-	}
-	return refusals{c}
+	return refusals{register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{Name: "xdshard_refused_requests_total",
+		Help: "Requests and streams refused for a limit, by reason."}, []string{"reason"}))}
 }
 
 // refuse counts a refusal and returns its status.

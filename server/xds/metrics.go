@@ -36,15 +36,16 @@ func newMetrics(reg prometheus.Registerer) *Metrics {
 		stages:   prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "xdshard_push_stage_seconds", Help: "Time spent per push stage: debounce, build, publish, queue, send, ack.", Buckets: stageBuckets}, []string{"stage"}),
 		inflight: prometheus.NewGauge(prometheus.GaugeOpts{Name: "xdshard_pushes_in_flight", Help: "Streams encoding or sending a push now; at most the push concurrency (--push-concurrency)."}),
 	}
-	for _, c := range []prometheus.Collector{m.pushes, m.rejects, m.stales, m.conns, m.sendTime, m.bytes, m.stages, m.inflight} {
-		if err := reg.Register(c); err != nil {
-			if already, ok := err.(prometheus.AlreadyRegisteredError); ok {
-				_ = already // a second server on one registry shares the collectors
-				continue
-			}
-			panic(err)
-		}
-	}
+	// A second server on one registry (the peer face beside the proxies')
+	// shares the collectors already registered.
+	m.pushes = register(reg, m.pushes)
+	m.rejects = register(reg, m.rejects)
+	m.stales = register(reg, m.stales)
+	m.conns = register(reg, m.conns)
+	m.sendTime = register(reg, m.sendTime)
+	m.bytes = register(reg, m.bytes)
+	m.stages = register(reg, m.stages)
+	m.inflight = register(reg, m.inflight)
 	return m
 }
 
@@ -91,4 +92,18 @@ func (m *Metrics) connected(v snapshot.View, delta bool, n float64) {
 		mode = "delta"
 	}
 	m.conns.WithLabelValues(string(v), mode).Add(n)
+}
+
+// register registers c, or returns the collector of the same name already
+// registered.
+func register[C prometheus.Collector](reg prometheus.Registerer, c C) C {
+	if err := reg.Register(c); err != nil {
+		if already, ok := err.(prometheus.AlreadyRegisteredError); ok {
+			if existing, ok := already.ExistingCollector.(C); ok {
+				return existing
+			}
+		}
+		panic(err)
+	}
+	return c
 }
