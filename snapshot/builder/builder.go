@@ -62,6 +62,7 @@ type Builder struct {
 
 	mu       sync.Mutex
 	pending  map[string]*pending // tenant -> changes waiting for a build
+	changed  map[string]time.Time // tenant -> its last change, for the leading edge
 	building map[string]bool     // tenant -> a build is running
 	failures map[string]error    // tenant -> last build error, cleared on success
 	released *sync.Cond          // on mu: a tenant left building
@@ -70,6 +71,7 @@ type Builder struct {
 
 type pending struct {
 	first, last time.Time
+	now         bool // leading edge: the tenant was quiet, build at once
 }
 
 // New returns a Builder publishing mesh's tenants into store.
@@ -103,6 +105,7 @@ func New(mesh *model.Mesh, store *snapshot.Store, opts Options) *Builder {
 		sem:      make(chan struct{}, opts.Workers),
 		wake:     make(chan struct{}, 1),
 		pending:  map[string]*pending{},
+		changed:  map[string]time.Time{},
 		building: map[string]bool{},
 		failures: map[string]error{},
 	}
@@ -138,7 +141,19 @@ func (b *Builder) schedule(tenants map[string]bool) {
 		if p := b.pending[t]; p != nil {
 			p.last = now
 		} else {
-			b.pending[t] = &pending{first: now, last: now}
+			// Leading edge: a tenant quiet for a whole debounce window is
+			// built at once; changes that follow within the window are
+			// coalesced as usual (quiet time plus a maximum delay).
+			quiet := now.Sub(b.changed[t]) >= b.opts.Debounce && !b.building[t]
+			b.pending[t] = &pending{first: now, last: now, now: quiet}
+		}
+		b.changed[t] = now
+	}
+	if len(b.changed) > 4*len(tenants)+1024 {
+		for t, at := range b.changed { // forget tenants quiet for long: they are quiet either way
+			if now.Sub(at) > b.opts.MaxDelay {
+				delete(b.changed, t)
+			}
 		}
 	}
 	b.mu.Unlock()
@@ -250,6 +265,9 @@ func (b *Builder) dispatchDue(now time.Time) time.Duration {
 		at := p.last.Add(b.opts.Debounce)
 		if limit := p.first.Add(b.opts.MaxDelay); limit.Before(at) {
 			at = limit
+		}
+		if p.now {
+			at = p.first
 		}
 		if !at.After(now) {
 			due = append(due, t)

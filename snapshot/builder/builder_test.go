@@ -238,3 +238,47 @@ func TestNoConcurrentBuildOfOneTenant(t *testing.T) {
 		t.Fatalf("only %d builds: the changes made during the first build were not built", builds)
 	}
 }
+
+// TestQuietTenantIsBuiltAtOnce: the leading edge. A tenant quiet for a
+// whole debounce window is built as soon as it changes (here the window is
+// 10 s, so waiting it out would fail the test); a change right after is
+// coalesced and waits.
+func TestQuietTenantIsBuiltAtOnce(t *testing.T) {
+	b, _, nb, pubs := start(t, Options{Debounce: 10 * time.Second, MaxDelay: 20 * time.Second})
+	b.Apply([]model.Change{pod("a", "p", "1")})
+	select {
+	case p := <-pubs:
+		if p.tenant != "a" {
+			t.Fatalf("published %s", p.tenant)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("a quiet tenant's change waited for the debounce")
+	}
+	b.Apply([]model.Change{pod("a", "p", "2")})
+	select {
+	case p := <-pubs:
+		t.Fatalf("a change within the window was built at once (%s); it should be coalesced", p.tenant)
+	case <-time.After(300 * time.Millisecond):
+	}
+	if n := nb.count("a"); n != 1 {
+		t.Fatalf("%d builds, want 1", n)
+	}
+}
+
+// TestBurstAfterQuietCostsAtMostThreeBuilds: 100 edits to one tenant
+// within a second cost the leading-edge build, the maximum-delay build and
+// the trailing one at most.
+func TestBurstAfterQuietCostsAtMostThreeBuilds(t *testing.T) {
+	b, _, nb, _ := start(t, Options{Debounce: 100 * time.Millisecond, MaxDelay: time.Second})
+	for i := 0; i < 100; i++ {
+		b.Apply([]model.Change{pod("a", "p", fmt.Sprint(i))})
+		time.Sleep(10 * time.Millisecond)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for !b.Idle() && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if n := nb.count("a"); n < 1 || n > 3 {
+		t.Fatalf("a burst of 100 edits cost %d builds, want 1 to 3", n)
+	}
+}
