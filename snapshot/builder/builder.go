@@ -61,11 +61,11 @@ type Builder struct {
 	wake  chan struct{}
 
 	mu       sync.Mutex
-	pending  map[string]*pending // tenant -> changes waiting for a build
+	pending  map[string]*pending  // tenant -> changes waiting for a build
 	changed  map[string]time.Time // tenant -> its last change, for the leading edge
-	building map[string]bool     // tenant -> a build is running
-	failures map[string]error    // tenant -> last build error, cleared on success
-	released *sync.Cond          // on mu: a tenant left building
+	building map[string]bool      // tenant -> a build is running
+	failures map[string]error     // tenant -> last build error, cleared on success
+	released *sync.Cond           // on mu: a tenant left building
 	wg       sync.WaitGroup
 }
 
