@@ -160,10 +160,15 @@ func dedupe(ds []snapshot.Diagnostic) []snapshot.Diagnostic {
 }
 
 // kindOf is the kind of object a diagnostic is about, a bounded label:
-// "file" or "folder" when it is about an input that is not an object.
+// "file" or "folder" when it is about an input that is not an object, and
+// "source" for the source itself (an API server that does not answer, a
+// kind it does not serve).
 func kindOf(d snapshot.Diagnostic) string {
 	if k, _, ok := strings.Cut(d.Object, " "); ok && k != "" {
 		return k
+	}
+	if d.Origin == "kubernetes" {
+		return "source"
 	}
 	if strings.Contains(d.Message, "folder") {
 		return "folder"
