@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -134,7 +135,11 @@ func Start(ctx context.Context, cfg Config) (*Replica, error) {
 			func() float64 { return st.Staleness().Seconds() }))
 	}
 	r.problems = newProblems(r.log, r.reg, appeared)
-	r.xds = xds.New(r.store, xds.Options{Resolver: r.mesh, Logger: r.log, Registry: r.reg, PushConcurrency: cfg.PushConcurrency})
+	identity := cfg.ReplicaID
+	if identity == "" {
+		identity, _ = os.Hostname()
+	}
+	r.xds = xds.New(r.store, xds.Options{Resolver: r.mesh, Logger: r.log, Registry: r.reg, PushConcurrency: cfg.PushConcurrency, Identity: "xdshard-" + identity})
 	bopts := builder.Options{
 		Debounce: cfg.Debounce, MaxDelay: cfg.MaxDelay, Build: cfg.Build, Logger: r.log, Observe: r.xds.Metrics().Stage,
 		OnBuild: r.built,

@@ -40,6 +40,9 @@ type Options struct {
 	PushConcurrency int
 	// Limits bound what a client may make the server hold or do.
 	Limits Limits
+	// Identity names this replica to istioctl (its ISTIOD column);
+	// default "xdshard".
+	Identity string
 	// Peers makes this server the peer face: it serves other replicas
 	// (nodes "xdshard-peer~ID" naming a TENANT in metadata) the tenants'
 	// whole snapshots over delta ADS, and nothing else. A server without
@@ -83,6 +86,9 @@ type Server struct {
 func New(store *snapshot.Store, opts Options) *Server {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	if opts.Identity == "" {
+		opts.Identity = "xdshard"
 	}
 	if opts.PushConcurrency <= 0 {
 		opts.PushConcurrency = DefaultPushConcurrency

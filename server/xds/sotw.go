@@ -15,8 +15,11 @@ func (s *Server) StreamAggregatedResources(stream discovery.AggregatedDiscoveryS
 	if err != nil {
 		return err
 	}
-	if metaString(first.GetNode(), "GENERATOR") == GeneratorAPI {
+	switch metaString(first.GetNode(), "GENERATOR") {
+	case GeneratorAPI:
 		return s.opts.MCP.StreamMCP(stream, first)
+	case GeneratorEvent:
+		return s.streamDebug(stream, first)
 	}
 	return runStream(s, stream.Context(), first, false, stream.Recv, s.recordSotW, &sotwFace{s: s, stream: stream})
 }

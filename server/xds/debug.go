@@ -1,0 +1,134 @@
+package xds
+
+import (
+	"encoding/json"
+	"errors"
+	"io"
+	"maps"
+	"slices"
+	"strconv"
+	"time"
+
+	adminv3 "github.com/envoyproxy/go-control-plane/envoy/admin/v3"
+	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	statusv3 "github.com/envoyproxy/go-control-plane/envoy/service/status/v3"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/anypb"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/xdshard/xdshard/snapshot"
+)
+
+// istioctl's debug requests (`istioctl proxy-status --xds-address`), as
+// ISTIO-WIRE.md describes them: a SotW stream whose node says GENERATOR
+// "event", each request answered once. They are request/response: never a
+// subscription, never ACK-gated, and the debug client is never listed as a
+// proxy.
+const (
+	// GeneratorEvent marks istioctl's debug client.
+	GeneratorEvent = "event"
+	// SynczType lists every connected proxy's sync state.
+	SynczType = "istio.io/debug/syncz"
+	// systemNamespace sees every proxy; a caller of another namespace
+	// sees only its own namespace's, as istiod does.
+	systemNamespace = "istio-system"
+)
+
+// streamDebug answers istioctl's requests until the stream ends.
+func (s *Server) streamDebug(stream discovery.AggregatedDiscoveryService_StreamAggregatedResourcesServer, first *discovery.DiscoveryRequest) error {
+	if err := s.checkNodeSize(first.GetNode()); err != nil {
+		return err
+	}
+	caller := metaString(first.GetNode(), "NAMESPACE")
+	rate := newBucket(s.limits)
+	var seq uint64
+	for req := first; ; {
+		if !rate.take(time.Now()) {
+			return s.refused.refuse("rate_limited", codes.ResourceExhausted, "more than %.0f debug requests per second", s.limits.Rate)
+		}
+		resp, err := s.debugResponse(req.GetTypeUrl(), caller)
+		if err != nil {
+			return err
+		}
+		seq++
+		resp.Nonce = strconv.FormatUint(seq, 10)
+		if err := stream.Send(resp); err != nil {
+			return err
+		}
+		next, err := stream.Recv()
+		if errors.Is(err, io.EOF) || status.Code(err) == codes.Canceled {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		req = next
+	}
+}
+
+func (s *Server) debugResponse(typeURL, caller string) (*discovery.DiscoveryResponse, error) {
+	switch typeURL {
+	case SynczType:
+		return &discovery.DiscoveryResponse{TypeUrl: typeURL, VersionInfo: strconv.FormatInt(time.Now().UnixNano(), 10),
+			Resources: s.syncz(caller), ControlPlane: s.controlPlane()}, nil
+	}
+	return nil, s.refused.refuse("bad_type_url", codes.InvalidArgument,
+		"debug type %.128q is not served; xdshard answers %s (istioctl proxy-status)", typeURL, SynczType)
+}
+
+// controlPlane says who answers, as istioctl prints it in its ISTIOD
+// column: istiod's JSON identifier with this replica's name.
+func (s *Server) controlPlane() *core.ControlPlane {
+	id, _ := json.Marshal(map[string]any{"Component": "istiod", "ID": s.opts.Identity, "Info": map[string]string{"version": "xdshard"}})
+	return &core.ControlPlane{Identifier: string(id)}
+}
+
+// syncz is one ClientConfig per connected proxy that caller may see.
+func (s *Server) syncz(caller string) []*anypb.Any {
+	s.mu.Lock()
+	conns := make([]*conn, 0, len(s.conns))
+	for c := range s.conns {
+		if c.view == snapshot.ViewMCP || c.view == snapshot.ViewPeer || caller != systemNamespace && c.namespace != caller {
+			continue
+		}
+		conns = append(conns, c)
+	}
+	s.mu.Unlock()
+	slices.SortFunc(conns, func(a, b *conn) int { return int(a.id) - int(b.id) })
+	var out []*anypb.Any
+	for _, c := range conns {
+		cs := c.status()
+		cc := &statusv3.ClientConfig{Node: c.node}
+		for _, t := range slices.Sorted(maps.Keys(cs.Types)) {
+			ts := cs.Types[t]
+			g := &statusv3.ClientConfig_GenericXdsConfig{TypeUrl: t, VersionInfo: ts.SentVersion, ConfigStatus: configStatus(ts.Sync)}
+			if !ts.SentAt.IsZero() {
+				g.LastUpdated = timestamppb.New(ts.SentAt)
+			}
+			if ts.LastNACK != nil && ts.Sync == "ERROR" {
+				g.ErrorState = &adminv3.UpdateFailureState{Details: ts.LastNACK.Message, VersionInfo: ts.LastNACK.Version, LastUpdateAttempt: timestamppb.New(ts.LastNACK.At)}
+			}
+			cc.GenericXdsConfigs = append(cc.GenericXdsConfigs, g)
+		}
+		if a, err := snapshot.Any(cc); err == nil {
+			out = append(out, a)
+		}
+	}
+	return out
+}
+
+func configStatus(sync string) statusv3.ConfigStatus {
+	switch sync {
+	case "SYNCED":
+		return statusv3.ConfigStatus_SYNCED
+	case "STALE":
+		return statusv3.ConfigStatus_STALE
+	case "ERROR":
+		return statusv3.ConfigStatus_ERROR
+	case "NOT_SENT":
+		return statusv3.ConfigStatus_NOT_SENT
+	}
+	return statusv3.ConfigStatus_UNKNOWN
+}
