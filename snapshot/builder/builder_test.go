@@ -266,15 +266,16 @@ func TestQuietTenantIsBuiltAtOnce(t *testing.T) {
 }
 
 // TestBurstAfterQuietCostsAtMostThreeBuilds: 100 edits to one tenant
-// within a second cost the leading-edge build, the maximum-delay build and
-// the trailing one at most.
+// within about a second cost the leading-edge build, the maximum-delay
+// build and the trailing one at most. (The window is a second, so a
+// loaded machine's pauses between edits do not end the burst.)
 func TestBurstAfterQuietCostsAtMostThreeBuilds(t *testing.T) {
-	b, _, nb, _ := start(t, Options{Debounce: 100 * time.Millisecond, MaxDelay: time.Second})
+	b, _, nb, _ := start(t, Options{Debounce: time.Second, MaxDelay: 2 * time.Second})
 	for i := 0; i < 100; i++ {
 		b.Apply([]model.Change{pod("a", "p", fmt.Sprint(i))})
 		time.Sleep(10 * time.Millisecond)
 	}
-	deadline := time.Now().Add(5 * time.Second)
+	deadline := time.Now().Add(10 * time.Second)
 	for !b.Idle() && time.Now().Before(deadline) {
 		time.Sleep(10 * time.Millisecond)
 	}
