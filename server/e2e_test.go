@@ -133,18 +133,7 @@ func TestGRPCXDSClientFollowsVirtualService(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 
-	// The first RPC waits for LDS, RDS, CDS and EDS from xdshard.
-	if _, err := who(ctx, conn); err != nil {
-		t.Fatalf("first RPC through xDS: %v", err)
-	}
-	if got := split(t, ctx, conn, 1000); math.Abs(got-0.20) > 0.05 {
-		t.Fatalf("80/20 split sent %.1f%% to v2, want 20%% ±5", got*100)
-	}
-	for i := 0; i < 20; i++ {
-		if b, err := who(ctx, conn, "x-canary", "true"); err != nil || b != "v2" {
-			t.Fatalf("marked request %d went to %q (err %v), want v2", i, b, err)
-		}
-	}
+	routesLikeMeshYAML(t, ctx, conn, 1000, 0.05)
 
 	// Edit the config: new weights must take effect within 1 s, with no
 	// failed RPC meanwhile.
@@ -188,5 +177,23 @@ func TestGRPCXDSClientOfAnotherTenantCannotResolve(t *testing.T) {
 	}
 	if v1.count()+v2.count() != 0 {
 		t.Fatal("a backend of tenant shop was called by tenant other")
+	}
+}
+
+// routesLikeMeshYAML checks a client of meshYAML's echo at 80/20: the
+// first RPC (which waits for LDS, RDS, CDS and EDS), the split over n RPCs
+// within tolerance, and the header route to v2.
+func routesLikeMeshYAML(t *testing.T, ctx context.Context, conn *grpc.ClientConn, n int, tolerance float64) {
+	t.Helper()
+	if _, err := who(ctx, conn); err != nil {
+		t.Fatalf("first RPC through xDS: %v", err)
+	}
+	if got := split(t, ctx, conn, n); math.Abs(got-0.20) > tolerance {
+		t.Fatalf("80/20 split sent %.1f%% to v2, want 20%% ±%.0f", got*100, tolerance*100)
+	}
+	for i := 0; i < 10; i++ {
+		if b, err := who(ctx, conn, "x-canary", "true"); err != nil || b != "v2" {
+			t.Fatalf("marked request %d went to %q (err %v), want v2", i, b, err)
+		}
 	}
 }

@@ -119,17 +119,7 @@ func TestKubernetesSourceServesGRPCClients(t *testing.T) {
 	target := "echo." + shop + ".svc.cluster.local:7070"
 
 	conn := dialXDS(t, r.XDSAddr(), shop, target)
-	if _, err := who(ctx, conn); err != nil {
-		t.Fatalf("first RPC through xDS: %v", err)
-	}
-	if got := split(t, ctx, conn, 500); math.Abs(got-0.20) > 0.07 {
-		t.Fatalf("80/20 split sent %.1f%% to v2, want 20%% ±7", got*100)
-	}
-	for i := 0; i < 10; i++ {
-		if b, err := who(ctx, conn, "x-canary", "true"); err != nil || b != "v2" {
-			t.Fatalf("marked request %d went to %q (err %v), want v2", i, b, err)
-		}
-	}
+	routesLikeMeshYAML(t, ctx, conn, 500, 0.07)
 
 	outsider := dialXDS(t, r.XDSAddr(), other, target)
 	octx, ocancel := context.WithTimeout(ctx, 5*time.Second)
