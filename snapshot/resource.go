@@ -117,6 +117,14 @@ func (s *Set) Names() []string {
 	return out
 }
 
+// GetItems returns the resources, sorted by name; nil for a nil set.
+func (s *Set) GetItems() []*Resource {
+	if s == nil {
+		return nil
+	}
+	return s.Items
+}
+
 // GetVersion returns the set's version; "" for a nil set.
 func (s *Set) GetVersion() string {
 	if s == nil {

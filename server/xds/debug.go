@@ -7,6 +7,7 @@ import (
 	"maps"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	adminv3 "github.com/envoyproxy/go-control-plane/envoy/admin/v3"
@@ -15,6 +16,7 @@ import (
 	statusv3 "github.com/envoyproxy/go-control-plane/envoy/service/status/v3"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -31,6 +33,12 @@ const (
 	GeneratorEvent = "event"
 	// SynczType lists every connected proxy's sync state.
 	SynczType = "istio.io/debug/syncz"
+	// ConfigDumpType is what a proxy (named "pod.namespace" in the
+	// request's resource names) should hold, as an Envoy admin config dump.
+	ConfigDumpType = "istio.io/debug/config_dump"
+	// notConnected is istiod's answer for a proxy it does not hold; istioctl
+	// then asks the next instance.
+	notConnected = "Proxy not connected to this Pilot instance. It may be connected to another instance."
 	// systemNamespace sees every proxy; a caller of another namespace
 	// sees only its own namespace's, as istiod does.
 	systemNamespace = "istio-system"
@@ -48,7 +56,7 @@ func (s *Server) streamDebug(stream discovery.AggregatedDiscoveryService_StreamA
 		if !rate.take(time.Now()) {
 			return s.refused.refuse("rate_limited", codes.ResourceExhausted, "more than %.0f debug requests per second", s.limits.Rate)
 		}
-		resp, err := s.debugResponse(req.GetTypeUrl(), caller)
+		resp, err := s.debugResponse(req, caller)
 		if err != nil {
 			return err
 		}
@@ -68,14 +76,63 @@ func (s *Server) streamDebug(stream discovery.AggregatedDiscoveryService_StreamA
 	}
 }
 
-func (s *Server) debugResponse(typeURL, caller string) (*discovery.DiscoveryResponse, error) {
-	switch typeURL {
+func (s *Server) debugResponse(req *discovery.DiscoveryRequest, caller string) (*discovery.DiscoveryResponse, error) {
+	resp := &discovery.DiscoveryResponse{TypeUrl: req.GetTypeUrl(), VersionInfo: strconv.FormatInt(time.Now().UnixNano(), 10), ControlPlane: s.controlPlane()}
+	switch req.GetTypeUrl() {
 	case SynczType:
-		return &discovery.DiscoveryResponse{TypeUrl: typeURL, VersionInfo: strconv.FormatInt(time.Now().UnixNano(), 10),
-			Resources: s.syncz(caller), ControlPlane: s.controlPlane()}, nil
+		resp.Resources = s.syncz(caller)
+		return resp, nil
+	case ConfigDumpType:
+		resp.Resources = s.configDump(req.GetResourceNames(), caller)
+		return resp, nil
 	}
 	return nil, s.refused.refuse("bad_type_url", codes.InvalidArgument,
-		"debug type %.128q is not served; xdshard answers %s (istioctl proxy-status)", typeURL, SynczType)
+		"debug type %.128q is not served; xdshard answers %s and %s (istioctl proxy-status)", req.GetTypeUrl(), SynczType, ConfigDumpType)
+}
+
+// configDump is the config the proxy named by names[0] ("pod.namespace",
+// matched in its node ID, as istiod matches it) is served: its clusters,
+// listeners and routes as Envoy admin dumps. A proxy not connected here,
+// or not the caller's to see, gets istiod's "not connected" answer.
+func (s *Server) configDump(names []string, caller string) []*anypb.Any {
+	var c *conn
+	if len(names) == 1 && names[0] != "" {
+		s.mu.Lock()
+		for x := range s.conns {
+			if x.view != snapshot.ViewMCP && x.view != snapshot.ViewPeer && strings.Contains(x.node.GetId(), names[0]) &&
+				(caller == systemNamespace || x.namespace == caller) && (c == nil || x.id > c.id) {
+				c = x // the most recent connection of that proxy
+			}
+		}
+		s.mu.Unlock()
+	}
+	snap := (*snapshot.Snapshot)(nil)
+	if c != nil {
+		snap = s.store.Current(c.tenant)
+	}
+	if snap == nil {
+		return []*anypb.Any{{Value: []byte(notConnected)}}
+	}
+	clusters := &adminv3.ClustersConfigDump{}
+	for _, r := range snap.Set(c.view, snapshot.ClusterType).GetItems() {
+		clusters.DynamicActiveClusters = append(clusters.DynamicActiveClusters, &adminv3.ClustersConfigDump_DynamicCluster{VersionInfo: r.Version, Cluster: r.Body})
+	}
+	listeners := &adminv3.ListenersConfigDump{}
+	for _, r := range snap.Set(c.view, snapshot.ListenerType).GetItems() {
+		listeners.DynamicListeners = append(listeners.DynamicListeners, &adminv3.ListenersConfigDump_DynamicListener{Name: r.Name,
+			ActiveState: &adminv3.ListenersConfigDump_DynamicListenerState{VersionInfo: r.Version, Listener: r.Body}})
+	}
+	routes := &adminv3.RoutesConfigDump{}
+	for _, r := range snap.Set(c.view, snapshot.RouteType).GetItems() {
+		routes.DynamicRouteConfigs = append(routes.DynamicRouteConfigs, &adminv3.RoutesConfigDump_DynamicRouteConfig{VersionInfo: r.Version, RouteConfig: r.Body})
+	}
+	var out []*anypb.Any
+	for _, m := range []proto.Message{clusters, listeners, routes} {
+		if a, err := snapshot.Any(m); err == nil {
+			out = append(out, a)
+		}
+	}
+	return out
 }
 
 // controlPlane says who answers, as istioctl prints it in its ISTIOD

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	adminv3 "github.com/envoyproxy/go-control-plane/envoy/admin/v3"
 	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	statusv3 "github.com/envoyproxy/go-control-plane/envoy/service/status/v3"
@@ -81,5 +82,47 @@ func TestSynczForIstioctl(t *testing.T) {
 	}
 	if resp := istioctlSyncz(t, e, "b"); len(resp.Resources) != 1 {
 		t.Fatalf("a caller of namespace b saw %d proxies, want only its own one", len(resp.Resources))
+	}
+}
+
+// TestConfigDumpForIstioctl: `istioctl proxy-status <pod>.<ns>` asks
+// config_dump for one proxy: a proxy connected here gets its clusters,
+// listeners and routes as Envoy admin dumps; any other gets istiod's "not
+// connected" answer, on which istioctl asks the next instance.
+func TestConfigDumpForIstioctl(t *testing.T) {
+	e := newEnv(t)
+	e.mesh("a", 2, 0)
+	c := e.sotw("a", nil)
+	c.send(cds, "", "")
+	c.ack(c.recv())
+	e.waitType(cds, func(ts TypeStatus) bool { return ts.Sync == "SYNCED" })
+	ask := func(name string) *discovery.DiscoveryResponse {
+		md, _ := structpb.NewStruct(map[string]any{"GENERATOR": "event", "NAMESPACE": "istio-system"})
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		st, err := discovery.NewAggregatedDiscoveryServiceClient(e.conn).StreamAggregatedResources(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := st.Send(&discovery.DiscoveryRequest{Node: &core.Node{Id: "~~.~.svc.cluster.local", Metadata: md}, TypeUrl: ConfigDumpType, ResourceNames: []string{name}}); err != nil {
+			t.Fatal(err)
+		}
+		resp, err := st.Recv()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp
+	}
+	resp := ask("pod-1.a")
+	if len(resp.Resources) != 3 {
+		t.Fatalf("config_dump of a connected proxy: %d resources, want clusters, listeners and routes", len(resp.Resources))
+	}
+	var clusters adminv3.ClustersConfigDump
+	if err := resp.Resources[0].UnmarshalTo(&clusters); err != nil || len(clusters.DynamicActiveClusters) != 2 {
+		t.Fatalf("clusters dump %v (%v), want the tenant's two clusters", &clusters, err)
+	}
+	resp = ask("elsewhere-7.z")
+	if len(resp.Resources) != 1 || string(resp.Resources[0].Value) != notConnected {
+		t.Fatalf("config_dump of a proxy not here: %v, want istiod's not-connected answer", resp.Resources)
 	}
 }
