@@ -91,7 +91,7 @@ type NACK struct {
 
 func newConn(id uint64, node *core.Node, namespace, tenant string, view snapshot.View, delta bool) *conn {
 	return &conn{id: id, node: node, namespace: namespace, tenant: tenant, view: view, delta: delta, connected: time.Now(),
-		dirty: make(chan struct{}, 1), types: map[string]*typeState{}, rate: newBucket(Limits{}.withDefaults())}
+		dirty: make(chan struct{}, 1), types: map[string]*typeState{}, rate: newBucket(Limits{}.withDefaults())} // register sets the server's
 }
 
 func (c *conn) signal() {

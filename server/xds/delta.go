@@ -33,7 +33,11 @@ func (s *Server) recordDelta(c *conn, req *discovery.DeltaDiscoveryRequest) erro
 	if err != nil {
 		return err
 	}
-	if err := s.checkNames(req.ResourceNamesSubscribe, req.ResourceNamesUnsubscribe, mapKeys(req.InitialResourceVersions)); err != nil {
+	var initial []string // named only on a stream's first request; no allocation otherwise
+	if len(req.InitialResourceVersions) > 0 {
+		initial = mapKeys(req.InitialResourceVersions)
+	}
+	if err := s.checkNames(req.ResourceNamesSubscribe, req.ResourceNamesUnsubscribe, initial); err != nil {
 		return err
 	}
 	c.mu.Lock()

@@ -198,3 +198,16 @@ func TestPeerAndProxyPortsAreApart(t *testing.T) {
 		t.Fatalf("a proxy on the peer port: %v, want PermissionDenied", err)
 	}
 }
+
+// TestConfiguredRateIsTheOneApplied: a server's own limits, not the
+// defaults, bound its streams.
+func TestConfiguredRateIsTheOneApplied(t *testing.T) {
+	e := newEnvWith(t, Options{Resolver: ResolverFunc(func(ns string) (string, bool) { return ns, ns == "a" }), Limits: Limits{Rate: 1, Burst: 20}}, nil)
+	t.Cleanup(e.close)
+	e.mesh("a", 1, 0)
+	reqs := []*discovery.DiscoveryRequest{{Node: node("a", nil), TypeUrl: cds}}
+	for i := 0; i < 30; i++ {
+		reqs = append(reqs, &discovery.DiscoveryRequest{TypeUrl: cds, ResponseNonce: "not-the-latest"})
+	}
+	wantRefused(t, e.srv, streamErr(t, e, reqs...), codes.ResourceExhausted, "rate_limited", "requests per second")
+}

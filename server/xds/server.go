@@ -181,6 +181,7 @@ func (s *Server) bind(node *core.Node, delta bool) (c *conn, err error) {
 }
 
 func (s *Server) register(c *conn) {
+	c.rate = newBucket(s.limits) // the server's limits, not the defaults
 	s.mu.Lock()
 	s.conns[c] = struct{}{}
 	s.mu.Unlock()
