@@ -384,7 +384,11 @@ func (r *Replica) shard(ctx context.Context, bopts *builder.Options) error {
 	r.fetcher = sharding.NewFetcher(cfg.ReplicaID, r.store, r.log)
 	// The peer face shares the replica's metrics: peer streams count as
 	// pilot_xds{view="peer"}, and their pushes as type "other".
-	peers := xds.New(r.store, xds.Options{Resolver: r.mesh, Logger: r.log, Registry: r.reg, Peers: true})
+	// A peer names every resource of a tenant's snapshot when it
+	// reconnects (initial versions): more than a proxy's names limit for a
+	// large tenant, so the peer face allows that many.
+	peers := xds.New(r.store, xds.Options{Resolver: r.mesh, Logger: r.log, Registry: r.reg, Peers: true,
+		Limits: xds.Limits{Names: 1 << 22}})
 	r.peerGRPC = grpc.NewServer(xds.GRPCOptions()...)
 	peers.Register(r.peerGRPC)
 	r.goStage(func() error {

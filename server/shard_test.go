@@ -176,3 +176,58 @@ func gaugeNamed(t *testing.T, r *server.Replica, name string) float64 {
 	t.Fatalf("no metric %s", name)
 	return 0
 }
+
+// TestLargeTenantCrossesReplicas: a tenant whose snapshot is larger than
+// gRPC's default 4 MiB message, and has more resources than a proxy may
+// name, is still fetched whole from its owner, with the owner's version.
+func TestLargeTenantCrossesReplicas(t *testing.T) {
+	objs := fleet.Generate(fleet.Spec{Tenants: 1, Services: 2500, Endpoints: 2, Seed: 4})
+	addrs := freeAddrs(t, 2)
+	peers := []sharding.Member{{ID: "r0", Addr: addrs[0]}, {ID: "r1", Addr: addrs[1]}}
+	var replicas []*server.Replica
+	for i := range peers {
+		ctx, cancel := context.WithCancel(context.Background())
+		r, err := server.Start(ctx, server.Config{Source: memory.New(objs), XDSAddr: "127.0.0.1:0", ReplicaID: peers[i].ID, PeerAddr: peers[i].Addr, Peers: peers})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { cancel(); r.Close() })
+		replicas = append(replicas, r)
+		<-r.Synced()
+	}
+	tenant := fleet.Tenant(0)
+	owner := replicas[0]
+	other := replicas[1]
+	if owner.Owner(tenant) != "r0" {
+		owner, other = other, owner
+	}
+	snap := owner.Store().Current(tenant)
+	set, err := snap.PeerSet()
+	if err != nil {
+		t.Fatal(err)
+	}
+	size := 0
+	for _, r := range set.Items {
+		size += len(r.Body.GetValue())
+	}
+	if size <= 4<<20 || set.Len() <= 20000 {
+		t.Fatalf("the tenant's snapshot is %d bytes in %d resources; the test needs more than 4 MiB and 20,000", size, set.Len())
+	}
+	conn, err := grpc.NewClient(other.XDSAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	p := proxy.New(tenant, "big", true)
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	go func() { _ = p.Run(ctx, conn) }()
+	select {
+	case <-p.Synced():
+	case <-time.After(60 * time.Second):
+		t.Fatal("a proxy of the large tenant on the replica that does not own it never synced")
+	}
+	if got := other.Store().Current(tenant); got == nil || got.Version != snap.Version {
+		t.Fatalf("the fetched copy's version differs from the owner's")
+	}
+}

@@ -21,6 +21,10 @@ import (
 // peer face's xds.PeerNodePrefix; sharding does not import the server).
 const PeerNodePrefix = "xdshard-peer~"
 
+// MaxSnapshotBytes bounds one response from an owner, a tenant's whole
+// snapshot at most.
+const MaxSnapshotBytes = 512 << 20
+
 // Fetcher keeps the snapshots of tenants this replica serves but does not
 // own in its store, fetched from their owners over delta ADS: the owner's
 // encoded resources and versions, unchanged. One stream per followed
@@ -62,7 +66,10 @@ func (f *Fetcher) Follow(ctx context.Context, tenant string, owner Member) error
 	conn := f.conns[owner.Addr]
 	if conn == nil {
 		var err error
-		conn, err = grpc.NewClient(owner.Addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		// One response carries a tenant's whole snapshot the first time:
+		// more than gRPC's default 4 MiB for a large tenant.
+		conn, err = grpc.NewClient(owner.Addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
+			grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(MaxSnapshotBytes)))
 		if err != nil {
 			return fmt.Errorf("peer %s at %s: %w", owner.ID, owner.Addr, err)
 		}

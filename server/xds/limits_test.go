@@ -8,10 +8,13 @@ import (
 	"testing"
 	"time"
 
+	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+
+	"github.com/xdshard/xdshard/snapshot"
 )
 
 // Each test here is a client doing what an adversary would, on a real
@@ -210,4 +213,40 @@ func TestConfiguredRateIsTheOneApplied(t *testing.T) {
 		reqs = append(reqs, &discovery.DiscoveryRequest{TypeUrl: cds, ResponseNonce: "not-the-latest"})
 	}
 	wantRefused(t, e.srv, streamErr(t, e, reqs...), codes.ResourceExhausted, "rate_limited", "requests per second")
+}
+
+// TestPeerMayNameAWholeSnapshot: a peer reconnecting names every resource
+// of a large tenant's snapshot (initial versions); the peer face allows
+// that many names when configured so, while a proxy port refuses them.
+func TestPeerMayNameAWholeSnapshot(t *testing.T) {
+	initial := map[string]string{}
+	for i := 0; i < 25000; i++ {
+		initial[fmt.Sprint("r", i)] = "v"
+	}
+	ask := func(e *env, n *core.Node) error {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		st, err := discovery.NewAggregatedDiscoveryServiceClient(e.conn).DeltaAggregatedResources(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := st.Send(&discovery.DeltaDiscoveryRequest{Node: n, TypeUrl: snapshot.PeerType, ResourceNamesSubscribe: []string{"*"}, InitialResourceVersions: initial}); err != nil {
+			t.Fatal(err)
+		}
+		_, err = st.Recv()
+		return err
+	}
+	peerNode := node("a", map[string]any{"TENANT": "a"})
+	peerNode.Id = PeerNodePrefix + "r1"
+	p := newEnvWith(t, Options{Resolver: ResolverFunc(func(ns string) (string, bool) { return ns, ns == "a" }), Peers: true, Limits: Limits{Names: 1 << 22}}, nil)
+	t.Cleanup(p.close)
+	p.mesh("a", 1, 0)
+	if err := ask(p, peerNode); err != nil {
+		t.Fatalf("the peer face refused a whole snapshot's names: %v", err)
+	}
+	e := newEnv(t)
+	e.mesh("a", 1, 0)
+	if err := ask(e, node("a", nil)); status.Code(err) != codes.ResourceExhausted {
+		t.Fatalf("a proxy naming 25,000 resources: %v, want ResourceExhausted", err)
+	}
 }
