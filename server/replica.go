@@ -139,7 +139,11 @@ func Start(ctx context.Context, cfg Config) (*Replica, error) {
 	if identity == "" {
 		identity, _ = os.Hostname()
 	}
-	r.xds = xds.New(r.store, xds.Options{Resolver: r.mesh, Logger: r.log, Registry: r.reg, PushConcurrency: cfg.PushConcurrency, Identity: "xdshard-" + identity})
+	xopts := xds.Options{Resolver: r.mesh, Logger: r.log, Registry: r.reg, PushConcurrency: cfg.PushConcurrency, Identity: "xdshard-" + identity}
+	if len(cfg.Peers) > 0 || cfg.Membership != nil {
+		xopts.MCPComplete = r.holdsEveryTenant
+	}
+	r.xds = xds.New(r.store, xopts)
 	bopts := builder.Options{
 		Debounce: cfg.Debounce, MaxDelay: cfg.MaxDelay, Build: cfg.Build, Logger: r.log, Observe: r.xds.Metrics().Stage,
 		OnBuild: r.built,
@@ -523,4 +527,15 @@ func (r *Replica) interest(ctx context.Context, tenant string, watched bool) {
 			r.log.Debug("dropped a fetched snapshot: no local client left", "tenant", t)
 		}
 	})
+}
+
+// holdsEveryTenant says whether the store has a snapshot of every tenant
+// of the mesh: built here, or fetched from its owner.
+func (r *Replica) holdsEveryTenant() bool {
+	for _, t := range r.mesh.Tenants() {
+		if r.store.Current(t) == nil {
+			return false
+		}
+	}
+	return true
 }

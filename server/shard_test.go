@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"strings"
 	"testing"
 	"time"
 
@@ -151,6 +152,21 @@ func TestStaticPeersBuildOnceServeEverywhere(t *testing.T) {
 		eventually(t, fmt.Sprintf("replica %d holding %s only if it owns it", i, tenant), func() bool {
 			return (r.Store().Current(tenant) != nil) == owner
 		})
+	}
+
+	// An istiod on a replica that owns only some tenants gets, in its first
+	// answer, every tenant's config: the replica fetches the others before
+	// it answers, since an MCP response is the full state of its type.
+	ist := connectIstiod(t, replicas[0].XDSAddr(), "")
+	namespaces := map[string]bool{}
+	for _, o := range ist.state["security.istio.io/v1/PeerAuthentication"] {
+		ns, _, _ := strings.Cut(o.Metadata.Name, "/")
+		namespaces[ns] = true
+	}
+	for i := 0; i < 6; i++ {
+		if !namespaces[fleet.Tenant(i)] {
+			t.Fatalf("istiod's first PeerAuthentications lack tenant %s's (have %v): a partial state would delete it", fleet.Tenant(i), namespaces)
+		}
 	}
 }
 

@@ -110,7 +110,12 @@ type mcpFace struct {
 	stream   discovery.AggregatedDiscoveryService_StreamAggregatedResourcesServer
 }
 
-func (f *mcpFace) due(*conn, *snapshot.Snapshot, string, *typeState) *work { return &work{} }
+func (f *mcpFace) due(*conn, *snapshot.Snapshot, string, *typeState) *work {
+	if complete := f.m.s.opts.MCPComplete; complete != nil && !complete() {
+		return nil // a partial state would delete the missing tenants' config in istiod
+	}
+	return &work{}
+}
 
 func (f *mcpFace) encode(w *work) {
 	e := f.m.response(w.typeURL, f.revision)

@@ -43,6 +43,11 @@ type Options struct {
 	// Identity names this replica to istioctl (its ISTIOD column);
 	// default "xdshard".
 	Identity string
+	// MCPComplete, when set, says whether the store holds every tenant's
+	// snapshot. An MCP response is the full state of its type: istiod
+	// deletes what is missing, so while a sharded replica still fetches
+	// some tenants it answers no MCP request. Nil: always complete.
+	MCPComplete func() bool
 	// Peers makes this server the peer face: it serves other replicas
 	// (nodes "xdshard-peer~ID" naming a TENANT in metadata) the tenants'
 	// whole snapshots over delta ADS, and nothing else. A server without
