@@ -197,12 +197,19 @@ func (m *Mesh) TenantOf(namespace string) (string, bool) {
 }
 
 func (m *Mesh) tenantOfLocked(ns string) string {
-	if o := m.objects[Key{Kind: KindNamespace, Name: ns}]; o != nil {
+	return TenantOfNamespace(m.objects[Key{Kind: KindNamespace, Name: ns}], ns)
+}
+
+// TenantOfNamespace is the tenant of namespace name, whose Namespace
+// object is o (nil when there is none): its TenantLabel, else the
+// namespace itself.
+func TenantOfNamespace(o *Object, name string) string {
+	if o != nil {
 		if t := o.Meta.Labels[TenantLabel]; t != "" {
 			return t
 		}
 	}
-	return ns
+	return name
 }
 
 // Tenants lists every tenant, sorted. SharedNamespace is a tenant of its own

@@ -254,3 +254,27 @@ func TestMissingCRDIsReadOnceInstalled(t *testing.T) {
 	}
 	waitFor(t, events, "the Sidecar, once its CRD is installed", has(model.KindSidecar, n, "default", false))
 }
+
+// TestNetworkPoliciesOfUnbuiltTenantsStay: at start, before a tenant's
+// first build is seen, the NetworkPolicies applied for it before are not
+// deleted (a namespace would be left open for a moment); once its build
+// says it wants none, they go.
+func TestNetworkPoliciesOfUnbuiltTenantsStay(t *testing.T) {
+	s := &Source{cfg: Config{ApplyNetworkPolicies: true}, served: map[model.Key]*model.Object{}, np: newNetpols()}
+	ns := func(name, tenant string) {
+		k := model.Key{Kind: model.KindNamespace, Name: name}
+		o := &model.Object{Key: k}
+		o.Meta.Labels = map[string]string{model.TenantLabel: tenant}
+		s.served[k] = o
+	}
+	ns("a1", "ta")
+	ns("b1", "tb")
+	s.np.live["a1/xdshard-tenant-isolation"], s.np.live["b1/xdshard-tenant-isolation"] = true, true
+	if got := s.unwanted(nil); len(got) != 0 {
+		t.Fatalf("before any build was seen, %v would be deleted", got)
+	}
+	s.Built("ta", nil) // tenant ta is gone (or wants none)
+	if got := s.unwanted(nil); len(got) != 1 || got[0] != "a1/xdshard-tenant-isolation" {
+		t.Fatalf("after ta's build: %v, want only ta's policy", got)
+	}
+}

@@ -15,6 +15,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/xdshard/xdshard/snapshot"
+	"github.com/xdshard/xdshard/snapshot/model"
 )
 
 // FieldManager is the server-side apply field manager of what xdshard
@@ -32,12 +33,16 @@ type netpols struct {
 	desired map[string]*snapshot.Set // tenant -> its generated NetworkPolicies
 	applied map[string]string        // "ns/name" -> version applied
 	live    map[string]bool          // "ns/name" of NetworkPolicies labelled as xdshard's, as the informer sees them
-	seen    bool                     // desired was set at least once: deleting is safe
-	wake    chan struct{}
+	// reported holds the tenants whose builds have been seen (gone ones
+	// included): only their NetworkPolicies may be deleted. Until a
+	// tenant's first build is seen, what was applied for it stays, so a
+	// restart never leaves a namespace without its policy for a moment.
+	reported map[string]bool
+	wake     chan struct{}
 }
 
 func newNetpols() *netpols {
-	return &netpols{desired: map[string]*snapshot.Set{}, applied: map[string]string{}, live: map[string]bool{}, wake: make(chan struct{}, 1)}
+	return &netpols{desired: map[string]*snapshot.Set{}, applied: map[string]string{}, live: map[string]bool{}, reported: map[string]bool{}, wake: make(chan struct{}, 1)}
 }
 
 // Built implements server.SnapshotSink: it is told of each tenant's new
@@ -54,7 +59,7 @@ func (s *Source) Built(tenant string, snap *snapshot.Snapshot) {
 	} else {
 		n.desired[tenant] = snap.Set(snapshot.ViewKube, snapshot.NetworkPolicyKey)
 	}
-	n.seen = true
+	n.reported[tenant] = true
 	n.mu.Unlock()
 	select {
 	case n.wake <- struct{}{}:
@@ -99,15 +104,8 @@ func (s *Source) reconcileOnce(ctx context.Context) {
 			apply = append(apply, want[name])
 		}
 	}
-	var remove []string
-	if n.seen {
-		for name := range n.live {
-			if want[name] == nil {
-				remove = append(remove, name)
-			}
-		}
-	}
 	n.mu.Unlock()
+	remove := s.unwanted(want)
 	for _, r := range apply {
 		err := s.applyNetpol(ctx, r)
 		n.mu.Lock()
@@ -158,4 +156,29 @@ func (s *Source) applyNetpol(ctx context.Context, r *snapshot.Resource) error {
 func nsOf(name string) string {
 	ns, _, _ := strings.Cut(name, "/")
 	return ns
+}
+
+// unwanted lists xdshard's live NetworkPolicies that no tenant wants,
+// among those of tenants whose builds have been seen.
+func (s *Source) unwanted(want map[string]*snapshot.Resource) []string {
+	n := s.np
+	n.mu.Lock()
+	live := slices.Collect(maps.Keys(n.live))
+	reported := maps.Clone(n.reported)
+	n.mu.Unlock()
+	var out []string
+	for _, name := range live {
+		if want[name] == nil && reported[s.tenantOf(nsOf(name))] {
+			out = append(out, name)
+		}
+	}
+	return out
+}
+
+// tenantOf is the tenant of namespace as the model has it: its Namespace
+// object's tenant label, else the namespace itself.
+func (s *Source) tenantOf(namespace string) string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return model.TenantOfNamespace(s.served[model.Key{Kind: model.KindNamespace, Name: namespace}], namespace)
 }
