@@ -122,11 +122,9 @@ func (p *problems) health() (status string, reasons []string) {
 	for _, t := range slices.Sorted(maps.Keys(p.failed)) {
 		reasons = append(reasons, "tenant "+t+": last build failed, serving its last good snapshot: "+p.failed[t])
 	}
-	errs, warns := 0, 0
+	errs := 0 // warnings alone (a field not applied) do not degrade
 	for d := range p.refs {
-		if d.Warning() {
-			warns++
-		} else {
+		if !d.Warning() {
 			errs++
 		}
 	}
@@ -136,7 +134,6 @@ func (p *problems) health() (status string, reasons []string) {
 	if len(reasons) == 0 {
 		return "serving", nil
 	}
-	_ = warns // warnings alone (a field not applied) do not degrade
 	return "degraded", reasons
 }
 

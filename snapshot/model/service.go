@@ -144,7 +144,7 @@ func resolveNamespace(ns *nsObjects) ([]*Service, []snapshot.Diagnostic) {
 		diags = append(diags, d...)
 		svc := es.Labels[discoveryv1.LabelServiceName]
 		if svc == "" {
-			diags = append(diags, warn(o, "EndpointSlice has no label "+discoveryv1.LabelServiceName+"; it belongs to no Service and is ignored"))
+			diags = append(diags, Warn(o, "EndpointSlice has no label "+discoveryv1.LabelServiceName+"; it belongs to no Service and is ignored"))
 			continue
 		}
 		slicesBySvc[svc] = append(slicesBySvc[svc], es)
@@ -160,9 +160,6 @@ func resolveNamespace(ns *nsObjects) ([]*Service, []snapshot.Diagnostic) {
 	return out, diags
 }
 
-func warn(o *Object, msg string) snapshot.Diagnostic {
-	return Warn(o, msg)
-}
 
 func k8sService(o *Object, eps []*discoveryv1.EndpointSlice, ns *nsObjects) *Service {
 	svc := o.Body.(*corev1.Service)
@@ -211,7 +208,7 @@ func validEndpoints(o *Object) (*discoveryv1.EndpointSlice, []snapshot.Diagnosti
 		var addrs []string
 		for _, a := range e.Addresses {
 			if why := badAddress(es.AddressType, a); why != "" {
-				diags = append(diags, warn(o, fmt.Sprintf("endpoint address %q %s; that address is ignored", a, why)))
+				diags = append(diags, Warn(o, fmt.Sprintf("endpoint address %q %s; that address is ignored", a, why)))
 				changed = true
 				continue
 			}
@@ -310,7 +307,7 @@ func serviceEntryServices(o *Object, workloads []*Object) ([]*Service, []snapsho
 	var out []*Service
 	for _, host := range se.Hosts {
 		if strings.HasPrefix(host, "*") {
-			diags = append(diags, warn(o, fmt.Sprintf("wildcard host %q is kept for istiod but gets no cluster: xdshard serves only concrete hosts", host)))
+			diags = append(diags, Warn(o, fmt.Sprintf("wildcard host %q is kept for istiod but gets no cluster: xdshard serves only concrete hosts", host)))
 			continue
 		}
 		out = append(out, &Service{
