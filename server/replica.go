@@ -93,6 +93,8 @@ type Replica struct {
 	peerGRPC  *grpc.Server
 	fetcher   *sharding.Fetcher
 	ring      atomic.Pointer[sharding.Ring]
+	dropsMu   sync.Mutex
+	drops     map[string]*time.Timer // tenant -> when its fetched snapshot goes
 	members   sharding.Membership
 	handovers prometheus.Counter
 
@@ -339,6 +341,7 @@ func (r *Replica) stop() {
 			r.peerGRPC.Stop()
 		}
 		if r.fetcher != nil {
+			r.stopDrops()
 			r.fetcher.Close()
 		}
 		if r.http != nil {
@@ -514,7 +517,24 @@ func (r *Replica) interest(ctx context.Context, tenant string, watched bool) {
 		}
 		return
 	}
-	time.AfterFunc(r.cfg.FetchGrace, func() {
+	// One timer per tenant (or for "", every tenant), reset by each
+	// departure: clients coming and going quickly cost no more timers.
+	r.dropsMu.Lock()
+	defer r.dropsMu.Unlock()
+	if ctx.Err() != nil {
+		return
+	}
+	if t := r.drops[tenant]; t != nil {
+		t.Reset(r.cfg.FetchGrace)
+		return
+	}
+	if r.drops == nil {
+		r.drops = map[string]*time.Timer{}
+	}
+	r.drops[tenant] = time.AfterFunc(r.cfg.FetchGrace, func() {
+		r.dropsMu.Lock()
+		delete(r.drops, tenant)
+		r.dropsMu.Unlock()
 		if ctx.Err() != nil {
 			return
 		}
@@ -527,6 +547,16 @@ func (r *Replica) interest(ctx context.Context, tenant string, watched bool) {
 			r.log.Debug("dropped a fetched snapshot: no local client left", "tenant", t)
 		}
 	})
+}
+
+// stopDrops stops the pending drop timers.
+func (r *Replica) stopDrops() {
+	r.dropsMu.Lock()
+	defer r.dropsMu.Unlock()
+	for t, timer := range r.drops {
+		timer.Stop()
+		delete(r.drops, t)
+	}
 }
 
 // holdsEveryTenant says whether the store has a snapshot of every tenant
