@@ -160,7 +160,6 @@ func resolveNamespace(ns *nsObjects) ([]*Service, []snapshot.Diagnostic) {
 	return out, diags
 }
 
-
 func k8sService(o *Object, eps []*discoveryv1.EndpointSlice, ns *nsObjects) *Service {
 	svc := o.Body.(*corev1.Service)
 	s := &Service{
