@@ -14,6 +14,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/hashicorp/golang-lru/v2/simplelru"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"google.golang.org/grpc"
@@ -59,6 +60,15 @@ type Config struct {
 	// FetchGrace is how long a fetched snapshot stays after its last local
 	// client left, so a reconnect does not fetch it again. Default 30 s.
 	FetchGrace time.Duration
+	// FetchCacheBytes bounds the fetched snapshots kept through their
+	// grace period with no local client: past it, the least recently left
+	// go at once. Default 256 MiB.
+	FetchCacheBytes int64
+	// Balance is how often the replica compares its proxy streams with
+	// its share (ceil(streams/members x 1.1)) and sheds a few of the
+	// surplus; 0 for every second, negative for never. It needs a
+	// membership that reports every member's streams (Leases).
+	Balance time.Duration
 }
 
 // ProblemRecorder is a source that records problems where its users look
@@ -95,8 +105,14 @@ type Replica struct {
 	ring      atomic.Pointer[sharding.Ring]
 	dropsMu   sync.Mutex
 	drops     map[string]*time.Timer // tenant -> when its fetched snapshot goes
+	idle      *simplelru.LRU[string, int64] // fetched tenants no local client reads, by bytes; under dropsMu
+	idleBytes int64
+	adoptMu   sync.Mutex
+	adopted   map[string]string // tenant -> its unreachable owner, built here meanwhile
 	members   sharding.Membership
 	handovers prometheus.Counter
+	builds    *prometheus.CounterVec
+	xdsConns  *connTracker
 
 	xdsAddr, adminAddr string
 	synced             chan struct{} // closed once the first full state is built
@@ -137,6 +153,9 @@ func Start(ctx context.Context, cfg Config) (*Replica, error) {
 			func() float64 { return st.Staleness().Seconds() }))
 	}
 	r.problems = newProblems(r.log, r.reg, appeared)
+	r.builds = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "xdshard_tenant_builds_total",
+		Help: "Tenant builds run by this replica, by result (ok, failed). Summed over the replicas of a sharded deployment, each change costs one build per affected tenant."}, []string{"result"})
+	r.reg.MustRegister(r.builds)
 	identity := cfg.ReplicaID
 	if identity == "" {
 		identity, _ = os.Hostname()
@@ -162,6 +181,10 @@ func Start(ctx context.Context, cfg Config) (*Replica, error) {
 	if r.members != nil && r.members.Changes() != nil {
 		go r.followMembers(runCtx, r.members, r.members.Changes())
 	}
+	if loads, ok := r.members.(sharding.Loads); ok && cfg.Balance >= 0 {
+		loads.ReportStreams(r.xds.ProxyStreams)
+		go r.balance(runCtx, loads)
+	}
 	xdsLis, err := net.Listen("tcp", cfg.XDSAddr)
 	if err != nil {
 		cancel()
@@ -170,6 +193,8 @@ func Start(ctx context.Context, cfg Config) (*Replica, error) {
 		}
 		return nil, fmt.Errorf("xDS address %s: %w (is another xdshard running? pick a free port)", cfg.XDSAddr, err)
 	}
+	r.xdsConns = newConnTracker(xdsLis)
+	xdsLis = r.xdsConns
 	r.xdsAddr = xdsLis.Addr().String()
 	var adminLis net.Listener
 	if cfg.AdminAddr != "" {
@@ -263,6 +288,12 @@ func (r *Replica) built(tenant string, snap *snapshot.Snapshot, err error) {
 	scope := "tenant " + tenant
 	switch {
 	case err != nil:
+		r.builds.WithLabelValues("failed").Inc()
+	case snap != nil:
+		r.builds.WithLabelValues("ok").Inc()
+	}
+	switch {
+	case err != nil:
 		r.problems.buildFailed(tenant, err.Error())
 	case snap == nil:
 		r.problems.buildFailed(tenant, "")
@@ -285,7 +316,7 @@ func (r *Replica) adminHandler() http.Handler {
 		Store:    r.store,
 		Failures: r.builder.Failures,
 		MeshWide: r.problems.meshWide,
-		Owner:    r.Owner,
+		Owner:    r.origin,
 	})
 }
 
@@ -388,7 +419,20 @@ func (r *Replica) shard(ctx context.Context, bopts *builder.Options) error {
 		return fmt.Errorf("peer address %s: %w", cfg.PeerAddr, err)
 	}
 	r.ring.Store(sharding.NewRing(members.Members()))
-	r.fetcher = sharding.NewFetcher(cfg.ReplicaID, r.store, r.log)
+	received := prometheus.NewCounter(prometheus.CounterOpts{Name: "xdshard_peer_received_bytes_total", Help: "Resource bytes this replica received from tenants' owners."})
+	fetchTime := prometheus.NewHistogram(prometheus.HistogramOpts{Name: "xdshard_peer_fetch_seconds",
+		Help: "Time from following a tenant's owner to holding its whole snapshot.", Buckets: prometheus.ExponentialBuckets(0.001, 2.5, 12)})
+	r.reg.MustRegister(received, fetchTime)
+	r.fetcher = sharding.NewFetcher(cfg.ReplicaID, r.store, r.log, sharding.FetchObserver{
+		Received:    func(n int) { received.Add(float64(n)) },
+		Fetched:     func(d time.Duration) { fetchTime.Observe(d.Seconds()) },
+		Unreachable: r.adopt,
+		Reached:     r.unadopt,
+	})
+	if cfg.FetchCacheBytes <= 0 {
+		r.cfg.FetchCacheBytes = 256 << 20
+	}
+	r.idle, _ = simplelru.NewLRU[string, int64](1<<30, nil)
 	// The peer face shares the replica's metrics: peer streams count as
 	// pilot_xds{view="peer"}, and their pushes as type "other".
 	// A peer names every resource of a tenant's snapshot when it
@@ -424,6 +468,10 @@ func (r *Replica) shard(ctx context.Context, bopts *builder.Options) error {
 			func() float64 { return float64(len(r.ring.Load().Members())) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "xdshard_remote_snapshots", Help: "Tenants whose snapshot this replica follows from their owner, for its local clients."},
 			func() float64 { return float64(r.fetcher.Following()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "xdshard_remote_snapshot_bytes", Help: "Resource bytes of the snapshots this replica follows from their owners."},
+			func() float64 { return float64(r.fetcher.Bytes("")) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "xdshard_adopted_tenants", Help: "Tenants this replica builds because their owner does not answer (until it does, or membership moves them)."},
+			func() float64 { r.adoptMu.Lock(); defer r.adoptMu.Unlock(); return float64(len(r.adopted)) }),
 		r.handovers,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "xdshard_owned_tenants", Help: "Tenants this replica builds."},
 			func() float64 {
@@ -439,12 +487,57 @@ func (r *Replica) shard(ctx context.Context, bopts *builder.Options) error {
 	return nil
 }
 
-// owns says whether this replica builds tenant. With no member known yet
-// (membership not read), it builds everything: two owners for a moment
-// publish identical bytes, while no owner would serve nothing.
+// owns says whether this replica builds tenant: the ring gives it to this
+// replica, or its owner does not answer (adopted). Two builders for a
+// moment publish identical bytes, while none would leave clients waiting.
 func (r *Replica) owns(tenant string) bool {
+	if r.ringOwns(tenant) {
+		return true
+	}
+	r.adoptMu.Lock()
+	defer r.adoptMu.Unlock()
+	_, ok := r.adopted[tenant]
+	return ok
+}
+
+// ringOwns says whether the ring gives tenant to this replica. With no
+// member known yet (membership not read), it gives it everything.
+func (r *Replica) ringOwns(tenant string) bool {
 	o, ok := r.ring.Load().Owner(tenant)
 	return !ok || o.ID == r.cfg.ReplicaID
+}
+
+// adopt builds tenant here while its owner does not answer: a proxy that
+// failed over from a dead owner gets its config at once, not after the
+// owner's Lease expired. The fetcher keeps trying the owner meanwhile.
+func (r *Replica) adopt(tenant string) {
+	if r.ringOwns(tenant) || r.builder == nil {
+		return
+	}
+	owner := r.Owner(tenant)
+	r.adoptMu.Lock()
+	if r.adopted == nil {
+		r.adopted = map[string]string{}
+	}
+	_, was := r.adopted[tenant]
+	r.adopted[tenant] = owner
+	r.adoptMu.Unlock()
+	if !was {
+		r.log.Warn("a tenant's owner does not answer; building the tenant here until it does", "tenant", tenant, "owner", owner)
+		r.builder.Rebuild([]string{tenant})
+	}
+}
+
+// unadopt leaves tenant to its owner again: it answered, or membership
+// named another.
+func (r *Replica) unadopt(tenant string) {
+	r.adoptMu.Lock()
+	_, was := r.adopted[tenant]
+	delete(r.adopted, tenant)
+	r.adoptMu.Unlock()
+	if was {
+		r.log.Info("a tenant's owner answers again; serving its copy", "tenant", tenant, "owner", r.Owner(tenant))
+	}
 }
 
 // followMembers swaps the ring on every membership change and moves the
@@ -465,6 +558,7 @@ func (r *Replica) followMembers(ctx context.Context, members sharding.Membership
 				continue
 			}
 			r.handovers.Inc()
+			r.unadopt(t) // the new owner is followed afresh (and adopted again if it does not answer)
 			switch {
 			case r.owns(t):
 				r.fetcher.Stop(t)
@@ -491,6 +585,24 @@ func (r *Replica) Owner(tenant string) string {
 	return o.ID
 }
 
+// origin is tenantz's owner and origin of this replica's copy of tenant.
+func (r *Replica) origin(tenant string) (owner, origin string) {
+	owner = r.Owner(tenant)
+	switch {
+	case owner == "":
+		return "", ""
+	case r.ringOwns(tenant):
+		return owner, "built here"
+	}
+	r.adoptMu.Lock()
+	_, adopted := r.adopted[tenant]
+	r.adoptMu.Unlock()
+	if adopted {
+		return owner, "built here while " + owner + " does not answer"
+	}
+	return owner, "fetched from " + owner
+}
+
 // followIfWatched follows a tenant this replica does not own from its
 // owner while a local client watches it: a proxy of the tenant, or an
 // istiod (MCP reads every tenant). Nobody watching, nothing is fetched.
@@ -505,13 +617,22 @@ func (r *Replica) followIfWatched(ctx context.Context, tenant string) {
 }
 
 // interest follows a foreign tenant when its first local client comes,
-// and drops its fetched snapshot FetchGrace after its last one left.
+// and drops its fetched snapshot FetchGrace after its last one left, or
+// sooner when the fetched snapshots nobody here reads pass FetchCacheBytes.
 func (r *Replica) interest(ctx context.Context, tenant string, watched bool) {
 	tenants := []string{tenant}
 	if tenant == "" { // an istiod's MCP stream: every tenant
 		tenants = r.mesh.Tenants()
 	}
 	if watched {
+		r.dropsMu.Lock()
+		for _, t := range tenants {
+			if b, ok := r.idle.Peek(t); ok {
+				r.idle.Remove(t)
+				r.idleBytes -= b
+			}
+		}
+		r.dropsMu.Unlock()
 		for _, t := range tenants {
 			r.followIfWatched(ctx, t)
 		}
@@ -524,6 +645,29 @@ func (r *Replica) interest(ctx context.Context, tenant string, watched bool) {
 	if ctx.Err() != nil {
 		return
 	}
+	var evict []string
+	for _, t := range tenants {
+		if r.ringOwns(t) || r.store.Watched(t) || r.store.Watched("") {
+			continue
+		}
+		if b, ok := r.idle.Peek(t); ok {
+			r.idleBytes -= b
+		}
+		b := r.fetcher.Bytes(t)
+		r.idle.Add(t, b)
+		r.idleBytes += b
+	}
+	for r.idleBytes > r.cfg.FetchCacheBytes {
+		t, b, ok := r.idle.RemoveOldest()
+		if !ok {
+			break
+		}
+		r.idleBytes -= b
+		evict = append(evict, t)
+	}
+	if len(evict) > 0 {
+		go r.drop(ctx, evict, "the fetched snapshots no local client reads passed the cache bound")
+	}
 	if t := r.drops[tenant]; t != nil {
 		t.Reset(r.cfg.FetchGrace)
 		return
@@ -534,19 +678,32 @@ func (r *Replica) interest(ctx context.Context, tenant string, watched bool) {
 	r.drops[tenant] = time.AfterFunc(r.cfg.FetchGrace, func() {
 		r.dropsMu.Lock()
 		delete(r.drops, tenant)
-		r.dropsMu.Unlock()
-		if ctx.Err() != nil {
-			return
-		}
 		for _, t := range tenants {
-			if r.owns(t) || r.store.Watched(t) || r.store.Watched("") {
-				continue
+			if b, ok := r.idle.Peek(t); ok {
+				r.idle.Remove(t)
+				r.idleBytes -= b
 			}
-			r.fetcher.Stop(t)
-			r.store.Remove(t)
-			r.log.Debug("dropped a fetched snapshot: no local client left", "tenant", t)
 		}
+		r.dropsMu.Unlock()
+		r.drop(ctx, tenants, "no local client left")
 	})
+}
+
+// drop forgets the fetched (or adopted) snapshots of the tenants no local
+// client reads.
+func (r *Replica) drop(ctx context.Context, tenants []string, why string) {
+	if ctx.Err() != nil {
+		return
+	}
+	for _, t := range tenants {
+		if r.ringOwns(t) || r.store.Watched(t) || r.store.Watched("") {
+			continue
+		}
+		r.unadopt(t)
+		r.fetcher.Stop(t)
+		r.store.Remove(t)
+		r.log.Debug("dropped a fetched snapshot", "tenant", t, "why", why)
+	}
 }
 
 // stopDrops stops the pending drop timers.

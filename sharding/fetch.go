@@ -6,12 +6,14 @@ import (
 	"io"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/keepalive"
 	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/xdshard/xdshard/snapshot"
@@ -34,6 +36,7 @@ type Fetcher struct {
 	self  string
 	store *snapshot.Store
 	log   *slog.Logger
+	obs   FetchObserver
 
 	mu      sync.Mutex
 	conns   map[string]*grpc.ClientConn // owner address -> connection
@@ -44,14 +47,42 @@ type follow struct {
 	owner  Member
 	cancel context.CancelFunc
 	done   chan struct{}
+	bytes  atomic.Int64 // the bodies held of the tenant's snapshot
 }
 
+// FetchObserver is told what a Fetcher does; any field may be nil.
+type FetchObserver struct {
+	// Received is told the body bytes of each response from an owner.
+	Received func(bytes int)
+	// Fetched is told how long a follow took to its first whole snapshot.
+	Fetched func(d time.Duration)
+	// Unreachable is told when a tenant's owner has failed to answer for
+	// UnreachableAfter; Reached when a whole snapshot came from it again.
+	Unreachable, Reached func(tenant string)
+}
+
+// UnreachableAfter is how long an owner's stream fails before the
+// observer is told the owner is unreachable.
+const UnreachableAfter = 500 * time.Millisecond
+
 // NewFetcher returns a fetcher publishing into store as replica self.
-func NewFetcher(self string, store *snapshot.Store, log *slog.Logger) *Fetcher {
+func NewFetcher(self string, store *snapshot.Store, log *slog.Logger, obs FetchObserver) *Fetcher {
 	if log == nil {
 		log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
-	return &Fetcher{self: self, store: store, log: log, conns: map[string]*grpc.ClientConn{}, follows: map[string]*follow{}}
+	if obs.Received == nil {
+		obs.Received = func(int) {}
+	}
+	if obs.Fetched == nil {
+		obs.Fetched = func(time.Duration) {}
+	}
+	if obs.Unreachable == nil {
+		obs.Unreachable = func(string) {}
+	}
+	if obs.Reached == nil {
+		obs.Reached = func(string) {}
+	}
+	return &Fetcher{self: self, store: store, log: log, obs: obs, conns: map[string]*grpc.ClientConn{}, follows: map[string]*follow{}}
 }
 
 // Follow makes tenant's snapshot come from owner, replacing the stream of
@@ -68,8 +99,11 @@ func (f *Fetcher) Follow(ctx context.Context, tenant string, owner Member) error
 		var err error
 		// One response carries a tenant's whole snapshot the first time:
 		// more than gRPC's default 4 MiB for a large tenant.
+		// Keepalive finds an owner whose machine went away without
+		// closing the connection (the peer face permits pings every 10 s).
 		conn, err = grpc.NewClient(owner.Addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
-			grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(MaxSnapshotBytes)))
+			grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(MaxSnapshotBytes)),
+			grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 10 * time.Second, Timeout: 5 * time.Second, PermitWithoutStream: true}))
 		if err != nil {
 			return fmt.Errorf("peer %s at %s: %w", owner.ID, owner.Addr, err)
 		}
@@ -83,9 +117,27 @@ func (f *Fetcher) Follow(ctx context.Context, tenant string, owner Member) error
 	f.follows[tenant] = fl
 	go func() {
 		defer close(fl.done)
-		f.run(fctx, conn, tenant, owner)
+		f.run(fctx, conn, tenant, fl)
 	}()
 	return nil
+}
+
+// Bytes is the body bytes of the snapshots followed now: all of them, or
+// one tenant's.
+func (f *Fetcher) Bytes(tenant string) int64 {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if tenant != "" {
+		if fl := f.follows[tenant]; fl != nil {
+			return fl.bytes.Load()
+		}
+		return 0
+	}
+	var n int64
+	for _, fl := range f.follows {
+		n += fl.bytes.Load()
+	}
+	return n
 }
 
 // Stop stops following tenant (it is owned here now, or gone).
@@ -126,15 +178,39 @@ func (f *Fetcher) Close() {
 	}
 }
 
-// run keeps one tenant's stream, opening it again after a failure.
-func (f *Fetcher) run(ctx context.Context, conn *grpc.ClientConn, tenant string, owner Member) {
+// run keeps one tenant's stream, opening it again after a failure. When
+// the owner fails to answer for UnreachableAfter the observer is told, so
+// the replica can build the tenant itself meanwhile.
+func (f *Fetcher) run(ctx context.Context, conn *grpc.ClientConn, tenant string, fl *follow) {
 	backoff := 100 * time.Millisecond
+	var failingSince time.Time
+	told := false
+	start := time.Now()
+	first := true
+	whole := func() {
+		if first {
+			f.obs.Fetched(time.Since(start))
+			first = false
+		}
+		if told {
+			f.obs.Reached(tenant)
+			told = false
+		}
+		failingSince, backoff = time.Time{}, 100*time.Millisecond
+	}
 	for ctx.Err() == nil {
-		err := f.stream(ctx, conn, tenant)
+		err := f.stream(ctx, conn, tenant, fl, whole)
 		if ctx.Err() != nil {
 			return
 		}
-		f.log.Warn("fetching a tenant's snapshot from its owner failed; trying again", "tenant", tenant, "owner", owner.ID, "err", err)
+		if failingSince.IsZero() {
+			failingSince = time.Now()
+		}
+		if !told && time.Since(failingSince) >= UnreachableAfter {
+			told = true
+			f.obs.Unreachable(tenant)
+		}
+		f.log.Warn("fetching a tenant's snapshot from its owner failed; trying again", "tenant", tenant, "owner", fl.owner.ID, "err", err)
 		select {
 		case <-ctx.Done():
 			return
@@ -146,7 +222,7 @@ func (f *Fetcher) run(ctx context.Context, conn *grpc.ClientConn, tenant string,
 
 // stream subscribes to tenant's whole snapshot and publishes each whole
 // snapshot received, ACKing every response.
-func (f *Fetcher) stream(ctx context.Context, conn *grpc.ClientConn, tenant string) error {
+func (f *Fetcher) stream(ctx context.Context, conn *grpc.ClientConn, tenant string, fl *follow, whole func()) error {
 	s, err := discovery.NewAggregatedDiscoveryServiceClient(conn).DeltaAggregatedResources(ctx)
 	if err != nil {
 		return err
@@ -176,13 +252,22 @@ func (f *Fetcher) stream(ctx context.Context, conn *grpc.ClientConn, tenant stri
 		if err != nil {
 			return err
 		}
+		received := 0
 		for _, r := range resp.Resources {
 			items[r.Name] = &snapshot.Resource{Name: r.Name, Version: r.Version, Body: r.Resource}
+			received += len(r.GetResource().GetValue())
 		}
 		for _, n := range resp.RemovedResources {
 			delete(items, n)
 		}
+		f.obs.Received(received)
+		var held int64
+		for _, r := range items {
+			held += int64(len(r.Body.GetValue()))
+		}
+		fl.bytes.Store(held)
 		if snap, err := snapshot.FromPeer(tenant, items); err == nil {
+			whole()
 			if f.store.Publish(snap) {
 				f.log.Debug("snapshot fetched from its owner", "tenant", tenant, "version", snap.Version)
 			}

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"maps"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -40,7 +41,17 @@ func (s Static) Changes() <-chan struct{} { return nil }
 const (
 	MemberLabel        = "xdshard.io/member"
 	PeerAddrAnnotation = "xdshard.io/peer-addr"
+	// StreamsAnnotation holds the proxy streams the replica served at its
+	// last renewal: what the replicas balance streams by.
+	StreamsAnnotation = "xdshard.io/streams"
 )
+
+// Loads is a membership that knows how many proxy streams each member
+// serves (as of its last report), and carries this replica's.
+type Loads interface {
+	Loads() map[string]int // member ID -> streams
+	ReportStreams(streams func() int)
+}
 
 // LeaseConfig says how a replica takes part in membership over
 // coordination.k8s.io/v1 Leases: one Lease per replica, named
@@ -67,9 +78,18 @@ type Leases struct {
 	leases  map[string]*coordinationv1.Lease // by name, as the informer sees them
 	members []Member                         // live, sorted by ID
 	changes chan struct{}
+	streams func() int // this replica's proxy streams, reported at each renewal
 }
 
 var _ Membership = (*Leases)(nil)
+
+// ReportStreams makes each renewal write streams() into this replica's
+// Lease (StreamsAnnotation), for the others to balance by.
+func (l *Leases) ReportStreams(streams func() int) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.streams = streams
+}
 
 // NewLeases connects to the API server; Run takes part.
 func NewLeases(cfg LeaseConfig) (*Leases, error) {
@@ -78,6 +98,9 @@ func NewLeases(cfg LeaseConfig) (*Leases, error) {
 	}
 	if cfg.Renew <= 0 {
 		cfg.Renew = 5 * time.Second
+	}
+	if cfg.Duration < time.Second {
+		return nil, fmt.Errorf("lease duration %s: want at least 1s (a Lease counts whole seconds)", cfg.Duration)
 	}
 	if cfg.Renew >= cfg.Duration {
 		return nil, fmt.Errorf("lease renew period %s must be shorter than its duration %s", cfg.Renew, cfg.Duration)
@@ -104,6 +127,23 @@ func (l *Leases) Members() []Member {
 
 // Changes implements Membership.
 func (l *Leases) Changes() <-chan struct{} { return l.changes }
+
+// Loads implements Loads: the streams each live member reported.
+func (l *Leases) Loads() map[string]int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	out := map[string]int{}
+	for _, lease := range l.leases {
+		id := lease.Spec.HolderIdentity
+		if id == nil || !slices.ContainsFunc(l.members, func(m Member) bool { return m.ID == *id }) {
+			continue
+		}
+		if n, err := strconv.Atoi(lease.Annotations[StreamsAnnotation]); err == nil && n >= 0 {
+			out[*id] = n
+		}
+	}
+	return out
+}
 
 // Run keeps this replica's Lease and follows the others' until ctx ends,
 // then releases the Lease. It returns once its own Lease is held and the
@@ -165,6 +205,15 @@ func (l *Leases) renew(ctx context.Context) error {
 		return err
 	}
 	cur = cur.DeepCopy()
+	l.mu.Lock()
+	streams := l.streams
+	l.mu.Unlock()
+	if streams != nil {
+		if cur.Annotations == nil {
+			cur.Annotations = map[string]string{}
+		}
+		cur.Annotations[StreamsAnnotation] = strconv.Itoa(streams())
+	}
 	cur.Spec.HolderIdentity, cur.Spec.LeaseDurationSeconds, cur.Spec.RenewTime = &id, &secs, &now
 	if cur.Annotations == nil {
 		cur.Annotations = map[string]string{}

@@ -49,6 +49,15 @@ type Proxy struct {
 	synced   chan struct{}
 	once     sync.Once
 	nacks    int
+	// held is what a delta proxy holds, type -> name -> version: named
+	// as initial_resource_versions when it opens a stream again, as Envoy
+	// does after it lost its control plane.
+	held map[string]map[string]string
+	// streams counts the streams opened; resent counts the resources
+	// received on every stream after the first that the proxy already
+	// held at that version.
+	streams, resent int
+	server          string // the address of the current stream
 }
 
 // Arrival is when a type's latest response came, and its version.
@@ -64,7 +73,43 @@ func New(ns, pod string, delta bool) *Proxy {
 	return &Proxy{
 		Namespace: ns, Delta: delta,
 		node:     &core.Node{Id: fmt.Sprintf("sidecar~10.0.0.1~%s.%s~%s.svc.cluster.local", pod, ns, ns), Metadata: md},
-		received: map[string]Arrival{}, synced: make(chan struct{}),
+		received: map[string]Arrival{}, synced: make(chan struct{}), held: map[string]map[string]string{},
+	}
+}
+
+// Streams counts the streams the proxy opened, and Resent the resources
+// it was sent again on a later stream at a version it already held (a
+// delta proxy failing over to a replica with identical versions gets
+// none).
+func (p *Proxy) Streams() (streams, resent int) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.streams, p.resent
+}
+
+// Server is the address of the proxy's current or last stream.
+func (p *Proxy) Server() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.server
+}
+
+// Redial keeps the proxy connected as Envoy does behind a Service: it
+// streams to pick() and, when that stream ends, picks again after a short
+// pause, until ctx ends. dial opens (or reuses) a connection to an address.
+func (p *Proxy) Redial(ctx context.Context, pick func() string, dial func(addr string) (*grpc.ClientConn, error)) {
+	for ctx.Err() == nil {
+		addr := pick()
+		if conn, err := dial(addr); err == nil {
+			p.mu.Lock()
+			p.server = addr
+			p.mu.Unlock()
+			_ = p.Run(ctx, conn)
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(50 * time.Millisecond):
+		}
 	}
 }
 
@@ -91,6 +136,9 @@ func (p *Proxy) record(typeURL, version string) {
 
 // Run streams until ctx ends or the stream fails.
 func (p *Proxy) Run(ctx context.Context, conn *grpc.ClientConn) error {
+	p.mu.Lock()
+	p.streams++
+	p.mu.Unlock()
 	client := discovery.NewAggregatedDiscoveryServiceClient(conn)
 	if p.Delta {
 		s, err := client.DeltaAggregatedResources(ctx)
@@ -108,11 +156,10 @@ func (p *Proxy) Run(ctx context.Context, conn *grpc.ClientConn) error {
 
 func (p *Proxy) runSotW(s discovery.AggregatedDiscoveryService_StreamAggregatedResourcesClient) error {
 	subs := map[string][]string{}
+	node := p.node
 	send := func(t, version, nonce string, names []string) error {
 		req := &discovery.DiscoveryRequest{TypeUrl: t, VersionInfo: version, ResponseNonce: nonce, ResourceNames: names}
-		if p.node != nil {
-			req.Node, p.node = p.node, nil
-		}
+		req.Node, node = node, nil
 		return s.Send(req)
 	}
 	if err := send(CDS, "", "", nil); err != nil {
@@ -155,11 +202,31 @@ func (p *Proxy) runDelta(s discovery.AggregatedDiscoveryService_DeltaAggregatedR
 		}
 		return s.Send(req)
 	}
-	if err := send(&discovery.DeltaDiscoveryRequest{TypeUrl: CDS}); err != nil {
-		return err
+	// Opened again: name what is held, and subscribe again to the names
+	// the last stream subscribed to, as Envoy does.
+	p.mu.Lock()
+	again := p.streams > 1
+	initial := map[string]map[string]string{}
+	for t, held := range p.held {
+		initial[t] = maps.Clone(held)
+		if subs[t] != nil {
+			for n := range held {
+				subs[t][n] = true
+			}
+		}
 	}
-	if err := send(&discovery.DeltaDiscoveryRequest{TypeUrl: LDS}); err != nil {
-		return err
+	p.mu.Unlock()
+	for _, t := range Types {
+		req := &discovery.DeltaDiscoveryRequest{TypeUrl: t, InitialResourceVersions: initial[t]}
+		if subs[t] != nil {
+			if len(subs[t]) == 0 {
+				continue // EDS and RDS follow CDS and LDS
+			}
+			req.ResourceNamesSubscribe = slices.Sorted(maps.Keys(subs[t]))
+		}
+		if err := send(req); err != nil {
+			return err
+		}
 	}
 	for {
 		r, err := s.Recv()
@@ -167,6 +234,7 @@ func (p *Proxy) runDelta(s discovery.AggregatedDiscoveryService_DeltaAggregatedR
 			return err
 		}
 		time.Sleep(p.SlowRead)
+		p.hold(r, again)
 		p.record(r.TypeUrl, r.SystemVersionInfo)
 		ack := &discovery.DeltaDiscoveryRequest{TypeUrl: r.TypeUrl, ResponseNonce: r.Nonce}
 		if p.NACK {
@@ -192,6 +260,27 @@ func (p *Proxy) runDelta(s discovery.AggregatedDiscoveryService_DeltaAggregatedR
 				return err
 			}
 		}
+	}
+}
+
+// hold records a delta response's resources, counting those already held
+// at the same version when the stream is not the proxy's first.
+func (p *Proxy) hold(r *discovery.DeltaDiscoveryResponse, again bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	held := p.held[r.TypeUrl]
+	if held == nil {
+		held = map[string]string{}
+		p.held[r.TypeUrl] = held
+	}
+	for _, x := range r.Resources {
+		if again && held[x.Name] == x.Version {
+			p.resent++
+		}
+		held[x.Name] = x.Version
+	}
+	for _, n := range r.RemovedResources {
+		delete(held, n)
 	}
 }
 

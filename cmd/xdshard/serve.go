@@ -44,6 +44,9 @@ type serveConfig struct {
 	peerAddr        string
 	peers           []sharding.Member
 	leaseNamespace  string
+	leaseDuration   time.Duration
+	leaseRenew      time.Duration
+	rebalance       time.Duration
 }
 
 func serveFlags(args []string) (*serveConfig, error) {
@@ -55,6 +58,9 @@ func serveFlags(args []string) (*serveConfig, error) {
 	fs.StringVar(&c.replicaID, "replica-id", "", "this replica's identity among --peers (default: the host name)")
 	fs.StringVar(&c.peerAddr, "peer-addr", "127.0.0.1:15012", "HOST:PORT this replica serves its tenants' snapshots to its peers on (with --peers)")
 	fs.StringVar(&c.leaseNamespace, "lease-namespace", "", "with Kubernetes as the source: shard tenants over the replicas found by their Leases in this namespace (each replica keeps one, xdshard-<replica-id>)")
+	fs.DurationVar(&c.leaseDuration, "lease-duration", 15*time.Second, "with --lease-namespace: a replica whose Lease is not renewed for this long is dropped and its tenants move (whole seconds)")
+	fs.DurationVar(&c.leaseRenew, "lease-renew", 5*time.Second, "with --lease-namespace: how often this replica renews its Lease (and reports its streams in it)")
+	fs.DurationVar(&c.rebalance, "rebalance-every", time.Second, "with --lease-namespace: how often (jittered) a replica above its share of proxy streams, ceil(streams/replicas x 1.1), ends a few so their clients redial; 0 never")
 	peers := fs.String("peers", "", "shard tenants over these replicas, this one included: ID=HOST:PORT,... (their --peer-addr); each builds only the tenants it owns and fetches the others' from their owners")
 	fs.BoolVar(&c.applyNetpols, "apply-network-policies", false, "with Kubernetes as the source: apply each tenant's generated NetworkPolicies (server-side apply, field manager xdshard) and delete them when the tenant opts out or goes away")
 	fs.StringVar(&c.xdsAddr, "xds-addr", "127.0.0.1:15010", "HOST:PORT of the gRPC ADS server")
@@ -167,8 +173,12 @@ func startServing(ctx context.Context, cfg *serveConfig, log *slog.Logger) (*ser
 			return nil, err
 		}
 	}
+	balance := cfg.rebalance
+	if balance <= 0 {
+		balance = -1
+	}
 	return server.Start(ctx, server.Config{
-		Membership: members,
+		Membership: members, Balance: balance,
 		Source:     src, XDSAddr: cfg.xdsAddr, AdminAddr: cfg.adminAddr,
 		Debounce: cfg.debounce, MaxDelay: cfg.maxDelay, History: cfg.history, PushConcurrency: cfg.pushConcurrency,
 		Logger: log, ReplicaID: cfg.replicaID, PeerAddr: cfg.peerAddr, Peers: cfg.peers,
@@ -218,7 +228,7 @@ func leaseMembership(ctx context.Context, cfg *serveConfig, log *slog.Logger) (s
 		return nil, err
 	}
 	leases, err := sharding.NewLeases(sharding.LeaseConfig{REST: rc, Namespace: cfg.leaseNamespace,
-		Self: sharding.Member{ID: cfg.replicaID, Addr: cfg.peerAddr}, Logger: log})
+		Self: sharding.Member{ID: cfg.replicaID, Addr: cfg.peerAddr}, Logger: log, Duration: cfg.leaseDuration, Renew: cfg.leaseRenew})
 	if err != nil {
 		return nil, err
 	}

@@ -24,8 +24,9 @@ type Options struct {
 	// MeshWide are the problems that belong to no tenant (a file that
 	// does not parse, an unknown kind, an unreadable folder).
 	MeshWide func() []snapshot.Diagnostic
-	// Owner names the replica that builds a tenant ("" without sharding).
-	Owner func(tenant string) string
+	// Owner names the replica that builds a tenant ("" without sharding),
+	// and where this replica's copy comes from.
+	Owner func(tenant string) (owner, origin string)
 	// Clients is /debug/syncz: every connected stream's sync state.
 	Clients func() any
 	// Store is read for /debug/tenantz.
@@ -72,7 +73,7 @@ func Handler(o Options) http.Handler {
 	mux.HandleFunc("/debug/tenantz", func(w http.ResponseWriter, _ *http.Request) {
 		ts := Tenants(o.Store, o.Failures())
 		for i := range ts {
-			ts[i].Owner = o.Owner(ts[i].Tenant)
+			ts[i].Owner, ts[i].Origin = o.Owner(ts[i].Tenant)
 		}
 		writeJSON(w, Tenantz{MeshWide: MeshWide{Diagnostics: o.MeshWide()}, Tenants: ts})
 	})
@@ -110,7 +111,10 @@ type TenantStatus struct {
 	BuildError string    `json:"buildError,omitempty"`
 	// Owner is the replica that builds the tenant, when tenants are
 	// sharded; a replica that is not the owner serves the owner's copy.
-	Owner       string                `json:"owner,omitempty"`
+	Owner string `json:"owner,omitempty"`
+	// Origin says where this replica's copy comes from: "built here",
+	// "fetched from <owner>", or "built here while <owner> is unreachable".
+	Origin      string                `json:"origin,omitempty"`
 	Diagnostics []snapshot.Diagnostic `json:"diagnostics"`
 }
 

@@ -39,6 +39,9 @@ type conn struct {
 	connected time.Time
 	dirty     chan struct{} // capacity one: "requests changed, look again"
 	rate      *bucket       // only the receive loop uses it
+	remote    string        // the client's address, as its transport sees it
+	shed      chan struct{} // closed to end the stream: this replica holds too many
+	shedOnce  sync.Once
 
 	mu    sync.Mutex
 	types map[string]*typeState
@@ -91,7 +94,7 @@ type NACK struct {
 
 func newConn(id uint64, node *core.Node, namespace, tenant string, view snapshot.View, delta bool) *conn {
 	return &conn{id: id, node: node, namespace: namespace, tenant: tenant, view: view, delta: delta, connected: time.Now(),
-		dirty: make(chan struct{}, 1), types: map[string]*typeState{}, rate: newBucket(Limits{}.withDefaults())} // register sets the server's
+		dirty: make(chan struct{}, 1), shed: make(chan struct{}), types: map[string]*typeState{}, rate: newBucket(Limits{}.withDefaults())} // register sets the server's
 }
 
 func (c *conn) signal() {

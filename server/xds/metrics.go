@@ -21,6 +21,7 @@ type Metrics struct {
 	bytes    *prometheus.CounterVec   // pilot_xds_config_size_bytes_total{type}
 	stages   *prometheus.HistogramVec // xdshard_push_stage_seconds{stage}
 	inflight prometheus.Gauge         // xdshard_pushes_in_flight
+	shed     prometheus.Counter       // xdshard_shed_streams_total
 }
 
 var stageBuckets = []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10}
@@ -35,6 +36,7 @@ func newMetrics(reg prometheus.Registerer) *Metrics {
 		bytes:    prometheus.NewCounterVec(prometheus.CounterOpts{Name: "pilot_xds_config_size_bytes_total", Help: "Bytes of responses sent, by type."}, []string{"type"}),
 		stages:   prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "xdshard_push_stage_seconds", Help: "Time spent per push stage: debounce, build, publish, queue, send, ack.", Buckets: stageBuckets}, []string{"stage"}),
 		inflight: prometheus.NewGauge(prometheus.GaugeOpts{Name: "xdshard_pushes_in_flight", Help: "Streams encoding or sending a push now; at most the push concurrency (--push-concurrency)."}),
+		shed:     prometheus.NewCounter(prometheus.CounterOpts{Name: "xdshard_shed_streams_total", Help: "Proxy streams ended to rebalance replicas (this replica held more than ceil(streams/members x 1.1))."}),
 	}
 	// A second server on one registry (the peer face beside the proxies')
 	// shares the collectors already registered.
@@ -46,6 +48,7 @@ func newMetrics(reg prometheus.Registerer) *Metrics {
 	m.bytes = register(reg, m.bytes)
 	m.stages = register(reg, m.stages)
 	m.inflight = register(reg, m.inflight)
+	m.shed = register(reg, m.shed)
 	return m
 }
 

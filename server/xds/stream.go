@@ -9,6 +9,7 @@ import (
 
 	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 
 	"github.com/xdshard/xdshard/snapshot"
@@ -24,6 +25,9 @@ func runStream[R request](s *Server, ctx context.Context, first R, delta bool, r
 	c, err := s.bind(first.GetNode(), delta)
 	if err != nil {
 		return err
+	}
+	if p, ok := peer.FromContext(ctx); ok && p.Addr != nil {
+		c.remote = p.Addr.String()
 	}
 	defer s.unbind(c)
 	if err := record(c, first); err != nil {
@@ -72,6 +76,9 @@ func (s *Server) loop(ctx context.Context, c *conn, recvErr <-chan error, f face
 			return nil
 		case <-s.ctx.Done():
 			return status.Error(codes.Unavailable, "xdshard is shutting down; reconnect to another replica")
+		case <-c.shed:
+			s.log.Debug("stream shed to rebalance replicas", "node", c.node.GetId())
+			return status.Error(codes.Unavailable, "xdshard rebalances its streams: this replica holds more than its share; reconnect (through the Service) and another replica takes the stream")
 		case err := <-recvErr:
 			if errors.Is(err, io.EOF) || status.Code(err) == codes.Canceled {
 				return nil

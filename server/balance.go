@@ -1,0 +1,131 @@
+package server
+
+import (
+	"context"
+	"math"
+	"math/rand/v2"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/xdshard/xdshard/sharding"
+)
+
+// Streams are balanced over the replicas the way Consul balances xDS
+// sessions over its servers: each replica's share is
+// ceil(streams / members x 1.1), counted from the streams every member
+// reports in its Lease; a replica above its share ends a few of the
+// surplus each round (1 per second for a small fleet, up to 10 for a
+// large one, at jittered times), never all at once, with Unavailable so
+// their clients dial again through the Service and land anywhere.
+
+// share is a replica's fair number of streams: ceil(total/members x 1.1).
+func share(total, members int) int {
+	if members <= 0 {
+		return total
+	}
+	return int(math.Ceil(float64(total) / float64(members) * 1.1))
+}
+
+// shedRate is how many streams one round may end: 1 per 1,000 streams
+// in the deployment, from 1 to 10.
+func shedRate(total int) int { return min(max(total/1000, 1), 10) }
+
+// balance runs rounds until ctx ends.
+func (r *Replica) balance(ctx context.Context, loads sharding.Loads) {
+	every := r.cfg.Balance
+	if every == 0 {
+		every = time.Second
+	}
+	for {
+		// Jitter: replicas that all see the same surplus do not all shed
+		// in the same instant.
+		wait := every/2 + rand.N(every)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(wait):
+		}
+		r.balanceRound(loads)
+	}
+}
+
+// balanceRound sheds this round's part of the replica's surplus, if any.
+func (r *Replica) balanceRound(loads sharding.Loads) {
+	members := r.ring.Load().Members()
+	mine := r.xds.ProxyStreams()
+	total := mine
+	reported := loads.Loads()
+	for _, m := range members {
+		if m.ID != r.cfg.ReplicaID {
+			total += reported[m.ID]
+		}
+	}
+	limit := share(total, len(members))
+	surplus := mine - limit
+	if surplus <= 0 {
+		return
+	}
+	n := min(surplus, shedRate(total))
+	r.log.Info("more than this replica's share of streams; shedding some so clients redial", "streams", mine, "share", limit, "members", len(members), "shedding", n)
+	for _, remote := range r.xds.Shed(n) {
+		r.xdsConns.closeLater(remote, 500*time.Millisecond)
+	}
+}
+
+// connTracker is the xDS listener, keeping each accepted connection by
+// its client address, so a shed stream's connection can be closed and its
+// client must dial anew (a client reuses its connection for its next
+// stream otherwise).
+type connTracker struct {
+	net.Listener
+	mu    sync.Mutex
+	conns map[string]net.Conn
+}
+
+func newConnTracker(l net.Listener) *connTracker {
+	return &connTracker{Listener: l, conns: map[string]net.Conn{}}
+}
+
+// Accept implements net.Listener.
+func (t *connTracker) Accept() (net.Conn, error) {
+	c, err := t.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	tc := &trackedConn{Conn: c, t: t}
+	t.mu.Lock()
+	t.conns[c.RemoteAddr().String()] = tc
+	t.mu.Unlock()
+	return tc, nil
+}
+
+// closeLater closes the connection of remote after a moment, time for
+// the stream's status to reach the client.
+func (t *connTracker) closeLater(remote string, after time.Duration) {
+	time.AfterFunc(after, func() {
+		t.mu.Lock()
+		c := t.conns[remote]
+		t.mu.Unlock()
+		if c != nil {
+			_ = c.Close()
+		}
+	})
+}
+
+type trackedConn struct {
+	net.Conn
+	t    *connTracker
+	once sync.Once
+}
+
+func (c *trackedConn) Close() error {
+	c.once.Do(func() {
+		c.t.mu.Lock()
+		if c.t.conns[c.RemoteAddr().String()] == c {
+			delete(c.t.conns, c.RemoteAddr().String())
+		}
+		c.t.mu.Unlock()
+	})
+	return c.Conn.Close()
+}
