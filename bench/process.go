@@ -19,7 +19,10 @@ import (
 // The server under test can run in a child process, so its CPU and RSS are
 // measured apart from the load generator's: the parent starts
 // `EXE bench-server CONFIG SERVER`, reads "addr HOST:PORT", then sends
-// "apply EVENT GEN" (answered "ok") and "stats" (answered "stats CPU RSS").
+// "apply EVENT GEN" (answered "ok"), "stats" (answered "stats CPU RSS") and
+// "metric NAME" (answered "metric VALUE", the sum of a counter's or gauge's
+// series). With Config.Shard set, the child is one replica of a sharded
+// deployment (see replicas.go).
 
 // childTarget is a server under test in a child process.
 type childTarget struct {
@@ -110,6 +113,19 @@ func (c *childTarget) counters() (bytes, nacks uint64) {
 	return bytes, nacks
 }
 
+// metric reads the sum of a counter's or gauge's series in the child.
+func (c *childTarget) metric(name string) (float64, error) {
+	line, err := c.call("metric " + name)
+	if err != nil {
+		return 0, err
+	}
+	v, ok := strings.CutPrefix(line, "metric ")
+	if !ok {
+		return 0, fmt.Errorf("server process: %q", line)
+	}
+	return strconv.ParseFloat(v, 64)
+}
+
 func (c *childTarget) usage() (cpu float64, rss uint64) {
 	line, err := c.call("stats")
 	if err != nil {
@@ -134,9 +150,12 @@ func ServeChild(ctx context.Context, cfgJSON, server string, in io.Reader, out i
 	objs := fleet.Generate(fleet.Spec{Tenants: cfg.Tenants, Services: cfg.Services, Endpoints: cfg.Endpoints, Seed: cfg.Seed})
 	var t target
 	var err error
-	if server == "xdshard" {
+	switch {
+	case server == "xdshard" && cfg.Shard != nil:
+		t, err = startShardedXDShard(ctx, objs, cfg.Debounce, cfg.Shard)
+	case server == "xdshard":
 		t, err = startXDShard(ctx, objs, cfg.Debounce)
-	} else {
+	default:
 		t, err = startBaseline(ctx, objs, baseline.Mode(server), cfg)
 	}
 	if err != nil {
@@ -173,6 +192,12 @@ func ServeChild(ctx context.Context, cfgJSON, server string, in io.Reader, out i
 				b, n = c.counters()
 			}
 			fmt.Fprintf(out, "counters %d %d\n", b, n)
+		case len(f) == 2 && f[0] == "metric":
+			v := 0.0
+			if m, ok := t.(metricReader); ok {
+				v = m.metric(f[1])
+			}
+			fmt.Fprintf(out, "metric %g\n", v)
 		case len(f) == 1 && f[0] == "stats":
 			var ms runtime.MemStats
 			runtime.ReadMemStats(&ms)

@@ -52,6 +52,13 @@ type Config struct {
 	Seed           uint64
 	Timeout        time.Duration // per phase
 	StreamsPerConn int
+	// Replicas >= 2: RunReplicas also runs that many xdshard replicas
+	// sharding the tenants (static peers), the proxies spread over them;
+	// KillReplica then kills the last one and measures the failover.
+	Replicas    int  `json:",omitempty"`
+	KillReplica bool `json:",omitempty"`
+	// Shard, set by the parent, makes a child one replica of those.
+	Shard *Shard `json:",omitempty"`
 }
 
 // Result is one server's figures.
