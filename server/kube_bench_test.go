@@ -133,7 +133,7 @@ func clusterB(b *testing.B, bin string) *kubetest.Cluster {
 }
 
 // applyParallel applies objects to the cluster with 16 writers.
-func applyParallel(b *testing.B, ctx context.Context, c *kubetest.Cluster, objs []*model.Object) {
+func applyParallel(b testing.TB, ctx context.Context, c *kubetest.Cluster, objs []*model.Object) {
 	clusterIP := regexp.MustCompile(`(?m)^\s*clusterIP: .*\n`)
 	work := make(chan *model.Object)
 	var wg sync.WaitGroup

@@ -59,6 +59,7 @@ func cluster(t *testing.T) *kubetest.Cluster {
 func TestMain(m *testing.M) {
 	code := m.Run()
 	stopCluster()
+	removeBinary()
 	os.Exit(code)
 }
 

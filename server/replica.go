@@ -104,7 +104,7 @@ type Replica struct {
 	fetcher   *sharding.Fetcher
 	ring      atomic.Pointer[sharding.Ring]
 	dropsMu   sync.Mutex
-	drops     map[string]*time.Timer // tenant -> when its fetched snapshot goes
+	drops     map[string]*time.Timer        // tenant -> when its fetched snapshot goes
 	idle      *simplelru.LRU[string, int64] // fetched tenants no local client reads, by bytes; under dropsMu
 	idleBytes int64
 	adoptMu   sync.Mutex

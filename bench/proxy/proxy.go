@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -58,6 +59,12 @@ type Proxy struct {
 	// held at that version.
 	streams, resent int
 	server          string // the address of the current stream
+	// seen holds every version received per type; backwards counts
+	// responses that brought back a version replaced earlier, empty the
+	// CDS or LDS responses with no resource at all, and foreign the
+	// clusters of a namespace neither the proxy's nor istio-system.
+	seen                    map[string]map[string]bool
+	backwards, empty, alien int
 }
 
 // Arrival is when a type's latest response came, and its version.
@@ -123,8 +130,53 @@ func (p *Proxy) Latest(typeURL string) Arrival {
 	return p.received[typeURL]
 }
 
+// Anomalies counts what a proxy must never see: a version coming back
+// after it was replaced, an empty CDS or LDS state of the world, and a
+// cluster of another tenant's namespace.
+func (p *Proxy) Anomalies() (backwards, empty, foreign int) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.backwards, p.empty, p.alien
+}
+
+// inspect checks one state-of-the-world response (or a delta response
+// carrying a type's first resources) for empty and foreign config.
+func (p *Proxy) inspect(typeURL string, rs []*anypb.Any, whole bool) {
+	if typeURL != CDS && typeURL != LDS {
+		return
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if whole && len(rs) == 0 {
+		p.empty++
+	}
+	if typeURL != CDS {
+		return
+	}
+	for _, a := range rs {
+		name, _ := clusterName(a.Value)
+		host, ok := strings.CutSuffix(name[strings.LastIndex(name, "|")+1:], ".svc.cluster.local")
+		if !ok {
+			continue
+		}
+		if ns := host[strings.LastIndex(host, ".")+1:]; ns != p.Namespace && ns != "istio-system" {
+			p.alien++
+		}
+	}
+}
+
 func (p *Proxy) record(typeURL, version string) {
 	p.mu.Lock()
+	if p.seen == nil {
+		p.seen = map[string]map[string]bool{}
+	}
+	if p.seen[typeURL] == nil {
+		p.seen[typeURL] = map[string]bool{}
+	}
+	if cur := p.received[typeURL].Version; version != cur && p.seen[typeURL][version] {
+		p.backwards++
+	}
+	p.seen[typeURL][version] = true
 	a := p.received[typeURL]
 	p.received[typeURL] = Arrival{Version: version, At: time.Now(), Count: a.Count + 1}
 	done := len(p.received) == len(Types)
@@ -174,6 +226,7 @@ func (p *Proxy) runSotW(s discovery.AggregatedDiscoveryService_StreamAggregatedR
 			return err
 		}
 		time.Sleep(p.SlowRead)
+		p.inspect(r.TypeUrl, r.Resources, true)
 		p.record(r.TypeUrl, r.VersionInfo)
 		if p.NACK {
 			if err := s.Send(&discovery.DiscoveryRequest{TypeUrl: r.TypeUrl, ResponseNonce: r.Nonce, ResourceNames: subs[r.TypeUrl],
@@ -247,6 +300,7 @@ func (p *Proxy) runDelta(s discovery.AggregatedDiscoveryService_DeltaAggregatedR
 		for _, x := range r.Resources {
 			anys = append(anys, x.Resource)
 		}
+		p.inspect(r.TypeUrl, anys, false)
 		dep, names := dependents(r.TypeUrl, anys)
 		var add []string
 		for _, n := range names {

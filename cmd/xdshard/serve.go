@@ -179,7 +179,7 @@ func startServing(ctx context.Context, cfg *serveConfig, log *slog.Logger) (*ser
 	}
 	return server.Start(ctx, server.Config{
 		Membership: members, Balance: balance,
-		Source:     src, XDSAddr: cfg.xdsAddr, AdminAddr: cfg.adminAddr,
+		Source: src, XDSAddr: cfg.xdsAddr, AdminAddr: cfg.adminAddr,
 		Debounce: cfg.debounce, MaxDelay: cfg.maxDelay, History: cfg.history, PushConcurrency: cfg.pushConcurrency,
 		Logger: log, ReplicaID: cfg.replicaID, PeerAddr: cfg.peerAddr, Peers: cfg.peers,
 	})

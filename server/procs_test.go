@@ -1,0 +1,367 @@
+package server_test
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/xdshard/xdshard/bench/proxy"
+)
+
+// The tests of a sharded deployment run each replica as its own
+// `xdshard serve` process, built from this tree once per test binary, so
+// a replica can be killed with SIGKILL in the middle of a push.
+
+var (
+	binOnce sync.Once
+	binPath string
+	binErr  error
+)
+
+// xdshardBinary builds cmd/xdshard into a temporary directory, once.
+func xdshardBinary(t *testing.T) string {
+	t.Helper()
+	binOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "xdshard-bin")
+		if err != nil {
+			binErr = err
+			return
+		}
+		binPath = filepath.Join(dir, "xdshard")
+		out, err := exec.Command("go", "build", "-o", binPath, "../cmd/xdshard").CombinedOutput()
+		if err != nil {
+			binErr = fmt.Errorf("go build ./cmd/xdshard: %v\n%s", err, out)
+		}
+	})
+	if binErr != nil {
+		t.Fatal(binErr)
+	}
+	return binPath
+}
+
+func removeBinary() {
+	if binPath != "" {
+		os.RemoveAll(filepath.Dir(binPath))
+	}
+}
+
+// procLog keeps a process's output for the failure message.
+type procLog struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (l *procLog) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.buf.Len() > 4<<20 {
+		l.buf.Reset()
+	}
+	return l.buf.Write(p)
+}
+
+func (l *procLog) tail(n int) string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	lines := strings.Split(strings.TrimSpace(l.buf.String()), "\n")
+	return strings.Join(lines[max(0, len(lines)-n):], "\n")
+}
+
+// replicaProc is one `xdshard serve` process.
+type replicaProc struct {
+	id               string
+	xds, admin, peer string
+	cmd              *exec.Cmd
+	log              *procLog
+	dead             atomic.Bool
+	exited           chan struct{}
+	args             []string
+	bin              string
+}
+
+// startProc starts replica id with its own free ports and args, and waits
+// until it is ready.
+func startProc(t *testing.T, id string, peer string, args ...string) *replicaProc {
+	t.Helper()
+	addrs := freeAddrs(t, 2)
+	if peer == "" {
+		peer = freeAddrs(t, 1)[0]
+	}
+	p := &replicaProc{id: id, xds: addrs[0], admin: addrs[1], peer: peer, bin: xdshardBinary(t), args: args}
+	p.start(t)
+	t.Cleanup(func() { p.kill() })
+	return p
+}
+
+func (p *replicaProc) start(t *testing.T) {
+	t.Helper()
+	args := append([]string{"serve", "--replica-id", p.id, "--xds-addr", p.xds, "--admin-addr", p.admin, "--peer-addr", p.peer,
+		"--debounce", "20ms", "--max-delay", "200ms", "--log-level", "debug"}, p.args...)
+	p.log = &procLog{}
+	p.cmd = exec.Command(p.bin, args...)
+	p.cmd.Stdout, p.cmd.Stderr = p.log, p.log
+	p.exited = make(chan struct{})
+	if err := p.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	p.dead.Store(false)
+	go func() { _ = p.cmd.Wait(); close(p.exited) }()
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		resp, err := http.Get("http://" + p.admin + "/readyz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return
+			}
+		}
+		select {
+		case <-p.exited:
+			t.Fatalf("replica %s exited before it was ready:\n%s", p.id, p.log.tail(40))
+		case <-time.After(50 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("replica %s not ready in 60 s:\n%s", p.id, p.log.tail(40))
+		}
+	}
+}
+
+// kill ends the process with SIGKILL: no Lease release, no goodbye.
+func (p *replicaProc) kill() {
+	if p.dead.Swap(true) {
+		return
+	}
+	_ = p.cmd.Process.Kill()
+	<-p.exited
+}
+
+// terminate asks the process to stop, as Kubernetes does (SIGTERM).
+func (p *replicaProc) terminate() {
+	if p.dead.Swap(true) {
+		return
+	}
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.exited:
+	case <-time.After(10 * time.Second):
+		_ = p.cmd.Process.Kill()
+		<-p.exited
+	}
+}
+
+// metric sums a metric's samples (every label set) from /metrics.
+func (p *replicaProc) metric(t *testing.T, name string) float64 {
+	t.Helper()
+	resp, err := http.Get("http://" + p.admin + "/metrics")
+	if err != nil {
+		t.Fatalf("metrics of %s: %v", p.id, err)
+	}
+	defer resp.Body.Close()
+	sum := 0.0
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		rest, ok := strings.CutPrefix(line, name)
+		if !ok || (rest[0] != ' ' && rest[0] != '{') {
+			continue
+		}
+		f := strings.Fields(rest[strings.LastIndex(rest, "}")+1:])
+		if len(f) == 0 {
+			continue
+		}
+		v, err := strconv.ParseFloat(f[0], 64)
+		if err == nil {
+			sum += v
+		}
+	}
+	return sum
+}
+
+// deployment is the replicas and the proxies spread over them.
+type deployment struct {
+	t       *testing.T
+	procs   []*replicaProc
+	mu      sync.Mutex
+	proxies []*fleetProxy
+	conns   []*grpc.ClientConn
+}
+
+// fleetProxy is a simulated sidecar that first dials its home replica
+// and, whenever its stream ends, dials again through "the Service": a
+// live replica at random.
+type fleetProxy struct {
+	*proxy.Proxy
+	tenant string
+	home   int
+}
+
+func (d *deployment) live() []*replicaProc {
+	var out []*replicaProc
+	for _, p := range d.procs {
+		if !p.dead.Load() {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+func (d *deployment) connect(ctx context.Context, tenant string, home int, delta bool) *fleetProxy {
+	d.mu.Lock()
+	fp := &fleetProxy{Proxy: proxy.New(tenant, fmt.Sprintf("p%d", len(d.proxies)), delta), tenant: tenant, home: home}
+	d.proxies = append(d.proxies, fp)
+	d.mu.Unlock()
+	first := true
+	pick := func() string {
+		if first && !d.procs[home].dead.Load() {
+			first = false
+			return d.procs[home].xds
+		}
+		first = false
+		live := d.live()
+		if len(live) == 0 {
+			return d.procs[home].xds
+		}
+		return live[rand.IntN(len(live))].xds
+	}
+	dial := func(addr string) (*grpc.ClientConn, error) {
+		c, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		if err == nil {
+			d.mu.Lock()
+			d.conns = append(d.conns, c)
+			d.mu.Unlock()
+		}
+		return c, err
+	}
+	go fp.Redial(ctx, pick, dial)
+	return fp
+}
+
+func (d *deployment) close() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for _, c := range d.conns {
+		c.Close()
+	}
+}
+
+// builds sums xdshard_tenant_builds_total over the live replicas.
+func (d *deployment) builds() float64 {
+	n := 0.0
+	for _, p := range d.live() {
+		n += p.metric(d.t, "xdshard_tenant_builds_total")
+	}
+	return n
+}
+
+// versions is what every proxy holds: proxy -> type -> version.
+func (d *deployment) versions() map[*fleetProxy]map[string]string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	out := map[*fleetProxy]map[string]string{}
+	for _, p := range d.proxies {
+		out[p] = map[string]string{}
+		for _, typ := range proxy.Types {
+			out[p][typ] = p.Latest(typ).Version
+		}
+	}
+	return out
+}
+
+// agreed says whether every proxy holds every type and the proxies of
+// each tenant hold identical versions, on whichever replica.
+func (d *deployment) agreed() bool {
+	byTenant := map[string]map[string]string{}
+	for p, vs := range d.versions() {
+		for typ, v := range vs {
+			if v == "" {
+				return false
+			}
+			if byTenant[p.tenant] == nil {
+				byTenant[p.tenant] = map[string]string{}
+			}
+			if w, ok := byTenant[p.tenant][typ]; ok && w != v {
+				return false
+			}
+			byTenant[p.tenant][typ] = v
+		}
+	}
+	return true
+}
+
+// onLive says whether every proxy streams from a live replica.
+func (d *deployment) onLive() bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for _, p := range d.proxies {
+		ok := false
+		for _, r := range d.live() {
+			if p.Server() == r.xds {
+				ok = true
+			}
+		}
+		if !ok {
+			return false
+		}
+	}
+	return true
+}
+
+// anomalies fails the test if any proxy ever saw a version go back, an
+// empty state of the world, or another tenant's cluster.
+func (d *deployment) anomalies() {
+	d.t.Helper()
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for _, p := range d.proxies {
+		if b, e, f := p.Anomalies(); b+e+f > 0 {
+			d.t.Fatalf("proxy %s of %s saw %d versions go back, %d empty states, %d clusters of another tenant", p.Server(), p.tenant, b, e, f)
+		}
+	}
+}
+
+// streamsOn counts the proxies whose current stream is on replica p.
+func (d *deployment) streamsOn(p *replicaProc) int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	n := 0
+	for _, fp := range d.proxies {
+		if fp.Server() == p.xds {
+			n++
+		}
+	}
+	return n
+}
+
+// waitFor polls cond until it holds or d fails after limit.
+func (d *deployment) waitFor(what string, limit time.Duration, cond func() bool) time.Duration {
+	d.t.Helper()
+	start := time.Now()
+	for !cond() {
+		if time.Since(start) > limit {
+			var logs []string
+			for _, p := range d.procs {
+				logs = append(logs, fmt.Sprintf("--- %s (dead %v):\n%s", p.id, p.dead.Load(), p.log.tail(15)))
+			}
+			d.t.Fatalf("%s: not within %s\n%s", what, limit, strings.Join(logs, "\n"))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return time.Since(start)
+}
