@@ -496,3 +496,21 @@ func TestLeaseMembershipMovesTenants(t *testing.T) {
 	}
 	eventually(t, "the change reaches the proxy through its tenant's new owner", func() bool { return p.Latest(proxy.EDS).Version != eds })
 }
+
+// TestDeployManifestApplies: the API server accepts every object of
+// deploy/xdshard.yaml as written (schema, RBAC rules, PDB, HPA).
+func TestDeployManifestApplies(t *testing.T) {
+	c := cluster(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	raw, err := os.ReadFile("../deploy/xdshard.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Apply(ctx, "apiVersion: v1\nkind: Namespace\nmetadata: {name: istio-system}\n"); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Apply(ctx, string(raw)); err != nil {
+		t.Fatalf("deploy/xdshard.yaml: %v", err)
+	}
+}

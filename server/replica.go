@@ -334,10 +334,15 @@ func (r *Replica) Health() (status string, reasons []string) {
 func (r *Replica) Ready() (bool, string) {
 	select {
 	case <-r.synced:
-		return true, ""
 	default:
 		return false, "the config source has not been read yet"
 	}
+	// Sharded, a replica serves only once it knows who owns what (the
+	// builds above were of the tenants the ring gave it).
+	if ring := r.ring.Load(); ring != nil && len(ring.Members()) == 0 {
+		return false, "no member of the deployment is known yet (Leases not read)"
+	}
+	return true, ""
 }
 
 // Synced is closed once the source's first full state is built and the

@@ -247,3 +247,64 @@ func TestLargeTenantCrossesReplicas(t *testing.T) {
 		t.Fatalf("the fetched copy's version differs from the owner's")
 	}
 }
+
+// TestFetchedSnapshotsBoundedByBytes: the fetched snapshots no local
+// client reads any more are kept through their grace period only within
+// FetchCacheBytes; past it, the least recently left go at once, while a
+// tenant a client still reads stays whatever its size.
+func TestFetchedSnapshotsBoundedByBytes(t *testing.T) {
+	objs := fleet.Generate(fleet.Spec{Tenants: 8, Services: 3, Endpoints: 2, Seed: 6})
+	addrs := freeAddrs(t, 2)
+	peers := []sharding.Member{{ID: "r0", Addr: addrs[0]}, {ID: "r1", Addr: addrs[1]}}
+	var replicas []*server.Replica
+	for i := range peers {
+		ctx, cancel := context.WithCancel(context.Background())
+		r, err := server.Start(ctx, server.Config{Source: memory.New(objs), XDSAddr: "127.0.0.1:0", ReplicaID: peers[i].ID, PeerAddr: peers[i].Addr, Peers: peers,
+			FetchGrace: time.Hour, FetchCacheBytes: 1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { cancel(); r.Close() })
+		replicas = append(replicas, r)
+		<-r.Synced()
+	}
+	r := replicas[0]
+	var foreign []string
+	for i := 0; i < 8; i++ {
+		if r.Owner(fleet.Tenant(i)) == "r1" {
+			foreign = append(foreign, fleet.Tenant(i))
+		}
+	}
+	if len(foreign) < 2 {
+		t.Fatalf("r1 owns %v; the test needs two tenants it owns", foreign)
+	}
+	conn, err := grpc.NewClient(r.XDSAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	run := func(tenant string) context.CancelFunc {
+		p := proxy.New(tenant, "p-"+tenant, false)
+		ctx, cancel := context.WithCancel(context.Background())
+		t.Cleanup(cancel)
+		go func() { _ = p.Run(ctx, conn) }()
+		select {
+		case <-p.Synced():
+		case <-time.After(20 * time.Second):
+			t.Fatalf("a proxy of %s on the replica that does not own it never synced", tenant)
+		}
+		return cancel
+	}
+	stopA := run(foreign[0])
+	run(foreign[1])
+	if gaugeNamed(t, r, "xdshard_remote_snapshot_bytes") <= 0 {
+		t.Fatal("xdshard_remote_snapshot_bytes is 0 with two fetched snapshots")
+	}
+	stopA()
+	eventually(t, "the snapshot nobody reads dropped at once (past the byte bound), not after the hour's grace", func() bool {
+		return r.Store().Current(foreign[0]) == nil
+	})
+	if r.Store().Current(foreign[1]) == nil {
+		t.Fatal("the snapshot a client still reads was dropped")
+	}
+}

@@ -12,6 +12,9 @@ import (
 	"strings"
 	"testing"
 
+	appsv1 "k8s.io/api/apps/v1"
+	"sigs.k8s.io/yaml"
+
 	"github.com/xdshard/xdshard/snapshot/source/demo"
 	"github.com/xdshard/xdshard/snapshot/translate"
 	"github.com/xdshard/xdshard/snapshot/translate/xds"
@@ -148,5 +151,40 @@ func TestExitCodes(t *testing.T) {
 		if got := code(c.args...); got != c.want {
 			t.Errorf("xdshard %v exited %d, want %d", c.args, got, c.want)
 		}
+	}
+}
+
+// TestDeployManifestArgsParse: the Deployment in deploy/ starts serve
+// with arguments serve accepts in a Pod (the downward-API variables
+// substituted as the kubelet does).
+func TestDeployManifestArgsParse(t *testing.T) {
+	raw, err := os.ReadFile("../../deploy/xdshard.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var args []string
+	for _, doc := range strings.Split(string(raw), "\n---") {
+		var d appsv1.Deployment
+		if err := yaml.Unmarshal([]byte(doc), &d); err != nil {
+			t.Fatalf("deploy/xdshard.yaml: %v", err)
+		}
+		if d.Kind == "Deployment" {
+			args = d.Spec.Template.Spec.Containers[0].Args
+		}
+	}
+	if len(args) < 2 || args[0] != "serve" {
+		t.Fatalf("the Deployment's args %q do not run serve", args)
+	}
+	t.Setenv("KUBERNETES_SERVICE_HOST", "10.96.0.1")
+	for i, a := range args {
+		a = strings.ReplaceAll(a, "$(POD_NAME)", "xdshard-7d9f-abcde")
+		args[i] = strings.ReplaceAll(a, "$(POD_IP)", "10.0.3.7")
+	}
+	cfg, err := serveFlags(args[1:])
+	if err != nil {
+		t.Fatalf("serve refuses the Deployment's args %q: %v", args, err)
+	}
+	if !cfg.inCluster || cfg.leaseNamespace != "istio-system" || cfg.replicaID != "xdshard-7d9f-abcde" || cfg.peerAddr != "10.0.3.7:15012" {
+		t.Fatalf("the Deployment's args give %+v, want in-cluster, Leases in istio-system, the pod's name and IP", cfg)
 	}
 }

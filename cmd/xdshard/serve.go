@@ -47,6 +47,7 @@ type serveConfig struct {
 	leaseDuration   time.Duration
 	leaseRenew      time.Duration
 	rebalance       time.Duration
+	fetchCache      int64
 }
 
 func serveFlags(args []string) (*serveConfig, error) {
@@ -61,6 +62,7 @@ func serveFlags(args []string) (*serveConfig, error) {
 	fs.DurationVar(&c.leaseDuration, "lease-duration", 15*time.Second, "with --lease-namespace: a replica whose Lease is not renewed for this long is dropped and its tenants move (whole seconds)")
 	fs.DurationVar(&c.leaseRenew, "lease-renew", 5*time.Second, "with --lease-namespace: how often this replica renews its Lease (and reports its streams in it)")
 	fs.DurationVar(&c.rebalance, "rebalance-every", time.Second, "with --lease-namespace: how often (jittered) a replica above its share of proxy streams, ceil(streams/replicas x 1.1), ends a few so their clients redial; 0 never")
+	fs.Int64Var(&c.fetchCache, "fetch-cache-bytes", 256<<20, "sharded: bytes of fetched snapshots kept for a while after their last local client left (a reconnect then fetches nothing); past it the least recently left go")
 	peers := fs.String("peers", "", "shard tenants over these replicas, this one included: ID=HOST:PORT,... (their --peer-addr); each builds only the tenants it owns and fetches the others' from their owners")
 	fs.BoolVar(&c.applyNetpols, "apply-network-policies", false, "with Kubernetes as the source: apply each tenant's generated NetworkPolicies (server-side apply, field manager xdshard) and delete them when the tenant opts out or goes away")
 	fs.StringVar(&c.xdsAddr, "xds-addr", "127.0.0.1:15010", "HOST:PORT of the gRPC ADS server")
@@ -79,6 +81,9 @@ func serveFlags(args []string) (*serveConfig, error) {
 	if fs.NArg() > 0 {
 		return nil, fmt.Errorf("serve takes no arguments, got %q; see xdshard serve -h", fs.Args())
 	}
+	// In a Pod with neither --config nor --kubeconfig, serve reads the API
+	// server with its service account; known before the checks below.
+	c.inCluster = c.config == "" && c.kubeconfig == "" && os.Getenv("KUBERNETES_SERVICE_HOST") != ""
 	if c.leaseNamespace != "" && *peers != "" {
 		return nil, fmt.Errorf("--lease-namespace and --peers both given: members come from Leases or from the list, pick one")
 	}
@@ -118,7 +123,6 @@ func serveFlags(args []string) (*serveConfig, error) {
 	if c.kubeContext != "" && c.kubeconfig == "" {
 		return nil, fmt.Errorf("--context %q needs --kubeconfig", c.kubeContext)
 	}
-	c.inCluster = c.config == "" && c.kubeconfig == "" && os.Getenv("KUBERNETES_SERVICE_HOST") != ""
 	if c.applyNetpols && c.kubeconfig == "" && !c.inCluster {
 		return nil, fmt.Errorf("--apply-network-policies writes to Kubernetes: it needs --kubeconfig (or running in a Pod)")
 	}
@@ -126,6 +130,9 @@ func serveFlags(args []string) (*serveConfig, error) {
 		if st, err := os.Stat(c.config); err != nil || !st.IsDir() {
 			return nil, fmt.Errorf("--config %q is not a readable directory; pass a directory of YAML manifests, or omit --config for the demo mesh", c.config)
 		}
+	}
+	if c.fetchCache < 1 {
+		return nil, fmt.Errorf("--fetch-cache-bytes %d: want at least 1", c.fetchCache)
 	}
 	if c.maxFileBytes < 1 {
 		return nil, fmt.Errorf("--max-file-bytes %d: want at least 1", c.maxFileBytes)
@@ -178,7 +185,7 @@ func startServing(ctx context.Context, cfg *serveConfig, log *slog.Logger) (*ser
 		balance = -1
 	}
 	return server.Start(ctx, server.Config{
-		Membership: members, Balance: balance,
+		Membership: members, Balance: balance, FetchCacheBytes: cfg.fetchCache,
 		Source: src, XDSAddr: cfg.xdsAddr, AdminAddr: cfg.adminAddr,
 		Debounce: cfg.debounce, MaxDelay: cfg.maxDelay, History: cfg.history, PushConcurrency: cfg.pushConcurrency,
 		Logger: log, ReplicaID: cfg.replicaID, PeerAddr: cfg.peerAddr, Peers: cfg.peers,
