@@ -4,9 +4,12 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"math"
 	"net"
+	"strings"
 	"sync"
 	"sync/atomic"
+	"text/tabwriter"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -156,8 +159,9 @@ type Failover struct {
 	// the owner has not answered for a while (adoption).
 	AfterOwner  string       `json:"afterOwner"`
 	After       ShardedEvent `json:"after"`
-	AfterBuilds []float64    `json:"afterBuilds"`    // per replica
-	Adopted     float64      `json:"adoptedTenants"` // on the survivors, after the change
+	AfterBuilds []float64    `json:"afterBuilds"`     // per replica
+	AfterCPU    []float64    `json:"afterCpuSeconds"` // per replica
+	Adopted     float64      `json:"adoptedTenants"`  // on the survivors, after the change
 }
 
 // replicaChild is one replica of the sharded run, in its own process.
@@ -174,6 +178,10 @@ type replicaChild struct {
 type cluster struct {
 	reps  []*replicaChild
 	peers []sharding.Member
+	// capture: the next usage reading is kept in captured, so a phase's
+	// per-replica CPU starts where its total (read by churn) starts.
+	capture  bool
+	captured []float64
 }
 
 func (c *cluster) name() string { return fmt.Sprintf("xdshard x%d", len(c.reps)) }
@@ -213,6 +221,9 @@ func (c *cluster) applyEvent(ctx context.Context, index, gen int) error {
 func (c *cluster) usage() (float64, uint64) {
 	for _, r := range c.live() {
 		r.cpu, r.rss = r.childTarget.usage()
+	}
+	if c.capture {
+		c.capture, c.captured = false, c.cpus()
 	}
 	var cpu float64
 	var rss uint64
@@ -294,10 +305,13 @@ func freePort() (string, error) {
 	return l.Addr().String(), nil
 }
 
-// home is the replica proxy i connects to first: round-robin, shifted by
-// one every round of tenants, so that each tenant's proxies spread over
-// every replica even when the tenant count is a multiple of N.
-func home(i, tenants, n int) int { return (i + i/tenants) % n }
+// home is the replica proxy i connects to first. Proxy i is of tenant
+// i%tenants; its k-th proxy (k = i/tenants) goes to replica
+// (tenant+k)%n: round-robin over the replicas both across tenants and
+// within each, so every tenant's proxies spread over every replica
+// whatever the tenant count (plain i%n would put all of a tenant's
+// proxies on one replica when n divides the tenant count).
+func home(i, tenants, n int) int { return (i%tenants + i/tenants) % n }
 
 // RunReplicas runs cfg.Replicas xdshard replicas with static peers, each in
 // its own process (cfg.Exe), spreads the proxies over them and measures
@@ -473,11 +487,11 @@ type perReplica struct{ cpu, builds, peer []float64 }
 // phase runs one churn phase and reads what it cost each replica: CPU
 // seconds, tenant builds and peer bytes received.
 func (c *cluster) phase(ctx context.Context, cfg Config, run func() (EventResult, error)) (ShardedEvent, perReplica, error) {
-	c.usage()
-	cpu0 := c.cpus()
 	b0, p0 := c.metrics(buildsMetric), c.metrics(peerBytesMetric)
+	c.capture = true
 	er, err := run()
-	cpu1 := c.cpus() // read by converge when the last proxy converged
+	cpu0 := c.captured // read by churn before the change
+	cpu1 := c.cpus()   // read by converge when the last proxy converged
 	b1 := c.settled(ctx, buildsMetric, max(200*time.Millisecond, 2*cfg.Debounce))
 	p1 := c.metrics(peerBytesMetric)
 	se := ShardedEvent{EventResult: er}
@@ -581,8 +595,181 @@ func (c *cluster) kill(ctx context.Context, cfg Config, proxies []*proxy.Proxy, 
 	}
 	se, d, err := c.phase(ctx, cfg, func() (EventResult, error) { return churn(ctx, cfg, c, proxies, ev, 0, 10) })
 	se.Name = ev.name + ", after the kill"
-	fo.After, fo.AfterBuilds = se, d.builds
+	fo.After, fo.AfterBuilds, fo.AfterCPU = se, d.builds, d.cpu
 	fo.Adopted = sum(c.metrics(adoptedMetric))
 	fmt.Fprintf(progress, "  %s: %d/%d converged, p99 %s, %g builds\n", se.Name, se.Converged, se.Affected, se.Convergence.P99, se.Builds)
 	return fo, err
+}
+
+// Capacity is what the capacity model sizes replicas for.
+type Capacity struct {
+	ChangeRate  float64 // mesh-wide changes per second
+	Cores       float64 // per replica
+	MemoryBytes uint64  // per replica
+	Utilization float64 // target, of cores and memory; 0 for 0.6
+	Proxies     []int   // fleet sizes to size for; nil for 100,000 and 1,000,000
+}
+
+// WriteReplicas prints the sharded run: per phase and per replica, the
+// ratio of its CPU to single's (the one-replica run of the same fleet;
+// nil if none), the failover, and the capacity model.
+func WriteReplicas(w io.Writer, cfg Config, single *Result, sr *ShardedResult, cp Capacity) error {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	n := sr.Replicas
+	fmt.Fprintf(tw, "\nsharded: %d replicas with static peers, each in its own process; %d proxies spread round-robin (each tenant's over every replica);\nevery event applied to every replica, as replicas reading one API server; the 1-replica figures are the xdshard run above\n\n", n, sr.Proxies)
+	ids := make([]string, n)
+	for i, p := range sr.Per {
+		ids[i] = p.ID
+	}
+	fmt.Fprintf(tw, "PHASE\tPROXIES\tp50\tp99\tmax\tCPU s %s\ttotal CPU s\t1 replica\tratio\tbuilds\tpeer KiB\n", strings.Join(ids, "/"))
+	per := func(f func(ReplicaFigures) float64) string {
+		parts := make([]string, n)
+		for i, p := range sr.Per {
+			parts[i] = fmt.Sprintf("%.3f", f(p))
+		}
+		return strings.Join(parts, "/")
+	}
+	one := func(f func(*Result) float64) (string, string, float64) {
+		if single == nil {
+			return "-", "-", 0
+		}
+		v := f(single)
+		return fmt.Sprintf("%.3f", v), "", v
+	}
+	s1, _, v1 := one(func(r *Result) float64 { return r.SyncCPU })
+	fmt.Fprintf(tw, "initial sync\t%d\t%s\t%s\t%s\t%s\t%.3f\t%s\t%s\t\t\n", sr.Proxies, ms(sr.InitialSync.P50), ms(sr.InitialSync.P99), ms(sr.InitialSync.Max),
+		per(func(p ReplicaFigures) float64 { return p.SyncCPU }), sr.SyncCPU, s1, fratio(sr.SyncCPU, v1))
+	for k, e := range sr.Events {
+		s1, _, v1 := one(func(r *Result) float64 {
+			if k < len(r.Events) {
+				return r.Events[k].CPUSeconds
+			}
+			return 0
+		})
+		c := e.Convergence
+		fmt.Fprintf(tw, "%s\t%d/%d\t%s\t%s\t%s\t%s\t%.3f\t%s\t%s\t%g\t%.1f\n", e.Name, e.Converged, e.Affected, ms(c.P50), ms(c.P99), ms(c.Max),
+			per(func(p ReplicaFigures) float64 { return p.EventCPU[k] }), e.CPUSeconds, s1, fratio(e.CPUSeconds, v1), e.Builds, e.PeerBytes/1024)
+	}
+	if fo := sr.Failover; fo != nil {
+		e, c := fo.After, fo.After.Convergence
+		parts := make([]string, len(fo.AfterBuilds))
+		for i, b := range fo.AfterBuilds {
+			parts[i] = fmt.Sprintf("%g", b)
+		}
+		cpus := make([]string, len(fo.AfterCPU))
+		for i, v := range fo.AfterCPU {
+			cpus[i] = fmt.Sprintf("%.3f", v)
+		}
+		fmt.Fprintf(tw, "%s\t%d/%d\t%s\t%s\t%s\t%s\t%.3f\t\t\t%g (%s)\t%.1f\n", e.Name, e.Converged, e.Affected, ms(c.P50), ms(c.P99), ms(c.Max), strings.Join(cpus, "/"), e.CPUSeconds, e.Builds, strings.Join(parts, "/"), e.PeerBytes/1024)
+	}
+	meshWide := -1
+	for k, e := range sr.Events {
+		if strings.HasPrefix(e.Name, "mesh-wide") {
+			meshWide = k
+		}
+	}
+	fmt.Fprintf(tw, "\nREPLICA\tTENANTS BUILT\tFETCHED\tSTREAMS\tSHARE OF STREAMS\tSHARE OF MESH-WIDE CPU\tRSS idle -> end MiB\n")
+	var streams int
+	var meshCPU float64
+	for _, p := range sr.Per {
+		streams += p.Streams
+		if meshWide >= 0 {
+			meshCPU += p.EventCPU[meshWide]
+		}
+	}
+	for _, p := range sr.Per {
+		share := "-"
+		if meshWide >= 0 && meshCPU > 0 {
+			share = fmt.Sprintf("%.2f", p.EventCPU[meshWide]/meshCPU)
+		}
+		killed := ""
+		if p.Killed {
+			killed = " (killed after the events)"
+		}
+		fmt.Fprintf(tw, "%s%s\t%g\t%g\t%d\t%.2f\t%s\t%.0f -> %.0f\n", p.ID, killed, p.Owned, p.Fetched, p.Streams, float64(p.Streams)/float64(max(streams, 1)), share, mib(p.IdleRSSBytes), mib(p.RSSBytes))
+	}
+	fmt.Fprintf(tw, "total\t\t\t%d\t1/N = %.2f\t\t%.0f -> %.0f\n", streams, 1/float64(n), mib(sr.IdleRSSBytes), mib(sr.RSSBytes))
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if meshWide >= 0 && single != nil && meshWide < len(single.Events) {
+		r := sr.Events[meshWide].CPUSeconds / single.Events[meshWide].CPUSeconds
+		verdict := "met"
+		if r > 1.2 {
+			verdict = "missed"
+		}
+		tenants := 0.0
+		for _, p := range sr.Per {
+			tenants += p.Owned
+		}
+		fmt.Fprintf(w, "\nmesh-wide change: total CPU with %d replicas / with 1 = %.3f / %.3f = %.2f (target <= 1.2: %s); %g builds in the deployment for %g tenants (istio-system included)\n",
+			n, sr.Events[meshWide].CPUSeconds, single.Events[meshWide].CPUSeconds, r, verdict, sr.Events[meshWide].Builds, tenants)
+	}
+	if fo := sr.Failover; fo != nil {
+		fmt.Fprintf(w, "kill -9 of %s: %d/%d of its proxies synced again on another replica; from the kill: p50 %s, p99 %s, last %s (polled every 5 ms)\n",
+			fo.Replica, fo.Synced, fo.Victims, ms(fo.Times.P50), ms(fo.Times.P99), ms(fo.All))
+		fmt.Fprintf(w, "  synced = on a live replica, holding the version of every type a proxy of its tenant and protocol on a live replica holds")
+		if cfg.Delta || cfg.Mix {
+			fmt.Fprintf(w, ";\n  a delta proxy whose versions were already current is sent nothing, so for it this is the new stream opening;\n  resources re-sent to delta proxies at a version they held: %d", fo.Resent)
+		}
+		if fo.Unverified > 0 {
+			fmt.Fprintf(w, "; %d had no such proxy to compare with", fo.Unverified)
+		}
+		fmt.Fprintf(w, "\n  then %s (owner %s", fo.After.Name, fo.AfterOwner)
+		if fo.AfterOwner == fo.Replica {
+			fmt.Fprintf(w, ", the killed replica: the survivors build it once it has not answered for a while")
+		}
+		fmt.Fprintf(w, "): %d/%d proxies converged, p99 %s; tenants adopted on the survivors: %g\n", fo.After.Converged, fo.After.Affected, ms(fo.After.Convergence.P99), fo.Adopted)
+	}
+	if meshWide >= 0 {
+		writeCapacity(w, sr, sr.Events[meshWide].CPUSeconds, cp)
+	}
+	return nil
+}
+
+func mib(b uint64) float64 { return float64(b) / (1 << 20) }
+
+// writeCapacity prints how many replicas the measured run extrapolates to
+// for larger fleets, with the formula and the numbers plugged in.
+func writeCapacity(w io.Writer, sr *ShardedResult, meshCPU float64, cp Capacity) {
+	u := cp.Utilization
+	if u <= 0 {
+		u = 0.6
+	}
+	sizes := cp.Proxies
+	if sizes == nil {
+		sizes = []int{100_000, 1_000_000}
+	}
+	n := float64(sr.Replicas)
+	proxies := float64(sr.Proxies)
+	c := meshCPU / proxies
+	grown := 0.0
+	if sr.RSSBytes > sr.IdleRSSBytes {
+		grown = float64(sr.RSSBytes - sr.IdleRSSBytes)
+	}
+	m := grown / proxies
+	idle := float64(sr.IdleRSSBytes) / n
+	s := sr.SyncCPU / proxies
+	mem := float64(cp.MemoryBytes)
+	fmt.Fprintf(w, "\ncapacity model: a linear extrapolation from this run (%d proxies on %d replicas), not a measurement at that scale\n", sr.Proxies, sr.Replicas)
+	fmt.Fprintf(w, "  c = CPU per proxy per mesh-wide change = %.3f CPU s / %d proxies = %.1f us\n", meshCPU, sr.Proxies, c*1e6)
+	fmt.Fprintf(w, "  m = memory per proxy = (RSS at the end - idle RSS, summed over the replicas) / proxies = (%.0f - %.0f MiB) / %d = %.1f KiB\n",
+		mib(sr.RSSBytes), mib(sr.IdleRSSBytes), sr.Proxies, m/1024)
+	fmt.Fprintf(w, "  I = idle RSS of a replica (mesh model, its tenants' snapshots) = %.0f MiB\n", idle/(1<<20))
+	fmt.Fprintf(w, "  per replica: %g cores, %.0f MiB, %.0f%% target utilization; %g mesh-wide changes/s\n", cp.Cores, mem/(1<<20), u*100, cp.ChangeRate)
+	fmt.Fprintf(w, "  replicas = max(ceil(P x c x rate / (cores x %.1f)), ceil(P x m / (memory x %.1f - I)))\n", u, u)
+	for _, p := range sizes {
+		P := float64(p)
+		cpuN := P * c * cp.ChangeRate / (cp.Cores * u)
+		memN := math.Inf(1)
+		if mem*u > idle {
+			memN = P * m / (mem*u - idle)
+		}
+		need := max(math.Ceil(cpuN), math.Ceil(memN), 1)
+		fmt.Fprintf(w, "  P = %d: CPU ceil(%d x %.1fus x %g / (%g x %.1f)) = ceil(%.2f) = %.0f; memory ceil(%d x %.1f KiB / (%.0f MiB x %.1f - %.0f MiB)) = ceil(%.2f) = %.0f; replicas %.0f\n",
+			p, p, c*1e6, cp.ChangeRate, cp.Cores, u, cpuN, math.Ceil(cpuN), p, m/1024, mem/(1<<20), u, idle/(1<<20), memN, math.Ceil(memN), need)
+		fmt.Fprintf(w, "    and a full resync (every proxy reconnecting at once) costs each of them P/replicas x %.1f us (sync CPU per proxy) = %.1f CPU s, %.1f s on %g cores\n",
+			s*1e6, P/need*s, P/need*s/cp.Cores, cp.Cores)
+	}
+	fmt.Fprintf(w, "  not modelled: builds (a mesh-wide change rebuilds every tenant, a fixed cost counted here per proxy), fetched snapshots (bounded by tenants, not proxies),\n  idle streams' keepalives, and this load generator sharing the machine\n")
 }

@@ -1,13 +1,15 @@
 package main
 
 import (
-	"path/filepath"
-
 	"context"
+	"encoding/json"
 	"flag"
 	"fmt"
 	"os"
 	"os/signal"
+	"path/filepath"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/xdshard/xdshard/bench/fleet"
@@ -40,10 +42,16 @@ func benchCmd(args []string) error {
 	fs.IntVar(&cfg.RateEvents, "rate-events", 20, "how many changes --rate applies (at most one per tenant)")
 	inProcess := fs.Bool("in-process", false, "run the servers in this process (CPU figures then include the load generator)")
 	fs.StringVar(&cfg.HeapProfile, "heap-profile", "", "write a heap profile per server at the end of its phase (SERVER-FILE beside FILE)")
+	fs.IntVar(&cfg.Replicas, "replicas", 0, "also run this many xdshard replicas (at least 2) sharding the tenants with static peers, the proxies spread over them, and compare with one replica")
+	fs.BoolVar(&cfg.KillReplica, "kill-replica", false, "with --replicas: after the events, kill -9 the last replica and measure until its proxies are synced again elsewhere")
+	capacity := bench.Capacity{}
+	fs.Float64Var(&capacity.ChangeRate, "change-rate", 0.1, "with --replicas: mesh-wide changes per second the capacity model sizes for")
+	fs.Float64Var(&capacity.Cores, "replica-cores", 2, "with --replicas: cores per replica in the capacity model")
+	replicaMemory := fs.String("replica-memory", "4GiB", "with --replicas: memory per replica in the capacity model (bytes, or with KiB, MiB, GiB)")
 	jsonOut := fs.String("json", "", "also write the results as JSON to this file")
 	reportDir := fs.String("report", "", "also write an HTML report with latency CDF plots to this directory")
 	fs.Usage = func() {
-		fmt.Fprintln(fs.Output(), "Usage: xdshard bench [flags]\n       xdshard bench gen --out DIR [--tenants N --services N --endpoints N --seed N]\n\nRuns xdshard and go-control-plane in this process on the same synthetic fleet with the same\nsimulated proxies and churn (endpoints in one tenant, weights in one tenant, a mesh-wide change),\nand prints convergence times, CPU and their ratios. Load goes to 127.0.0.1 only.")
+		fmt.Fprintln(fs.Output(), "Usage: xdshard bench [flags]\n       xdshard bench gen --out DIR [--tenants N --services N --endpoints N --seed N]\n\nRuns xdshard and go-control-plane in this process on the same synthetic fleet with the same\nsimulated proxies and churn (endpoints in one tenant, weights in one tenant, a mesh-wide change),\nand prints convergence times, CPU and their ratios. Load goes to 127.0.0.1 only.\n\nWith --replicas N it then runs N xdshard replicas sharding the tenants (static peers), the same proxies\nspread over them and the same events, reports each replica's and the deployment's CPU, builds, peer\nbytes and RSS against one replica, and a capacity model; --kill-replica adds a kill -9 failover.")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -76,6 +84,24 @@ func benchCmd(args []string) error {
 	if cfg.Proxies <= 0 || cfg.Tenants <= 0 || cfg.Services <= 0 || cfg.Endpoints <= 0 || cfg.Tenants > 250 {
 		return fmt.Errorf("--proxies, --services, --endpoints must be positive and --tenants 1-250")
 	}
+	if cfg.Replicas == 1 || cfg.Replicas < 0 {
+		return fmt.Errorf("--replicas %d: want 0 (one replica, no sharding) or at least 2", cfg.Replicas)
+	}
+	if cfg.Replicas >= 2 {
+		if cfg.Target != "" || *inProcess {
+			return fmt.Errorf("--replicas runs each replica in its own process: not with --target or --in-process")
+		}
+		if cfg.Misbehaving > 0 {
+			return fmt.Errorf("--replicas does not run --misbehaving proxies")
+		}
+		mem, err := parseBytes(*replicaMemory)
+		if err != nil || mem == 0 || capacity.Cores <= 0 || capacity.ChangeRate <= 0 {
+			return fmt.Errorf("--replica-memory (e.g. 4GiB), --replica-cores and --change-rate must be positive")
+		}
+		capacity.MemoryBytes = mem
+	} else if cfg.KillReplica {
+		return fmt.Errorf("--kill-replica needs --replicas N (N >= 2)")
+	}
 	if cfg.Target != "" {
 		if err := checkListenAddr("target", cfg.Target, false); err != nil {
 			return fmt.Errorf("--target must be a loopback HOST:PORT: load goes to this machine only")
@@ -101,6 +127,18 @@ func benchCmd(args []string) error {
 	if err != nil {
 		return err
 	}
+	var sharded *bench.ShardedResult
+	if cfg.Replicas >= 2 {
+		sharded, err = bench.RunReplicas(ctx, cfg, os.Stderr)
+		if sharded != nil {
+			if werr := bench.WriteReplicas(os.Stdout, cfg, &rs[0], sharded, capacity); werr != nil {
+				return werr
+			}
+		}
+		if err != nil {
+			return err
+		}
+	}
 	if *reportDir != "" {
 		if err := bench.WriteHTML(*reportDir, cfg, rs); err != nil {
 			return err
@@ -113,9 +151,31 @@ func benchCmd(args []string) error {
 			return err
 		}
 		defer f.Close()
+		if sharded != nil {
+			enc := json.NewEncoder(f)
+			enc.SetIndent("", "  ")
+			return enc.Encode(map[string]any{"config": cfg, "results": rs, "sharded": sharded})
+		}
 		return bench.WriteJSON(f, cfg, rs)
 	}
 	return nil
+}
+
+// parseBytes reads a size: a number of bytes, or with a KiB, MiB or GiB
+// suffix.
+func parseBytes(s string) (uint64, error) {
+	mult := uint64(1)
+	for suffix, m := range map[string]uint64{"KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30} {
+		if rest, ok := strings.CutSuffix(s, suffix); ok {
+			s, mult = rest, m
+			break
+		}
+	}
+	v, err := strconv.ParseFloat(strings.TrimSpace(s), 64)
+	if err != nil || v < 0 {
+		return 0, fmt.Errorf("size %q: want bytes, or a number with KiB, MiB or GiB", s)
+	}
+	return uint64(v * float64(mult)), nil
 }
 
 // benchGenCmd writes the synthetic fleet as a manifest directory, so
