@@ -152,16 +152,28 @@ type Failover struct {
 	// Resent: resources delta victims were sent again at a version they
 	// already held (0 when the survivor's versions are the owner's).
 	Resent int `json:"resent"`
-	// After: a one-tenant change applied to the survivors, converging on
-	// every proxy of the tenant, failed-over ones included. Its tenant's
-	// owner (by the ring of all replicas, the killed one included): when
-	// it is the killed replica, the survivors build it themselves once
-	// the owner has not answered for a while (adoption).
-	AfterOwner  string       `json:"afterOwner"`
-	After       ShardedEvent `json:"after"`
-	AfterBuilds []float64    `json:"afterBuilds"`     // per replica
-	AfterCPU    []float64    `json:"afterCpuSeconds"` // per replica
-	Adopted     float64      `json:"adoptedTenants"`  // on the survivors, after the change
+	// Adoption: the survivors build the killed replica's tenants they
+	// have clients of once it has not answered for a while. Adopted is
+	// how many (summed over the survivors), AdoptedAt when the count
+	// last rose, AdoptionBuilds the builds from the kill until it
+	// settled (no rise for a second; 10 s at most).
+	Adopted        float64       `json:"adoptedTenants"`
+	AdoptedAt      time.Duration `json:"adoptedAt"`
+	AdoptionBuilds float64       `json:"adoptionBuilds"`
+	// After: one-tenant changes applied to the survivors then, each
+	// converging on every proxy of its tenant, failed-over ones included:
+	// in tenant 0, and in a tenant the killed replica owned.
+	After []AfterKill `json:"after"`
+}
+
+// AfterKill is a change after the kill: its tenant's owner by the ring
+// of every replica, the killed one included (static peers never drop it),
+// and what it cost each replica.
+type AfterKill struct {
+	ShardedEvent
+	Owner         string    `json:"owner"`
+	ReplicaBuilds []float64 `json:"perReplicaBuilds"`
+	ReplicaCPU    []float64 `json:"perReplicaCpuSeconds"`
 }
 
 // replicaChild is one replica of the sharded run, in its own process.
@@ -589,16 +601,63 @@ func (c *cluster) kill(ctx context.Context, cfg Config, proxies []*proxy.Proxy, 
 	if len(pending) > 0 {
 		return fo, fmt.Errorf("failover: %d of %d proxies of the killed replica synced again within %s", fo.Synced, fo.Victims, cfg.Timeout)
 	}
-	ev := events(cfg)[0]
-	if o, ok := sharding.NewRing(c.peers).Owner(fleet.Tenant(0)); ok {
-		fo.AfterOwner = o.ID
+	// Adoption of the killed replica's tenants, before the changes, so
+	// that their builds are counted apart.
+	b0 := sum(c.metrics(buildsMetric))
+	var adopted float64
+	last := time.Now()
+	for end := time.Now().Add(10 * time.Second); time.Now().Before(end) && time.Since(last) < time.Second; {
+		select {
+		case <-ctx.Done():
+			return fo, ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+		if a := sum(c.metrics(adoptedMetric)); a != adopted {
+			adopted, last = a, time.Now()
+			fo.AdoptedAt = last.Sub(t0)
+		}
 	}
-	se, d, err := c.phase(ctx, cfg, func() (EventResult, error) { return churn(ctx, cfg, c, proxies, ev, 0, 10) })
-	se.Name = ev.name + ", after the kill"
-	fo.After, fo.AfterBuilds, fo.AfterCPU = se, d.builds, d.cpu
-	fo.Adopted = sum(c.metrics(adoptedMetric))
-	fmt.Fprintf(progress, "  %s: %d/%d converged, p99 %s, %g builds\n", se.Name, se.Converged, se.Affected, se.Convergence.P99, se.Builds)
-	return fo, err
+	fo.Adopted = adopted
+	fo.AdoptionBuilds = sum(c.settled(ctx, buildsMetric, max(200*time.Millisecond, 2*cfg.Debounce))) - b0
+	fmt.Fprintf(progress, "  %g tenants adopted on the survivors, the last %s after the kill; %g builds\n", fo.Adopted, fo.AdoptedAt.Round(time.Millisecond), fo.AdoptionBuilds)
+	ring := sharding.NewRing(c.peers)
+	owner := func(k int) string { o, _ := ring.Owner(fleet.Tenant(k)); return o.ID }
+	changes := []struct {
+		ev         event
+		index, gen int
+	}{{events(cfg)[0], 0, 10}}
+	if owner(0) != dead.id {
+		for k := 1; k < cfg.Tenants; k++ {
+			if owner(k) == dead.id {
+				ns := fleet.Tenant(k)
+				ev := event{name: "endpoints in " + ns, affected: func(p *proxy.Proxy) bool { return p.Namespace == ns }, typeURL: proxy.EDS}
+				// Event 3 changes tenant (gen-100)%tenants; this gen is one no earlier phase used.
+				changes = append(changes, struct {
+					ev         event
+					index, gen int
+				}{ev, 3, 100 + k + 10*cfg.Tenants})
+				break
+			}
+		}
+	}
+	for _, ch := range changes {
+		se, d, err := c.phase(ctx, cfg, func() (EventResult, error) { return churn(ctx, cfg, c, proxies, ch.ev, ch.index, ch.gen) })
+		tenant := fleet.Tenant(0)
+		if ch.index == 3 {
+			tenant = fleet.Tenant((ch.gen - 100) % cfg.Tenants)
+		}
+		ak := AfterKill{ShardedEvent: se, ReplicaBuilds: d.builds, ReplicaCPU: d.cpu}
+		if o, ok := ring.Owner(tenant); ok {
+			ak.Owner = o.ID
+		}
+		ak.Name = ch.ev.name + ", after the kill"
+		fo.After = append(fo.After, ak)
+		fmt.Fprintf(progress, "  %s (owner %s): %d/%d converged, p99 %s, %g builds\n", ak.Name, ak.Owner, se.Converged, se.Affected, se.Convergence.P99, se.Builds)
+		if err != nil {
+			return fo, err
+		}
+	}
+	return fo, nil
 }
 
 // Capacity is what the capacity model sizes replicas for.
@@ -651,16 +710,11 @@ func WriteReplicas(w io.Writer, cfg Config, single *Result, sr *ShardedResult, c
 			per(func(p ReplicaFigures) float64 { return p.EventCPU[k] }), e.CPUSeconds, s1, fratio(e.CPUSeconds, v1), e.Builds, e.PeerBytes/1024)
 	}
 	if fo := sr.Failover; fo != nil {
-		e, c := fo.After, fo.After.Convergence
-		parts := make([]string, len(fo.AfterBuilds))
-		for i, b := range fo.AfterBuilds {
-			parts[i] = fmt.Sprintf("%g", b)
+		for _, ak := range fo.After {
+			c := ak.Convergence
+			fmt.Fprintf(tw, "%s (owner %s)\t%d/%d\t%s\t%s\t%s\t%s\t%.3f\t\t\t%g (%s)\t%.1f\n", ak.Name, ak.Owner, ak.Converged, ak.Affected, ms(c.P50), ms(c.P99), ms(c.Max),
+				joinf(ak.ReplicaCPU, "%.3f"), ak.CPUSeconds, ak.Builds, joinf(ak.ReplicaBuilds, "%g"), ak.PeerBytes/1024)
 		}
-		cpus := make([]string, len(fo.AfterCPU))
-		for i, v := range fo.AfterCPU {
-			cpus[i] = fmt.Sprintf("%.3f", v)
-		}
-		fmt.Fprintf(tw, "%s\t%d/%d\t%s\t%s\t%s\t%s\t%.3f\t\t\t%g (%s)\t%.1f\n", e.Name, e.Converged, e.Affected, ms(c.P50), ms(c.P99), ms(c.Max), strings.Join(cpus, "/"), e.CPUSeconds, e.Builds, strings.Join(parts, "/"), e.PeerBytes/1024)
 	}
 	meshWide := -1
 	for k, e := range sr.Events {
@@ -715,16 +769,28 @@ func WriteReplicas(w io.Writer, cfg Config, single *Result, sr *ShardedResult, c
 		if fo.Unverified > 0 {
 			fmt.Fprintf(w, "; %d had no such proxy to compare with", fo.Unverified)
 		}
-		fmt.Fprintf(w, "\n  then %s (owner %s", fo.After.Name, fo.AfterOwner)
-		if fo.AfterOwner == fo.Replica {
-			fmt.Fprintf(w, ", the killed replica: the survivors build it once it has not answered for a while")
+		fmt.Fprintf(w, "\n  adoption: the survivors build the tenants of %s they have clients of once it has not answered for a while (static peers never drop it):\n  %g tenants adopted (summed over the survivors), the last %s after the kill, %g builds",
+			fo.Replica, fo.Adopted, ms(fo.AdoptedAt), fo.AdoptionBuilds)
+		for _, ak := range fo.After {
+			if ak.Owner == fo.Replica {
+				fmt.Fprintf(w, "; a change in a tenant %s owned now costs %g build(s), one per survivor with clients of it", fo.Replica, ak.Builds)
+			}
 		}
-		fmt.Fprintf(w, "): %d/%d proxies converged, p99 %s; tenants adopted on the survivors: %g\n", fo.After.Converged, fo.After.Affected, ms(fo.After.Convergence.P99), fo.Adopted)
+		fmt.Fprintln(w)
 	}
 	if meshWide >= 0 {
 		writeCapacity(w, sr, sr.Events[meshWide].CPUSeconds, cp)
 	}
 	return nil
+}
+
+// joinf formats each of xs with format, joined by "/".
+func joinf(xs []float64, format string) string {
+	parts := make([]string, len(xs))
+	for i, x := range xs {
+		parts[i] = fmt.Sprintf(format, x)
+	}
+	return strings.Join(parts, "/")
 }
 
 func mib(b uint64) float64 { return float64(b) / (1 << 20) }

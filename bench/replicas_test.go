@@ -74,8 +74,22 @@ func TestReplicasBench(t *testing.T) {
 	if fo == nil || fo.Victims == 0 || fo.Synced != fo.Victims || fo.Unverified != 0 {
 		t.Fatalf("failover: %+v", fo)
 	}
-	if a := fo.After; a.Affected == 0 || a.Converged != a.Affected {
-		t.Fatalf("after the kill: %d of %d proxies converged", a.Converged, a.Affected)
+	if fo.Adopted == 0 || fo.AdoptionBuilds < fo.Adopted {
+		t.Fatalf("the survivor adopted %g of the killed replica's tenants with %g builds", fo.Adopted, fo.AdoptionBuilds)
+	}
+	if len(fo.After) == 0 {
+		t.Fatal("no change after the kill")
+	}
+	for _, a := range fo.After {
+		if a.Affected == 0 || a.Converged != a.Affected {
+			t.Fatalf("%s: %d of %d proxies converged", a.Name, a.Converged, a.Affected)
+		}
+		// A live owner's tenant costs one build; one the killed replica
+		// owned costs one on each survivor with clients of it (adopted):
+		// with two replicas, one too.
+		if a.Builds != 1 {
+			t.Fatalf("%s (owner %s): %g builds", a.Name, a.Owner, a.Builds)
+		}
 	}
 	for _, want := range []string{"mesh-wide change: total CPU with 2 replicas / with 1", "kill -9 of r1: ", "capacity model", "P = 1000000"} {
 		if !strings.Contains(out.String(), want) {
