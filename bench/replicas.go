@@ -109,6 +109,12 @@ type ShardedResult struct {
 	IdleRSSBytes uint64    `json:"idleRssBytes"`
 	Unconverged  int       `json:"unconverged"`
 	Failover     *Failover `json:"failover,omitempty"`
+	// What no proxy may see, counted by the proxies over the whole run
+	// (the kill included): a version coming back after it was replaced,
+	// an empty CDS or LDS state of the world, another tenant's cluster.
+	Backwards int `json:"backwards"`
+	Empty     int `json:"empty"`
+	Foreign   int `json:"foreign"`
 }
 
 // ShardedEvent is one churn event in the sharded run: its convergence
@@ -408,6 +414,10 @@ func RunReplicas(parent context.Context, cfg Config, progress io.Writer) (*Shard
 			return res, err
 		}
 	}
+	for _, p := range proxies {
+		b, e, f := p.Anomalies()
+		res.Backwards, res.Empty, res.Foreign = res.Backwards+b, res.Empty+e, res.Foreign+f
+	}
 	return res, nil
 }
 
@@ -544,6 +554,9 @@ func (c *cluster) kill(ctx context.Context, cfg Config, proxies []*proxy.Proxy, 
 	}
 	fo.Victims = len(victims)
 	fmt.Fprintf(progress, "  killing replica %s (%d proxies)\n", dead.id, len(victims))
+	builds := c.metrics(buildsMetric)
+	builds[len(builds)-1] = 0 // the killed replica's are not read again
+	b0 := sum(builds)
 	t0 := time.Now()
 	dead.alive.Store(false)
 	if err := dead.cmd.Process.Kill(); err != nil {
@@ -602,8 +615,7 @@ func (c *cluster) kill(ctx context.Context, cfg Config, proxies []*proxy.Proxy, 
 		return fo, fmt.Errorf("failover: %d of %d proxies of the killed replica synced again within %s", fo.Synced, fo.Victims, cfg.Timeout)
 	}
 	// Adoption of the killed replica's tenants, before the changes, so
-	// that their builds are counted apart.
-	b0 := sum(c.metrics(buildsMetric))
+	// that their builds (since the kill) are counted apart.
 	var adopted float64
 	last := time.Now()
 	for end := time.Now().Add(10 * time.Second); time.Now().Before(end) && time.Since(last) < time.Second; {
@@ -778,6 +790,7 @@ func WriteReplicas(w io.Writer, cfg Config, single *Result, sr *ShardedResult, c
 		}
 		fmt.Fprintln(w)
 	}
+	fmt.Fprintf(w, "proxies saw, over the whole run: %d versions coming back after they were replaced, %d empty CDS or LDS, %d clusters of another tenant\n", sr.Backwards, sr.Empty, sr.Foreign)
 	if meshWide >= 0 {
 		writeCapacity(w, sr, sr.Events[meshWide].CPUSeconds, cp)
 	}

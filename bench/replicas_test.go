@@ -70,6 +70,9 @@ func TestReplicasBench(t *testing.T) {
 	if mw := res.Events[2]; mw.Affected != cfg.Proxies || mw.Builds != owned || mw.PeerBytes == 0 {
 		t.Fatalf("mesh-wide: %d proxies affected, %g builds for %g tenants, %g peer bytes", mw.Affected, mw.Builds, owned, mw.PeerBytes)
 	}
+	if res.Backwards+res.Empty+res.Foreign != 0 {
+		t.Fatalf("proxies saw %d versions come back, %d empty CDS or LDS, %d foreign clusters", res.Backwards, res.Empty, res.Foreign)
+	}
 	fo := res.Failover
 	if fo == nil || fo.Victims == 0 || fo.Synced != fo.Victims || fo.Unverified != 0 {
 		t.Fatalf("failover: %+v", fo)
