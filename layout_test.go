@@ -35,6 +35,10 @@ var rules = []rule{
 		"the scheduler is told what to build with; it publishes to the store and knows no face"},
 	{"sharding", []string{module + "server", module + "snapshot/builder", module + "snapshot/translate", module + "snapshot/source"},
 		"sharding names owners and fetches snapshots; the assembly wires it to the builder and the faces"},
+	{"identity", append([]string{module + "server", module + "snapshot", module + "identity/tokenreview"}, meshTypes...),
+		"identity says who a client is; it knows no config, no snapshot and no Kubernetes (the faces import it)"},
+	{"identity/tokenreview", []string{module + "server", module + "snapshot"},
+		"the TokenReview verifier only verifies tokens"},
 }
 
 // TestImportRules checks the tree's import rules over `go list -deps`, so

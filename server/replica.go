@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -18,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"google.golang.org/grpc"
 
+	"github.com/xdshard/xdshard/identity"
 	"github.com/xdshard/xdshard/server/admin"
 	"github.com/xdshard/xdshard/server/xds"
 	"github.com/xdshard/xdshard/sharding"
@@ -63,6 +65,27 @@ type Config struct {
 	// grace period with no local client: past it, the least recently left
 	// go at once. Default 256 MiB.
 	FetchCacheBytes int64
+	// TLS, when set, serves the xDS, peer and admin ports over TLS with
+	// these (reloaded) certificates, and clients are who they prove to be:
+	// a client certificate's SPIFFE identity, or a service-account token
+	// verified by Tokens. A proxy reads only its own namespace's tenant,
+	// istiod's identities (MCPIdentities) alone read MCP, replicas
+	// (PeerIdentities, default this replica's own identity) alone fetch
+	// snapshots, and off loopback the admin port answers AdminReaders
+	// (default the system namespace's identities) only. Without TLS,
+	// nodes' claims are trusted: loopback, or --insecure.
+	TLS            *identity.Certs
+	Tokens         identity.TokenVerifier
+	MCPIdentities  identity.AllowList
+	PeerIdentities identity.AllowList
+	AdminReaders   identity.AllowList
+	// AdminPprof serves /debug/pprof on an admin address beyond loopback
+	// too (always on loopback).
+	AdminPprof bool
+	// AdminRequireAuth asks admin callers for an identity on loopback too
+	// (as beyond it); pprof then needs AdminPprof.
+	AdminRequireAuth bool
+
 	// Balance is how often the replica compares its proxy streams with
 	// its share (ceil(streams/members x 1.1)) and sheds a few of the
 	// surplus; 0 for every second, negative for never. It needs a
@@ -155,11 +178,15 @@ func Start(ctx context.Context, cfg Config) (*Replica, error) {
 	r.builds = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "xdshard_tenant_builds_total",
 		Help: "Tenant builds run by this replica, by result (ok, failed). Summed over the replicas of a sharded deployment, each change costs one build per affected tenant."}, []string{"result"})
 	r.reg.MustRegister(r.builds)
-	identity := cfg.ReplicaID
-	if identity == "" {
-		identity, _ = os.Hostname()
+	name := cfg.ReplicaID
+	if name == "" {
+		name, _ = os.Hostname()
 	}
-	xopts := xds.Options{Resolver: r.mesh, Logger: r.log, Registry: r.reg, PushConcurrency: cfg.PushConcurrency, Identity: "xdshard-" + identity}
+	xopts := xds.Options{Resolver: r.mesh, Logger: r.log, Registry: r.reg, PushConcurrency: cfg.PushConcurrency, Identity: "xdshard-" + name}
+	if cfg.TLS != nil {
+		r.secure()
+		xopts.Access = xds.Access{Authenticate: (&identity.Authenticator{Tokens: cfg.Tokens}).Authenticate, MCP: cfg.MCPIdentities}
+	}
 	if len(cfg.Peers) > 0 || cfg.Membership != nil {
 		xopts.MCPComplete = r.holdsEveryTenant
 	}
@@ -207,20 +234,27 @@ func Start(ctx context.Context, cfg Config) (*Replica, error) {
 		}
 		r.adminAddr = adminLis.Addr().String()
 	}
-	r.grpc = grpc.NewServer(xds.GRPCOptions()...)
+	r.grpc = grpc.NewServer(r.grpcOptions()...)
 	r.xds.Register(r.grpc)
 
 	r.goStage(func() error { return r.runSource(runCtx) })
 	r.goStage(func() error { return r.builder.Run(runCtx) })
 	r.goStage(func() error { return r.serveXDS(runCtx, xdsLis) })
 	if adminLis != nil {
-		r.http = &http.Server{Handler: r.adminHandler(), ReadHeaderTimeout: 10 * time.Second}
+		r.http = &http.Server{Handler: r.adminHandler(isLoopback(adminLis.Addr()) && !cfg.AdminRequireAuth), ReadHeaderTimeout: 10 * time.Second}
+		if cfg.TLS != nil {
+			r.http.TLSConfig = cfg.TLS.ServerConfig()
+			adminLis = tls.NewListener(adminLis, r.http.TLSConfig)
+		}
 		r.goStage(func() error {
 			if err := r.http.Serve(adminLis); !errors.Is(err, http.ErrServerClosed) {
 				return fmt.Errorf("admin server: %w", err)
 			}
 			return nil
 		})
+	}
+	if cfg.TLS != nil {
+		go cfg.TLS.Run(runCtx, 2*time.Second)
 	}
 	go func() { <-runCtx.Done(); r.stop() }()
 	return r, nil
@@ -306,16 +340,22 @@ func (r *Replica) built(tenant string, snap *snapshot.Snapshot, err error) {
 	}
 }
 
-func (r *Replica) adminHandler() http.Handler {
+func (r *Replica) adminHandler(loopback bool) http.Handler {
+	var authorize func(*http.Request) (int, error)
+	if !loopback {
+		authorize = r.authorizeAdmin
+	}
 	return admin.Handler(admin.Options{
-		Gatherer: r.reg,
-		Ready:    r.Ready,
-		Health:   r.Health,
-		Clients:  func() any { return r.xds.Clients() },
-		Store:    r.store,
-		Failures: r.builder.Failures,
-		MeshWide: r.problems.meshWide,
-		Owner:    r.origin,
+		Authorize: authorize,
+		Pprof:     loopback || r.cfg.AdminPprof,
+		Gatherer:  r.reg,
+		Ready:     r.Ready,
+		Health:    r.Health,
+		Clients:   func() any { return r.xds.Clients() },
+		Store:     r.store,
+		Failures:  r.builder.Failures,
+		MeshWide:  r.problems.meshWide,
+		Owner:     r.origin,
 	})
 }
 

@@ -10,10 +10,12 @@ import (
 
 	"github.com/hashicorp/golang-lru/v2/simplelru"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/xdshard/xdshard/identity"
 	"github.com/xdshard/xdshard/server/xds"
 	"github.com/xdshard/xdshard/sharding"
 	"github.com/xdshard/xdshard/snapshot/builder"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 )
 
 // shard sets the replica up as one of its members: the builder builds
@@ -55,9 +57,14 @@ func (r *Replica) shard(ctx context.Context, bopts *builder.Options) error {
 	// A peer names every resource of a tenant's snapshot when it
 	// reconnects (initial versions): more than a proxy's names limit for a
 	// large tenant, so the peer face allows that many.
-	peers := xds.New(r.store, xds.Options{Resolver: r.mesh, Logger: r.log, Registry: r.reg, Peers: true,
-		Limits: xds.Limits{Names: 1 << 22}})
-	r.peerGRPC = grpc.NewServer(xds.GRPCOptions()...)
+	popts := xds.Options{Resolver: r.mesh, Logger: r.log, Registry: r.reg, Peers: true, Limits: xds.Limits{Names: 1 << 22}}
+	if cfg.TLS != nil {
+		// Peers prove who they are with their certificates only.
+		popts.Access = xds.Access{Authenticate: (&identity.Authenticator{}).Authenticate, Peers: r.peerIdentities()}
+		r.fetcher.Creds = credentials.NewTLS(cfg.TLS.ClientConfig(r.peerIdentities()))
+	}
+	peers := xds.New(r.store, popts)
+	r.peerGRPC = grpc.NewServer(r.grpcOptions()...)
 	peers.Register(r.peerGRPC)
 	r.goStage(func() error {
 		if err := r.peerGRPC.Serve(lis); err != nil && !errors.Is(err, grpc.ErrServerStopped) {

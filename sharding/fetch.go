@@ -12,6 +12,7 @@ import (
 	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/protobuf/types/known/structpb"
@@ -33,6 +34,10 @@ const MaxSnapshotBytes = 512 << 20
 // tenant; a broken stream is opened again with backoff, and until a whole
 // snapshot arrives the last one keeps serving.
 type Fetcher struct {
+	// Creds, when set before the first Follow, dials owners with them
+	// (mTLS between replicas); plaintext otherwise.
+	Creds credentials.TransportCredentials
+
 	self  string
 	store *snapshot.Store
 	log   *slog.Logger
@@ -101,7 +106,11 @@ func (f *Fetcher) Follow(ctx context.Context, tenant string, owner Member) error
 		// more than gRPC's default 4 MiB for a large tenant.
 		// Keepalive finds an owner whose machine went away without
 		// closing the connection (the peer face permits pings every 10 s).
-		conn, err = grpc.NewClient(owner.Addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
+		creds := f.Creds
+		if creds == nil {
+			creds = insecure.NewCredentials()
+		}
+		conn, err = grpc.NewClient(owner.Addr, grpc.WithTransportCredentials(creds),
 			grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(MaxSnapshotBytes)),
 			grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 10 * time.Second, Timeout: 5 * time.Second, PermitWithoutStream: true}))
 		if err != nil {

@@ -30,6 +30,10 @@ func TestServeFlagsRejectBadInput(t *testing.T) {
 		"missing config dir":        {[]string{"--config", "/nonexistent/mesh"}, "not a readable directory"},
 		"debounce above max delay":  {[]string{"--debounce", "2s", "--max-delay", "1s"}, "debounce <= max-delay"},
 		"stray argument":            {[]string{"extra"}, "takes no arguments"},
+		"half of TLS":               {[]string{"--tls-cert", "c.pem"}, "TLS needs all of"},
+		"TLS and --insecure":        {[]string{"--tls-cert", "c", "--tls-key", "k", "--client-ca", "ca", "--insecure"}, "--insecure and TLS both"},
+		"bad allow-list entry":      {[]string{"--mcp-identities", "istiod"}, "want namespace/service-account"},
+		"bad SPIFFE allow entry":    {[]string{"--peer-identities", "spiffe://td/xdshard"}, "Istio's shape"},
 	}
 	for name, c := range cases {
 		if _, err := serveFlags(c.args); err == nil || !strings.Contains(err.Error(), c.want) {
@@ -38,6 +42,9 @@ func TestServeFlagsRejectBadInput(t *testing.T) {
 	}
 	if _, err := serveFlags([]string{"--xds-addr", "0.0.0.0:0", "--insecure"}); err != nil {
 		t.Errorf("--insecure should allow any address: %v", err)
+	}
+	if _, err := serveFlags([]string{"--xds-addr", "0.0.0.0:0", "--admin-addr", "0.0.0.0:0", "--tls-cert", "c", "--tls-key", "k", "--client-ca", "ca"}); err != nil {
+		t.Errorf("TLS should allow any address: %v", err)
 	}
 }
 

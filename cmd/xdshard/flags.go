@@ -10,24 +10,25 @@ import (
 )
 
 // checkListenAddr refuses plaintext serving beyond loopback unless the
-// operator said so: without mTLS anyone who can reach the port could claim
-// any tenant's node identity.
+// operator said so: without TLS anyone who can reach the port could claim
+// any tenant's node identity. insecure is --insecure, or TLS on.
 func checkListenAddr(flagName, addr string, insecure bool) error {
 	host, _, err := net.SplitHostPort(addr)
 	if err != nil {
 		return fmt.Errorf("--%s %q: %v; want HOST:PORT such as 127.0.0.1:15010", flagName, addr, err)
 	}
-	if insecure {
+	if insecure || loopbackHost(host) {
 		return nil
 	}
+	return fmt.Errorf("--%s %q serves plaintext beyond loopback; bind 127.0.0.1, serve TLS (--tls-cert, --tls-key, --client-ca), or pass --insecure if the network is trusted", flagName, addr)
+}
+
+func loopbackHost(host string) bool {
 	if host == "localhost" {
-		return nil
+		return true
 	}
 	ip, err := netip.ParseAddr(host)
-	if err != nil || !ip.IsLoopback() {
-		return fmt.Errorf("--%s %q serves plaintext beyond loopback; bind 127.0.0.1, or pass --insecure if the network is trusted (mTLS is not built yet)", flagName, addr)
-	}
-	return nil
+	return err == nil && ip.IsLoopback()
 }
 
 // newLogger logs to standard error at level, as text or JSON (one object

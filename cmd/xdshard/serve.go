@@ -12,6 +12,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/xdshard/xdshard/identity"
+	"github.com/xdshard/xdshard/identity/tokenreview"
 	"github.com/xdshard/xdshard/server"
 	"github.com/xdshard/xdshard/server/xds"
 	"github.com/xdshard/xdshard/sharding"
@@ -48,6 +50,14 @@ type serveConfig struct {
 	leaseRenew      time.Duration
 	rebalance       time.Duration
 	fetchCache      int64
+	tls             identity.Files
+	trustDomain     string
+	audiences       []string
+	tokens          bool
+	mcpIDs          identity.AllowList
+	peerIDs         identity.AllowList
+	adminReaders    identity.AllowList
+	adminPprof      bool
 }
 
 func serveFlags(args []string) (*serveConfig, error) {
@@ -63,6 +73,15 @@ func serveFlags(args []string) (*serveConfig, error) {
 	fs.DurationVar(&c.leaseRenew, "lease-renew", 5*time.Second, "with --lease-namespace: how often this replica renews its Lease (and reports its streams in it)")
 	fs.DurationVar(&c.rebalance, "rebalance-every", time.Second, "with --lease-namespace: how often (jittered) a replica above its share of proxy streams, ceil(streams/replicas x 1.1), ends a few so their clients redial; 0 never")
 	fs.Int64Var(&c.fetchCache, "fetch-cache-bytes", 256<<20, "sharded: bytes of fetched snapshots kept for a while after their last local client left (a reconnect then fetches nothing); past it the least recently left go")
+	fs.StringVar(&c.tls.Cert, "tls-cert", "", "serve the xDS, peer and admin ports over TLS with this certificate (PEM; its SPIFFE URI is this replica's identity); reloaded when the file changes")
+	fs.StringVar(&c.tls.Key, "tls-key", "", "the key of --tls-cert (PEM)")
+	fs.StringVar(&c.tls.ClientCA, "client-ca", "", "with --tls-cert: the CA bundle clients' and peers' certificates must chain to (the mesh's root, e.g. istio-ca-root-cert's root-cert.pem)")
+	fs.StringVar(&c.trustDomain, "trust-domain", "cluster.local", "the trust domain of identities proven by service-account tokens")
+	audiences := fs.String("token-audiences", "istio-ca", "with TLS and Kubernetes: accept service-account tokens (authorization: Bearer) for these audiences, verified by TokenReview, as istiod accepts istio-agent's; comma-separated, empty to accept certificates only")
+	mcpIDs := fs.String("mcp-identities", "istio-system/istiod,istio-system/istiod-*", "with TLS: who may read istiod's config (MCP): namespace/service-account, namespace/*, or SPIFFE URIs; istiod-<rev> reads only revision <rev>")
+	peerIDs := fs.String("peer-identities", "", "with TLS: who may fetch snapshots on the peer port (default: this replica's own certificate identity)")
+	adminReaders := fs.String("admin-readers", "istio-system/*", "with TLS: who may read the admin port's debug and status pages beyond loopback (/healthz, /readyz and /metrics are open)")
+	fs.BoolVar(&c.adminPprof, "admin-pprof", false, "serve /debug/pprof on an admin address beyond loopback too (always served on loopback)")
 	peers := fs.String("peers", "", "shard tenants over these replicas, this one included: ID=HOST:PORT,... (their --peer-addr); each builds only the tenants it owns and fetches the others' from their owners")
 	fs.BoolVar(&c.applyNetpols, "apply-network-policies", false, "with Kubernetes as the source: apply each tenant's generated NetworkPolicies (server-side apply, field manager xdshard) and delete them when the tenant opts out or goes away")
 	fs.StringVar(&c.xdsAddr, "xds-addr", "127.0.0.1:15010", "HOST:PORT of the gRPC ADS server")
@@ -81,6 +100,28 @@ func serveFlags(args []string) (*serveConfig, error) {
 	if fs.NArg() > 0 {
 		return nil, fmt.Errorf("serve takes no arguments, got %q; see xdshard serve -h", fs.Args())
 	}
+	tlsOn := c.tls != identity.Files{}
+	if tlsOn && (c.tls.Cert == "" || c.tls.Key == "" || c.tls.ClientCA == "") {
+		return nil, fmt.Errorf("TLS needs all of --tls-cert, --tls-key and --client-ca")
+	}
+	if tlsOn && c.insecure {
+		return nil, fmt.Errorf("--insecure and TLS both given: --insecure allows plaintext beyond loopback; with TLS it is not needed")
+	}
+	var err error
+	for _, l := range []struct {
+		flag, val string
+		dst       *identity.AllowList
+	}{{"mcp-identities", *mcpIDs, &c.mcpIDs}, {"peer-identities", *peerIDs, &c.peerIDs}, {"admin-readers", *adminReaders, &c.adminReaders}} {
+		if *l.dst, err = identity.ParseAllowList(l.val); err != nil {
+			return nil, fmt.Errorf("--%s: %w", l.flag, err)
+		}
+	}
+	for _, a := range strings.Split(*audiences, ",") {
+		if a = strings.TrimSpace(a); a != "" {
+			c.audiences = append(c.audiences, a)
+		}
+	}
+	plain := c.insecure || tlsOn // checkListenAddr: beyond loopback allowed
 	// In a Pod with neither --config nor --kubeconfig, serve reads the API
 	// server with its service account; known before the checks below.
 	c.inCluster = c.config == "" && c.kubeconfig == "" && os.Getenv("KUBERNETES_SERVICE_HOST") != ""
@@ -94,7 +135,7 @@ func serveFlags(args []string) (*serveConfig, error) {
 		if c.replicaID == "" {
 			c.replicaID, _ = os.Hostname()
 		}
-		if err := checkListenAddr("peer-addr", c.peerAddr, c.insecure); err != nil {
+		if err := checkListenAddr("peer-addr", c.peerAddr, plain); err != nil {
 			return nil, err
 		}
 	}
@@ -107,14 +148,14 @@ func serveFlags(args []string) (*serveConfig, error) {
 		if c.replicaID == "" {
 			c.replicaID, _ = os.Hostname()
 		}
-		if err := checkListenAddr("peer-addr", c.peerAddr, c.insecure); err != nil {
+		if err := checkListenAddr("peer-addr", c.peerAddr, plain); err != nil {
 			return nil, err
 		}
 	}
-	if err := checkListenAddr("xds-addr", c.xdsAddr, c.insecure); err != nil {
+	if err := checkListenAddr("xds-addr", c.xdsAddr, plain); err != nil {
 		return nil, err
 	}
-	if err := checkListenAddr("admin-addr", c.adminAddr, c.insecure); err != nil {
+	if err := checkListenAddr("admin-addr", c.adminAddr, plain); err != nil {
 		return nil, err
 	}
 	if c.config != "" && c.kubeconfig != "" {
@@ -123,6 +164,7 @@ func serveFlags(args []string) (*serveConfig, error) {
 	if c.kubeContext != "" && c.kubeconfig == "" {
 		return nil, fmt.Errorf("--context %q needs --kubeconfig", c.kubeContext)
 	}
+	c.tokens = tlsOn && len(c.audiences) > 0 && (c.kubeconfig != "" || c.inCluster)
 	if c.applyNetpols && c.kubeconfig == "" && !c.inCluster {
 		return nil, fmt.Errorf("--apply-network-policies writes to Kubernetes: it needs --kubeconfig (or running in a Pod)")
 	}
@@ -184,12 +226,31 @@ func startServing(ctx context.Context, cfg *serveConfig, log *slog.Logger) (*ser
 	if balance <= 0 {
 		balance = -1
 	}
-	return server.Start(ctx, server.Config{
+	sc := server.Config{
 		Membership: members, Balance: balance, FetchCacheBytes: cfg.fetchCache,
 		Source: src, XDSAddr: cfg.xdsAddr, AdminAddr: cfg.adminAddr,
 		Debounce: cfg.debounce, MaxDelay: cfg.maxDelay, History: cfg.history, PushConcurrency: cfg.pushConcurrency,
 		Logger: log, ReplicaID: cfg.replicaID, PeerAddr: cfg.peerAddr, Peers: cfg.peers,
-	})
+		MCPIdentities: cfg.mcpIDs, PeerIdentities: cfg.peerIDs, AdminReaders: cfg.adminReaders, AdminPprof: cfg.adminPprof,
+	}
+	if cfg.tls != (identity.Files{}) {
+		if sc.TLS, err = identity.LoadCerts(cfg.tls, log); err != nil {
+			return nil, err
+		}
+		log.Info("serving TLS; clients are who their certificates or tokens say", "identity", sc.TLS.Self().SPIFFE(), "tokens", cfg.tokens)
+	} else if cfg.insecure {
+		log.Warn("--insecure: serving plaintext beyond loopback; any client can claim any tenant's identity. Serve TLS (--tls-cert, --tls-key, --client-ca) on an untrusted network")
+	}
+	if cfg.tokens {
+		rc, err := kube.RESTConfig(kube.Config{Kubeconfig: cfg.kubeconfig, Context: cfg.kubeContext})
+		if err != nil {
+			return nil, err
+		}
+		if sc.Tokens, err = tokenreview.New(rc, cfg.audiences, cfg.trustDomain); err != nil {
+			return nil, err
+		}
+	}
+	return server.Start(ctx, sc)
 }
 
 // source is the one source serve's flags name: files, Kubernetes (from a

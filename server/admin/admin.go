@@ -24,6 +24,13 @@ type Options struct {
 	// MeshWide are the problems that belong to no tenant (a file that
 	// does not parse, an unknown kind, an unreadable folder).
 	MeshWide func() []snapshot.Diagnostic
+	// Authorize, when set, is asked before every request but /healthz,
+	// /readyz and /metrics: a status to answer instead (401, 403) and
+	// why, or 0 to serve it.
+	Authorize func(*http.Request) (int, error)
+	// Pprof serves /debug/pprof (the replica serves it on loopback, or
+	// beyond only when told to).
+	Pprof bool
 	// Owner names the replica that builds a tenant ("" without sharding),
 	// and where this replica's copy comes from.
 	Owner func(tenant string) (owner, origin string)
@@ -64,11 +71,17 @@ func Handler(o Options) http.Handler {
 		}{status, reasons})
 	})
 	mux.Handle("/metrics", promhttp.HandlerFor(o.Gatherer, promhttp.HandlerOpts{}))
-	mux.HandleFunc("/debug/pprof/", pprof.Index)
-	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
-	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
-	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
-	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	if o.Pprof {
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	} else {
+		mux.HandleFunc("/debug/pprof/", func(w http.ResponseWriter, _ *http.Request) {
+			http.Error(w, "pprof is served on a loopback admin address, or beyond it with serve --admin-pprof", http.StatusNotFound)
+		})
+	}
 	mux.HandleFunc("/debug/syncz", func(w http.ResponseWriter, _ *http.Request) { writeJSON(w, o.Clients()) })
 	mux.HandleFunc("/debug/tenantz", func(w http.ResponseWriter, _ *http.Request) {
 		ts := Tenants(o.Store, o.Failures())
@@ -77,7 +90,19 @@ func Handler(o Options) http.Handler {
 		}
 		writeJSON(w, Tenantz{MeshWide: MeshWide{Diagnostics: o.MeshWide()}, Tenants: ts})
 	})
-	return mux
+	if o.Authorize == nil {
+		return mux
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// Probes and metrics carry no tenant's data, and kubelet and
+		// Prometheus present no identity.
+		open := r.URL.Path == "/healthz" || r.URL.Path == "/readyz" || r.URL.Path == "/metrics"
+		if code, err := o.Authorize(r); code != 0 && !open {
+			http.Error(w, err.Error(), code)
+			return
+		}
+		mux.ServeHTTP(w, r)
+	})
 }
 
 func writeJSON(w http.ResponseWriter, v any) {

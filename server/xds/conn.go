@@ -10,6 +10,7 @@ import (
 	"github.com/cespare/xxhash/v2"
 	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 
+	"github.com/xdshard/xdshard/identity"
 	"github.com/xdshard/xdshard/snapshot"
 )
 
@@ -37,10 +38,11 @@ type conn struct {
 	delta     bool
 	revision  string // MCP: the istiod's ISTIO_REVISION
 	connected time.Time
-	dirty     chan struct{} // capacity one: "requests changed, look again"
-	rate      *bucket       // only the receive loop uses it
-	remote    string        // the client's address, as its transport sees it
-	shed      chan struct{} // closed to end the stream: this replica holds too many
+	dirty     chan struct{}      // capacity one: "requests changed, look again"
+	rate      *bucket            // only the receive loop uses it
+	remote    string             // the client's address, as its transport sees it
+	identity  *identity.Identity // verified; nil where claims are trusted
+	shed      chan struct{}      // closed to end the stream: this replica holds too many
 	shedOnce  sync.Once
 
 	mu    sync.Mutex

@@ -45,11 +45,10 @@ const (
 )
 
 // streamDebug answers istioctl's requests until the stream ends.
-func (s *Server) streamDebug(stream discovery.AggregatedDiscoveryService_StreamAggregatedResourcesServer, first *discovery.DiscoveryRequest) error {
+func (s *Server) streamDebug(stream discovery.AggregatedDiscoveryService_StreamAggregatedResourcesServer, first *discovery.DiscoveryRequest, caller string) error {
 	if err := s.checkNodeSize(first.GetNode()); err != nil {
 		return err
 	}
-	caller := metaString(first.GetNode(), "NAMESPACE")
 	rate := newBucket(s.limits)
 	var seq uint64
 	for req := first; ; {

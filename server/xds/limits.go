@@ -1,6 +1,7 @@
 package xds
 
 import (
+	"log/slog"
 	"strings"
 	"sync"
 	"time"
@@ -69,18 +70,24 @@ func (l Limits) withDefaults() Limits {
 	return l
 }
 
-// refusals counts refused requests by reason.
-type refusals struct{ c *prometheus.CounterVec }
-
-func newRefusals(reg prometheus.Registerer) refusals {
-	return refusals{register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{Name: "xdshard_refused_requests_total",
-		Help: "Requests and streams refused for a limit, by reason."}, []string{"reason"}))}
+// refusals counts and logs refused requests by reason.
+type refusals struct {
+	c   *prometheus.CounterVec
+	log *slog.Logger
 }
 
-// refuse counts a refusal and returns its status.
+func newRefusals(reg prometheus.Registerer, log *slog.Logger) refusals {
+	return refusals{register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{Name: "xdshard_refused_requests_total",
+		Help: "Requests and streams refused, by reason: a limit, or who the client is."}, []string{"reason"})), log}
+}
+
+// refuse counts and logs a refusal (it ends its stream: one line per
+// stream at most) and returns its status.
 func (r refusals) refuse(reason string, code codes.Code, format string, args ...any) error {
 	r.c.WithLabelValues(reason).Inc()
-	return status.Errorf(code, format, args...)
+	err := status.Errorf(code, format, args...)
+	r.log.Info("refused", "reason", reason, "code", code.String(), "err", status.Convert(err).Message())
+	return err
 }
 
 // checkNode refuses a node larger than the limit.

@@ -17,6 +17,7 @@ import (
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/status"
 
+	"github.com/xdshard/xdshard/identity"
 	"github.com/xdshard/xdshard/snapshot"
 )
 
@@ -53,6 +54,9 @@ type Options struct {
 	// whole snapshots over delta ADS, and nothing else. A server without
 	// it refuses peers.
 	Peers bool
+	// Access authenticates clients and says what each may read; its zero
+	// value trusts what nodes claim.
+	Access Access
 }
 
 // PeerNodePrefix starts the node ID of a replica fetching a snapshot.
@@ -108,7 +112,7 @@ func New(store *snapshot.Store, opts Options) *Server {
 		pushSem: make(chan struct{}, opts.PushConcurrency),
 	}
 	s.cache = newResponseCache(s.limits.CacheBytes)
-	s.refused = newRefusals(opts.Registry)
+	s.refused = newRefusals(opts.Registry, opts.Logger)
 	if s.opts.MCP == nil {
 		s.opts.MCP = newMCPServer(s)
 	}
@@ -140,46 +144,55 @@ func (s *Server) Metrics() *Metrics { return s.metrics }
 func (s *Server) Close() { s.cancel() }
 
 // bind resolves the tenant of a stream's node and registers the stream.
-func (s *Server) bind(node *core.Node, delta bool) (c *conn, err error) {
+func (s *Server) bind(node *core.Node, delta bool, id *identity.Identity) (c *conn, err error) {
 	defer func() {
 		if err != nil {
-			s.log.Info("stream refused", "node", node.GetId(), "reason", err)
+			s.log.Debug("stream refused", "node", node.GetId(), "err", err)
 		}
 	}()
 	if node == nil {
-		return nil, status.Error(codes.InvalidArgument, "the first request carries no node; send the node (id and metadata) on the first request")
+		return nil, s.refused.refuse("no_node", codes.InvalidArgument, "the first request carries no node; send the node (id and metadata) on the first request")
 	}
 	if err := s.checkNodeSize(node); err != nil {
 		return nil, err
 	}
 	if isPeer := strings.HasPrefix(node.GetId(), PeerNodePrefix); isPeer != s.opts.Peers {
 		if isPeer {
-			return nil, status.Error(codes.PermissionDenied, "xdshard peers fetch snapshots on the peer port (--peer-addr), not here")
+			return nil, s.refused.refuse("wrong_port", codes.PermissionDenied, "xdshard peers fetch snapshots on the peer port (--peer-addr), not here")
 		}
-		return nil, status.Error(codes.PermissionDenied, "this is xdshard's peer port: proxies connect to --xds-addr")
+		return nil, s.refused.refuse("wrong_port", codes.PermissionDenied, "this is xdshard's peer port: proxies connect to --xds-addr")
 	}
 	if s.opts.Peers {
+		if id != nil && !s.opts.Access.Peers.Allows(*id) {
+			return nil, s.refused.refuse("peer_not_allowed", codes.PermissionDenied, "%s is not an xdshard replica's identity; only replicas fetch snapshots here", id.SPIFFE())
+		}
 		tenant := metaString(node, "TENANT")
 		if !delta || tenant == "" {
-			return nil, status.Error(codes.InvalidArgument, "a peer fetches a tenant's snapshot over delta ADS, naming it in node metadata TENANT")
+			return nil, s.refused.refuse("bad_peer_request", codes.InvalidArgument, "a peer fetches a tenant's snapshot over delta ADS, naming it in node metadata TENANT")
 		}
 		c = newConn(s.nextID.Add(1), node, "", tenant, snapshot.ViewPeer, true)
 		s.register(c)
 		return c, nil
 	}
-	ns, err := nodeNamespace(node)
-	if err != nil {
-		return nil, status.Error(codes.InvalidArgument, err.Error())
+	if err := s.checkClaims(node, id); err != nil {
+		return nil, err
+	}
+	var ns string
+	if id != nil {
+		ns = id.Namespace
+	} else if ns, err = nodeNamespace(node); err != nil {
+		return nil, s.refused.refuse("no_namespace", codes.InvalidArgument, "%s", err)
 	}
 	tenant, ok := s.opts.Resolver.TenantOf(ns)
 	if !ok {
-		return nil, status.Errorf(codes.PermissionDenied, "namespace %q of node %q belongs to no tenant known to xdshard; check the node's NAMESPACE or the config", ns, node.GetId())
+		return nil, s.refused.refuse("unknown_namespace", codes.PermissionDenied, "namespace %.64q of node %.256q belongs to no tenant known to xdshard; check the node's NAMESPACE or the config", ns, node.GetId())
 	}
 	view := snapshot.ViewEnvoy
 	if metaString(node, "GENERATOR") == GeneratorGRPC {
 		view = snapshot.ViewGRPC
 	}
 	c = newConn(s.nextID.Add(1), node, ns, tenant, view, delta)
+	c.identity = id
 	s.register(c)
 	s.log.Debug("stream connected", "node", node.GetId(), "tenant", tenant, "view", view, "delta", delta)
 	return c, nil
@@ -205,6 +218,9 @@ func (s *Server) unbind(c *conn) {
 func (s *Server) checkNode(c *conn, node *core.Node) error {
 	if node == nil || node.GetId() == c.node.GetId() {
 		return nil
+	}
+	if err := s.checkClaims(node, c.identity); err != nil {
+		return err
 	}
 	ns, err := nodeNamespace(node)
 	if err != nil {

@@ -5,23 +5,45 @@ import (
 	"time"
 
 	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	"google.golang.org/grpc/codes"
 
+	"github.com/xdshard/xdshard/identity"
 	"github.com/xdshard/xdshard/snapshot"
 )
 
 // StreamAggregatedResources serves a state-of-the-world ADS stream.
 func (s *Server) StreamAggregatedResources(stream discovery.AggregatedDiscoveryService_StreamAggregatedResourcesServer) error {
+	id, err := s.who(stream.Context())
+	if err != nil {
+		return err
+	}
 	first, err := stream.Recv()
 	if err != nil {
 		return err
 	}
 	switch metaString(first.GetNode(), "GENERATOR") {
 	case GeneratorAPI:
+		if id != nil && !allowsMCP(s.opts.Access.MCP, *id, metaString(first.GetNode(), "ISTIO_REVISION")) {
+			return s.refused.refuse("mcp_not_allowed", codes.PermissionDenied,
+				"%s may not read istiod's config (MCP) of revision %.64q; only istiod's identities may (%v), each its own revision",
+				id.SPIFFE(), metaString(first.GetNode(), "ISTIO_REVISION"), s.mcpList())
+		}
 		return s.opts.MCP.StreamMCP(stream, first)
 	case GeneratorEvent:
-		return s.streamDebug(stream, first)
+		caller := metaString(first.GetNode(), "NAMESPACE")
+		if id != nil {
+			caller = id.Namespace
+		}
+		return s.streamDebug(stream, first, caller)
 	}
-	return runStream(s, stream.Context(), first, false, stream.Recv, s.recordSotW, &sotwFace{s: s, stream: stream})
+	return runStream(s, stream.Context(), id, first, false, stream.Recv, s.recordSotW, &sotwFace{s: s, stream: stream})
+}
+
+func (s *Server) mcpList() identity.AllowList {
+	if len(s.opts.Access.MCP) > 0 {
+		return s.opts.Access.MCP
+	}
+	return DefaultMCPIdentities
 }
 
 // recordSotW applies one request to the stream's state: ACK or NACK of the

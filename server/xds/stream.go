@@ -12,6 +12,7 @@ import (
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 
+	"github.com/xdshard/xdshard/identity"
 	"github.com/xdshard/xdshard/snapshot"
 )
 
@@ -21,8 +22,8 @@ type request interface{ GetNode() *core.Node }
 // runStream binds a stream to its tenant and runs it: a receive loop that
 // only records requests and signals, and the send loop. first is the
 // request already read.
-func runStream[R request](s *Server, ctx context.Context, first R, delta bool, recv func() (R, error), record func(*conn, R) error, f face) error {
-	c, err := s.bind(first.GetNode(), delta)
+func runStream[R request](s *Server, ctx context.Context, id *identity.Identity, first R, delta bool, recv func() (R, error), record func(*conn, R) error, f face) error {
+	c, err := s.bind(first.GetNode(), delta, id)
 	if err != nil {
 		return err
 	}

@@ -1,0 +1,82 @@
+package server
+
+import (
+	"errors"
+	"net"
+	"net/http"
+	"strings"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+
+	"github.com/xdshard/xdshard/identity"
+	"github.com/xdshard/xdshard/server/xds"
+)
+
+// secure counts and logs the client certificates refused in handshakes.
+func (r *Replica) secure() {
+	refused := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "xdshard_refused_handshakes_total",
+		Help: "TLS client certificates refused, by reason (expired_certificate, unknown_authority, bad_certificate)."}, []string{"reason"})
+	r.reg.MustRegister(refused)
+	r.cfg.TLS.OnRefuse = func(reason string, err error) {
+		refused.WithLabelValues(reason).Inc()
+		r.log.Info("client certificate refused", "reason", reason, "err", err)
+	}
+}
+
+// grpcOptions are a gRPC server's options: xds's, and TLS when set.
+func (r *Replica) grpcOptions() []grpc.ServerOption {
+	opts := xds.GRPCOptions()
+	if r.cfg.TLS != nil {
+		opts = append(opts, grpc.Creds(credentials.NewTLS(r.cfg.TLS.ServerConfig())))
+	}
+	return opts
+}
+
+// peerIdentities are the identities that may fetch snapshots: the
+// configured ones, or this replica's own (replicas share an identity).
+func (r *Replica) peerIdentities() identity.AllowList {
+	if len(r.cfg.PeerIdentities) > 0 {
+		return r.cfg.PeerIdentities
+	}
+	return identity.AllowList{r.cfg.TLS.Self().SPIFFE()}
+}
+
+// adminReaders may read the admin port beyond loopback.
+func (r *Replica) adminReaders() identity.AllowList {
+	if len(r.cfg.AdminReaders) > 0 {
+		return r.cfg.AdminReaders
+	}
+	return identity.AllowList{"istio-system/*"}
+}
+
+// authorizeAdmin says whether an admin request may be answered: on a
+// loopback listener always; beyond it, only to a reader identified by its
+// verified client certificate or a service-account token.
+func (r *Replica) authorizeAdmin(req *http.Request) (int, error) {
+	var id identity.Identity
+	if cid, ok := identity.ClientIdentity(req.TLS); ok {
+		id = cid
+	} else if tok, ok := strings.CutPrefix(req.Header.Get("Authorization"), "Bearer "); ok && r.cfg.Tokens != nil && len(tok) <= identity.MaxTokenBytes {
+		var err error
+		if id, err = r.cfg.Tokens.Verify(req.Context(), tok); err != nil {
+			return http.StatusUnauthorized, err
+		}
+	} else if r.cfg.TLS == nil {
+		// Plaintext beyond loopback is --insecure: the operator trusts the network.
+		return 0, nil
+	} else {
+		return http.StatusUnauthorized, errors.New("the admin port beyond loopback needs a client certificate or a service-account token (Authorization: Bearer)")
+	}
+	if !r.adminReaders().Allows(id) {
+		return http.StatusForbidden, errors.New(id.SPIFFE() + " may not read the admin port; readers: " + strings.Join(r.adminReaders(), ", "))
+	}
+	return 0, nil
+}
+
+// isLoopback says whether a listener listens on loopback only.
+func isLoopback(a net.Addr) bool {
+	tcp, ok := a.(*net.TCPAddr)
+	return ok && tcp.IP.IsLoopback()
+}
