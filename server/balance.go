@@ -77,27 +77,40 @@ func (r *Replica) balanceRound(loads sharding.Loads) {
 // its client address, so a shed stream's connection can be closed and its
 // client must dial anew (a client reuses its connection for its next
 // stream otherwise).
+//
+// It also bounds the connections open at once: one past the bound is
+// closed as soon as it is accepted, and counted.
 type connTracker struct {
 	net.Listener
-	mu    sync.Mutex
-	conns map[string]net.Conn
+	max     int
+	refused func()
+	mu      sync.Mutex
+	conns   map[string]net.Conn
 }
 
-func newConnTracker(l net.Listener) *connTracker {
-	return &connTracker{Listener: l, conns: map[string]net.Conn{}}
+func newConnTracker(l net.Listener, max int, refused func()) *connTracker {
+	return &connTracker{Listener: l, max: max, refused: refused, conns: map[string]net.Conn{}}
 }
 
 // Accept implements net.Listener.
 func (t *connTracker) Accept() (net.Conn, error) {
-	c, err := t.Listener.Accept()
-	if err != nil {
-		return nil, err
+	for {
+		c, err := t.Listener.Accept()
+		if err != nil {
+			return nil, err
+		}
+		t.mu.Lock()
+		if len(t.conns) >= t.max {
+			t.mu.Unlock()
+			_ = c.Close()
+			t.refused()
+			continue
+		}
+		tc := &trackedConn{Conn: c, t: t}
+		t.conns[c.RemoteAddr().String()] = tc
+		t.mu.Unlock()
+		return tc, nil
 	}
-	tc := &trackedConn{Conn: c, t: t}
-	t.mu.Lock()
-	t.conns[c.RemoteAddr().String()] = tc
-	t.mu.Unlock()
-	return tc, nil
 }
 
 // closeLater closes the connection of remote after a moment, time for

@@ -20,6 +20,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/structpb"
@@ -484,4 +485,67 @@ func TestServiceAccountTokenBindsNamespace(t *testing.T) {
 	if n := counterWith(t, e.r, "xdshard_refused_requests_total", "bad_token"); n != 2 {
 		t.Fatalf("%v refusals counted as bad_token, want 2 (audience, forgery)", n)
 	}
+}
+
+// TestConnectionsAreBounded: past MaxConnections, a new connection is
+// closed as soon as it is accepted and counted; once one closes, a new
+// one is served.
+func TestConnectionsAreBounded(t *testing.T) {
+	objs := fleet.Generate(fleet.Spec{Tenants: 1, Services: 1, Endpoints: 1, Seed: 2})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	r, err := server.Start(ctx, server.Config{Source: memory.New(objs), XDSAddr: "127.0.0.1:0", MaxConnections: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	<-r.Synced()
+	dial := func() (*grpc.ClientConn, error) {
+		conn, err := grpc.NewClient(r.XDSAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = firstResponse(conn, fleet.Tenant(0), nil, clusterType)
+		return conn, err
+	}
+	var open []*grpc.ClientConn
+	for i := 0; i < 3; i++ {
+		conn, err := dial()
+		if err != nil {
+			t.Fatalf("connection %d of 3: %v", i+1, err)
+		}
+		open = append(open, conn)
+	}
+	extra, err := dial()
+	wantCode(t, "a fourth connection", err, codes.Unavailable)
+	extra.Close()
+	if counterNamed(t, r, "xdshard_refused_connections_total") < 1 {
+		t.Fatal("the refused connection was not counted")
+	}
+	open[0].Close()
+	eventually(t, "a new connection served once one closed", func() bool {
+		conn, err := dial()
+		if conn != nil {
+			defer conn.Close()
+		}
+		return err == nil
+	})
+	for _, c := range open[1:] {
+		c.Close()
+	}
+}
+
+// counterNamed is the value of a counter without labels.
+func counterNamed(t *testing.T, r *server.Replica, name string) float64 {
+	t.Helper()
+	mfs, err := r.Registry().Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == name && len(mf.GetMetric()) == 1 {
+			return mf.GetMetric()[0].GetCounter().GetValue()
+		}
+	}
+	return 0
 }

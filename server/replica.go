@@ -82,6 +82,9 @@ type Config struct {
 	// AdminPprof serves /debug/pprof on an admin address beyond loopback
 	// too (always on loopback).
 	AdminPprof bool
+	// MaxConnections bounds the xDS connections open at once; one more is
+	// closed as soon as it is accepted. 0 for DefaultMaxConnections.
+	MaxConnections int
 	// AdminRequireAuth asks admin callers for an identity on loopback too
 	// (as beyond it); pprof then needs AdminPprof.
 	AdminRequireAuth bool
@@ -92,6 +95,10 @@ type Config struct {
 	// membership that reports every member's streams (Leases).
 	Balance time.Duration
 }
+
+// DefaultMaxConnections bounds a replica's xDS connections by default
+// (a sidecar holds one; a replica serves a few thousand).
+const DefaultMaxConnections = 20000
 
 // ProblemRecorder is a source that records problems where its users look
 // for them (the Kubernetes source records an Event on the object). Each
@@ -219,7 +226,16 @@ func Start(ctx context.Context, cfg Config) (*Replica, error) {
 		}
 		return nil, fmt.Errorf("xDS address %s: %w (is another xdshard running? pick a free port)", cfg.XDSAddr, err)
 	}
-	r.xdsConns = newConnTracker(xdsLis)
+	if cfg.MaxConnections <= 0 {
+		cfg.MaxConnections = DefaultMaxConnections
+	}
+	refusedConns := prometheus.NewCounter(prometheus.CounterOpts{Name: "xdshard_refused_connections_total",
+		Help: "xDS connections closed at once because --max-connections were open."})
+	r.reg.MustRegister(refusedConns)
+	r.xdsConns = newConnTracker(xdsLis, cfg.MaxConnections, func() {
+		refusedConns.Inc()
+		r.log.Warn("xDS connection refused: too many open", "max", cfg.MaxConnections)
+	})
 	xdsLis = r.xdsConns
 	r.xdsAddr = xdsLis.Addr().String()
 	var adminLis net.Listener
@@ -234,7 +250,7 @@ func Start(ctx context.Context, cfg Config) (*Replica, error) {
 		}
 		r.adminAddr = adminLis.Addr().String()
 	}
-	r.grpc = grpc.NewServer(r.grpcOptions()...)
+	r.grpc = grpc.NewServer(r.grpcOptions(false)...)
 	r.xds.Register(r.grpc)
 
 	r.goStage(func() error { return r.runSource(runCtx) })

@@ -25,9 +25,13 @@ func (r *Replica) secure() {
 	}
 }
 
-// grpcOptions are a gRPC server's options: xds's, and TLS when set.
-func (r *Replica) grpcOptions() []grpc.ServerOption {
+// grpcOptions are a gRPC server's options: xds's, and TLS when set; the
+// peer port takes larger requests.
+func (r *Replica) grpcOptions(peers bool) []grpc.ServerOption {
 	opts := xds.GRPCOptions()
+	if peers {
+		opts = append(opts, grpc.MaxRecvMsgSize(xds.PeerMaxRequestBytes))
+	}
 	if r.cfg.TLS != nil {
 		opts = append(opts, grpc.Creds(credentials.NewTLS(r.cfg.TLS.ServerConfig())))
 	}

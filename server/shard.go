@@ -64,7 +64,7 @@ func (r *Replica) shard(ctx context.Context, bopts *builder.Options) error {
 		r.fetcher.Creds = credentials.NewTLS(cfg.TLS.ClientConfig(r.peerIdentities()))
 	}
 	peers := xds.New(r.store, popts)
-	r.peerGRPC = grpc.NewServer(r.grpcOptions()...)
+	r.peerGRPC = grpc.NewServer(r.grpcOptions(true)...)
 	peers.Register(r.peerGRPC)
 	r.goStage(func() error {
 		if err := r.peerGRPC.Serve(lis); err != nil && !errors.Is(err, grpc.ErrServerStopped) {

@@ -58,6 +58,7 @@ type serveConfig struct {
 	peerIDs         identity.AllowList
 	adminReaders    identity.AllowList
 	adminPprof      bool
+	maxConns        int
 }
 
 func serveFlags(args []string) (*serveConfig, error) {
@@ -81,6 +82,7 @@ func serveFlags(args []string) (*serveConfig, error) {
 	mcpIDs := fs.String("mcp-identities", "istio-system/istiod,istio-system/istiod-*", "with TLS: who may read istiod's config (MCP): namespace/service-account, namespace/*, or SPIFFE URIs; istiod-<rev> reads only revision <rev>")
 	peerIDs := fs.String("peer-identities", "", "with TLS: who may fetch snapshots on the peer port (default: this replica's own certificate identity)")
 	adminReaders := fs.String("admin-readers", "istio-system/*", "with TLS: who may read the admin port's debug and status pages beyond loopback (/healthz, /readyz and /metrics are open)")
+	fs.IntVar(&c.maxConns, "max-connections", server.DefaultMaxConnections, "xDS connections open at once; one more is closed at once and counted (xdshard_refused_connections_total)")
 	fs.BoolVar(&c.adminPprof, "admin-pprof", false, "serve /debug/pprof on an admin address beyond loopback too (always served on loopback)")
 	peers := fs.String("peers", "", "shard tenants over these replicas, this one included: ID=HOST:PORT,... (their --peer-addr); each builds only the tenants it owns and fetches the others' from their owners")
 	fs.BoolVar(&c.applyNetpols, "apply-network-policies", false, "with Kubernetes as the source: apply each tenant's generated NetworkPolicies (server-side apply, field manager xdshard) and delete them when the tenant opts out or goes away")
@@ -173,6 +175,9 @@ func serveFlags(args []string) (*serveConfig, error) {
 			return nil, fmt.Errorf("--config %q is not a readable directory; pass a directory of YAML manifests, or omit --config for the demo mesh", c.config)
 		}
 	}
+	if c.maxConns < 1 {
+		return nil, fmt.Errorf("--max-connections %d: want at least 1", c.maxConns)
+	}
 	if c.fetchCache < 1 {
 		return nil, fmt.Errorf("--fetch-cache-bytes %d: want at least 1", c.fetchCache)
 	}
@@ -231,7 +236,7 @@ func startServing(ctx context.Context, cfg *serveConfig, log *slog.Logger) (*ser
 		Source: src, XDSAddr: cfg.xdsAddr, AdminAddr: cfg.adminAddr,
 		Debounce: cfg.debounce, MaxDelay: cfg.maxDelay, History: cfg.history, PushConcurrency: cfg.pushConcurrency,
 		Logger: log, ReplicaID: cfg.replicaID, PeerAddr: cfg.peerAddr, Peers: cfg.peers,
-		MCPIdentities: cfg.mcpIDs, PeerIdentities: cfg.peerIDs, AdminReaders: cfg.adminReaders, AdminPprof: cfg.adminPprof,
+		MCPIdentities: cfg.mcpIDs, PeerIdentities: cfg.peerIDs, AdminReaders: cfg.adminReaders, AdminPprof: cfg.adminPprof, MaxConnections: cfg.maxConns,
 	}
 	if cfg.tls != (identity.Files{}) {
 		if sc.TLS, err = identity.LoadCerts(cfg.tls, log); err != nil {

@@ -250,3 +250,67 @@ func TestPeerMayNameAWholeSnapshot(t *testing.T) {
 		t.Fatalf("a proxy naming 25,000 resources: %v, want ResourceExhausted", err)
 	}
 }
+
+// TestClientChosenKeysLeaveNoMemory: istiod-shaped streams asking for
+// hundreds of made-up (well-formed) Istio kinds and revisions, and
+// streams carrying node metadata near its limit, hold memory only while
+// they are open: the MCP cache stays within its entry bound, and the heap
+// returns to where it was once they close.
+func TestClientChosenKeysLeaveNoMemory(t *testing.T) {
+	e := newEnv(t)
+	e.mesh("a", 3, 0)
+	runtime.GC()
+	var before runtime.MemStats
+	runtime.ReadMemStats(&before)
+	ctx, cancel := context.WithCancel(context.Background())
+	client := discovery.NewAggregatedDiscoveryServiceClient(e.conn)
+	var streams []discovery.AggregatedDiscoveryService_StreamAggregatedResourcesClient
+	for i := 0; i < 150; i++ {
+		st, err := client.StreamAggregatedResources(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := node("istio-system", map[string]any{"GENERATOR": "api", "ISTIO_REVISION": fmt.Sprintf("rev-%d", i)})
+		for k := 0; k < 8; k++ {
+			req := &discovery.DiscoveryRequest{TypeUrl: fmt.Sprintf("networking.istio.io/v1/Made%03dUp%d", i, k)}
+			if k == 0 {
+				req.Node = n
+			}
+			if err := st.Send(req); err != nil {
+				t.Fatal(err)
+			}
+		}
+		streams = append(streams, st)
+	}
+	big := strings.Repeat("m", 60<<10) // under the 64 KiB node limit
+	for i := 0; i < 150; i++ {
+		st, err := client.StreamAggregatedResources(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := st.Send(&discovery.DiscoveryRequest{Node: node("a", map[string]any{"PAD": big, "I": fmt.Sprint(i)}), TypeUrl: cds}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := st.Recv(); err != nil {
+			t.Fatal(err)
+		}
+		streams = append(streams, st)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for len(e.srv.Clients()) < 300 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if n := e.srv.opts.MCP.(*mcpServer).cached(); n > mcpMaxCached {
+		t.Fatalf("the MCP cache holds %d entries, over its bound of %d", n, mcpMaxCached)
+	}
+	cancel()
+	for len(e.srv.Clients()) > 0 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	runtime.GC()
+	var after runtime.MemStats
+	runtime.ReadMemStats(&after)
+	if grew := int64(after.HeapAlloc) - int64(before.HeapAlloc); grew > 8<<20 {
+		t.Fatalf("the heap grew by %d MiB after 300 streams of client-chosen kinds, revisions and metadata closed", grew>>20)
+	}
+}

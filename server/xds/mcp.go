@@ -28,15 +28,18 @@ type mcpServer struct {
 
 	mu    sync.Mutex
 	cache map[mcpCacheKey]mcpEntry // latest response per type URL and revision
+	bytes int64                    // of the cached entries
 }
 
 type mcpCacheKey struct{ typeURL, revision string }
 
 // mcpMaxTypes bounds the types one istiod stream asks for (a 2026 istiod
-// asks for 16), and mcpMaxCached the responses kept for reuse.
+// asks for 16), and mcpMaxCached and mcpMaxCachedBytes the responses kept
+// for reuse.
 const (
-	mcpMaxTypes  = 64
-	mcpMaxCached = 1024
+	mcpMaxTypes       = 64
+	mcpMaxCached      = 1024
+	mcpMaxCachedBytes = 256 << 20
 )
 
 type mcpEntry struct {
@@ -166,14 +169,31 @@ func (m *mcpServer) response(typeURL, revision string) mcpEntry {
 		version = fmt.Sprintf("%016x", xxhash.Sum64String(content.String()))
 	}
 	e := mcpEntry{content: content.String(), body: encodeSotW(typeURL, version, items), version: version}
-	if _, had := m.cache[key]; !had && len(m.cache) >= mcpMaxCached {
-		for k := range m.cache { // a cache: drop any entry to stay bounded
-			delete(m.cache, k)
+	if old, had := m.cache[key]; had {
+		m.bytes -= old.size()
+		delete(m.cache, key)
+	}
+	// A cache keyed by what istiods ask for: bounded in entries and bytes
+	// (each entry is a type's full state), any entry dropped to stay so.
+	for k, old := range m.cache {
+		if len(m.cache) < mcpMaxCached && m.bytes+e.size() <= mcpMaxCachedBytes {
 			break
 		}
+		m.bytes -= old.size()
+		delete(m.cache, k)
 	}
 	m.cache[key] = e
+	m.bytes += e.size()
 	return e
+}
+
+func (e mcpEntry) size() int64 { return int64(len(e.content) + len(e.body) + len(e.version) + 64) }
+
+// cached counts the cached responses.
+func (m *mcpServer) cached() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return len(m.cache)
 }
 
 var _ MCPHandler = (*mcpServer)(nil)

@@ -62,6 +62,14 @@ type Options struct {
 // PeerNodePrefix starts the node ID of a replica fetching a snapshot.
 const PeerNodePrefix = "xdshard-peer~"
 
+// MaxRequestBytes bounds one request on a proxy port. The peer port
+// allows PeerMaxRequestBytes: a peer names every resource of a tenant it
+// holds when it reconnects.
+const (
+	MaxRequestBytes     = 4 << 20
+	PeerMaxRequestBytes = 64 << 20
+)
+
 // DefaultPushConcurrency is istiod's default PILOT_PUSH_THROTTLE.
 const DefaultPushConcurrency = 100
 
@@ -134,6 +142,10 @@ func GRPCOptions() []grpc.ServerOption {
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
 		grpc.MaxConcurrentStreams(Limits{}.withDefaults().StreamsPerConn),
+		// A request larger than this is refused by gRPC (ResourceExhausted)
+		// before it is decoded: a proxy's requests are a few KiB, and the
+		// names and node limits below bound them far lower.
+		grpc.MaxRecvMsgSize(MaxRequestBytes),
 	}
 }
 
