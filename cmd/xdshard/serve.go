@@ -288,7 +288,15 @@ func printBanner(w io.Writer, cfg *serveConfig, r *server.Replica) {
 	case <-time.After(30 * time.Second):
 	}
 	fmt.Fprintf(w, "xdshard %s serving %s\n", version, src)
-	fmt.Fprintf(w, "  xDS (ADS, SotW and delta): %s\n  admin: http://%s/ (healthz, readyz, statusz, metrics, debug/pprof, debug/syncz, debug/tenantz)\n", r.XDSAddr(), r.AdminAddr())
+	scheme := "http"
+	if cfg.tls != (identity.Files{}) {
+		scheme = "https"
+	}
+	fmt.Fprintf(w, "  xDS (ADS, SotW and delta): %s\n  admin: %s://%s/ (healthz, readyz, statusz, metrics, debug/pprof, debug/syncz, debug/tenantz)\n", r.XDSAddr(), scheme, r.AdminAddr())
+	if scheme == "https" {
+		fmt.Fprintf(w, "  TLS: clients present a certificate of the client CA with a SPIFFE identity, or a service-account token\n")
+		return
+	}
 	fmt.Fprintf(w, "  tenants: %s\n", strings.Join(r.Tenants(), ", "))
 	fmt.Fprintf(w, "Try a proxyless gRPC client of tenant initech:\n  GRPC_XDS_BOOTSTRAP_CONFIG='{\"xds_servers\":[{\"server_uri\":\"%s\",\"channel_creds\":[{\"type\":\"insecure\"}],\"server_features\":[\"xds_v3\"]}],\"node\":{\"id\":\"sidecar~127.0.0.1~client.initech~initech.svc.cluster.local\",\"metadata\":{\"GENERATOR\":\"grpc\"}}}' your-client xds:///legacy.initech.svc.cluster.local:7070\n", r.XDSAddr())
 }
