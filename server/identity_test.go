@@ -33,6 +33,7 @@ import (
 	"github.com/xdshard/xdshard/identity/tokenreview"
 	"github.com/xdshard/xdshard/internal/testpki"
 	"github.com/xdshard/xdshard/server"
+	"github.com/xdshard/xdshard/sharding"
 	"github.com/xdshard/xdshard/snapshot/source/memory"
 )
 
@@ -548,4 +549,60 @@ func counterNamed(t *testing.T, r *server.Replica, name string) float64 {
 		}
 	}
 	return 0
+}
+
+// TestPeersProveTheyAreReplicas: with TLS, replicas fetch each other's
+// tenants over mTLS (a proxy on the replica that does not own its tenant
+// gets it), and a client of another identity is refused on the peer port
+// even when it speaks as a peer.
+func TestPeersProveTheyAreReplicas(t *testing.T) {
+	ca := testpki.NewCA(t, "mesh root")
+	objs := fleet.Generate(fleet.Spec{Tenants: 4, Services: 2, Endpoints: 1, Seed: 8})
+	addrs := freeAddrs(t, 2)
+	peers := []sharding.Member{{ID: "r0", Addr: addrs[0]}, {ID: "r1", Addr: addrs[1]}}
+	var replicas []*server.Replica
+	for i := range peers {
+		dir := t.TempDir()
+		cert, key, caFile := ca.WriteServer(t, dir, testpki.Spec{SPIFFE: serverSPIFFE})
+		certs, err := identity.LoadCerts(identity.Files{Cert: cert, Key: key, ClientCA: caFile}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		r, err := server.Start(ctx, server.Config{Source: memory.New(objs), XDSAddr: "127.0.0.1:0", TLS: certs,
+			ReplicaID: peers[i].ID, PeerAddr: peers[i].Addr, Peers: peers})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { cancel(); r.Close() })
+		<-r.Synced()
+		replicas = append(replicas, r)
+	}
+	var tenant string
+	for i := 0; i < 4 && tenant == ""; i++ {
+		if replicas[0].Owner(fleet.Tenant(i)) == "r1" {
+			tenant = fleet.Tenant(i)
+		}
+	}
+	if tenant == "" {
+		t.Fatal("r1 owns no tenant")
+	}
+	app := ca.TLS(t, testpki.Spec{SPIFFE: spiffe(tenant, "app")})
+	if _, err := firstResponse(dialTLS(t, replicas[0].XDSAddr(), ca, &app, ""), tenant, nil, clusterType); err != nil {
+		t.Fatalf("a proxy of %s on r0, which fetches it from r1 over mTLS: %v", tenant, err)
+	}
+	// An application's certificate speaking as a peer on r1's peer port.
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	s, err := discovery.NewAggregatedDiscoveryServiceClient(dialTLS(t, peers[1].Addr, ca, &app, "")).DeltaAggregatedResources(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	md, _ := structpb.NewStruct(map[string]any{"TENANT": tenant})
+	_ = s.Send(&discovery.DeltaDiscoveryRequest{Node: &core.Node{Id: sharding.PeerNodePrefix + "intruder", Metadata: md}, TypeUrl: "type.googleapis.com/xdshard.peer.v1.SnapshotResource", ResourceNamesSubscribe: []string{"*"}})
+	_, err = s.Recv()
+	wantCode(t, "an application's identity on the peer port", err, codes.PermissionDenied)
+	if counterWith(t, replicas[1], "xdshard_refused_requests_total", "peer_not_allowed") != 1 {
+		t.Fatal("the intruder was not counted as peer_not_allowed")
+	}
 }
