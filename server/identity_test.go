@@ -360,12 +360,15 @@ func TestNoByteOfAnotherTenant(t *testing.T) {
 	}
 }
 
-// readAll streams as a node of ns for 300 ms, asking for typ and names,
+// readAll streams as a node of ns, asking for typ and names, until 300 ms
+// after its first answer (a response or the stream's end; 5 s at most),
 // and returns every response's bytes; the error is the stream's, if it
 // ended before.
 func readAll(conn *grpc.ClientConn, ns, typ string, names []string, delta bool) ([]byte, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
+	var once sync.Once
+	answered := func() { once.Do(func() { time.AfterFunc(300*time.Millisecond, cancel) }) }
 	md, _ := structpb.NewStruct(map[string]any{"NAMESPACE": ns})
 	node := &core.Node{Id: fmt.Sprintf("sidecar~10.0.0.1~p.%s~%s.svc.cluster.local", ns, ns), Metadata: md}
 	client := discovery.NewAggregatedDiscoveryServiceClient(conn)
@@ -394,10 +397,11 @@ func readAll(conn *grpc.ClientConn, ns, typ string, names []string, delta bool) 
 	}
 	for {
 		m, err := recv()
+		answered()
 		if err != nil {
-			// The 300 ms are up: the client's deadline, or the server
-			// ending the stream on it (EOF).
-			if ctx.Err() != nil || status.Code(err) == codes.DeadlineExceeded || errors.Is(err, io.EOF) {
+			// The time is up: the client's deadline or cancel, or the
+			// server ending the stream on it (EOF).
+			if ctx.Err() != nil || status.Code(err) == codes.DeadlineExceeded || status.Code(err) == codes.Canceled || errors.Is(err, io.EOF) {
 				return out, nil
 			}
 			return out, err

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"sync"
 	"testing"
 	"time"
 
@@ -39,7 +40,9 @@ func FuzzRequestSequence(f *testing.F) {
 		delta := data[0]%2 == 1
 		data = data[1:]
 		client := discovery.NewAggregatedDiscoveryServiceClient(e.conn)
+		var mu sync.Mutex // the receive goroutine writes nonce and version, the sender reads them
 		nonce, version := "", ""
+		latest := func() (string, string) { mu.Lock(); defer mu.Unlock(); return nonce, version }
 		var recv func() (proto.Message, error)
 		var send func(i int, b byte) error
 		if delta {
@@ -50,7 +53,9 @@ func FuzzRequestSequence(f *testing.F) {
 			recv = func() (proto.Message, error) {
 				r, err := s.Recv()
 				if err == nil {
+					mu.Lock()
 					nonce = r.Nonce
+					mu.Unlock()
 				}
 				return r, err
 			}
@@ -69,7 +74,7 @@ func FuzzRequestSequence(f *testing.F) {
 					req.ResourceNamesSubscribe = n
 				}
 				if b&0x10 != 0 {
-					req.ResponseNonce = nonce
+					req.ResponseNonce, _ = latest()
 				} else if b&0x08 != 0 {
 					req.ResponseNonce = fmt.Sprint(b)
 				}
@@ -89,7 +94,9 @@ func FuzzRequestSequence(f *testing.F) {
 			recv = func() (proto.Message, error) {
 				r, err := s.Recv()
 				if err == nil {
+					mu.Lock()
 					nonce, version = r.Nonce, r.VersionInfo
+					mu.Unlock()
 				}
 				return r, err
 			}
@@ -102,7 +109,7 @@ func FuzzRequestSequence(f *testing.F) {
 					}
 				}
 				if b&0x10 != 0 {
-					req.ResponseNonce, req.VersionInfo = nonce, version
+					req.ResponseNonce, req.VersionInfo = latest()
 				} else if b&0x08 != 0 {
 					req.ResponseNonce, req.VersionInfo = fmt.Sprint(b), "stale"
 				}
