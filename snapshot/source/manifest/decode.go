@@ -41,6 +41,13 @@ func Decode(file string, data []byte) []Decoded { return DecodeWith(file, data, 
 // limits.DocumentBytes once its YAML aliases are expanded is a diagnostic,
 // found before anything is expanded.
 func DecodeWith(file string, data []byte, limits Limits) (out []Decoded) {
+	return decodeStream(file, data, limits, "the rest of this file is skipped")
+}
+
+// decodeStream decodes every document of data; skipped says what an
+// invalid document costs (the rest of the file, or only itself when the
+// file was split into its documents first).
+func decodeStream(file string, data []byte, limits Limits, skipped string) (out []Decoded) {
 	limits = limits.withDefaults()
 	defer func() {
 		if r := recover(); r != nil {
@@ -55,7 +62,7 @@ func DecodeWith(file string, data []byte, limits Limits) (out []Decoded) {
 			return out
 		}
 		if err != nil {
-			return append(out, Decoded{Diag: ptr(model.Problem(model.Origin{File: file, Line: yamlErrLine(err)}, nil, "invalid YAML: "+err.Error()+"; the rest of this file is skipped"))})
+			return append(out, Decoded{Diag: ptr(model.Problem(model.Origin{File: file, Line: yamlErrLine(err)}, nil, "invalid YAML: "+err.Error()+"; "+skipped))})
 		}
 		if d, ok := decodeDoc(file, &doc, limits); ok {
 			out = append(out, d)

@@ -3,6 +3,7 @@ package manifest
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -286,4 +287,38 @@ func TestUnreadableFolderKeepsItsFiles(t *testing.T) {
 	if !diagnosed("bad", "folder cannot be read")(ev) {
 		t.Fatalf("diagnostics %v, want one on folder bad", ev.Diagnostics)
 	}
+}
+
+// TestRenamedFileIsReadAtOnce: a file renamed into place is whole, so it
+// is read as soon as the watcher names it, without waiting to settle; a
+// file written in place is read only once it has been left alone for the
+// settle time, so a writer that pauses is never read half-way; and only
+// the files named are looked at (a sibling's edit is not lost either).
+func TestRenamedFileIsReadAtOnce(t *testing.T) {
+	const settle = 2 * time.Second
+	dir := t.TempDir()
+	write(t, filepath.Join(dir, "web.yaml"), svcYAML, "web", 80)
+	write(t, filepath.Join(dir, "api.yaml"), svcYAML, "api", 80)
+	events := startSourceWith(t, dir, settle, time.Hour)
+	waitFor(t, events, "the first state", func(e model.Event) bool { return e.Synced })
+
+	start := time.Now()
+	write(t, filepath.Join(dir, "web.yaml"), svcYAML, "web", 81) // temporary file, then rename
+	waitFor(t, events, "web's rename", changes("web", false))
+	if took := time.Since(start); took >= settle {
+		t.Fatalf("a file renamed into place was read after %s, not at once (settle %s)", took, settle)
+	}
+
+	start = time.Now()
+	if err := os.WriteFile(filepath.Join(dir, "api.yaml"), fmt.Appendf(nil, svcYAML, "api", 81), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case e := <-events:
+		if changes("api", false)(e) && time.Since(start) < settle-time.Second {
+			t.Fatalf("a file written in place was read after %s, before it settled (%s)", time.Since(start), settle)
+		}
+	case <-time.After(time.Second):
+	}
+	waitFor(t, events, "api's edit once settled", changes("api", false))
 }

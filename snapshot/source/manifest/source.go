@@ -6,8 +6,11 @@ import (
 	"io"
 	"io/fs"
 	"log/slog"
+	"maps"
 	"os"
+	"path"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -18,10 +21,14 @@ import (
 )
 
 // Source serves a manifest directory as a model.Source and follows edits
-// to it. Each burst of file events (an editor's write-rename-chmod save) is
-// settled, then only the files whose size or modification time changed are
-// read again; the whole directory is also looked at every Resync, which
-// catches what events miss (a directory removed and created again).
+// to it. The file watcher names the files that changed: only those are
+// looked at again, and read only if their size or modification time
+// changed; a file renamed into place (how editors, kubectl and atomic
+// writers save) is whole and read at once, one written in place is read
+// once it settled. The whole directory is looked at when a folder or a
+// hidden entry changes (a ConfigMap mount swaps its hidden ..data link),
+// and every Resync, which catches what events miss (a directory removed
+// and created again).
 //
 // What it promises: a file that cannot be read, is not a regular file, or
 // is too large keeps its last good objects, with a diagnostic; a document
@@ -85,25 +92,42 @@ func (s *Source) Run(ctx context.Context, sink func(model.Event)) error {
 	resync := time.NewTicker(s.resync())
 	defer resync.Stop()
 	rootDown := false // a diagnostic says the directory cannot be read
+	var c changed
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
 		case err := <-w.Errors:
 			s.log.Warn("file watch error; the directory is read again every resync", "dir", s.dir, "err", err)
+			c.full = true
+			settle.Reset(s.settle())
 		case ev := <-w.Events:
-			if ev.Has(fsnotify.Create) {
+			if c.note(s.dir, ev, time.Now()) {
 				s.watchTree(w)
 			}
-			settle.Reset(s.settle())
+			if c.allWhole() {
+				settle.Reset(time.Millisecond) // gather the rest of the burst, no more
+			} else {
+				settle.Reset(s.settle())
+			}
 		case <-resync.C:
 			s.watchTree(w) // the directory may have been created again
+			c.full = true
 			settle.Reset(0)
 		case <-settle.C:
 			start := time.Now()
-			ev, retry, err := t.scan(ctx, fsys)
+			var ev model.Event
+			var retry bool
+			var err error
+			if c.full {
+				ev, retry, err = t.scan(ctx, fsys)
+			} else {
+				ev, retry, err = t.scanPaths(ctx, fsys, c.sorted(), c.whole)
+			}
 			if retry {
-				settle.Reset(s.settle())
+				settle.Reset(s.settle()) // the same files again, once they settled
+			} else {
+				c = changed{}
 			}
 			if err != nil {
 				if ctx.Err() == nil && !rootDown {
@@ -125,6 +149,85 @@ func (s *Source) Run(ctx context.Context, sink func(model.Event)) error {
 		}
 	}
 }
+
+// changed is what the file watcher said since the last scan: the files
+// named, which of them arrived whole, and whether the whole directory
+// must be looked at.
+type changed struct {
+	paths      map[string]bool
+	whole      map[string]bool // renamed into place, not written since
+	full       bool
+	lastRename time.Time
+}
+
+// renameWindow is how soon after a rename's source event its target's
+// event comes (the kernel reports both at once).
+const renameWindow = 50 * time.Millisecond
+
+// note records one event and says whether a directory was created (to be
+// watched).
+func (c *changed) note(dir string, ev fsnotify.Event, now time.Time) (newDir bool) {
+	if c.paths == nil {
+		c.paths, c.whole = map[string]bool{}, map[string]bool{}
+	}
+	if ev.Has(fsnotify.Rename) {
+		c.lastRename = now
+	}
+	rel, err := filepath.Rel(dir, ev.Name)
+	if err != nil || rel == "." || strings.HasPrefix(rel, "..") {
+		c.full = true
+		return false
+	}
+	rel = filepath.ToSlash(rel)
+	hidden := false
+	for _, part := range strings.Split(rel, "/") {
+		if strings.HasPrefix(part, ".") {
+			hidden = true
+		}
+	}
+	if ev.Has(fsnotify.Create) {
+		if st, err := os.Stat(ev.Name); err == nil && st.IsDir() {
+			c.full = true
+			return !hidden
+		}
+	}
+	switch {
+	case hidden:
+		// A ConfigMap mount swaps a hidden ..data link: the visible
+		// files change through it without events of their own.
+		c.full = true
+	case !isManifest(rel):
+		// A writer's temporary file; a directory removed or renamed is
+		// not known to be one, so look at everything.
+		if ev.Has(fsnotify.Remove) || ev.Has(fsnotify.Chmod) || (ev.Has(fsnotify.Rename) && path.Ext(rel) == "") {
+			c.full = true
+		}
+	default:
+		c.paths[rel] = true
+		switch {
+		case ev.Has(fsnotify.Create):
+			c.whole[rel] = now.Sub(c.lastRename) < renameWindow
+		case ev.Has(fsnotify.Write):
+			c.whole[rel] = false
+		}
+	}
+	return false
+}
+
+// allWhole says whether every file named so far arrived whole.
+func (c *changed) allWhole() bool {
+	if c.full {
+		return false
+	}
+	for p := range c.paths {
+		if !c.whole[p] {
+			return false
+		}
+	}
+	return len(c.paths) > 0
+}
+
+func (c *changed) sorted() []string { return slices.Sorted(maps.Keys(c.paths)) }
 
 type scanned struct {
 	model.Event

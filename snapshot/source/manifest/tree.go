@@ -50,6 +50,10 @@ func (l Limits) withDefaults() Limits {
 // tree is what a directory source knows of its directory: per file, what
 // was last read from it, and which file's copy of each object is served.
 // It is owned by one goroutine.
+//
+// Resolving is incremental: a scan touches the keys of the files it read
+// again (or found gone), and only those keys, and the diagnostics of only
+// the files that claim them, are worked out again.
 type tree struct {
 	limits Limits
 	files  map[string]*fileState       // by slash path relative to the root
@@ -57,6 +61,12 @@ type tree struct {
 	served map[model.Key]*model.Object // what the model has
 	diags  map[string][]snapshot.Diagnostic
 	now    func() time.Time
+
+	claims  map[model.Key][]string                       // key -> the files defining it, by path
+	dups    map[string]map[model.Key]snapshot.Diagnostic // file -> its ignored second definitions
+	touched map[model.Key]bool                           // keys whose claims changed since resolve
+	redo    map[string]bool                              // paths whose diagnostics must be worked out again
+	extra   map[string][]snapshot.Diagnostic             // unreadable folders, as of the last full scan
 }
 
 // fileState is one manifest file as last read.
@@ -68,12 +78,46 @@ type fileState struct {
 	order []model.Key                 // objs' keys in file order
 	hash  map[model.Key]string        // per object, its document's content hash
 	diags []snapshot.Diagnostic       // from decoding
+	docs  map[docKey][]Decoded        // each document's decoding, reused while its bytes and line stay
 	warn  *snapshot.Diagnostic        // why its last read failed; its objects are the last good ones
 }
 
 func newTree(limits Limits) *tree {
 	return &tree{limits: limits.withDefaults(), files: map[string]*fileState{}, owner: map[model.Key]string{},
-		served: map[model.Key]*model.Object{}, diags: map[string][]snapshot.Diagnostic{}, now: time.Now}
+		served: map[model.Key]*model.Object{}, diags: map[string][]snapshot.Diagnostic{}, now: time.Now,
+		claims: map[model.Key][]string{}, dups: map[string]map[model.Key]snapshot.Diagnostic{},
+		touched: map[model.Key]bool{}, redo: map[string]bool{}, extra: map[string][]snapshot.Diagnostic{}}
+}
+
+// setKeys records that file p now defines keys (nil: p is gone): every key
+// it defined or defines is touched, and p's diagnostics are redone.
+func (t *tree) setKeys(p string, old, keys []model.Key) {
+	t.redo[p] = true
+	for _, k := range old {
+		t.touched[k] = true
+		if i := slices.Index(t.claims[k], p); i >= 0 {
+			t.claims[k] = slices.Delete(t.claims[k], i, i+1)
+		}
+		if len(t.claims[k]) == 0 {
+			delete(t.claims, k)
+		}
+		delete(t.dups[p], k)
+	}
+	for _, k := range keys {
+		t.touched[k] = true
+		if i, found := slices.BinarySearch(t.claims[k], p); !found {
+			t.claims[k] = slices.Insert(t.claims[k], i, p)
+		}
+	}
+}
+
+// forget drops file p: its objects stop being defined by it.
+func (t *tree) forget(p string) {
+	if st := t.files[p]; st != nil {
+		t.setKeys(p, st.order, nil)
+		delete(t.files, p)
+		delete(t.dups, p)
+	}
 }
 
 // errRootGone is returned by scan when the root cannot be read at all:
@@ -105,15 +149,44 @@ func (t *tree) scan(ctx context.Context, fsys fs.FS) (ev model.Event, retry bool
 	}
 	for p := range t.files {
 		if !seen[p] && !under(p, unreadable) {
-			delete(t.files, p)
+			t.forget(p)
 		}
 	}
-	diags := map[string][]snapshot.Diagnostic{}
-	for _, d := range unreadable {
-		diags[d] = []snapshot.Diagnostic{{Severity: snapshot.SeverityError, Origin: d,
-			Message: "folder cannot be read; the objects of its files are kept as last read; fix its permissions"}}
+	for d := range t.extra {
+		t.redo[d] = true
 	}
-	return t.resolve(diags), retry, nil
+	t.extra = map[string][]snapshot.Diagnostic{}
+	for _, d := range unreadable {
+		t.extra[d] = []snapshot.Diagnostic{{Severity: snapshot.SeverityError, Origin: d,
+			Message: "folder cannot be read; the objects of its files are kept as last read; fix its permissions"}}
+		t.redo[d] = true
+	}
+	return t.resolve(), retry, nil
+}
+
+// scanPaths reads again only the files at paths (named by the file
+// watcher), forgetting those that are gone; complete says which of them
+// arrived whole (renamed into place), so they need not settle. retry is
+// true when some file was being written and must be read again later.
+func (t *tree) scanPaths(ctx context.Context, fsys fs.FS, paths []string, complete map[string]bool) (ev model.Event, retry bool, err error) {
+	if _, err := fs.Stat(fsys, "."); err != nil {
+		return model.Event{}, false, fmt.Errorf("%w: %v", errRootGone, err)
+	}
+	for _, p := range paths {
+		if ctx.Err() != nil {
+			return model.Event{}, false, ctx.Err()
+		}
+		// Gone is the entry itself gone: a link to nothing is a file that
+		// cannot be read, and keeps its objects.
+		if _, err := fs.Lstat(fsys, p); errors.Is(err, fs.ErrNotExist) {
+			t.forget(p)
+			continue
+		}
+		if t.refreshWith(ctx, fsys, p, complete[p]) {
+			retry = true
+		}
+	}
+	return t.resolve(), retry, nil
 }
 
 // walk lists the manifest files below the root and the folders that could
@@ -163,6 +236,12 @@ func under(p string, dirs []string) bool {
 // refresh reads p again if it changed, keeping its last good objects when
 // it cannot be read. It reports whether p must be looked at again later.
 func (t *tree) refresh(ctx context.Context, fsys fs.FS, p string) (retry bool) {
+	return t.refreshWith(ctx, fsys, p, false)
+}
+
+// refreshWith is refresh; a file known to be whole (it was renamed into
+// place) is read without waiting for it to settle.
+func (t *tree) refreshWith(ctx context.Context, fsys fs.FS, p string, whole bool) (retry bool) {
 	st := t.files[p]
 	if st == nil {
 		st = &fileState{objs: map[model.Key]*model.Object{}, hash: map[model.Key]string{}}
@@ -172,6 +251,7 @@ func (t *tree) refresh(ctx context.Context, fsys fs.FS, p string) (retry bool) {
 		st.warn = &snapshot.Diagnostic{Severity: snapshot.SeverityError, Origin: p,
 			Message: fmt.Sprintf(format, args...)}
 		st.read = false
+		t.redo[p] = true
 		return false
 	}
 	info, err := fs.Stat(fsys, p) // follows symbolic links
@@ -187,7 +267,7 @@ func (t *tree) refresh(ctx context.Context, fsys fs.FS, p string) (retry bool) {
 	if st.read && info.Size() == st.size && info.ModTime().Equal(st.mtime) {
 		return false // unchanged since it was decoded
 	}
-	if t.limits.Settle > 0 && t.now().Sub(info.ModTime()) < t.limits.Settle {
+	if !whole && t.limits.Settle > 0 && t.now().Sub(info.ModTime()) < t.limits.Settle {
 		return true // being written: decode it once it is left alone
 	}
 	data, err := readFile(ctx, fsys, p, t.limits)
@@ -198,7 +278,9 @@ func (t *tree) refresh(ctx context.Context, fsys fs.FS, p string) (retry bool) {
 		return true // changed while it was read
 	}
 	st.size, st.mtime, st.read, st.warn = info.Size(), info.ModTime(), true, nil
+	old := st.order
 	t.decode(st, p, data)
+	t.setKeys(p, old, st.order)
 	return false
 }
 
@@ -207,7 +289,9 @@ func (t *tree) refresh(ctx context.Context, fsys fs.FS, p string) (retry bool) {
 func (t *tree) decode(st *fileState, p string, data []byte) {
 	objs, hash, order := map[model.Key]*model.Object{}, map[model.Key]string{}, []model.Key(nil)
 	st.diags = nil
-	for _, d := range DecodeWith(p, data, t.limits) {
+	var decoded []Decoded
+	decoded, st.docs = decodeDocs(p, data, t.limits, st.docs)
+	for _, d := range decoded {
 		if d.Diag != nil {
 			st.diags = append(st.diags, *d.Diag)
 		}
@@ -231,82 +315,81 @@ func (t *tree) decode(st *fileState, p string, data []byte) {
 	st.objs, st.hash, st.order = objs, hash, order
 }
 
-// resolve decides, for every key, whose copy is served: the file that
-// serves it now keeps it while it defines it; otherwise the first file by
-// path. A second definition is rejected with a diagnostic naming both
+// resolve decides, for every touched key, whose copy is served: the file
+// that serves it now keeps it while it defines it; otherwise the first file
+// by path. A second definition is rejected with a diagnostic naming both
 // places, whatever the file names. It returns the changes to what is
 // served and the diagnostics that changed.
-func (t *tree) resolve(extra map[string][]snapshot.Diagnostic) model.Event {
-	claims := map[model.Key][]string{}
-	for _, p := range slices.Sorted(maps.Keys(t.files)) {
-		for _, k := range t.files[p].order {
-			claims[k] = append(claims[k], p)
-		}
-	}
-	diags := extra
-	for p, st := range t.files {
-		if st.warn != nil {
-			diags[p] = append(diags[p], *st.warn)
-		}
-		diags[p] = append(diags[p], st.diags...)
-	}
+func (t *tree) resolve() model.Event {
 	ev := model.Event{Diagnostics: map[string][]snapshot.Diagnostic{}}
-	next := map[model.Key]*model.Object{}
-	for k, files := range claims {
+	keys := slices.SortedFunc(maps.Keys(t.touched), compareKeys)
+	clear(t.touched)
+	for _, k := range keys {
+		files := t.claims[k]
+		if len(files) == 0 {
+			delete(t.owner, k)
+			if _, ok := t.served[k]; ok {
+				delete(t.served, k)
+				ev.Changes = append(ev.Changes, model.Change{Key: k})
+			}
+			continue
+		}
 		owner := files[0]
 		if cur, ok := t.owner[k]; ok && slices.Contains(files, cur) {
 			owner = cur
 		}
 		t.owner[k] = owner
 		first := t.files[owner].objs[k]
-		next[k] = first
+		if t.served[k] != first {
+			t.served[k] = first
+			ev.Changes = append(ev.Changes, model.Change{Key: k, Object: first})
+		}
 		for _, p := range files {
-			if p != owner {
-				o := t.files[p].objs[k]
-				diags[p] = append(diags[p], model.Reject(o, fmt.Sprintf("defined twice: the copy at %s is served; this one is ignored; delete or rename one of them", first.Origin)))
+			t.redo[p] = true
+			if p == owner {
+				delete(t.dups[p], k)
+				continue
+			}
+			if t.dups[p] == nil {
+				t.dups[p] = map[model.Key]snapshot.Diagnostic{}
+			}
+			t.dups[p][k] = model.Reject(t.files[p].objs[k], fmt.Sprintf("defined twice: the copy at %s is served; this one is ignored; delete or rename one of them", first.Origin))
+		}
+	}
+	for p := range t.redo {
+		var d []snapshot.Diagnostic
+		d = append(d, t.extra[p]...)
+		if st := t.files[p]; st != nil {
+			if st.warn != nil {
+				d = append(d, *st.warn)
+			}
+			d = append(d, st.diags...)
+			for _, k := range slices.SortedFunc(maps.Keys(t.dups[p]), compareKeys) {
+				d = append(d, t.dups[p][k])
 			}
 		}
-	}
-	for k := range t.owner {
-		if _, ok := claims[k]; !ok {
-			delete(t.owner, k)
-		}
-	}
-	for _, k := range sortedObjectKeys(next) {
-		if t.served[k] != next[k] {
-			ev.Changes = append(ev.Changes, model.Change{Key: k, Object: next[k]})
-		}
-	}
-	for _, k := range sortedObjectKeys(t.served) {
-		if _, ok := next[k]; !ok {
-			ev.Changes = append(ev.Changes, model.Change{Key: k})
-		}
-	}
-	t.served = next
-	for p, d := range diags {
 		if !slices.Equal(d, t.diags[p]) {
 			ev.Diagnostics[p] = d
 		}
-	}
-	for p := range t.diags {
-		if _, ok := diags[p]; !ok {
-			ev.Diagnostics[p] = nil
-		}
-	}
-	for p, d := range diags {
 		if len(d) == 0 {
-			delete(diags, p)
-			if len(t.diags[p]) == 0 {
-				delete(ev.Diagnostics, p)
-			}
+			delete(t.diags, p)
+		} else {
+			t.diags[p] = d
 		}
 	}
-	t.diags = diags
+	clear(t.redo)
 	return ev
 }
 
-func sortedObjectKeys(m map[model.Key]*model.Object) []model.Key {
-	return slices.SortedFunc(maps.Keys(m), func(a, b model.Key) int { return strings.Compare(a.String(), b.String()) })
+// compareKeys orders keys by kind, namespace and name.
+func compareKeys(a, b model.Key) int {
+	if c := strings.Compare(string(a.Kind), string(b.Kind)); c != 0 {
+		return c
+	}
+	if c := strings.Compare(a.Namespace, b.Namespace); c != 0 {
+		return c
+	}
+	return strings.Compare(a.Name, b.Name)
 }
 
 // objects lists what is served, in file order.
