@@ -275,7 +275,7 @@ func (f *Fetcher) stream(ctx context.Context, conn *grpc.ClientConn, tenant stri
 			held += int64(len(r.Body.GetValue()))
 		}
 		fl.bytes.Store(held)
-		if snap, err := snapshot.FromPeer(tenant, items); err == nil {
+		if snap, err := snapshot.FromPeer(tenant, items, f.store.Current(tenant)); err == nil {
 			whole()
 			if f.store.Publish(snap) {
 				f.log.Debug("snapshot fetched from its owner", "tenant", tenant, "version", snap.Version)

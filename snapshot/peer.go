@@ -44,6 +44,9 @@ type peerMeta struct {
 	Diagnostics []Diagnostic               `json:"diagnostics"`
 	Built       time.Time                  `json:"built"`
 	Sets        map[View]map[string]string `json:"sets"` // view -> set key -> the set's type URL
+	// Versions are the sets' versions (view -> set key -> version): a
+	// replica whose copy of a set has that version keeps it as it is.
+	Versions map[View]map[string]string `json:"versions,omitempty"`
 }
 
 // peerCache holds a snapshot's peer set, made once.
@@ -67,13 +70,16 @@ func (s *Snapshot) PeerSet() (*Set, error) {
 }
 
 func (s *Snapshot) flatten() (*Set, error) {
-	meta := peerMeta{Version: s.Version, Namespaces: s.Namespaces, Diagnostics: s.Diagnostics, Built: s.Built, Sets: map[View]map[string]string{}}
+	meta := peerMeta{Version: s.Version, Namespaces: s.Namespaces, Diagnostics: s.Diagnostics, Built: s.Built,
+		Sets: map[View]map[string]string{}, Versions: map[View]map[string]string{}}
 	var items []*Resource
 	for _, v := range slices.Sorted(maps.Keys(s.Views)) {
 		meta.Sets[v] = map[string]string{}
+		meta.Versions[v] = map[string]string{}
 		for _, key := range slices.Sorted(maps.Keys(s.Views[v])) {
 			set := s.Views[v][key]
 			meta.Sets[v][key] = set.TypeURL
+			meta.Versions[v][key] = set.Version
 			for _, r := range set.Items {
 				if strings.Contains(r.Name, PeerSep) || strings.Contains(key, PeerSep) {
 					return nil, fmt.Errorf("resource %q of %s/%s holds the peer separator", r.Name, v, key)
@@ -93,7 +99,10 @@ func (s *Snapshot) flatten() (*Set, error) {
 // FromPeer rebuilds tenant's snapshot from the peer resources received
 // (by name). It fails while they are not a whole snapshot: the meta is
 // missing, or the rebuilt version is not the owner's.
-func FromPeer(tenant string, items map[string]*Resource) (*Snapshot, error) {
+//
+// prev, the copy held now (or nil), lends the sets whose version the
+// owner's meta names unchanged: only changed sets are put together again.
+func FromPeer(tenant string, items map[string]*Resource, prev *Snapshot) (*Snapshot, error) {
 	m := items[peerMetaName]
 	if m == nil {
 		return nil, fmt.Errorf("no meta resource yet")
@@ -104,6 +113,15 @@ func FromPeer(tenant string, items map[string]*Resource) (*Snapshot, error) {
 	}
 	byView := map[View]map[string][]*Resource{}
 	for name, r := range items {
+		if prev != nil && len(meta.Versions) > 0 {
+			// Only the sets that changed are put together again; skip
+			// splitting the names of the others.
+			if v, key, ok := peerSetOf(name); ok {
+				if old := prev.viewSet(v, key); old != nil && old.Version == meta.Versions[v][key] {
+					continue
+				}
+			}
+		}
 		if name == peerMetaName {
 			continue
 		}
@@ -121,6 +139,10 @@ func FromPeer(tenant string, items map[string]*Resource) (*Snapshot, error) {
 	for v, sets := range meta.Sets {
 		views[v] = map[string]*Set{}
 		for key, typeURL := range sets {
+			if old := prev.viewSet(v, key); old != nil && old.TypeURL == typeURL && old.Version == meta.Versions[v][key] {
+				views[v][key] = old
+				continue
+			}
 			set, err := NewSet(typeURL, byView[v][key])
 			if err != nil {
 				return nil, err
@@ -137,4 +159,22 @@ func FromPeer(tenant string, items map[string]*Resource) (*Snapshot, error) {
 		return nil, fmt.Errorf("rebuilt version %s, the owner's is %s: not all resources received yet", snap.Version, meta.Version)
 	}
 	return snap, nil
+}
+
+// peerSetOf reads the view and set key of a peer resource name.
+func peerSetOf(name string) (View, string, bool) {
+	v, rest, ok := strings.Cut(name, PeerSep)
+	if !ok {
+		return "", "", false
+	}
+	key, _, ok := strings.Cut(rest, PeerSep)
+	return View(v), key, ok
+}
+
+// viewSet is the set of view at key, nil if none (or s is nil).
+func (s *Snapshot) viewSet(v View, key string) *Set {
+	if s == nil {
+		return nil
+	}
+	return s.Views[v][key]
 }

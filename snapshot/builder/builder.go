@@ -301,14 +301,18 @@ func (b *Builder) runBuild(tenant string, changedAt time.Time) {
 // buildTenant builds and publishes one tenant. On a system error the last
 // good snapshot stays in place and the error is kept for status.
 func (b *Builder) buildTenant(tenant string, changedAt time.Time) error {
+	if b.opts.Owns != nil && !b.opts.Owns(tenant) {
+		// Built by its owner: this replica only learns whether the tenant
+		// still exists, without making its view.
+		gone := len(b.mesh.Namespaces(tenant)) == 0
+		if b.opts.Foreign != nil {
+			b.opts.Foreign(tenant, gone)
+		}
+		if !gone {
+			return nil
+		}
+	}
 	view := b.mesh.View(tenant)
-	foreign := b.opts.Owns != nil && !b.opts.Owns(tenant)
-	if foreign && b.opts.Foreign != nil {
-		b.opts.Foreign(tenant, len(view.Namespaces) == 0)
-	}
-	if foreign && len(view.Namespaces) > 0 {
-		return nil // built by its owner
-	}
 	if len(view.Namespaces) == 0 {
 		b.store.Remove(tenant)
 		b.mu.Lock()
