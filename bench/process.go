@@ -162,7 +162,7 @@ func ServeChild(ctx context.Context, cfgJSON, server string, in io.Reader, out i
 		return err
 	}
 	fmt.Fprintf(out, "addr %s %s\n", t.addr(), strings.ReplaceAll(t.name(), " ", "_"))
-	evs := events(cfg)
+	evs := eventsFor(cfg)
 	sc := bufio.NewScanner(in)
 	for sc.Scan() {
 		f := strings.Fields(sc.Text())

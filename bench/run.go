@@ -59,6 +59,10 @@ type Config struct {
 	KillReplica bool `json:",omitempty"`
 	// Shard, set by the parent, makes a child one replica of those.
 	Shard *Shard `json:",omitempty"`
+	// FileDriven: xdshard runs as `Exe serve --config DIR` and each event
+	// rewrites tenant files (see filedriven.go); baselines apply the same
+	// changes from memory.
+	FileDriven bool `json:",omitempty"`
 }
 
 // Result is one server's figures.
@@ -193,7 +197,7 @@ func Run(ctx context.Context, cfg Config, progress io.Writer) ([]Result, error) 
 			if err != nil {
 				return nil, err
 			}
-			return local{t, events(cfg)}, nil
+			return local{t, eventsFor(cfg)}, nil
 		}
 		r, err := measure(ctx, cfg, start, progress)
 		if err != nil {
