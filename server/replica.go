@@ -79,6 +79,9 @@ type Config struct {
 	MCPIdentities  identity.AllowList
 	PeerIdentities identity.AllowList
 	AdminReaders   identity.AllowList
+	// AdminWriters may roll back and unpin beyond loopback (over TLS);
+	// default nobody: write calls then come from loopback only.
+	AdminWriters identity.AllowList
 	// AdminPprof serves /debug/pprof on an admin address beyond loopback
 	// too (always on loopback).
 	AdminPprof bool
@@ -362,6 +365,9 @@ func (r *Replica) adminHandler(loopback bool) http.Handler {
 		authorize = r.authorizeAdmin
 	}
 	return admin.Handler(admin.Options{
+		Write:     func(req *http.Request) (int, error) { return r.authorizeWrite(req, loopback) },
+		Rollback:  r.rollback,
+		Unpin:     r.unpin,
 		Authorize: authorize,
 		Pprof:     loopback || r.cfg.AdminPprof,
 		Gatherer:  r.reg,

@@ -84,3 +84,20 @@ func isLoopback(a net.Addr) bool {
 	tcp, ok := a.(*net.TCPAddr)
 	return ok && tcp.IP.IsLoopback()
 }
+
+// authorizeWrite says whether an admin call may change what is served: on
+// a loopback listener always; beyond it only over TLS, to an identity on
+// AdminWriters.
+func (r *Replica) authorizeWrite(req *http.Request, loopback bool) (int, error) {
+	if loopback {
+		return 0, nil
+	}
+	id, ok := identity.ClientIdentity(req.TLS)
+	if !ok {
+		return http.StatusForbidden, errors.New("write calls beyond loopback need a client certificate of an identity on --admin-writers; or call from the replica's own host")
+	}
+	if !r.cfg.AdminWriters.Allows(id) {
+		return http.StatusForbidden, errors.New(id.SPIFFE() + " may not change what is served; writers: " + strings.Join(r.cfg.AdminWriters, ", "))
+	}
+	return 0, nil
+}

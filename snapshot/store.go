@@ -1,8 +1,10 @@
 package snapshot
 
 import (
+	"fmt"
 	"maps"
 	"slices"
+	"strings"
 	"sync"
 )
 
@@ -45,8 +47,10 @@ func (s *Store) Watched(tenant string) bool {
 }
 
 type entry struct {
-	current *Snapshot
-	history []*Snapshot // oldest first, at most historyLen, current last
+	current *Snapshot   // what is served
+	latest  *Snapshot   // the newest published; current unless pinned
+	pinned  bool        // current is held: newer versions wait in history
+	history []*Snapshot // published versions, oldest first, at most historyLen, latest last
 }
 
 // NewStore returns an empty Store keeping history versions per tenant
@@ -72,29 +76,125 @@ func (s *Store) Publish(snap *Snapshot) bool {
 		e = &entry{}
 		s.tenants[snap.Tenant] = e
 	}
-	if e.current != nil && e.current.Version == snap.Version {
+	if e.latest != nil && e.latest.Version == snap.Version {
 		// Same config; keep the newer diagnostics without waking anyone.
-		if !slices.Equal(e.current.Diagnostics, snap.Diagnostics) {
-			cp := *e.current
+		if !slices.Equal(e.latest.Diagnostics, snap.Diagnostics) {
+			cp := *e.latest
 			cp.Diagnostics, cp.peer = snap.Diagnostics, &peerCache{}
-			e.current = &cp
+			if e.current == e.latest {
+				e.current = &cp
+			}
+			e.latest = &cp
 			e.history[len(e.history)-1] = &cp
 		}
 		s.mu.Unlock()
 		return false
 	}
-	e.current = snap
+	e.latest = snap
 	e.history = slices.DeleteFunc(e.history, func(h *Snapshot) bool { return h.Version == snap.Version })
 	e.history = append(e.history, snap)
 	if over := len(e.history) - s.historyLen; over > 0 {
-		e.history = slices.Delete(e.history, 0, over)
+		// The pinned version is kept whatever its age: it is served.
+		for i := 0; i < len(e.history) && over > 0; {
+			if e.pinned && e.history[i] == e.current {
+				i++
+				continue
+			}
+			e.history = slices.Delete(e.history, i, i+1)
+			over--
+		}
 	}
+	if e.pinned {
+		s.mu.Unlock()
+		return false // held: it waits until the tenant is unpinned
+	}
+	e.current = snap
 	wake := s.watchersLocked(snap.Tenant)
 	s.mu.Unlock()
 	for _, w := range wake {
 		w.signal()
 	}
 	return true
+}
+
+// Rollback serves an earlier kept version of tenant, version (or, with
+// "", the one before the version served), and pins it: versions published
+// later wait in history until Unpin. It returns the version now served.
+func (s *Store) Rollback(tenant, version string) (*Snapshot, error) {
+	s.mu.Lock()
+	e := s.tenants[tenant]
+	if e == nil || e.current == nil {
+		s.mu.Unlock()
+		return nil, fmt.Errorf("tenant %q has no snapshot here", tenant)
+	}
+	i := slices.Index(e.history, e.current)
+	var to *Snapshot
+	if version == "" {
+		if i <= 0 {
+			s.mu.Unlock()
+			return nil, fmt.Errorf("tenant %q has no version before %s kept (kept: %s)", tenant, e.current.Version, versions(e.history))
+		}
+		to = e.history[i-1]
+	} else {
+		j := slices.IndexFunc(e.history, func(h *Snapshot) bool { return h.Version == version })
+		if j < 0 {
+			s.mu.Unlock()
+			return nil, fmt.Errorf("version %q of tenant %q is not kept (kept: %s)", version, tenant, versions(e.history))
+		}
+		to = e.history[j]
+	}
+	changed := e.current != to
+	e.current, e.pinned = to, true
+	var wake []*Watch
+	if changed {
+		wake = s.watchersLocked(tenant)
+	}
+	s.mu.Unlock()
+	for _, w := range wake {
+		w.signal()
+	}
+	return to, nil
+}
+
+// Unpin serves tenant's newest version again, and follows new ones.
+func (s *Store) Unpin(tenant string) (*Snapshot, error) {
+	s.mu.Lock()
+	e := s.tenants[tenant]
+	if e == nil || e.current == nil {
+		s.mu.Unlock()
+		return nil, fmt.Errorf("tenant %q has no snapshot here", tenant)
+	}
+	changed := e.current != e.latest
+	e.current, e.pinned = e.latest, false
+	var wake []*Watch
+	if changed {
+		wake = s.watchersLocked(tenant)
+	}
+	s.mu.Unlock()
+	for _, w := range wake {
+		w.signal()
+	}
+	return e.latest, nil
+}
+
+// Pinned says whether tenant is pinned, and how many published versions
+// newer than the one served wait.
+func (s *Store) Pinned(tenant string) (pinned bool, waiting int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	e := s.tenants[tenant]
+	if e == nil || !e.pinned {
+		return false, 0
+	}
+	return true, len(e.history) - 1 - slices.Index(e.history, e.current)
+}
+
+func versions(h []*Snapshot) string {
+	var out []string
+	for _, s := range h {
+		out = append(out, s.Version)
+	}
+	return strings.Join(out, ", ")
 }
 
 // Remove forgets a tenant that no longer exists. Its watchers are woken and
@@ -134,7 +234,8 @@ func (s *Store) Current(tenant string) *Snapshot {
 	return nil
 }
 
-// History returns the tenant's kept versions, oldest first, current last.
+// History returns the tenant's kept versions, oldest first, the newest
+// last (the one served, unless the tenant is pinned to an older one).
 func (s *Store) History(tenant string) []*Snapshot {
 	s.mu.Lock()
 	defer s.mu.Unlock()

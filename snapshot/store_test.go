@@ -1,6 +1,7 @@
 package snapshot
 
 import (
+	"strings"
 	"testing"
 
 	"google.golang.org/protobuf/types/known/structpb"
@@ -104,5 +105,57 @@ func TestAnyIsDeterministic(t *testing.T) {
 		if string(again.Value) != string(first.Value) {
 			t.Fatal("Any encoded the same message differently")
 		}
+	}
+}
+
+// TestRollbackPinsAndSurvivesBuilds: a rollback serves a kept version and
+// pins it; versions published later wait (no watcher is woken) and are
+// counted; the pinned version stays in the bounded history however many
+// come after it; unpinning serves the newest; unknown versions and a
+// tenant with nothing before are refused with what is kept.
+func TestRollbackPinsAndSurvivesBuilds(t *testing.T) {
+	s := NewStore(3)
+	a, b := testSnap(t, "t", "a"), testSnap(t, "t", "b")
+	s.Publish(a)
+	if _, err := s.Rollback("t", ""); err == nil {
+		t.Fatal("a rollback with no earlier version was accepted")
+	}
+	s.Publish(b)
+	w := s.Watch("t")
+	defer w.Close()
+	got, err := s.Rollback("t", "")
+	if err != nil || got != a || s.Current("t") != a {
+		t.Fatalf("rollback served %v, %v; want a", got, err)
+	}
+	<-w.C()
+	for _, v := range []string{"c", "d", "e", "f"} {
+		if s.Publish(testSnap(t, "t", v)) {
+			t.Fatalf("publishing %s while pinned reported a change", v)
+		}
+	}
+	select {
+	case <-w.C():
+		t.Fatal("a build while pinned woke a watcher")
+	default:
+	}
+	if s.Current("t") != a {
+		t.Fatal("a build replaced the pinned version")
+	}
+	if pinned, waiting := s.Pinned("t"); !pinned || waiting != 2 {
+		t.Fatalf("Pinned = %v, %d waiting; want pinned, 2 (history of 3 keeps a, e, f)", pinned, waiting)
+	}
+	if h := s.History("t"); len(h) != 3 || h[0] != a {
+		t.Fatalf("history %d long, first %v: want 3, the pinned version kept", len(h), h[0].Version)
+	}
+	if _, err := s.Rollback("t", "no-such-version"); err == nil || !strings.Contains(err.Error(), a.Version) {
+		t.Fatalf("an unknown version: %v, want an error listing what is kept", err)
+	}
+	latest, err := s.Unpin("t")
+	if err != nil || latest.Version != testSnap(t, "t", "f").Version || s.Current("t") != latest {
+		t.Fatalf("unpin served %v, %v; want f", latest, err)
+	}
+	<-w.C()
+	if s.Publish(testSnap(t, "t", "g")); s.Current("t").Version != testSnap(t, "t", "g").Version {
+		t.Fatal("after unpin, a new build is not served")
 	}
 }

@@ -115,6 +115,27 @@ func TestAdminEndpoints(t *testing.T) {
 			t.Errorf("%s: %d %q, want 200 containing %q", path, resp.StatusCode, body, want)
 		}
 	}
+	// The history commands against it: a tenant with one version has
+	// nothing to roll back to, and says what it keeps.
+	admin := []string{"--admin-addr", r.AdminAddr(), "--tenant", "acme"}
+	if err := historyCmd(admin); err != nil {
+		t.Errorf("history: %v", err)
+	}
+	if err := rollbackCmd(admin); err == nil || !strings.Contains(err.Error(), "no version before") {
+		t.Errorf("rollback with one version kept: %v, want a refusal saying so", err)
+	}
+	if err := rollbackCmd(append(admin, "--to", r.Store().Current("acme").Version)); err != nil {
+		t.Errorf("rollback to the version served (a pin): %v", err)
+	}
+	if pinned, _ := r.Store().Pinned("acme"); !pinned {
+		t.Error("rollback did not pin")
+	}
+	if err := unpinCmd(admin); err != nil {
+		t.Errorf("unpin: %v", err)
+	}
+	if err := historyCmd([]string{"--admin-addr", r.AdminAddr()}); err == nil || !strings.Contains(err.Error(), "--tenant") {
+		t.Errorf("history without --tenant: %v", err)
+	}
 }
 
 // TestExitCodes: check, render and analyze say by their exit code whether

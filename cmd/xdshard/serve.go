@@ -59,6 +59,7 @@ type serveConfig struct {
 	adminReaders    identity.AllowList
 	adminPprof      bool
 	maxConns        int
+	adminWriters    identity.AllowList
 }
 
 func serveFlags(args []string) (*serveConfig, error) {
@@ -81,6 +82,7 @@ func serveFlags(args []string) (*serveConfig, error) {
 	audiences := fs.String("token-audiences", "istio-ca", "with TLS and Kubernetes: accept service-account tokens (authorization: Bearer) for these audiences, verified by TokenReview, as istiod accepts istio-agent's; comma-separated, empty to accept certificates only")
 	mcpIDs := fs.String("mcp-identities", "istio-system/istiod,istio-system/istiod-*", "with TLS: who may read istiod's config (MCP): namespace/service-account, namespace/*, or SPIFFE URIs; istiod-<rev> reads only revision <rev>")
 	peerIDs := fs.String("peer-identities", "", "with TLS: who may fetch snapshots on the peer port (default: this replica's own certificate identity)")
+	adminWriters := fs.String("admin-writers", "", "with TLS: who may roll back and unpin tenants beyond loopback (default nobody; loopback callers always may)")
 	adminReaders := fs.String("admin-readers", "istio-system/*", "with TLS: who may read the admin port's debug and status pages beyond loopback (/healthz, /readyz and /metrics are open)")
 	fs.IntVar(&c.maxConns, "max-connections", server.DefaultMaxConnections, "xDS connections open at once; one more is closed at once and counted (xdshard_refused_connections_total)")
 	fs.BoolVar(&c.adminPprof, "admin-pprof", false, "serve /debug/pprof on an admin address beyond loopback too (always served on loopback)")
@@ -113,7 +115,7 @@ func serveFlags(args []string) (*serveConfig, error) {
 	for _, l := range []struct {
 		flag, val string
 		dst       *identity.AllowList
-	}{{"mcp-identities", *mcpIDs, &c.mcpIDs}, {"peer-identities", *peerIDs, &c.peerIDs}, {"admin-readers", *adminReaders, &c.adminReaders}} {
+	}{{"mcp-identities", *mcpIDs, &c.mcpIDs}, {"peer-identities", *peerIDs, &c.peerIDs}, {"admin-readers", *adminReaders, &c.adminReaders}, {"admin-writers", *adminWriters, &c.adminWriters}} {
 		if *l.dst, err = identity.ParseAllowList(l.val); err != nil {
 			return nil, fmt.Errorf("--%s: %w", l.flag, err)
 		}
@@ -236,7 +238,7 @@ func startServing(ctx context.Context, cfg *serveConfig, log *slog.Logger) (*ser
 		Source: src, XDSAddr: cfg.xdsAddr, AdminAddr: cfg.adminAddr,
 		Debounce: cfg.debounce, MaxDelay: cfg.maxDelay, History: cfg.history, PushConcurrency: cfg.pushConcurrency,
 		Logger: log, ReplicaID: cfg.replicaID, PeerAddr: cfg.peerAddr, Peers: cfg.peers,
-		MCPIdentities: cfg.mcpIDs, PeerIdentities: cfg.peerIDs, AdminReaders: cfg.adminReaders, AdminPprof: cfg.adminPprof, MaxConnections: cfg.maxConns,
+		MCPIdentities: cfg.mcpIDs, PeerIdentities: cfg.peerIDs, AdminReaders: cfg.adminReaders, AdminWriters: cfg.adminWriters, AdminPprof: cfg.adminPprof, MaxConnections: cfg.maxConns,
 	}
 	if cfg.tls != (identity.Files{}) {
 		if sc.TLS, err = identity.LoadCerts(cfg.tls, log); err != nil {

@@ -2,6 +2,7 @@ package admin
 
 import (
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/http/pprof"
 	"time"
@@ -31,6 +32,14 @@ type Options struct {
 	// Pprof serves /debug/pprof (the replica serves it on loopback, or
 	// beyond only when told to).
 	Pprof bool
+	// Write, when set, is asked before every call that changes what is
+	// served (POST /debug/rollback, /debug/unpin): a status to answer
+	// instead and why, or 0. Nil refuses every write.
+	Write func(*http.Request) (int, error)
+	// Rollback and Unpin change what a tenant serves; nil when the
+	// replica does not offer them. They return the version now served.
+	Rollback func(tenant, version string) (string, error)
+	Unpin    func(tenant string) (string, error)
 	// Owner names the replica that builds a tenant ("" without sharding),
 	// and where this replica's copy comes from.
 	Owner func(tenant string) (owner, origin string)
@@ -83,6 +92,65 @@ func Handler(o Options) http.Handler {
 		})
 	}
 	mux.HandleFunc("/debug/syncz", func(w http.ResponseWriter, _ *http.Request) { writeJSON(w, o.Clients()) })
+	mux.HandleFunc("/debug/history", func(w http.ResponseWriter, r *http.Request) {
+		tenant := r.URL.Query().Get("tenant")
+		var found *TenantStatus
+		for _, ts := range Tenants(o.Store, o.Failures()) {
+			if ts.Tenant == tenant {
+				found = &ts
+			}
+		}
+		if found == nil {
+			http.Error(w, fmt.Sprintf("tenant %q has no snapshot on this replica; see /debug/tenantz", tenant), http.StatusNotFound)
+			return
+		}
+		type version struct {
+			Version string    `json:"version"`
+			Built   time.Time `json:"built"`
+			Serving bool      `json:"serving"`
+		}
+		out := struct {
+			Tenant   string    `json:"tenant"`
+			Pinned   bool      `json:"pinned"`
+			Waiting  int       `json:"waiting"`
+			Versions []version `json:"versions"`
+		}{Tenant: tenant, Pinned: found.Pinned, Waiting: found.Waiting}
+		cur := o.Store.Current(tenant)
+		for _, h := range o.Store.History(tenant) {
+			out.Versions = append(out.Versions, version{h.Version, h.Built, h == cur})
+		}
+		writeJSON(w, out)
+	})
+	write := func(path string, do func(r *http.Request) (string, error)) {
+		mux.HandleFunc(path, func(w http.ResponseWriter, r *http.Request) {
+			if r.Method != http.MethodPost {
+				http.Error(w, "use POST", http.StatusMethodNotAllowed)
+				return
+			}
+			if o.Write == nil {
+				http.Error(w, "this replica takes no write calls", http.StatusForbidden)
+				return
+			}
+			if code, err := o.Write(r); code != 0 {
+				http.Error(w, err.Error(), code)
+				return
+			}
+			v, err := do(r)
+			if err != nil {
+				http.Error(w, err.Error(), http.StatusConflict)
+				return
+			}
+			writeJSON(w, map[string]string{"tenant": r.URL.Query().Get("tenant"), "serving": v})
+		})
+	}
+	if o.Rollback != nil {
+		write("/debug/rollback", func(r *http.Request) (string, error) {
+			return o.Rollback(r.URL.Query().Get("tenant"), r.URL.Query().Get("to"))
+		})
+	}
+	if o.Unpin != nil {
+		write("/debug/unpin", func(r *http.Request) (string, error) { return o.Unpin(r.URL.Query().Get("tenant")) })
+	}
 	mux.HandleFunc("/debug/tenantz", func(w http.ResponseWriter, _ *http.Request) {
 		ts := Tenants(o.Store, o.Failures())
 		for i := range ts {
@@ -139,7 +207,11 @@ type TenantStatus struct {
 	Owner string `json:"owner,omitempty"`
 	// Origin says where this replica's copy comes from: "built here",
 	// "fetched from <owner>", or "built here while <owner> is unreachable".
-	Origin      string                `json:"origin,omitempty"`
+	Origin string `json:"origin,omitempty"`
+	// Pinned is set after a rollback: the version served is held, and
+	// Waiting newer versions wait until the tenant is unpinned.
+	Pinned      bool                  `json:"pinned,omitempty"`
+	Waiting     int                   `json:"waiting,omitempty"`
 	Diagnostics []snapshot.Diagnostic `json:"diagnostics"`
 }
 
@@ -158,6 +230,7 @@ func Tenants(store *snapshot.Store, failures map[string]error) []TenantStatus {
 		if err := failures[t]; err != nil {
 			ts.BuildError = err.Error()
 		}
+		ts.Pinned, ts.Waiting = store.Pinned(t)
 		if ts.Diagnostics == nil {
 			ts.Diagnostics = []snapshot.Diagnostic{}
 		}

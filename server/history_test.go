@@ -1,0 +1,113 @@
+package server_test
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/xdshard/xdshard/bench/fleet"
+	"github.com/xdshard/xdshard/bench/proxy"
+	"github.com/xdshard/xdshard/server"
+	"github.com/xdshard/xdshard/snapshot/source/memory"
+)
+
+// TestRollbackOverRealStreams: a rollback through the admin port brings
+// a tenant's proxies back to an earlier version at once and pins it; a
+// build meanwhile is held (the proxies keep the pinned version, status
+// says one newer version waits); unpinning delivers the newest; and a
+// write call is refused without POST.
+func TestRollbackOverRealStreams(t *testing.T) {
+	src := memory.New(fleet.Generate(fleet.Spec{Tenants: 2, Services: 2, Endpoints: 1, Seed: 4}))
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	r, err := server.Start(ctx, server.Config{Source: src, XDSAddr: "127.0.0.1:0", AdminAddr: "127.0.0.1:0", Debounce: 10 * time.Millisecond, MaxDelay: 100 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	<-r.Synced()
+	tenant := fleet.Tenant(0)
+	conn, err := grpc.NewClient(r.XDSAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	p := proxy.New(tenant, "p0", true)
+	go func() { _ = p.Run(ctx, conn) }()
+	<-p.Synced()
+	v1 := p.Latest(proxy.EDS).Version
+	v1Tenant := r.Store().Current(tenant).Version
+
+	change := func(gen int) {
+		if err := src.Apply(ctx, fleet.ScaleEndpoints(0, 0, 2, gen)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	change(1)
+	eventually(t, "the first change on the proxy", func() bool { return p.Latest(proxy.EDS).Version != v1 })
+	v2 := p.Latest(proxy.EDS).Version
+
+	post := func(path string) (int, string) {
+		resp, err := http.Post("http://"+r.AdminAddr()+path, "", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	if code, body := post("/debug/rollback?tenant=" + tenant); code != 200 || !strings.Contains(body, v1Tenant) {
+		t.Fatalf("rollback: %d %s", code, body)
+	}
+	eventually(t, "the proxy back on the first version", func() bool { return p.Latest(proxy.EDS).Version == v1 })
+
+	change(2)
+	eventually(t, "the build held while pinned", func() bool {
+		pinned, waiting := r.Store().Pinned(tenant)
+		return pinned && waiting == 2
+	})
+	time.Sleep(100 * time.Millisecond)
+	if got := p.Latest(proxy.EDS).Version; got != v1 {
+		t.Fatalf("a build reached the proxy while its tenant was pinned (%s, pinned %s)", got, v1)
+	}
+	resp, err := http.Get("http://" + r.AdminAddr() + "/debug/history?tenant=" + tenant)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var h struct {
+		Pinned   bool `json:"pinned"`
+		Waiting  int  `json:"waiting"`
+		Versions []struct {
+			Version string `json:"version"`
+			Serving bool   `json:"serving"`
+		} `json:"versions"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&h); err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if !h.Pinned || h.Waiting != 2 || len(h.Versions) != 3 || !h.Versions[0].Serving {
+		t.Fatalf("history %+v: want pinned to the first of three versions, two waiting", h)
+	}
+
+	if code, _ := post("/debug/unpin?tenant=" + tenant); code != 200 {
+		t.Fatalf("unpin: %d", code)
+	}
+	eventually(t, "the newest version on the proxy after unpin", func() bool {
+		v := p.Latest(proxy.EDS).Version
+		return v != v1 && v != v2
+	})
+	if code, body := post("/debug/rollback?tenant=" + tenant + "&to=nosuchversion"); code != http.StatusConflict || !strings.Contains(body, "not kept") {
+		t.Fatalf("rollback to an unknown version: %d %s", code, body)
+	}
+	if resp, err := http.Get("http://" + r.AdminAddr() + "/debug/rollback?tenant=" + tenant); err != nil || resp.StatusCode != http.StatusMethodNotAllowed {
+		t.Fatalf("a GET of a write call: %v %v", resp.StatusCode, err)
+	}
+}
