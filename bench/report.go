@@ -18,6 +18,9 @@ func WriteTable(w io.Writer, cfg Config, rs []Result) error {
 	}
 	fmt.Fprintf(tw, "fleet: %d proxies (%s), %d tenants x %d services x %d endpoints; xdshard debounce %s\n\n",
 		cfg.Proxies, mode, cfg.Tenants, cfg.Services, cfg.Endpoints, cfg.Debounce)
+	if cfg.FileDriven {
+		fmt.Fprintf(tw, "file-driven: xdshard runs `xdshard serve --config DIR`, each event tenant files renamed into place; the baselines get the same changes from memory\n\n")
+	}
 	cpuHead := "CPU s (server+load)"
 	if len(rs) > 0 && rs[0].Isolated {
 		cpuHead = "server CPU s"
@@ -67,7 +70,13 @@ func WriteTable(w io.Writer, cfg Config, rs []Result) error {
 			}
 		}
 	}
-	return tw.Flush()
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if cfg.FileDriven {
+		writeFileDriven(w, rs)
+	}
+	return nil
 }
 
 // WriteJSON writes the results for machines.

@@ -98,6 +98,11 @@ type EventResult struct {
 	// Stages: the server's own push-stage figures during the event
 	// (xdshard only): debounce, build, publish, queue, send, ack.
 	Stages map[string]StageStat `json:"stages,omitempty"`
+	// Files and RenameMs (file-driven run, xdshard): the files renamed into
+	// place and the time from the first rename to the last; the clock
+	// starts at the last.
+	Files    int     `json:"files,omitempty"`
+	RenameMs float64 `json:"renameMs,omitempty"`
 }
 
 // Stats summarises durations.
@@ -184,6 +189,12 @@ func Run(ctx context.Context, cfg Config, progress io.Writer) ([]Result, error) 
 	}
 	for _, n := range names {
 		start := func(ctx context.Context) (underTest, error) {
+			if n == "xdshard" && cfg.FileDriven {
+				if cfg.Exe == "" {
+					return nil, fmt.Errorf("the file-driven run needs the xdshard binary (Config.Exe) to run serve")
+				}
+				return startServe(ctx, cfg, objs, os.Stderr)
+			}
 			if cfg.Exe != "" {
 				return startChild(ctx, cfg.Exe, cfg, n)
 			}
@@ -225,11 +236,15 @@ func measure(parent context.Context, cfg Config, start func(context.Context) (un
 		return res, err
 	}
 	res.InitialSync, res.SyncCPU, res.SyncMs = statsOf(sync), cpu, millis(sync)
-	for i, ev := range events(cfg)[:3] {
+	run := churn
+	if cfg.FileDriven {
+		run = fileChurn
+	}
+	for i, ev := range eventsFor(cfg)[:3] {
 		if cfg.Target != "" {
 			break
 		}
-		er, err := churn(ctx, cfg, t, proxies, ev, i, i+1)
+		er, err := run(ctx, cfg, t, proxies, ev, i, i+1)
 		if err != nil {
 			return res, err
 		}
@@ -237,7 +252,7 @@ func measure(parent context.Context, cfg Config, start func(context.Context) (un
 		res.Events = append(res.Events, er)
 		fmt.Fprintf(progress, "  %s %s: %d/%d converged, p99 %s\n", t.name(), er.Name, er.Converged, er.Affected, er.Convergence.P99)
 	}
-	if cfg.Rate > 0 && cfg.RateEvents > 0 && cfg.Target == "" {
+	if cfg.Rate > 0 && cfg.RateEvents > 0 && cfg.Target == "" && !cfg.FileDriven {
 		er, err := sustained(ctx, cfg, t, proxies)
 		if err != nil {
 			return res, err
@@ -251,6 +266,9 @@ func measure(parent context.Context, cfg Config, start func(context.Context) (un
 	_, res.RSSBytes = t.usage()
 	if c, ok := t.(*childTarget); ok {
 		res.HeapBytes = c.heap // the server's own heap, not this process's
+	}
+	if s, ok := t.(*serveTarget); ok {
+		res.HeapBytes = s.heapBytes()
 	}
 	res.BytesSent, res.NACKs = t.counters()
 	if res.Isolated {
