@@ -44,6 +44,7 @@ func benchCmd(args []string) error {
 	fs.StringVar(&cfg.HeapProfile, "heap-profile", "", "write a heap profile per server at the end of its phase (SERVER-FILE beside FILE)")
 	fs.IntVar(&cfg.Replicas, "replicas", 0, "also run this many xdshard replicas (at least 2) sharding the tenants with static peers, the proxies spread over them, and compare with one replica")
 	fs.BoolVar(&cfg.KillReplica, "kill-replica", false, "with --replicas: after the events, kill -9 the last replica and measure until its proxies are synced again elsewhere")
+	fs.BoolVar(&cfg.FileDriven, "file-driven", false, "run xdshard as `xdshard serve --config DIR` in its own process and change it by renaming rewritten tenant files into place (one idle tenant's, every tenant's, istio-system's), the baselines getting the same changes from memory")
 	capacity := bench.Capacity{}
 	fs.Float64Var(&capacity.ChangeRate, "change-rate", 0.1, "with --replicas: mesh-wide changes per second the capacity model sizes for")
 	fs.Float64Var(&capacity.Cores, "replica-cores", 2, "with --replicas: cores per replica in the capacity model")
@@ -51,7 +52,7 @@ func benchCmd(args []string) error {
 	jsonOut := fs.String("json", "", "also write the results as JSON to this file")
 	reportDir := fs.String("report", "", "also write an HTML report with latency CDF plots to this directory")
 	fs.Usage = func() {
-		fmt.Fprintln(fs.Output(), "Usage: xdshard bench [flags]\n       xdshard bench gen --out DIR [--tenants N --services N --endpoints N --seed N]\n\nRuns xdshard and go-control-plane in this process on the same synthetic fleet with the same\nsimulated proxies and churn (endpoints in one tenant, weights in one tenant, a mesh-wide change),\nand prints convergence times, CPU and their ratios. Load goes to 127.0.0.1 only.\n\nWith --replicas N it then runs N xdshard replicas sharding the tenants (static peers), the same proxies\nspread over them and the same events, reports each replica's and the deployment's CPU, builds, peer\nbytes and RSS against one replica, and a capacity model; --kill-replica adds a kill -9 failover.")
+		fmt.Fprintln(fs.Output(), "Usage: xdshard bench [flags]\n       xdshard bench gen --out DIR [--tenants N --services N --endpoints N --seed N]\n\nRuns xdshard and go-control-plane in this process on the same synthetic fleet with the same\nsimulated proxies and churn (endpoints in one tenant, weights in one tenant, a mesh-wide change),\nand prints convergence times, CPU and their ratios. Load goes to 127.0.0.1 only.\n\nWith --replicas N it then runs N xdshard replicas sharding the tenants (static peers), the same proxies\nspread over them and the same events, reports each replica's and the deployment's CPU, builds, peer\nbytes and RSS against one replica, and a capacity model; --kill-replica adds a kill -9 failover.\n\nWith --file-driven, xdshard runs as `xdshard serve --config DIR` (this binary) and each event rewrites\ntenant files atomically (NS.yaml.tmp renamed to NS.yaml): one idle tenant's, every tenant's (weights;\nconvergence from the last rename), istio-system's. The baselines get the same changes from memory.")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -101,6 +102,14 @@ func benchCmd(args []string) error {
 		capacity.MemoryBytes = mem
 	} else if cfg.KillReplica {
 		return fmt.Errorf("--kill-replica needs --replicas N (N >= 2)")
+	}
+	if cfg.FileDriven {
+		if cfg.Target != "" || *inProcess || cfg.Replicas > 0 {
+			return fmt.Errorf("--file-driven runs xdshard serve in its own process: not with --target, --in-process or --replicas")
+		}
+		if cfg.Rate > 0 {
+			return fmt.Errorf("--file-driven does not run --rate")
+		}
 	}
 	if cfg.Target != "" {
 		if err := checkListenAddr("target", cfg.Target, false); err != nil {
