@@ -85,6 +85,15 @@ type Config struct {
 	// AdminPprof serves /debug/pprof on an admin address beyond loopback
 	// too (always on loopback).
 	AdminPprof bool
+	// Drain is how long Wait, when its context ends (SIGTERM), spreads the
+	// end of the streams over: readiness fails at once, no new stream is
+	// taken (GOAWAY), and each stream ends at a random moment within it,
+	// so clients reconnect elsewhere gradually. 0 ends them all at once.
+	Drain time.Duration
+	// MaxConnectionAge, when set, sends GOAWAY to a connection after about
+	// this long (gRPC adds jitter), and closes it 10 s later: long-lived
+	// streams move, through the Service, and replicas stay balanced.
+	MaxConnectionAge time.Duration
 	// MaxConnections bounds the xDS connections open at once; one more is
 	// closed as soon as it is accepted. 0 for DefaultMaxConnections.
 	MaxConnections int
@@ -147,6 +156,7 @@ type Replica struct {
 	xdsConns  *connTracker
 
 	xdsAddr, adminAddr string
+	draining           atomic.Bool
 	synced             chan struct{} // closed once the first full state is built
 	errc               chan error    // a stage that ended on its own
 	cancel             context.CancelFunc
@@ -393,6 +403,9 @@ func (r *Replica) Health() (status string, reasons []string) {
 
 // Ready reports whether the replica serves config, and if not, why.
 func (r *Replica) Ready() (bool, string) {
+	if r.draining.Load() {
+		return false, "draining: shutting down, its streams move to other replicas"
+	}
 	select {
 	case <-r.synced:
 	default:
@@ -410,16 +423,36 @@ func (r *Replica) Ready() (bool, string) {
 // xDS port serves.
 func (r *Replica) Synced() <-chan struct{} { return r.synced }
 
-// Wait blocks until the replica stops: its context ends (nil) or a stage
-// fails (that error). Either way everything is stopped when it returns.
+// Wait blocks until ctx ends (nil; the replica drains first, over
+// Config.Drain) or a stage fails (that error). Either way everything is
+// stopped when it returns.
 func (r *Replica) Wait(ctx context.Context) error {
 	var err error
 	select {
 	case <-ctx.Done():
+		r.Drain(r.cfg.Drain)
 	case err = <-r.errc:
 	}
 	r.Close()
 	return err
+}
+
+// Drain makes the replica unready, takes no new streams (GOAWAY), and
+// ends its streams at random moments within period; it returns when none
+// is left or the period is over. The peer port keeps serving meanwhile,
+// so replicas that fetch from this one move to the tenants' new owners in
+// their own time.
+func (r *Replica) Drain(period time.Duration) {
+	if r.draining.Swap(true) {
+		return
+	}
+	if period <= 0 {
+		return
+	}
+	start := time.Now()
+	go r.grpc.GracefulStop()
+	r.xds.Drain(period)
+	r.log.Info("drained", "took", time.Since(start).Round(time.Millisecond))
 }
 
 // Close stops the replica and waits for its stages to end.

@@ -5,10 +5,12 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/keepalive"
 
 	"github.com/xdshard/xdshard/identity"
 	"github.com/xdshard/xdshard/server/xds"
@@ -29,6 +31,10 @@ func (r *Replica) secure() {
 // peer port takes larger requests.
 func (r *Replica) grpcOptions(peers bool) []grpc.ServerOption {
 	opts := xds.GRPCOptions()
+	if !peers && r.cfg.MaxConnectionAge > 0 {
+		opts = append(opts, grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second,
+			MaxConnectionAge: r.cfg.MaxConnectionAge, MaxConnectionAgeGrace: 10 * time.Second}))
+	}
 	if peers {
 		opts = append(opts, grpc.MaxRecvMsgSize(xds.PeerMaxRequestBytes))
 	}

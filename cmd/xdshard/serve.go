@@ -60,6 +60,8 @@ type serveConfig struct {
 	adminPprof      bool
 	maxConns        int
 	adminWriters    identity.AllowList
+	drain           time.Duration
+	maxConnAge      time.Duration
 }
 
 func serveFlags(args []string) (*serveConfig, error) {
@@ -84,6 +86,8 @@ func serveFlags(args []string) (*serveConfig, error) {
 	peerIDs := fs.String("peer-identities", "", "with TLS: who may fetch snapshots on the peer port (default: this replica's own certificate identity)")
 	adminWriters := fs.String("admin-writers", "", "with TLS: who may roll back and unpin tenants beyond loopback (default nobody; loopback callers always may)")
 	adminReaders := fs.String("admin-readers", "istio-system/*", "with TLS: who may read the admin port's debug and status pages beyond loopback (/healthz, /readyz and /metrics are open)")
+	fs.DurationVar(&c.drain, "drain-period", 10*time.Second, "on SIGTERM: readiness fails, no new stream is taken, and streams end at random moments within this period so proxies move to other replicas gradually; 0 ends them at once (keep it under the pod's termination grace period)")
+	fs.DurationVar(&c.maxConnAge, "max-connection-age", 30*time.Minute, "send GOAWAY to a connection after about this long (with jitter) so long-lived streams rebalance over the replicas, as istiod's keepaliveMaxServerConnectionAge; 0 never")
 	fs.IntVar(&c.maxConns, "max-connections", server.DefaultMaxConnections, "xDS connections open at once; one more is closed at once and counted (xdshard_refused_connections_total)")
 	fs.BoolVar(&c.adminPprof, "admin-pprof", false, "serve /debug/pprof on an admin address beyond loopback too (always served on loopback)")
 	peers := fs.String("peers", "", "shard tenants over these replicas, this one included: ID=HOST:PORT,... (their --peer-addr); each builds only the tenants it owns and fetches the others' from their owners")
@@ -177,6 +181,9 @@ func serveFlags(args []string) (*serveConfig, error) {
 			return nil, fmt.Errorf("--config %q is not a readable directory; pass a directory of YAML manifests, or omit --config for the demo mesh", c.config)
 		}
 	}
+	if c.drain < 0 || c.maxConnAge < 0 {
+		return nil, fmt.Errorf("--drain-period %s and --max-connection-age %s: want 0 or more", c.drain, c.maxConnAge)
+	}
 	if c.maxConns < 1 {
 		return nil, fmt.Errorf("--max-connections %d: want at least 1", c.maxConns)
 	}
@@ -239,6 +246,7 @@ func startServing(ctx context.Context, cfg *serveConfig, log *slog.Logger) (*ser
 		Debounce: cfg.debounce, MaxDelay: cfg.maxDelay, History: cfg.history, PushConcurrency: cfg.pushConcurrency,
 		Logger: log, ReplicaID: cfg.replicaID, PeerAddr: cfg.peerAddr, Peers: cfg.peers,
 		MCPIdentities: cfg.mcpIDs, PeerIdentities: cfg.peerIDs, AdminReaders: cfg.adminReaders, AdminWriters: cfg.adminWriters, AdminPprof: cfg.adminPprof, MaxConnections: cfg.maxConns,
+		Drain: cfg.drain, MaxConnectionAge: cfg.maxConnAge,
 	}
 	if cfg.tls != (identity.Files{}) {
 		if sc.TLS, err = identity.LoadCerts(cfg.tls, log); err != nil {
@@ -257,7 +265,9 @@ func startServing(ctx context.Context, cfg *serveConfig, log *slog.Logger) (*ser
 			return nil, err
 		}
 	}
-	return server.Start(ctx, sc)
+	// The replica outlives ctx (the signal): Wait drains it when ctx ends,
+	// while the Lease (above) is released at once so its tenants move.
+	return server.Start(context.WithoutCancel(ctx), sc)
 }
 
 // source is the one source serve's flags name: files, Kubernetes (from a

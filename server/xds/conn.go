@@ -42,8 +42,9 @@ type conn struct {
 	rate      *bucket            // only the receive loop uses it
 	remote    string             // the client's address, as its transport sees it
 	identity  *identity.Identity // verified; nil where claims are trusted
-	shed      chan struct{}      // closed to end the stream: this replica holds too many
+	shed      chan struct{}      // closed to end the stream (rebalance, drain); shedWhy says why
 	shedOnce  sync.Once
+	shedWhy   string // written before shed is closed
 
 	mu    sync.Mutex
 	types map[string]*typeState

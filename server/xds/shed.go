@@ -2,6 +2,7 @@ package xds
 
 import (
 	"math/rand/v2"
+	"time"
 
 	"github.com/xdshard/xdshard/snapshot"
 )
@@ -43,7 +44,7 @@ func (s *Server) Shed(n int) []string {
 	rand.Shuffle(len(proxies), func(i, j int) { proxies[i], proxies[j] = proxies[j], proxies[i] })
 	shed := map[string]int{}
 	for _, c := range proxies[:min(n, len(proxies))] {
-		c.shedOnce.Do(func() { close(c.shed) })
+		c.end(shedRebalance)
 		shed[c.remote]++
 	}
 	var alone []string
@@ -54,4 +55,45 @@ func (s *Server) Shed(n int) []string {
 	}
 	s.metrics.shed.Add(float64(min(n, len(proxies))))
 	return alone
+}
+
+// Why a stream was ended by the server, as its status says.
+const (
+	shedRebalance = "xdshard rebalances its streams: this replica holds more than its share; reconnect (through the Service) and another replica takes the stream"
+	shedDrain     = "xdshard is draining (shutting down or upgrading): reconnect (through the Service) to another replica"
+)
+
+// end ends the stream with Unavailable and why.
+func (c *conn) end(why string) {
+	c.shedOnce.Do(func() {
+		c.shedWhy = why
+		close(c.shed)
+	})
+}
+
+// Drain ends every stream (proxies' and istiods') at a random moment
+// within period, so their clients reconnect elsewhere a few at a time
+// rather than all at once, and returns when none is left or period (and
+// a second) has passed. The caller has stopped new streams (GOAWAY).
+func (s *Server) Drain(period time.Duration) {
+	s.mu.Lock()
+	conns := make([]*conn, 0, len(s.conns))
+	for c := range s.conns {
+		conns = append(conns, c)
+	}
+	s.mu.Unlock()
+	s.log.Info("draining: ending streams over the drain period", "streams", len(conns), "period", period)
+	for _, c := range conns {
+		time.AfterFunc(rand.N(period+1), func() { c.end(shedDrain) })
+	}
+	deadline := time.Now().Add(period + time.Second)
+	for time.Now().Before(deadline) {
+		s.mu.Lock()
+		n := len(s.conns)
+		s.mu.Unlock()
+		if n == 0 {
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }

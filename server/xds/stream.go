@@ -78,8 +78,8 @@ func (s *Server) loop(ctx context.Context, c *conn, recvErr <-chan error, f face
 		case <-s.ctx.Done():
 			return status.Error(codes.Unavailable, "xdshard is shutting down; reconnect to another replica")
 		case <-c.shed:
-			s.log.Debug("stream shed to rebalance replicas", "node", c.node.GetId())
-			return status.Error(codes.Unavailable, "xdshard rebalances its streams: this replica holds more than its share; reconnect (through the Service) and another replica takes the stream")
+			s.log.Debug("stream ended by the server", "node", c.node.GetId(), "why", c.shedWhy)
+			return status.Error(codes.Unavailable, c.shedWhy)
 		case err := <-recvErr:
 			if errors.Is(err, io.EOF) || status.Code(err) == codes.Canceled {
 				return nil
