@@ -416,6 +416,7 @@ func fileChurn(ctx context.Context, cfg Config, t underTest, proxies []*proxy.Pr
 			ws = append(ws, waiter{p: p, before: p.Latest(ev.typeURL)})
 		}
 	}
+	bytes0, _ := t.counters()
 	st0 := t.stages()
 	cpu0, _ := t.usage()
 	var t0 time.Time
@@ -423,6 +424,15 @@ func fileChurn(ctx context.Context, cfg Config, t underTest, proxies []*proxy.Pr
 		rws, err := st.prepare(index, gen)
 		if err != nil {
 			return res, err
+		}
+		if cfg.ServeProfile != "" {
+			wait := st.profile(ctx, filepath.Join(cfg.ServeProfile, fmt.Sprintf("filedriven-%d.pprof", index+1)))
+			defer func() {
+				if err := wait(); err != nil {
+					fmt.Fprintf(os.Stderr, "xdshard serve CPU profile: %v\n", err)
+				}
+			}()
+			time.Sleep(50 * time.Millisecond) // the profile has begun
 		}
 		first, last, err := st.commit(rws)
 		if err != nil {
@@ -439,7 +449,44 @@ func fileChurn(ctx context.Context, cfg Config, t underTest, proxies []*proxy.Pr
 	for i := range ws {
 		ws[i].t0 = t0
 	}
-	return res, converge(ctx, cfg, t, ev.typeURL, ws, &res, cpu0, st0)
+	err := converge(ctx, cfg, t, ev.typeURL, ws, &res, cpu0, st0)
+	bytes1, _ := t.counters()
+	res.BytesSent = bytes1 - bytes0
+	return res, err
+}
+
+// profileSeconds is how long a CPU profile of the serve child runs from
+// just before an event's renames.
+const profileSeconds = 3
+
+// profile starts a CPU profile of the serve child (its admin port serves
+// /debug/pprof on loopback) and returns a function that waits for it and
+// writes it to path.
+func (t *serveTarget) profile(ctx context.Context, path string) func() error {
+	done := make(chan error, 1)
+	go func() {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", t.admin, profileSeconds), nil)
+		if err != nil {
+			done <- err
+			return
+		}
+		resp, err := (&http.Client{Timeout: (profileSeconds + 10) * time.Second}).Do(req)
+		if err != nil {
+			done <- err
+			return
+		}
+		defer resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			done <- fmt.Errorf("%s: %s", req.URL, resp.Status)
+			return
+		}
+		b, err := io.ReadAll(resp.Body)
+		if err == nil {
+			err = os.WriteFile(path, b, 0o644)
+		}
+		done <- err
+	}()
+	return func() error { return <-done }
 }
 
 // writeFileDriven adds the file-driven run's own lines to the table: the
@@ -454,6 +501,11 @@ func writeFileDriven(w io.Writer, rs []Result) {
 	for _, e := range x.Events {
 		if e.Files > 0 {
 			fmt.Fprintf(w, "%s: %s: %d file(s) renamed into place, first to last rename %.2fms; convergence counts from the last rename\n", x.Server, e.Name, e.Files, e.RenameMs)
+		}
+	}
+	for _, r := range rs {
+		for _, e := range r.Events {
+			fmt.Fprintf(w, "%s: %s: %.0f KiB sent\n", r.Server, e.Name, float64(e.BytesSent)/(1<<10))
 		}
 	}
 	var b *Result

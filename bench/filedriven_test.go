@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"io"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -26,7 +27,8 @@ func TestFileDriven(t *testing.T) {
 	if out, err := exec.Command("go", "build", "-o", exe, "../cmd/xdshard").CombinedOutput(); err != nil {
 		t.Fatalf("go build ../cmd/xdshard: %v\n%s", err, out)
 	}
-	cfg := Config{Proxies: 20, Tenants: 4, Services: 3, Endpoints: 2, Seed: 1, Exe: exe, FileDriven: true,
+	prof := t.TempDir()
+	cfg := Config{ServeProfile: prof, Proxies: 20, Tenants: 4, Services: 3, Endpoints: 2, Seed: 1, Exe: exe, FileDriven: true,
 		Baselines: []baseline.Mode{baseline.ModePerTenant}, Debounce: 10 * time.Millisecond, Timeout: 20 * time.Second, StreamsPerConn: 10}
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Second)
 	defer cancel()
@@ -43,7 +45,7 @@ func TestFileDriven(t *testing.T) {
 		}
 		for i, e := range r.Events {
 			want := []int{cfg.Proxies / cfg.Tenants, cfg.Proxies, cfg.Proxies}[i]
-			if e.Affected != want || e.Converged != e.Affected {
+			if e.Affected != want || e.Converged != e.Affected || e.BytesSent == 0 {
 				t.Fatalf("%s %s: %d of %d converged, want %d", r.Server, e.Name, e.Converged, e.Affected, want)
 			}
 		}
@@ -54,6 +56,9 @@ func TestFileDriven(t *testing.T) {
 	}
 	if _, ok := x.Events[1].Stages["build"]; !ok {
 		t.Fatalf("no build stage read from /metrics: %+v", x.Events[1].Stages)
+	}
+	if st, err := os.Stat(filepath.Join(prof, "filedriven-2.pprof")); err != nil || st.Size() == 0 {
+		t.Fatalf("no CPU profile of the serve child: %v", err)
 	}
 	var table bytes.Buffer
 	if err := WriteTable(&table, cfg, rs); err != nil {

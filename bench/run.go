@@ -63,6 +63,9 @@ type Config struct {
 	// rewrites tenant files (see filedriven.go); baselines apply the same
 	// changes from memory.
 	FileDriven bool `json:",omitempty"`
+	// ServeProfile, when set with FileDriven, receives a CPU profile of the
+	// serve child during each event (filedriven-N.pprof).
+	ServeProfile string `json:"-"`
 }
 
 // Result is one server's figures.
@@ -103,6 +106,9 @@ type EventResult struct {
 	// starts at the last.
 	Files    int     `json:"files,omitempty"`
 	RenameMs float64 `json:"renameMs,omitempty"`
+	// BytesSent during the event, as the server counted them (file-driven
+	// run).
+	BytesSent uint64 `json:"bytesSent,omitempty"`
 }
 
 // Stats summarises durations.

@@ -45,6 +45,7 @@ func benchCmd(args []string) error {
 	fs.IntVar(&cfg.Replicas, "replicas", 0, "also run this many xdshard replicas (at least 2) sharding the tenants with static peers, the proxies spread over them, and compare with one replica")
 	fs.BoolVar(&cfg.KillReplica, "kill-replica", false, "with --replicas: after the events, kill -9 the last replica and measure until its proxies are synced again elsewhere")
 	fs.BoolVar(&cfg.FileDriven, "file-driven", false, "run xdshard as `xdshard serve --config DIR` in its own process and change it by renaming rewritten tenant files into place (one idle tenant's, every tenant's, istio-system's), the baselines getting the same changes from memory")
+	fs.StringVar(&cfg.ServeProfile, "file-driven-profile", "", "with --file-driven: write a CPU profile of the serve child during each event to this directory (filedriven-N.pprof)")
 	capacity := bench.Capacity{}
 	fs.Float64Var(&capacity.ChangeRate, "change-rate", 0.1, "with --replicas: mesh-wide changes per second the capacity model sizes for")
 	fs.Float64Var(&capacity.Cores, "replica-cores", 2, "with --replicas: cores per replica in the capacity model")
