@@ -1,6 +1,10 @@
 package server
 
-import "fmt"
+import (
+	"fmt"
+
+	"github.com/xdshard/xdshard/server/admin"
+)
 
 // rollback serves an earlier kept version of tenant and pins it. With
 // sharding, only the tenant's owner does: the others serve its copy, so
@@ -36,4 +40,46 @@ func (r *Replica) ownsForWrite(tenant string) error {
 		return fmt.Errorf("tenant %q is built by replica %s; roll it back there (this replica serves its copy and follows it)", tenant, r.Owner(tenant))
 	}
 	return nil
+}
+
+func (r *Replica) rolloutStatus(tenant string) (admin.RolloutStatus, error) {
+	cur := r.store.Current(tenant)
+	if cur == nil {
+		return admin.RolloutStatus{}, fmt.Errorf("tenant %q has no snapshot on this replica", tenant)
+	}
+	rs := r.store.Rollout(tenant)
+	st := admin.RolloutStatus{Tenant: tenant, Enabled: r.cfg.Rollout.Percent > 0, Percent: r.cfg.Rollout.Percent,
+		Bake: r.cfg.Rollout.Bake.String(), Stable: cur.Version, HeldWhy: rs.HeldWhy}
+	if rs.Candidate != nil {
+		st.Candidate, st.Since = rs.Candidate.Version, rs.Since
+	}
+	if rs.Held != nil {
+		st.Held = rs.Held.Version
+	}
+	return st, nil
+}
+
+// promote serves tenant's candidate to every proxy now.
+func (r *Replica) promote(tenant string) (string, error) {
+	if err := r.ownsForWrite(tenant); err != nil {
+		return "", err
+	}
+	snap, err := r.store.Promote(tenant)
+	if err != nil {
+		return "", err
+	}
+	r.log.Info("rollout promoted by an operator", "tenant", tenant, "version", snap.Version)
+	return snap.Version, nil
+}
+
+// abort takes tenant's candidate back and holds its version out.
+func (r *Replica) abort(tenant string) (string, error) {
+	if err := r.ownsForWrite(tenant); err != nil {
+		return "", err
+	}
+	if _, err := r.store.Abort(tenant, "aborted by an operator"); err != nil {
+		return "", err
+	}
+	r.log.Warn("rollout aborted by an operator", "tenant", tenant)
+	return r.store.Current(tenant).Version, nil
 }

@@ -85,6 +85,11 @@ type Config struct {
 	// AdminPprof serves /debug/pprof on an admin address beyond loopback
 	// too (always on loopback).
 	AdminPprof bool
+	// Rollout, with a Percent, serves each tenant's new version to that
+	// share of its proxies first (canaries, by node ID hash), promotes it
+	// once they all accepted it and Bake passed, and takes it back at once
+	// if one rejects it.
+	Rollout xds.Rollout
 	// Drain is how long Wait, when its context ends (SIGTERM), spreads the
 	// end of the streams over: readiness fails at once, no new stream is
 	// taken (GOAWAY), and each stream ends at a random moment within it,
@@ -202,7 +207,9 @@ func Start(ctx context.Context, cfg Config) (*Replica, error) {
 	if name == "" {
 		name, _ = os.Hostname()
 	}
-	xopts := xds.Options{Resolver: r.mesh, Logger: r.log, Registry: r.reg, PushConcurrency: cfg.PushConcurrency, Identity: "xdshard-" + name}
+	xopts := xds.Options{Resolver: r.mesh, Logger: r.log, Registry: r.reg, PushConcurrency: cfg.PushConcurrency, Identity: "xdshard-" + name,
+		Rollout: cfg.Rollout}
+	r.store.SetRollout(cfg.Rollout.Percent > 0)
 	if cfg.TLS != nil {
 		r.secure()
 		xopts.Access = xds.Access{Authenticate: (&identity.Authenticator{Tokens: cfg.Tokens}).Authenticate, MCP: cfg.MCPIdentities}
@@ -267,6 +274,9 @@ func Start(ctx context.Context, cfg Config) (*Replica, error) {
 	r.xds.Register(r.grpc)
 
 	r.goStage(func() error { return r.runSource(runCtx) })
+	if cfg.Rollout.Percent > 0 {
+		go r.xds.RunRollouts(runCtx, 200*time.Millisecond)
+	}
 	r.goStage(func() error { return r.builder.Run(runCtx) })
 	r.goStage(func() error { return r.serveXDS(runCtx, xdsLis) })
 	if adminLis != nil {
@@ -378,6 +388,9 @@ func (r *Replica) adminHandler(loopback bool) http.Handler {
 		Write:     func(req *http.Request) (int, error) { return r.authorizeWrite(req, loopback) },
 		Rollback:  r.rollback,
 		Unpin:     r.unpin,
+		Rollout:   r.rolloutStatus,
+		Promote:   r.promote,
+		Abort:     r.abort,
 		Authorize: authorize,
 		Pprof:     loopback || r.cfg.AdminPprof,
 		Gatherer:  r.reg,

@@ -6,6 +6,8 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
+	"time"
 )
 
 // DefaultHistory is how many versions of each tenant a Store keeps for
@@ -21,6 +23,7 @@ const DefaultHistory = 10
 // reads the latest snapshot with Current.
 type Store struct {
 	historyLen int
+	rollout    atomic.Bool // new versions are candidates, served to canaries first
 
 	mu       sync.Mutex
 	tenants  map[string]*entry
@@ -47,10 +50,15 @@ func (s *Store) Watched(tenant string) bool {
 }
 
 type entry struct {
-	current *Snapshot   // what is served
-	latest  *Snapshot   // the newest published; current unless pinned
+	current *Snapshot   // what is served (to every client but canaries during a rollout)
+	latest  *Snapshot   // the newest published; current unless pinned or in rollout
 	pinned  bool        // current is held: newer versions wait in history
 	history []*Snapshot // published versions, oldest first, at most historyLen, latest last
+
+	candidate *Snapshot // in rollout: served to canaries only, until promoted or aborted
+	since     time.Time // when candidate was published
+	held      *Snapshot // the last aborted candidate: the same version is not tried again
+	heldWhy   string
 }
 
 // NewStore returns an empty Store keeping history versions per tenant
@@ -108,6 +116,23 @@ func (s *Store) Publish(snap *Snapshot) bool {
 		s.mu.Unlock()
 		return false // held: it waits until the tenant is unpinned
 	}
+	if s.rollout.Load() && e.current != nil {
+		switch {
+		case snap.Version == e.current.Version:
+			e.candidate = nil // back to what is served: nothing to roll out
+		case e.held != nil && snap.Version == e.held.Version:
+			s.mu.Unlock()
+			return false // rolled back once already: not tried again
+		default:
+			e.candidate, e.since = snap, time.Now()
+		}
+		wake := s.watchersLocked(snap.Tenant)
+		s.mu.Unlock()
+		for _, w := range wake {
+			w.signal()
+		}
+		return true
+	}
 	e.current = snap
 	wake := s.watchersLocked(snap.Tenant)
 	s.mu.Unlock()
@@ -143,8 +168,8 @@ func (s *Store) Rollback(tenant, version string) (*Snapshot, error) {
 		}
 		to = e.history[j]
 	}
-	changed := e.current != to
-	e.current, e.pinned = to, true
+	changed := e.current != to || e.candidate != nil
+	e.current, e.pinned, e.candidate = to, true, nil
 	var wake []*Watch
 	if changed {
 		wake = s.watchersLocked(tenant)
@@ -195,6 +220,96 @@ func versions(h []*Snapshot) string {
 		out = append(out, s.Version)
 	}
 	return strings.Join(out, ", ")
+}
+
+// SetRollout turns canary rollout on or off: with it on, a newly
+// published version of a tenant that serves one already is a candidate,
+// served to canaries (Serving) until Promote or Abort.
+func (s *Store) SetRollout(on bool) { s.rollout.Store(on) }
+
+// Serving is the snapshot a client of tenant is served: the candidate if
+// there is one and the client is a canary, the current one otherwise.
+func (s *Store) Serving(tenant string, canary bool) *Snapshot {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	e := s.tenants[tenant]
+	if e == nil {
+		return nil
+	}
+	if canary && e.candidate != nil {
+		return e.candidate
+	}
+	return e.current
+}
+
+// RolloutState is a tenant's rollout: its candidate (nil: none) and
+// since when, and the version held out after an abort, and why.
+type RolloutState struct {
+	Candidate *Snapshot
+	Since     time.Time
+	Held      *Snapshot
+	HeldWhy   string
+}
+
+// Rollout returns tenant's rollout state.
+func (s *Store) Rollout(tenant string) RolloutState {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	e := s.tenants[tenant]
+	if e == nil {
+		return RolloutState{}
+	}
+	return RolloutState{e.candidate, e.since, e.held, e.heldWhy}
+}
+
+// InRollout lists the tenants with a candidate, sorted.
+func (s *Store) InRollout() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []string
+	for t, e := range s.tenants {
+		if e.candidate != nil {
+			out = append(out, t)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// Promote serves tenant's candidate to every client.
+func (s *Store) Promote(tenant string) (*Snapshot, error) {
+	s.mu.Lock()
+	e := s.tenants[tenant]
+	if e == nil || e.candidate == nil {
+		s.mu.Unlock()
+		return nil, fmt.Errorf("tenant %q has no version in rollout", tenant)
+	}
+	e.current, e.candidate = e.candidate, nil
+	wake := s.watchersLocked(tenant)
+	s.mu.Unlock()
+	for _, w := range wake {
+		w.signal()
+	}
+	return e.current, nil
+}
+
+// Abort takes tenant's candidate back: canaries are served the current
+// version again, and the candidate's version is held out (a build of the
+// same content is not tried again) with why.
+func (s *Store) Abort(tenant, why string) (*Snapshot, error) {
+	s.mu.Lock()
+	e := s.tenants[tenant]
+	if e == nil || e.candidate == nil {
+		s.mu.Unlock()
+		return nil, fmt.Errorf("tenant %q has no version in rollout", tenant)
+	}
+	e.held, e.heldWhy, e.candidate = e.candidate, why, nil
+	wake := s.watchersLocked(tenant)
+	s.mu.Unlock()
+	for _, w := range wake {
+		w.signal()
+	}
+	return e.held, nil
 }
 
 // Remove forgets a tenant that no longer exists. Its watchers are woken and

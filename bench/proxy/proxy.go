@@ -44,6 +44,7 @@ type Proxy struct {
 	Misbehaving bool
 
 	node *core.Node
+	id   string
 
 	mu       sync.Mutex
 	received map[string]Arrival // type -> latest response
@@ -80,6 +81,7 @@ func New(ns, pod string, delta bool) *Proxy {
 	return &Proxy{
 		Namespace: ns, Delta: delta,
 		node:     &core.Node{Id: fmt.Sprintf("sidecar~10.0.0.1~%s.%s~%s.svc.cluster.local", pod, ns, ns), Metadata: md},
+		id:       fmt.Sprintf("sidecar~10.0.0.1~%s.%s~%s.svc.cluster.local", pod, ns, ns),
 		received: map[string]Arrival{}, synced: make(chan struct{}), held: map[string]map[string]string{},
 	}
 }
@@ -138,6 +140,16 @@ func (p *Proxy) Anomalies() (backwards, empty, foreign int) {
 	defer p.mu.Unlock()
 	return p.backwards, p.empty, p.alien
 }
+
+// Saw says whether the proxy ever received version of typeURL.
+func (p *Proxy) Saw(typeURL, version string) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.seen[typeURL][version]
+}
+
+// NodeID is the proxy's node ID.
+func (p *Proxy) NodeID() string { return p.id }
 
 // inspect checks one state-of-the-world response (or a delta response
 // carrying a type's first resources) for empty and foreign config.

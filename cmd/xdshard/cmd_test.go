@@ -133,6 +133,15 @@ func TestAdminEndpoints(t *testing.T) {
 	if err := unpinCmd(admin); err != nil {
 		t.Errorf("unpin: %v", err)
 	}
+	if err := rolloutCmd(append([]string{"status"}, admin...)); err != nil {
+		t.Errorf("rollout status: %v", err)
+	}
+	if err := rolloutCmd(append([]string{"promote"}, admin...)); err == nil || !strings.Contains(err.Error(), "no version in rollout") {
+		t.Errorf("rollout promote with nothing in rollout: %v", err)
+	}
+	if err := rolloutCmd(append([]string{"restart"}, admin...)); err == nil {
+		t.Error("rollout restart was accepted")
+	}
 	if err := historyCmd([]string{"--admin-addr", r.AdminAddr()}); err == nil || !strings.Contains(err.Error(), "--tenant") {
 		t.Errorf("history without --tenant: %v", err)
 	}

@@ -140,3 +140,37 @@ func unpinCmd(args []string) error {
 	fmt.Printf("tenant %s serves %s, its newest version\n", *tenant, out["serving"])
 	return nil
 }
+
+func rolloutCmd(args []string) error {
+	if len(args) == 0 || strings.HasPrefix(args[0], "-") {
+		return fmt.Errorf("rollout needs an action: xdshard rollout status|promote|abort --tenant T")
+	}
+	action := args[0]
+	fs, addr, tenant := adminFlags("rollout " + action)
+	fs.Usage = func() {
+		fmt.Fprintln(fs.Output(), "Usage: xdshard rollout status|promote|abort --tenant T [--admin-addr HOST:PORT]\n\nWith serve --rollout-percent P, a tenant's new version goes to P% of its proxies first (canaries,\nby node ID hash); it is promoted once every canary accepted it and --rollout-bake passed, and\ntaken back at once if one rejects it. status shows the stable version, the candidate and the\nlast version held out (and why); promote serves the candidate to all now; abort takes it back.\n\nExamples:\n  xdshard rollout status --tenant acme\n  xdshard rollout abort --tenant acme")
+		fs.PrintDefaults()
+	}
+	if err := parseAdmin(fs, args[1:], tenant); err != nil {
+		return err
+	}
+	q := url.Values{"tenant": {*tenant}}
+	switch action {
+	case "status":
+		var st map[string]any
+		if err := adminCall(http.MethodGet, *addr, "/debug/rollout", q, &st); err != nil {
+			return err
+		}
+		enc := json.NewEncoder(os.Stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(st)
+	case "promote", "abort":
+		var out map[string]string
+		if err := adminCall(http.MethodPost, *addr, "/debug/rollout/"+action, q, &out); err != nil {
+			return err
+		}
+		fmt.Printf("tenant %s: every proxy is served %s\n", *tenant, out["serving"])
+		return nil
+	}
+	return fmt.Errorf("rollout %q: want status, promote or abort", action)
+}

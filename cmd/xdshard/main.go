@@ -30,6 +30,7 @@ func commands() map[string]command {
 		"history":  {"list the versions a running replica keeps of a tenant, and which it serves", historyCmd},
 		"rollback": {"serve an earlier kept version of a tenant and pin it (new builds wait)", rollbackCmd},
 		"unpin":    {"serve a tenant's newest version again after a rollback", unpinCmd},
+		"rollout":  {"show, promote or abort a tenant's canary rollout (serve --rollout-percent)", rolloutCmd},
 	}
 }
 

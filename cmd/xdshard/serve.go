@@ -62,6 +62,7 @@ type serveConfig struct {
 	adminWriters    identity.AllowList
 	drain           time.Duration
 	maxConnAge      time.Duration
+	rollout         xds.Rollout
 }
 
 func serveFlags(args []string) (*serveConfig, error) {
@@ -86,6 +87,8 @@ func serveFlags(args []string) (*serveConfig, error) {
 	peerIDs := fs.String("peer-identities", "", "with TLS: who may fetch snapshots on the peer port (default: this replica's own certificate identity)")
 	adminWriters := fs.String("admin-writers", "", "with TLS: who may roll back and unpin tenants beyond loopback (default nobody; loopback callers always may)")
 	adminReaders := fs.String("admin-readers", "istio-system/*", "with TLS: who may read the admin port's debug and status pages beyond loopback (/healthz, /readyz and /metrics are open)")
+	fs.IntVar(&c.rollout.Percent, "rollout-percent", 0, "canary rollout of config: a tenant's new version goes to this percent of its proxies first (by node ID hash), is promoted once they all accepted it and --rollout-bake passed, and is taken back at once if one rejects it; 0 serves new versions to all at once")
+	fs.DurationVar(&c.rollout.Bake, "rollout-bake", 30*time.Second, "with --rollout-percent: how long a new version is served to the canaries at least before it is promoted")
 	fs.DurationVar(&c.drain, "drain-period", 10*time.Second, "on SIGTERM: readiness fails, no new stream is taken, and streams end at random moments within this period so proxies move to other replicas gradually; 0 ends them at once (keep it under the pod's termination grace period)")
 	fs.DurationVar(&c.maxConnAge, "max-connection-age", 30*time.Minute, "send GOAWAY to a connection after about this long (with jitter) so long-lived streams rebalance over the replicas, as istiod's keepaliveMaxServerConnectionAge; 0 never")
 	fs.IntVar(&c.maxConns, "max-connections", server.DefaultMaxConnections, "xDS connections open at once; one more is closed at once and counted (xdshard_refused_connections_total)")
@@ -181,6 +184,9 @@ func serveFlags(args []string) (*serveConfig, error) {
 			return nil, fmt.Errorf("--config %q is not a readable directory; pass a directory of YAML manifests, or omit --config for the demo mesh", c.config)
 		}
 	}
+	if c.rollout.Percent < 0 || c.rollout.Percent > 100 || c.rollout.Bake < 0 {
+		return nil, fmt.Errorf("--rollout-percent %d and --rollout-bake %s: want a percent from 0 to 100 and a bake of 0 or more", c.rollout.Percent, c.rollout.Bake)
+	}
 	if c.drain < 0 || c.maxConnAge < 0 {
 		return nil, fmt.Errorf("--drain-period %s and --max-connection-age %s: want 0 or more", c.drain, c.maxConnAge)
 	}
@@ -246,7 +252,7 @@ func startServing(ctx context.Context, cfg *serveConfig, log *slog.Logger) (*ser
 		Debounce: cfg.debounce, MaxDelay: cfg.maxDelay, History: cfg.history, PushConcurrency: cfg.pushConcurrency,
 		Logger: log, ReplicaID: cfg.replicaID, PeerAddr: cfg.peerAddr, Peers: cfg.peers,
 		MCPIdentities: cfg.mcpIDs, PeerIdentities: cfg.peerIDs, AdminReaders: cfg.adminReaders, AdminWriters: cfg.adminWriters, AdminPprof: cfg.adminPprof, MaxConnections: cfg.maxConns,
-		Drain: cfg.drain, MaxConnectionAge: cfg.maxConnAge,
+		Drain: cfg.drain, MaxConnectionAge: cfg.maxConnAge, Rollout: cfg.rollout,
 	}
 	if cfg.tls != (identity.Files{}) {
 		if sc.TLS, err = identity.LoadCerts(cfg.tls, log); err != nil {

@@ -40,6 +40,10 @@ type Options struct {
 	// replica does not offer them. They return the version now served.
 	Rollback func(tenant, version string) (string, error)
 	Unpin    func(tenant string) (string, error)
+	// Rollout says a tenant's canary rollout; Promote and Abort end it.
+	Rollout func(tenant string) (RolloutStatus, error)
+	Promote func(tenant string) (string, error)
+	Abort   func(tenant string) (string, error)
 	// Owner names the replica that builds a tenant ("" without sharding),
 	// and where this replica's copy comes from.
 	Owner func(tenant string) (owner, origin string)
@@ -151,6 +155,18 @@ func Handler(o Options) http.Handler {
 	if o.Unpin != nil {
 		write("/debug/unpin", func(r *http.Request) (string, error) { return o.Unpin(r.URL.Query().Get("tenant")) })
 	}
+	if o.Rollout != nil {
+		mux.HandleFunc("/debug/rollout", func(w http.ResponseWriter, r *http.Request) {
+			st, err := o.Rollout(r.URL.Query().Get("tenant"))
+			if err != nil {
+				http.Error(w, err.Error(), http.StatusNotFound)
+				return
+			}
+			writeJSON(w, st)
+		})
+		write("/debug/rollout/promote", func(r *http.Request) (string, error) { return o.Promote(r.URL.Query().Get("tenant")) })
+		write("/debug/rollout/abort", func(r *http.Request) (string, error) { return o.Abort(r.URL.Query().Get("tenant")) })
+	}
 	mux.HandleFunc("/debug/tenantz", func(w http.ResponseWriter, _ *http.Request) {
 		ts := Tenants(o.Store, o.Failures())
 		for i := range ts {
@@ -237,4 +253,17 @@ func Tenants(store *snapshot.Store, failures map[string]error) []TenantStatus {
 		out = append(out, ts)
 	}
 	return out
+}
+
+// RolloutStatus is /debug/rollout: a tenant's canary rollout.
+type RolloutStatus struct {
+	Tenant    string    `json:"tenant"`
+	Enabled   bool      `json:"enabled"`
+	Percent   int       `json:"percent,omitempty"`
+	Bake      string    `json:"bake,omitempty"`
+	Stable    string    `json:"stable"`              // served to every proxy but the canaries
+	Candidate string    `json:"candidate,omitempty"` // served to the canaries
+	Since     time.Time `json:"since,omitzero"`
+	Held      string    `json:"held,omitempty"` // the last version taken back, not tried again
+	HeldWhy   string    `json:"heldWhy,omitempty"`
 }

@@ -45,11 +45,13 @@ type conn struct {
 	shed      chan struct{}      // closed to end the stream (rebalance, drain); shedWhy says why
 	shedOnce  sync.Once
 	shedWhy   string // written before shed is closed
+	canary    bool   // served a tenant's rollout candidate (a proxy whose node ID hashes under the canary percent)
 
-	mu    sync.Mutex
-	types map[string]*typeState
-	order []string // requested types in push order; recomputed when a type is added
-	seq   uint64   // nonce counter
+	mu       sync.Mutex
+	lastSnap string // the tenant version the last push looked at (SotW and delta)
+	types    map[string]*typeState
+	order    []string // requested types in push order; recomputed when a type is added
+	seq      uint64   // nonce counter
 }
 
 // typeState is a stream's state for one type URL.
@@ -69,6 +71,7 @@ type typeState struct {
 	hash     uint64
 
 	// The last response sent, and whether its ACK or NACK is outstanding.
+	sentSnap    string // the tenant version it was made from
 	nonce       string
 	sentVersion string
 	sentSet     string // version of the set the response was made from (SotW) or its content key (MCP)
@@ -90,9 +93,11 @@ type typeState struct {
 
 // NACK is a rejected response, kept for status.
 type NACK struct {
-	Version string    `json:"version"`
-	Message string    `json:"message"`
-	At      time.Time `json:"at"`
+	Version string `json:"version"`
+	// Snapshot is the tenant version the rejected response was made from.
+	Snapshot string    `json:"snapshot,omitempty"`
+	Message  string    `json:"message"`
+	At       time.Time `json:"at"`
 }
 
 func newConn(id uint64, node *core.Node, namespace, tenant string, view snapshot.View, delta bool) *conn {
@@ -186,7 +191,7 @@ func setFor(snap *snapshot.Snapshot, v snapshot.View, typeURL string) (*snapshot
 func (s *Server) answered(c *conn, st *typeState, t, message string, nack bool, version string) {
 	st.awaiting = false
 	if nack {
-		st.nack = &NACK{Version: st.sentVersion, Message: message, At: time.Now()}
+		st.nack = &NACK{Version: st.sentVersion, Snapshot: st.sentSnap, Message: message, At: time.Now()}
 		s.metrics.nack(t)
 		s.log.Warn("config rejected by client", "node", c.node.GetId(), "tenant", c.tenant, "type", t, "version", st.sentVersion, "error", message)
 		return

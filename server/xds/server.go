@@ -57,6 +57,8 @@ type Options struct {
 	// Access authenticates clients and says what each may read; its zero
 	// value trusts what nodes claim.
 	Access Access
+	// Rollout picks canary proxies and says how long a candidate bakes.
+	Rollout Rollout
 }
 
 // PeerNodePrefix starts the node ID of a replica fetching a snapshot.
@@ -205,6 +207,7 @@ func (s *Server) bind(node *core.Node, delta bool, id *identity.Identity) (c *co
 	}
 	c = newConn(s.nextID.Add(1), node, ns, tenant, view, delta)
 	c.identity = id
+	c.canary = IsCanary(node.GetId(), s.opts.Rollout.Percent)
 	s.register(c)
 	s.log.Debug("stream connected", "node", node.GetId(), "tenant", tenant, "view", view, "delta", delta)
 	return c, nil

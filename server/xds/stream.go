@@ -142,11 +142,14 @@ type work struct {
 // encodes and sends, so a change that wakes every stream at once sends on
 // a bounded number of them at a time.
 func (s *Server) push(ctx context.Context, c *conn, f face) error {
-	snap := s.store.Current(c.tenant)
+	snap := s.store.Serving(c.tenant, c.canary)
 	if c.view != snapshot.ViewMCP && snap == nil {
 		return nil // the tenant's first build is still running; wait for it
 	}
 	c.mu.Lock()
+	if snap != nil {
+		c.lastSnap = snap.Version
+	}
 	var todo []*work
 	for _, t := range c.order {
 		st := c.types[t]
@@ -183,6 +186,9 @@ func (s *Server) push(ctx context.Context, c *conn, f face) error {
 			continue
 		}
 		if msg := f.commit(c, w); msg != nil {
+			if snap != nil {
+				w.st.sentSnap = snap.Version
+			}
 			sends = append(sends, out{msg, w, w.built})
 		}
 	}
