@@ -10,10 +10,12 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/xdshard/xdshard/bench/fleet"
 	"github.com/xdshard/xdshard/bench/proxy"
+	"github.com/xdshard/xdshard/internal/testpki"
 	"github.com/xdshard/xdshard/server"
 	"github.com/xdshard/xdshard/snapshot/source/memory"
 )
@@ -110,4 +112,30 @@ func TestRollbackOverRealStreams(t *testing.T) {
 	if resp, err := http.Get("http://" + r.AdminAddr() + "/debug/rollback?tenant=" + tenant); err != nil || resp.StatusCode != http.StatusMethodNotAllowed {
 		t.Fatalf("a GET of a write call: %v %v", resp.StatusCode, err)
 	}
+}
+
+// TestInternalDebugPages: `istioctl x internal-debug PAGE` asks the xDS
+// port for type istio.io/debug naming the page; the answer is the admin
+// page's body. Over TLS only the system namespace's identities may read
+// them (they show every tenant).
+func TestInternalDebugPages(t *testing.T) {
+	e := startTLSReplica(t, 2, nil)
+	ops := e.ca.TLS(t, testpki.Spec{SPIFFE: spiffe("istio-system", "ops")})
+	app := e.ca.TLS(t, testpki.Spec{SPIFFE: spiffe(fleet.Tenant(0), "app")})
+	event := map[string]any{"GENERATOR": "event"}
+	resp, err := firstResponse(dialTLS(t, e.r.XDSAddr(), e.ca, &ops, ""), "istio-system", event, "istio.io/debug", "tenantz", "syncz", "nosuch")
+	if err != nil {
+		t.Fatalf("internal-debug as istio-system: %v", err)
+	}
+	if len(resp.Resources) != 3 {
+		t.Fatalf("%d resources for three pages", len(resp.Resources))
+	}
+	for i, want := range []string{`"tenant": "` + fleet.Tenant(1) + `"`, "[", "not served"} {
+		a := resp.Resources[i]
+		if a.TypeUrl != "istio.io/debug" || !strings.Contains(string(a.Value), want) {
+			t.Errorf("page %d: %s %.200q, want istio.io/debug containing %q", i, a.TypeUrl, a.Value, want)
+		}
+	}
+	_, err = firstResponse(dialTLS(t, e.r.XDSAddr(), e.ca, &app, ""), fleet.Tenant(0), event, "istio.io/debug", "tenantz")
+	wantCode(t, "internal-debug as a tenant's identity", err, codes.PermissionDenied)
 }

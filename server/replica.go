@@ -159,6 +159,7 @@ type Replica struct {
 	handovers prometheus.Counter
 	builds    *prometheus.CounterVec
 	xdsConns  *connTracker
+	pages     http.Handler // the admin pages, served in process to istio.io/debug
 
 	xdsAddr, adminAddr string
 	draining           atomic.Bool
@@ -208,7 +209,7 @@ func Start(ctx context.Context, cfg Config) (*Replica, error) {
 		name, _ = os.Hostname()
 	}
 	xopts := xds.Options{Resolver: r.mesh, Logger: r.log, Registry: r.reg, PushConcurrency: cfg.PushConcurrency, Identity: "xdshard-" + name,
-		Rollout: cfg.Rollout}
+		Rollout: cfg.Rollout, DebugPages: func(page string) ([]byte, error) { return r.debugPage(page) }}
 	r.store.SetRollout(cfg.Rollout.Percent > 0)
 	if cfg.TLS != nil {
 		r.secure()
@@ -231,6 +232,7 @@ func Start(ctx context.Context, cfg Config) (*Replica, error) {
 		}
 	}
 	r.builder = builder.New(r.mesh, r.store, bopts)
+	r.pages = r.adminHandler(true)
 	if r.members != nil && r.members.Changes() != nil {
 		go r.followMembers(runCtx, r.members, r.members.Changes())
 	}

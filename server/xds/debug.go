@@ -36,6 +36,10 @@ const (
 	// ConfigDumpType is what a proxy (named "pod.namespace" in the
 	// request's resource names) should hold, as an Envoy admin config dump.
 	ConfigDumpType = "istio.io/debug/config_dump"
+	// DebugType is `istioctl x internal-debug PAGE`: the resource name is
+	// a debug page (syncz, tenantz, statusz, history?tenant=T, ...), and
+	// the answer its body, as Any{type_url: DebugType, value: body}.
+	DebugType = "istio.io/debug"
 	// notConnected is istiod's answer for a proxy it does not hold; istioctl
 	// then asks the next instance.
 	notConnected = "Proxy not connected to this Pilot instance. It may be connected to another instance."
@@ -45,7 +49,10 @@ const (
 )
 
 // streamDebug answers istioctl's requests until the stream ends.
-func (s *Server) streamDebug(stream discovery.AggregatedDiscoveryService_StreamAggregatedResourcesServer, first *discovery.DiscoveryRequest, caller string) error {
+//
+// caller is the namespace the caller may see the proxies of (istio-system:
+// all); verified says it was proven (TLS or a token), not claimed.
+func (s *Server) streamDebug(stream discovery.AggregatedDiscoveryService_StreamAggregatedResourcesServer, first *discovery.DiscoveryRequest, caller string, verified bool) error {
 	if err := s.checkNodeSize(first.GetNode()); err != nil {
 		return err
 	}
@@ -55,7 +62,7 @@ func (s *Server) streamDebug(stream discovery.AggregatedDiscoveryService_StreamA
 		if !rate.take(time.Now()) {
 			return s.refused.refuse("rate_limited", codes.ResourceExhausted, "more than %.0f debug requests per second", s.limits.Rate)
 		}
-		resp, err := s.debugResponse(req, caller)
+		resp, err := s.debugResponse(req, caller, verified)
 		if err != nil {
 			return err
 		}
@@ -75,7 +82,7 @@ func (s *Server) streamDebug(stream discovery.AggregatedDiscoveryService_StreamA
 	}
 }
 
-func (s *Server) debugResponse(req *discovery.DiscoveryRequest, caller string) (*discovery.DiscoveryResponse, error) {
+func (s *Server) debugResponse(req *discovery.DiscoveryRequest, caller string, verified bool) (*discovery.DiscoveryResponse, error) {
 	resp := &discovery.DiscoveryResponse{TypeUrl: req.GetTypeUrl(), VersionInfo: strconv.FormatInt(time.Now().UnixNano(), 10), ControlPlane: s.controlPlane()}
 	switch req.GetTypeUrl() {
 	case SynczType:
@@ -84,9 +91,28 @@ func (s *Server) debugResponse(req *discovery.DiscoveryRequest, caller string) (
 	case ConfigDumpType:
 		resp.Resources = s.configDump(req.GetResourceNames(), caller)
 		return resp, nil
+	case DebugType:
+		// The pages show every tenant: a proven caller must be of the
+		// system namespace; a claimed one is trusted only where claims
+		// are (plaintext on loopback, or --insecure).
+		if verified && caller != systemNamespace || s.opts.DebugPages == nil {
+			return nil, s.refused.refuse("debug_not_allowed", codes.PermissionDenied,
+				"istio.io/debug pages show every tenant: only callers of %s may read them", systemNamespace)
+		}
+		if len(req.GetResourceNames()) > 8 {
+			return nil, s.refused.refuse("too_many_names", codes.InvalidArgument, "at most 8 debug pages per request")
+		}
+		for _, page := range req.GetResourceNames() {
+			body, err := s.opts.DebugPages(page)
+			if err != nil {
+				body = []byte(err.Error())
+			}
+			resp.Resources = append(resp.Resources, &anypb.Any{TypeUrl: DebugType, Value: body})
+		}
+		return resp, nil
 	}
 	return nil, s.refused.refuse("bad_type_url", codes.InvalidArgument,
-		"debug type %.128q is not served; xdshard answers %s and %s (istioctl proxy-status)", req.GetTypeUrl(), SynczType, ConfigDumpType)
+		"debug type %.128q is not served; xdshard answers %s, %s and %s (istioctl proxy-status, istioctl x internal-debug)", req.GetTypeUrl(), SynczType, ConfigDumpType, DebugType)
 }
 
 // configDump is the config the proxy named by names[0] ("pod.namespace",

@@ -59,6 +59,9 @@ type Options struct {
 	Access Access
 	// Rollout picks canary proxies and says how long a candidate bakes.
 	Rollout Rollout
+	// DebugPages answers `istioctl x internal-debug PAGE` (type
+	// istio.io/debug): the page's body, as the admin port serves it.
+	DebugPages func(page string) ([]byte, error)
 }
 
 // PeerNodePrefix starts the node ID of a replica fetching a snapshot.

@@ -34,7 +34,7 @@ func (s *Server) StreamAggregatedResources(stream discovery.AggregatedDiscoveryS
 		if id != nil {
 			caller = id.Namespace
 		}
-		return s.streamDebug(stream, first, caller)
+		return s.streamDebug(stream, first, caller, id != nil)
 	}
 	return runStream(s, stream.Context(), id, first, false, stream.Recv, s.recordSotW, &sotwFace{s: s, stream: stream})
 }
