@@ -134,6 +134,20 @@ func clusterB(b *testing.B, bin string) *kubetest.Cluster {
 
 // applyParallel applies objects to the cluster with 16 writers.
 func applyParallel(b testing.TB, ctx context.Context, c *kubetest.Cluster, objs []*model.Object) {
+	// Namespaces first, on their own: an object of a namespace the API
+	// server has not created yet is refused.
+	var namespaces, rest []*model.Object
+	for _, o := range objs {
+		if o.Kind == model.KindNamespace {
+			namespaces = append(namespaces, o)
+		} else {
+			rest = append(rest, o)
+		}
+	}
+	if len(namespaces) > 0 && len(rest) > 0 {
+		applyParallel(b, ctx, c, namespaces)
+		objs = rest
+	}
 	clusterIP := regexp.MustCompile(`(?m)^\s*clusterIP: .*\n`)
 	work := make(chan *model.Object)
 	var wg sync.WaitGroup

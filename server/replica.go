@@ -387,10 +387,13 @@ func (r *Replica) adminHandler(loopback bool) http.Handler {
 		authorize = r.authorizeAdmin
 	}
 	return admin.Handler(admin.Options{
-		Write:     func(req *http.Request) (int, error) { return r.authorizeWrite(req, loopback) },
-		Rollback:  r.rollback,
-		Unpin:     r.unpin,
-		Rollout:   r.rolloutStatus,
+		Write:    func(req *http.Request) (int, error) { return r.authorizeWrite(req, loopback) },
+		Rollback: r.rollback,
+		Unpin:    r.unpin,
+		Rollout:  r.rolloutStatus,
+		ConfigDump: func(proxy string, types ...string) ([]byte, error) {
+			return r.xds.ConfigDumpJSON(proxy, types...)
+		},
 		Promote:   r.promote,
 		Abort:     r.abort,
 		Authorize: authorize,

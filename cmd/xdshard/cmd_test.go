@@ -11,10 +11,14 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
 	appsv1 "k8s.io/api/apps/v1"
 	"sigs.k8s.io/yaml"
 
+	"github.com/xdshard/xdshard/bench/proxy"
 	"github.com/xdshard/xdshard/snapshot/source/demo"
 	"github.com/xdshard/xdshard/snapshot/translate"
 	"github.com/xdshard/xdshard/snapshot/translate/xds"
@@ -142,6 +146,33 @@ func TestAdminEndpoints(t *testing.T) {
 	if err := rolloutCmd(append([]string{"restart"}, admin...)); err == nil {
 		t.Error("rollout restart was accepted")
 	}
+	// proxy-status and config-dump of a connected proxy.
+	conn, err := grpc.NewClient(r.XDSAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	p := proxy.New("acme-web", "web-1", false)
+	go func() { _ = p.Run(ctx, conn) }()
+	select {
+	case <-p.Synced():
+	case <-time.After(20 * time.Second):
+		t.Fatal("the proxy of acme-web never synced")
+	}
+	if out := captureStdout(t, func() error { return proxyStatusCmd([]string{"--admin-addr", r.AdminAddr()}) }); !strings.Contains(out, "web-1.acme-web") || !strings.Contains(out, "SYNCED") {
+		t.Errorf("proxy-status:\n%s", out)
+	}
+	if out := captureStdout(t, func() error { return proxyStatusCmd([]string{"--admin-addr", r.AdminAddr(), "web-1.acme-web"}) }); !strings.Contains(out, "CDS") || !strings.Contains(out, "tenant acme") {
+		t.Errorf("proxy-status web-1.shop:\n%s", out)
+	}
+	if out := captureStdout(t, func() error {
+		return configDumpCmd([]string{"web-1.acme-web", "--admin-addr", r.AdminAddr(), "--type", "cds"})
+	}); !strings.Contains(out, "ClustersConfigDump") || strings.Contains(out, "ListenersConfigDump") {
+		t.Errorf("config-dump --type cds:\n%.500s", out)
+	}
+	if err := configDumpCmd([]string{"nobody.nowhere", "--admin-addr", r.AdminAddr()}); err == nil || !strings.Contains(err.Error(), "not connected") {
+		t.Errorf("config-dump of a proxy not connected: %v", err)
+	}
 	if err := historyCmd([]string{"--admin-addr", r.AdminAddr()}); err == nil || !strings.Contains(err.Error(), "--tenant") {
 		t.Errorf("history without --tenant: %v", err)
 	}
@@ -224,4 +255,25 @@ func TestDeployManifestArgsParse(t *testing.T) {
 	if !cfg.inCluster || cfg.leaseNamespace != "istio-system" || cfg.replicaID != "xdshard-7d9f-abcde" || cfg.peerAddr != "10.0.3.7:15012" {
 		t.Fatalf("the Deployment's args give %+v, want in-cluster, Leases in istio-system, the pod's name and IP", cfg)
 	}
+}
+
+// captureStdout runs f and returns what it printed; f's error fails t.
+func captureStdout(t *testing.T, f func() error) string {
+	t.Helper()
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := os.Stdout
+	os.Stdout = w
+	done := make(chan string)
+	go func() { b, _ := io.ReadAll(r); done <- string(b) }()
+	ferr := f()
+	os.Stdout = old
+	w.Close()
+	out := <-done
+	if ferr != nil {
+		t.Fatalf("%v\n%s", ferr, out)
+	}
+	return out
 }

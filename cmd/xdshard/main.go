@@ -21,16 +21,18 @@ type command struct {
 
 func commands() map[string]command {
 	return map[string]command{
-		"serve":    {"serve tenant snapshots over ADS (default: the embedded demo mesh)", serveCmd},
-		"render":   {"print a tenant's snapshot as JSON, list tenants, or print generated policies as YAML", renderCmd},
-		"analyze":  {"report Istio/NetworkPolicy disagreements and cross-tenant exposure", analyzeCmd},
-		"check":    {"validate a config directory as serve would, for CI (exit 2 on errors)", checkCmd},
-		"bench":    {"measure push latency under synthetic load against go-control-plane, in one run", benchCmd},
-		"version":  {"print the version", versionCmd},
-		"history":  {"list the versions a running replica keeps of a tenant, and which it serves", historyCmd},
-		"rollback": {"serve an earlier kept version of a tenant and pin it (new builds wait)", rollbackCmd},
-		"unpin":    {"serve a tenant's newest version again after a rollback", unpinCmd},
-		"rollout":  {"show, promote or abort a tenant's canary rollout (serve --rollout-percent)", rolloutCmd},
+		"serve":        {"serve tenant snapshots over ADS (default: the embedded demo mesh)", serveCmd},
+		"render":       {"print a tenant's snapshot as JSON, list tenants, or print generated policies as YAML", renderCmd},
+		"analyze":      {"report Istio/NetworkPolicy disagreements and cross-tenant exposure", analyzeCmd},
+		"check":        {"validate a config directory as serve would, for CI (exit 2 on errors)", checkCmd},
+		"bench":        {"measure push latency under synthetic load against go-control-plane, in one run", benchCmd},
+		"version":      {"print the version", versionCmd},
+		"history":      {"list the versions a running replica keeps of a tenant, and which it serves", historyCmd},
+		"rollback":     {"serve an earlier kept version of a tenant and pin it (new builds wait)", rollbackCmd},
+		"unpin":        {"serve a tenant's newest version again after a rollback", unpinCmd},
+		"rollout":      {"show, promote or abort a tenant's canary rollout (serve --rollout-percent)", rolloutCmd},
+		"proxy-status": {"list a replica's proxies and each type's sync state, as istioctl proxy-status", proxyStatusCmd},
+		"config-dump":  {"print what a connected proxy is served, as Envoy's config dump", configDumpCmd},
 	}
 }
 

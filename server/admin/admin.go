@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/pprof"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -40,6 +41,9 @@ type Options struct {
 	// replica does not offer them. They return the version now served.
 	Rollback func(tenant, version string) (string, error)
 	Unpin    func(tenant string) (string, error)
+	// ConfigDump is what one proxy is served, as Envoy's admin config
+	// dump in JSON, narrowed to types (cds, eds, lds, rds) if any.
+	ConfigDump func(proxy string, types ...string) ([]byte, error)
 	// Rollout says a tenant's canary rollout; Promote and Abort end it.
 	Rollout func(tenant string) (RolloutStatus, error)
 	Promote func(tenant string) (string, error)
@@ -96,6 +100,21 @@ func Handler(o Options) http.Handler {
 		})
 	}
 	mux.HandleFunc("/debug/syncz", func(w http.ResponseWriter, _ *http.Request) { writeJSON(w, o.Clients()) })
+	if o.ConfigDump != nil {
+		mux.HandleFunc("/debug/config_dump", func(w http.ResponseWriter, r *http.Request) {
+			var types []string
+			if t := r.URL.Query().Get("type"); t != "" {
+				types = strings.Split(t, ",")
+			}
+			body, err := o.ConfigDump(r.URL.Query().Get("proxy"), types...)
+			if err != nil {
+				http.Error(w, err.Error(), http.StatusNotFound)
+				return
+			}
+			w.Header().Set("Content-Type", "application/json")
+			_, _ = w.Write(body)
+		})
+	}
 	mux.HandleFunc("/debug/history", func(w http.ResponseWriter, r *http.Request) {
 		tenant := r.URL.Query().Get("tenant")
 		var found *TenantStatus

@@ -3,6 +3,7 @@ package xds
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"maps"
 	"slices"
@@ -16,6 +17,7 @@ import (
 	statusv3 "github.com/envoyproxy/go-control-plane/envoy/service/status/v3"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -133,7 +135,7 @@ func (s *Server) configDump(names []string, caller string) []*anypb.Any {
 	}
 	snap := (*snapshot.Snapshot)(nil)
 	if c != nil {
-		snap = s.store.Current(c.tenant)
+		snap = s.store.Serving(c.tenant, c.canary)
 	}
 	if snap == nil {
 		return []*anypb.Any{{Value: []byte(notConnected)}}
@@ -213,4 +215,28 @@ func configStatus(sync string) statusv3.ConfigStatus {
 		return statusv3.ConfigStatus_NOT_SENT
 	}
 	return statusv3.ConfigStatus_UNKNOWN
+}
+
+// ConfigDumpJSON is what the proxy named (pod.namespace, or any part of
+// its node ID) is served, as Envoy's admin config dump in JSON; types
+// narrows it to some of cds, eds, lds, rds.
+func (s *Server) ConfigDumpJSON(proxy string, types ...string) ([]byte, error) {
+	anys := s.configDump([]string{proxy}, systemNamespace)
+	if len(anys) == 1 && string(anys[0].GetValue()) == notConnected {
+		return nil, fmt.Errorf("proxy %q is not connected to this replica (see /debug/syncz; with sharding, ask the replica it is on)", proxy)
+	}
+	want := map[string]string{"cds": "ClustersConfigDump", "eds": "EndpointsConfigDump", "lds": "ListenersConfigDump", "rds": "RoutesConfigDump"}
+	dump := &adminv3.ConfigDump{}
+	for _, a := range anys {
+		keep := len(types) == 0
+		for _, t := range types {
+			if strings.HasSuffix(a.GetTypeUrl(), want[t]) {
+				keep = true
+			}
+		}
+		if keep {
+			dump.Configs = append(dump.Configs, a)
+		}
+	}
+	return protojson.MarshalOptions{Multiline: true, Indent: "  "}.Marshal(dump)
 }

@@ -11,13 +11,17 @@ import (
 // ClientStatus is one connected stream's sync state, like a row of
 // `istioctl proxy-status`.
 type ClientStatus struct {
-	ID        uint64                `json:"id"`
-	Node      string                `json:"node"`
-	Tenant    string                `json:"tenant"`
-	View      snapshot.View         `json:"view"`
-	Delta     bool                  `json:"delta"`
-	Connected time.Time             `json:"connected"`
-	Types     map[string]TypeStatus `json:"types"`
+	ID        uint64        `json:"id"`
+	Node      string        `json:"node"`
+	Tenant    string        `json:"tenant"`
+	View      snapshot.View `json:"view"`
+	Delta     bool          `json:"delta"`
+	Connected time.Time     `json:"connected"`
+	// Snapshot is the tenant version the stream's last push looked at;
+	// Canary says it is served a rollout's candidate first.
+	Snapshot string                `json:"snapshot,omitempty"`
+	Canary   bool                  `json:"canary,omitempty"`
+	Types    map[string]TypeStatus `json:"types"`
 }
 
 // TypeStatus is a stream's state for one type.
@@ -64,7 +68,8 @@ func (s *Server) Clients() []ClientStatus {
 func (c *conn) status() ClientStatus {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	cs := ClientStatus{ID: c.id, Node: c.node.GetId(), Tenant: c.tenant, View: c.view, Delta: c.delta, Connected: c.connected, Types: map[string]TypeStatus{}}
+	cs := ClientStatus{ID: c.id, Node: c.node.GetId(), Tenant: c.tenant, View: c.view, Delta: c.delta, Connected: c.connected,
+		Snapshot: c.lastSnap, Canary: c.canary, Types: map[string]TypeStatus{}}
 	for t, st := range c.types {
 		ts := TypeStatus{
 			SentVersion: st.sentVersion, SentNonce: st.nonce, SentAt: st.sentAt,

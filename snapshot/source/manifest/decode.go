@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"regexp"
+	"strconv"
 	"strings"
 
 	"go.yaml.in/yaml/v3"
@@ -41,13 +42,14 @@ func Decode(file string, data []byte) []Decoded { return DecodeWith(file, data, 
 // limits.DocumentBytes once its YAML aliases are expanded is a diagnostic,
 // found before anything is expanded.
 func DecodeWith(file string, data []byte, limits Limits) (out []Decoded) {
-	return decodeStream(file, data, limits, "the rest of this file is skipped")
+	return decodeStream(file, data, limits, "the rest of this file is skipped", 0)
 }
 
 // decodeStream decodes every document of data; skipped says what an
 // invalid document costs (the rest of the file, or only itself when the
-// file was split into its documents first).
-func decodeStream(file string, data []byte, limits Limits, skipped string) (out []Decoded) {
+// file was split into its documents first). offset is the line data
+// starts after in its file: every line reported is shifted by it.
+func decodeStream(file string, data []byte, limits Limits, skipped string, offset int) (out []Decoded) {
 	limits = limits.withDefaults()
 	defer func() {
 		if r := recover(); r != nil {
@@ -62,7 +64,17 @@ func decodeStream(file string, data []byte, limits Limits, skipped string) (out 
 			return out
 		}
 		if err != nil {
-			return append(out, Decoded{Diag: ptr(model.Problem(model.Origin{File: file, Line: yamlErrLine(err)}, nil, "invalid YAML: "+err.Error()+"; "+skipped))})
+			msg := err.Error()
+			if offset > 0 {
+				msg = yamlLineRE.ReplaceAllStringFunc(msg, func(m string) string {
+					n, _ := strconv.Atoi(m[len("line "):])
+					return "line " + strconv.Itoa(n+offset)
+				})
+			}
+			return append(out, Decoded{Diag: ptr(model.Problem(model.Origin{File: file, Line: yamlErrLine(err) + offset}, nil, "invalid YAML: "+msg+"; "+skipped))})
+		}
+		if offset > 0 {
+			shiftLines(&doc, offset)
 		}
 		if d, ok := decodeDoc(file, &doc, limits); ok {
 			out = append(out, d)
@@ -71,6 +83,16 @@ func decodeStream(file string, data []byte, limits Limits, skipped string) (out 
 }
 
 var yamlLineRE = regexp.MustCompile(`line (\d+)`)
+
+// shiftLines moves a parsed document's nodes down by offset lines. An
+// alias is reached through its anchor's own place in the tree only, so
+// each node moves once.
+func shiftLines(n *yaml.Node, offset int) {
+	n.Line += offset
+	for _, c := range n.Content {
+		shiftLines(c, offset)
+	}
+}
 
 func yamlErrLine(err error) int {
 	if m := yamlLineRE.FindStringSubmatch(err.Error()); m != nil {

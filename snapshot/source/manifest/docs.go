@@ -20,11 +20,39 @@ type chunk struct {
 	body []byte
 }
 
-// docKey identifies a document's decoding: its bytes and where it starts
-// (the line numbers in its objects' origins and diagnostics).
+// docKey identifies a document's decoding by its bytes.
 type docKey struct {
 	hash uint64
-	line int
+}
+
+// docCache is a file's documents as last decoded, and the line each
+// started on.
+type docCache map[docKey]cachedDoc
+
+type cachedDoc struct {
+	line    int
+	decoded []Decoded
+}
+
+// moved returns a cached decoding for a document that now starts on line:
+// the same when it did not move; its objects with their origins moved
+// when it did (a document above it grew or shrank); nil when it holds a
+// diagnostic (whose text may name lines), to be decoded again.
+func (c cachedDoc) moved(line int) []Decoded {
+	if c.line == line {
+		return c.decoded
+	}
+	out := make([]Decoded, len(c.decoded))
+	for i, d := range c.decoded {
+		if d.Diag != nil || d.Object == nil {
+			return nil
+		}
+		o := *d.Object
+		o.Origin.Line += line - c.line
+		d.Object = &o
+		out[i] = d
+	}
+	return out
 }
 
 // splitDocs splits data at its "---" lines. ok is false when the file
@@ -56,31 +84,32 @@ func splitDocs(data []byte) (chunks []chunk, ok bool) {
 	return append(chunks, chunk{line: startLine, body: data[start:]}), true
 }
 
-// decodeChunk decodes one document as if it stood at its line of the file:
-// blank lines before it put its origins on the file's lines.
+// decodeChunk decodes one document as if it stood at its line of the file.
 func decodeChunk(file string, c chunk, limits Limits) []Decoded {
-	buf := make([]byte, 0, c.line-1+len(c.body))
-	buf = append(buf, bytes.Repeat([]byte{'\n'}, c.line-1)...)
-	buf = append(buf, c.body...)
-	return decodeStream(file, buf, limits, "this document is skipped; the file's other documents are read")
+	return decodeStream(file, c.body, limits, "this document is skipped; the file's other documents are read", c.line-1)
 }
 
 // decodeDocs decodes data, reusing cached decodings of documents that did
 // not change; it returns the decodings and the cache for the next read.
-func decodeDocs(file string, data []byte, limits Limits, cache map[docKey][]Decoded) ([]Decoded, map[docKey][]Decoded) {
+// A document that only moved keeps its decoding, its origins moved (a
+// moved object is a new value, so the model sees its new origin).
+func decodeDocs(file string, data []byte, limits Limits, cache docCache) ([]Decoded, docCache) {
 	chunks, ok := splitDocs(data)
 	if !ok {
 		return DecodeWith(file, data, limits), nil
 	}
-	next := make(map[docKey][]Decoded, len(chunks))
+	next := make(docCache, len(chunks))
 	var out []Decoded
 	for _, c := range chunks {
-		k := docKey{xxhash.Sum64(c.body), c.line}
-		ds, hit := cache[k]
-		if !hit {
+		k := docKey{xxhash.Sum64(c.body)}
+		var ds []Decoded
+		if prev, hit := cache[k]; hit {
+			ds = prev.moved(c.line)
+		}
+		if ds == nil {
 			ds = decodeChunk(file, c, limits)
 		}
-		next[k] = ds
+		next[k] = cachedDoc{c.line, ds}
 		out = append(out, ds...)
 	}
 	return out, next

@@ -40,7 +40,7 @@ func TestDocsDecodeLikeTheWholeFile(t *testing.T) {
 	for i := 0; i < 8; i++ {
 		docs = append(docs, doc{name: fmt.Sprint("svc-", i), port: fmt.Sprint(80 + i)})
 	}
-	var cache map[docKey][]Decoded
+	var cache docCache
 	for round := 0; round < 300; round++ {
 		switch rng.IntN(5) {
 		case 0:

@@ -78,7 +78,7 @@ type fileState struct {
 	order []model.Key                 // objs' keys in file order
 	hash  map[model.Key]string        // per object, its document's content hash
 	diags []snapshot.Diagnostic       // from decoding
-	docs  map[docKey][]Decoded        // each document's decoding, reused while its bytes and line stay
+	docs  docCache                    // each document's decoding, reused while its bytes stay
 	warn  *snapshot.Diagnostic        // why its last read failed; its objects are the last good ones
 }
 
