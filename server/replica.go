@@ -391,6 +391,7 @@ func (r *Replica) adminHandler(loopback bool) http.Handler {
 		Rollback: r.rollback,
 		Unpin:    r.unpin,
 		Rollout:  r.rolloutStatus,
+		DNS:      r.diagnoseDNS,
 		ConfigDump: func(proxy string, types ...string) ([]byte, error) {
 			return r.xds.ConfigDumpJSON(proxy, types...)
 		},

@@ -170,6 +170,13 @@ func TestAdminEndpoints(t *testing.T) {
 	}); !strings.Contains(out, "ClustersConfigDump") || strings.Contains(out, "ListenersConfigDump") {
 		t.Errorf("config-dump --type cds:\n%.500s", out)
 	}
+	var ee *exitError
+	if err := dnsCmd([]string{"nosuch", "--namespace", "acme-web", "--admin-addr", r.AdminAddr()}); !errors.As(err, &ee) || ee.code != exitFindings {
+		t.Errorf("dns of a name nobody serves: %v, want exit code %d", err, exitFindings)
+	}
+	if err := dnsCmd([]string{"nosuch", "--admin-addr", r.AdminAddr()}); err == nil || !strings.Contains(err.Error(), "--proxy") {
+		t.Errorf("dns without --proxy or --namespace: %v", err)
+	}
 	if err := configDumpCmd([]string{"nobody.nowhere", "--admin-addr", r.AdminAddr()}); err == nil || !strings.Contains(err.Error(), "not connected") {
 		t.Errorf("config-dump of a proxy not connected: %v", err)
 	}

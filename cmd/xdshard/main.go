@@ -33,6 +33,7 @@ func commands() map[string]command {
 		"rollout":      {"show, promote or abort a tenant's canary rollout (serve --rollout-percent)", rolloutCmd},
 		"proxy-status": {"list a replica's proxies and each type's sync state, as istioctl proxy-status", proxyStatusCmd},
 		"config-dump":  {"print what a connected proxy is served, as Envoy's config dump", configDumpCmd},
+		"dns":          {"say what a proxy resolves a host to through its DNS name table, or why not", dnsCmd},
 	}
 }
 

@@ -178,3 +178,62 @@ func adminGet(addr, path string, q url.Values, out any) error {
 	}
 	return adminCall(http.MethodGet, addr, path, q, out)
 }
+
+func dnsCmd(args []string) error {
+	fs := flag.NewFlagSet("dns", flag.ContinueOnError)
+	addr := fs.String("admin-addr", "127.0.0.1:15014", "HOST:PORT of the replica's admin port (serve's --admin-addr)")
+	proxyName := fs.String("proxy", "", "a connected proxy (pod.namespace): what it resolves, and whether it has its name table")
+	ns := fs.String("namespace", "", "without --proxy: the namespace whose view to look at")
+	asJSON := fs.Bool("json", false, "print the replica's JSON")
+	fs.Usage = func() {
+		fmt.Fprintln(fs.Output(), "Usage: xdshard dns (--proxy POD.NS | --namespace NS) HOST\n\nSays what a proxy's tenant resolves HOST to through its DNS name table (what istio-agent's DNS\nproxy answers from): its IPs and registry, or why it does not resolve (no such service; another\ntenant's, not exported; no address; shadowed), and whether the proxy has the table at all.\n\nExamples:\n  xdshard dns --proxy web-7d9f.shop api.payments\n  xdshard dns --namespace shop api.payments.svc.cluster.local")
+		fs.PrintDefaults()
+	}
+	var host string
+	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
+		host, args = args[0], args[1:]
+	}
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if host == "" && fs.NArg() == 1 {
+		host = fs.Arg(0)
+	} else if fs.NArg() > 0 || host == "" {
+		return fmt.Errorf("dns takes one HOST; see xdshard dns -h")
+	}
+	if *proxyName == "" && *ns == "" {
+		return fmt.Errorf("dns needs --proxy POD.NS or --namespace NS")
+	}
+	var a struct {
+		Host, Node, Namespace, Tenant, NDS, FQDN, Registry string
+		Tried, IPs, Reasons, Notes                           []string
+		Resolves                                             bool
+	}
+	if err := adminGet(*addr, "/debug/dnsz", url.Values{"proxy": {*proxyName}, "namespace": {*ns}, "host": {host}}, &a); err != nil {
+		return err
+	}
+	if *asJSON {
+		enc := json.NewEncoder(os.Stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(a)
+	}
+	who := "namespace " + a.Namespace
+	if a.Node != "" {
+		who = "proxy " + podName(a.Node)
+	}
+	if a.Resolves {
+		fmt.Printf("%s (tenant %s) resolves %s as %s to %s (%s)\n", who, a.Tenant, host, a.FQDN, strings.Join(a.IPs, ", "), a.Registry)
+	} else {
+		fmt.Printf("%s (tenant %s) does not resolve %s:\n", who, a.Tenant, host)
+		for _, r := range a.Reasons {
+			fmt.Printf("  - %s\n", r)
+		}
+	}
+	for _, n := range a.Notes {
+		fmt.Printf("note: %s\n", n)
+	}
+	if !a.Resolves {
+		return &exitError{code: exitFindings}
+	}
+	return nil
+}

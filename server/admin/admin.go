@@ -41,6 +41,8 @@ type Options struct {
 	// replica does not offer them. They return the version now served.
 	Rollback func(tenant, version string) (string, error)
 	Unpin    func(tenant string) (string, error)
+	// DNS says what a proxy (or a namespace's view) resolves a host to.
+	DNS func(proxy, namespace, host string) (DNSAnswer, error)
 	// ConfigDump is what one proxy is served, as Envoy's admin config
 	// dump in JSON, narrowed to types (cds, eds, lds, rds) if any.
 	ConfigDump func(proxy string, types ...string) ([]byte, error)
@@ -100,6 +102,17 @@ func Handler(o Options) http.Handler {
 		})
 	}
 	mux.HandleFunc("/debug/syncz", func(w http.ResponseWriter, _ *http.Request) { writeJSON(w, o.Clients()) })
+	if o.DNS != nil {
+		mux.HandleFunc("/debug/dnsz", func(w http.ResponseWriter, r *http.Request) {
+			q := r.URL.Query()
+			ans, err := o.DNS(q.Get("proxy"), q.Get("namespace"), q.Get("host"))
+			if err != nil {
+				http.Error(w, err.Error(), http.StatusNotFound)
+				return
+			}
+			writeJSON(w, ans)
+		})
+	}
 	if o.ConfigDump != nil {
 		mux.HandleFunc("/debug/config_dump", func(w http.ResponseWriter, r *http.Request) {
 			var types []string
@@ -285,4 +298,22 @@ type RolloutStatus struct {
 	Since     time.Time `json:"since,omitzero"`
 	Held      string    `json:"held,omitempty"` // the last version taken back, not tried again
 	HeldWhy   string    `json:"heldWhy,omitempty"`
+}
+
+// DNSAnswer is /debug/dnsz: what a proxy's tenant resolves a host to, or
+// why it does not.
+type DNSAnswer struct {
+	Host      string   `json:"host"`
+	Proxy     string   `json:"proxy,omitempty"`
+	Node      string   `json:"node,omitempty"`
+	Namespace string   `json:"namespace"`
+	Tenant    string   `json:"tenant"`
+	NDS       string   `json:"nds,omitempty"` // the proxy's name table sync state
+	Tried     []string `json:"tried"`
+	Resolves  bool     `json:"resolves"`
+	FQDN      string   `json:"fqdn,omitempty"`
+	IPs       []string `json:"ips,omitempty"`
+	Registry  string   `json:"registry,omitempty"`
+	Reasons   []string `json:"reasons,omitempty"` // why it does not resolve
+	Notes     []string `json:"notes,omitempty"`   // about the proxy's table itself
 }

@@ -308,3 +308,19 @@ func sortObjects(objs []*Object) {
 		return cmp.Or(cmp.Compare(a.Kind, b.Kind), cmp.Compare(a.Namespace, b.Namespace), cmp.Compare(a.Name, b.Name))
 	})
 }
+
+// ServicesNamed returns every resolved service of the mesh whose hostname
+// is host, in any namespace, sorted by namespace.
+func (m *Mesh) ServicesNamed(host string) []*Service {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var out []*Service
+	for _, ns := range slices.Sorted(maps.Keys(m.byNS)) {
+		for _, s := range m.servicesLocked(ns).services {
+			if s.Hostname == host {
+				out = append(out, s)
+			}
+		}
+	}
+	return out
+}

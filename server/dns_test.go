@@ -1,0 +1,127 @@
+package server_test
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"testing"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/xdshard/xdshard/bench/proxy"
+	"github.com/xdshard/xdshard/server"
+	"github.com/xdshard/xdshard/server/admin"
+	"github.com/xdshard/xdshard/snapshot/model"
+	"github.com/xdshard/xdshard/snapshot/source/manifest"
+	"github.com/xdshard/xdshard/snapshot/source/memory"
+)
+
+const dnsMesh = `apiVersion: v1
+kind: Namespace
+metadata: {name: a}
+---
+apiVersion: v1
+kind: Namespace
+metadata: {name: b}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: a}
+spec: {clusterIP: 10.96.0.10, ports: [{name: http, port: 80}]}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: hl, namespace: a}
+spec: {clusterIP: None, ports: [{name: http, port: 80}]}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: api, namespace: b}
+spec: {clusterIP: 10.96.0.20, ports: [{name: http, port: 80}]}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: pub, namespace: b, annotations: {networking.istio.io/exportTo: "*"}}
+spec: {clusterIP: 10.96.0.30, ports: [{name: http, port: 80}]}
+`
+
+// TestDNSDiagnosis asks /debug/dnsz about a proxy of namespace a for every
+// reason a name resolves or does not, as `xdshard dns` shows them.
+func TestDNSDiagnosis(t *testing.T) {
+	var objs []*model.Object
+	for _, d := range manifest.Decode("mesh.yaml", []byte(dnsMesh)) {
+		if d.Diag != nil {
+			t.Fatalf("fixture: %s", d.Diag)
+		}
+		objs = append(objs, d.Object)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	r, err := server.Start(ctx, server.Config{Source: memory.New(objs), XDSAddr: "127.0.0.1:0", AdminAddr: "127.0.0.1:0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	<-r.Synced()
+	conn, err := grpc.NewClient(r.XDSAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	p := proxy.New("a", "client-1", false)
+	go func() { _ = p.Run(ctx, conn) }()
+	eventually(t, "the proxy connected", func() bool { return p.Latest(proxy.CDS).Count > 0 })
+
+	ask := func(q url.Values) (admin.DNSAnswer, int, string) {
+		resp, err := http.Get("http://" + r.AdminAddr() + "/debug/dnsz?" + q.Encode())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		var a admin.DNSAnswer
+		if resp.StatusCode == 200 {
+			if err := json.Unmarshal(body, &a); err != nil {
+				t.Fatal(err)
+			}
+		}
+		return a, resp.StatusCode, string(body)
+	}
+	for _, c := range []struct {
+		host     string
+		resolves bool
+		want     string // in a reason (or the FQDN when it resolves)
+	}{
+		{"web", true, "web.a.svc.cluster.local"},
+		{"web.a.svc.cluster.local", true, "web.a.svc.cluster.local"},
+		{"pub.b", true, "pub.b.svc.cluster.local"},
+		{"api.b", false, "belongs to tenant b and is not exported to tenant a"},
+		{"hl", false, "has no address"},
+		{"nosuch", false, "no service of the mesh is named nosuch"},
+	} {
+		a, code, body := ask(url.Values{"proxy": {"client-1.a"}, "host": {c.host}})
+		if code != 200 {
+			t.Fatalf("%s: %d %s", c.host, code, body)
+		}
+		got := a.FQDN
+		if !c.resolves {
+			got = strings.Join(a.Reasons, "; ")
+		}
+		if a.Resolves != c.resolves || !strings.Contains(got, c.want) {
+			t.Errorf("%s: resolves %v, %q; want %v with %q", c.host, a.Resolves, got, c.resolves, c.want)
+		}
+		if a.Tenant != "a" || !strings.Contains(strings.Join(a.Notes, " "), "did not ask for the DNS name table") {
+			t.Errorf("%s: tenant %q, notes %v; want tenant a and a note that the proxy has no NDS", c.host, a.Tenant, a.Notes)
+		}
+	}
+	if a, _, _ := ask(url.Values{"namespace": {"a"}, "host": {"web"}}); !a.Resolves || a.IPs[0] != "10.96.0.10" {
+		t.Errorf("a namespace's view: %+v", a)
+	}
+	if _, code, body := ask(url.Values{"proxy": {"ghost.a"}, "host": {"web"}}); code != 404 || !strings.Contains(body, "not connected") {
+		t.Errorf("a proxy not connected: %d %s", code, body)
+	}
+}
