@@ -206,8 +206,8 @@ func dnsCmd(args []string) error {
 	}
 	var a struct {
 		Host, Node, Namespace, Tenant, NDS, FQDN, Registry string
-		Tried, IPs, Reasons, Notes                           []string
-		Resolves                                             bool
+		Tried, IPs, Reasons, Notes                         []string
+		Resolves                                           bool
 	}
 	if err := adminGet(*addr, "/debug/dnsz", url.Values{"proxy": {*proxyName}, "namespace": {*ns}, "host": {host}}, &a); err != nil {
 		return err
