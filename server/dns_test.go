@@ -4,13 +4,16 @@ import (
 	"context"
 	"encoding/json"
 	"io"
+	"maps"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"testing"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+	networking "istio.io/api/networking/v1alpha3"
 
 	"github.com/xdshard/xdshard/bench/proxy"
 	"github.com/xdshard/xdshard/server"
@@ -18,6 +21,8 @@ import (
 	"github.com/xdshard/xdshard/snapshot/model"
 	"github.com/xdshard/xdshard/snapshot/source/manifest"
 	"github.com/xdshard/xdshard/snapshot/source/memory"
+	"github.com/xdshard/xdshard/snapshot/translate"
+	"github.com/xdshard/xdshard/snapshot/translate/validate"
 )
 
 const dnsMesh = `apiVersion: v1
@@ -47,6 +52,20 @@ apiVersion: v1
 kind: Service
 metadata: {name: pub, namespace: b, annotations: {networking.istio.io/exportTo: "*"}}
 spec: {clusterIP: 10.96.0.30, ports: [{name: http, port: 80}]}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: web-1, namespace: a, labels: {kubernetes.io/service-name: web}}
+addressType: IPv4
+ports: [{name: http, port: 8080}]
+endpoints: [{addresses: [10.1.0.5], conditions: {ready: true}}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: pub-1, namespace: b, labels: {kubernetes.io/service-name: pub}}
+addressType: IPv4
+ports: [{name: http, port: 8080}]
+endpoints: [{addresses: [10.2.0.5], conditions: {ready: true}}]
 `
 
 // TestDNSDiagnosis asks /debug/dnsz about a proxy of namespace a for every
@@ -123,5 +142,55 @@ func TestDNSDiagnosis(t *testing.T) {
 	}
 	if _, code, body := ask(url.Values{"proxy": {"ghost.a"}, "host": {"web"}}); code != 404 || !strings.Contains(body, "not connected") {
 		t.Errorf("a proxy not connected: %d %s", code, body)
+	}
+}
+
+// TestMCPServicesForIstiod: with MCPServices, istiod (reading MCP as it
+// does) receives each tenant's Kubernetes Services as generated
+// ServiceEntries: host, cluster IP, ports, and the Service's exportTo,
+// each valid by istiod's own rules.
+func TestMCPServicesForIstiod(t *testing.T) {
+	var objs []*model.Object
+	for _, d := range manifest.Decode("mesh.yaml", []byte(dnsMesh)) {
+		objs = append(objs, d.Object)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	r, err := server.Start(ctx, server.Config{Source: memory.New(objs), XDSAddr: "127.0.0.1:0", Build: translate.Options{MCPServices: true}.Compose})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	<-r.Synced()
+	ist := connectIstiod(t, r.XDSAddr(), "")
+	entries := map[string]*networking.ServiceEntry{}
+	for _, res := range ist.state["networking.istio.io/v1/ServiceEntry"] {
+		se := &networking.ServiceEntry{}
+		if err := res.Body.UnmarshalTo(se); err != nil {
+			t.Fatal(err)
+		}
+		if res.Metadata.Labels[model.GeneratedLabel] != "true" {
+			t.Errorf("%s is not labelled generated", res.Metadata.Name)
+		}
+		if err := validate.Object(&model.Object{Key: model.Key{Kind: model.KindServiceEntry, Namespace: "a", Name: "x"}, Body: se}); err != nil {
+			t.Errorf("%s: istiod would reject it: %v", res.Metadata.Name, err)
+		}
+		entries[res.Metadata.Name] = se
+	}
+	web := entries["a/web"]
+	if web == nil || web.Hosts[0] != "web.a.svc.cluster.local" || web.Addresses[0] != "10.96.0.10" || web.Ports[0].Number != 80 {
+		t.Fatalf("a/web as a ServiceEntry: %v (all: %v)", web, slices.Collect(maps.Keys(entries)))
+	}
+	if pub := entries["b/pub"]; pub == nil || !slices.Equal(pub.ExportTo, []string{"*"}) {
+		t.Fatalf("b/pub keeps its exportTo: %v", pub)
+	}
+	if ep := web.Endpoints; len(ep) != 1 || ep[0].Address != "10.1.0.5" || ep[0].Ports["http"] != 8080 {
+		t.Fatalf("a/web's endpoints: %v", ep)
+	}
+	if hl := entries["a/hl"]; hl == nil || hl.Resolution != networking.ServiceEntry_NONE {
+		t.Fatalf("the headless a/hl: %v, want a NONE entry", hl)
+	}
+	if _, ok := entries["b/api"]; ok || len(entries) != 3 {
+		t.Fatalf("entries %v: want web, pub and hl (api has no ready endpoint yet)", slices.Collect(maps.Keys(entries)))
 	}
 }

@@ -22,6 +22,7 @@ import (
 	"github.com/xdshard/xdshard/snapshot/source/demo"
 	"github.com/xdshard/xdshard/snapshot/source/kube"
 	"github.com/xdshard/xdshard/snapshot/source/manifest"
+	"github.com/xdshard/xdshard/snapshot/translate"
 )
 
 // serveConfig is everything `xdshard serve` is told.
@@ -63,6 +64,7 @@ type serveConfig struct {
 	drain           time.Duration
 	maxConnAge      time.Duration
 	rollout         xds.Rollout
+	mcpServices     bool
 }
 
 func serveFlags(args []string) (*serveConfig, error) {
@@ -87,6 +89,7 @@ func serveFlags(args []string) (*serveConfig, error) {
 	peerIDs := fs.String("peer-identities", "", "with TLS: who may fetch snapshots on the peer port (default: this replica's own certificate identity)")
 	adminWriters := fs.String("admin-writers", "", "with TLS: who may roll back and unpin tenants beyond loopback (default nobody; loopback callers always may)")
 	adminReaders := fs.String("admin-readers", "istio-system/*", "with TLS: who may read the admin port's debug and status pages beyond loopback (/healthz, /readyz and /metrics are open)")
+	mcpServices := fs.String("mcp-services", "auto", "also serve istiod each tenant's Kubernetes Services as generated ServiceEntries with their endpoints, for an istiod whose only config source is xdshard: on, off, or auto (on when reading files or the demo, off with Kubernetes, where istiod reads k8s:// itself)")
 	fs.IntVar(&c.rollout.Percent, "rollout-percent", 0, "canary rollout of config: a tenant's new version goes to this percent of its proxies first (by node ID hash), is promoted once they all accepted it and --rollout-bake passed, and is taken back at once if one rejects it; 0 serves new versions to all at once")
 	fs.DurationVar(&c.rollout.Bake, "rollout-bake", 30*time.Second, "with --rollout-percent: how long a new version is served to the canaries at least before it is promoted")
 	fs.DurationVar(&c.drain, "drain-period", 10*time.Second, "on SIGTERM: readiness fails, no new stream is taken, and streams end at random moments within this period so proxies move to other replicas gradually; 0 ends them at once (keep it under the pod's termination grace period)")
@@ -176,6 +179,15 @@ func serveFlags(args []string) (*serveConfig, error) {
 		return nil, fmt.Errorf("--context %q needs --kubeconfig", c.kubeContext)
 	}
 	c.tokens = tlsOn && len(c.audiences) > 0 && (c.kubeconfig != "" || c.inCluster)
+	switch *mcpServices {
+	case "on":
+		c.mcpServices = true
+	case "off":
+	case "auto":
+		c.mcpServices = c.kubeconfig == "" && !c.inCluster
+	default:
+		return nil, fmt.Errorf("--mcp-services %q: want on, off or auto", *mcpServices)
+	}
 	if c.applyNetpols && c.kubeconfig == "" && !c.inCluster {
 		return nil, fmt.Errorf("--apply-network-policies writes to Kubernetes: it needs --kubeconfig (or running in a Pod)")
 	}
@@ -253,6 +265,7 @@ func startServing(ctx context.Context, cfg *serveConfig, log *slog.Logger) (*ser
 		Logger: log, ReplicaID: cfg.replicaID, PeerAddr: cfg.peerAddr, Peers: cfg.peers,
 		MCPIdentities: cfg.mcpIDs, PeerIdentities: cfg.peerIDs, AdminReaders: cfg.adminReaders, AdminWriters: cfg.adminWriters, AdminPprof: cfg.adminPprof, MaxConnections: cfg.maxConns,
 		Drain: cfg.drain, MaxConnectionAge: cfg.maxConnAge, Rollout: cfg.rollout,
+		Build: translate.Options{MCPServices: cfg.mcpServices}.Compose,
 	}
 	if cfg.tls != (identity.Files{}) {
 		if sc.TLS, err = identity.LoadCerts(cfg.tls, log); err != nil {

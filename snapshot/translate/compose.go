@@ -28,27 +28,38 @@ import (
 // the views' consistency check, a panic) is found and left out with an
 // error diagnostic naming it, and the rest of the tenant builds: a bad
 // object costs only itself (isolate.go).
-func Compose(v *model.TenantView) (*snapshot.Snapshot, error) {
+func Compose(v *model.TenantView) (*snapshot.Snapshot, error) { return Options{}.Compose(v) }
+
+// Options change what Compose serves.
+type Options struct {
+	// MCPServices also serves istiod the tenant's Kubernetes Services, as
+	// generated ServiceEntries with their endpoints: for an istiod whose
+	// only config source is xdshard.
+	MCPServices bool
+}
+
+// Compose is Compose with o.
+func (o Options) Compose(v *model.TenantView) (*snapshot.Snapshot, error) {
 	diags := slices.Clone(v.Diagnostics)
 	v, rejected := validated(v)
-	snap, err := compose(v, diags, rejected)
+	snap, err := o.compose(v, diags, rejected)
 	if err == nil {
 		return snap, nil
 	}
 	try := func(v *model.TenantView) error {
-		_, err := compose(v, nil, nil)
+		_, err := o.compose(v, nil, nil)
 		return err
 	}
 	if try(keeping(v, nil)) != nil {
 		return nil, err // not caused by an input: a fault in xdshard, and nothing is published
 	}
 	v, left := isolate(v, try)
-	return compose(v, diags, append(rejected, left...))
+	return o.compose(v, diags, append(rejected, left...))
 }
 
 // compose is one attempt at a tenant's snapshot; a panic in a stage is
 // returned as an error, for Compose to isolate.
-func compose(v *model.TenantView, diags, rejected []snapshot.Diagnostic) (snap *snapshot.Snapshot, err error) {
+func (o Options) compose(v *model.TenantView, diags, rejected []snapshot.Diagnostic) (snap *snapshot.Snapshot, err error) {
 	defer func() {
 		if r := recover(); r != nil {
 			err = fmt.Errorf("translation panicked: %v", r)
@@ -59,7 +70,11 @@ func compose(v *model.TenantView, diags, rejected []snapshot.Diagnostic) (snap *
 	if err != nil {
 		return nil, err
 	}
-	views[snapshot.ViewMCP], views[snapshot.ViewMCPByRevision], err = mcp.Build(v, generated)
+	forMCP := generated
+	if o.MCPServices {
+		forMCP = append(slices.Clone(generated), mcp.ServiceEntries(v)...)
+	}
+	views[snapshot.ViewMCP], views[snapshot.ViewMCPByRevision], err = mcp.Build(v, forMCP)
 	if err != nil {
 		return nil, fmt.Errorf("tenant %s: MCP view: %w", v.Tenant, err)
 	}

@@ -77,7 +77,7 @@ func TestBadObjectCostsOnlyItself(t *testing.T) {
 			m := demoWith(t, p.yaml)
 			blamed, poisoned := 0, 0
 			for _, tenant := range m.Tenants() {
-				if _, err := compose(m.View(tenant), nil, nil); err != nil {
+				if _, err := (Options{}).compose(m.View(tenant), nil, nil); err != nil {
 					poisoned++ // what Compose did before it isolated bad inputs
 				}
 				s, err := Compose(m.View(tenant))
