@@ -102,8 +102,10 @@ func (r *Replica) diagnoseDNS(proxy, namespace, host string) (admin.DNSAnswer, e
 				ans.Reasons = append(ans.Reasons, fmt.Sprintf("%s is not visible to its own tenant (exportTo %v)", ref, s.ExportTo))
 			case len(s.Addresses) == 0:
 				ans.Reasons = append(ans.Reasons, fmt.Sprintf("%s has no address (a headless Service, or a ServiceEntry without addresses): istio-agent's DNS proxy answers only services with a virtual IP, and leaves this name to the cluster DNS", ref))
+			case countHost(view.Services, h) > 1:
+				ans.Reasons = append(ans.Reasons, fmt.Sprintf("%s is shadowed: another service of the tenant's view has the same host %s and is the one served (rename a host, or narrow its exportTo)", ref, h))
 			default:
-				ans.Reasons = append(ans.Reasons, fmt.Sprintf("%s is shadowed: another service of the tenant's view has the same host %s and is the one served", ref, h))
+				ans.Reasons = append(ans.Reasons, fmt.Sprintf("%s is visible to tenant %s, but the egress hosts of a Sidecar that applies to its proxies exclude it; add %s/%s to the Sidecar's egress hosts", ref, ans.Tenant, s.Namespace, h))
 			}
 		}
 		return ans, nil
@@ -135,4 +137,15 @@ func nodeNamespace(node string) string {
 		}
 	}
 	return ""
+}
+
+// countHost counts the services named host.
+func countHost(svcs []*model.Service, host string) int {
+	n := 0
+	for _, s := range svcs {
+		if s.Hostname == host {
+			n++
+		}
+	}
+	return n
 }

@@ -53,6 +53,18 @@ kind: Service
 metadata: {name: pub, namespace: b, annotations: {networking.istio.io/exportTo: "*"}}
 spec: {clusterIP: 10.96.0.30, ports: [{name: http, port: 80}]}
 ---
+apiVersion: v1
+kind: Service
+metadata: {name: pub2, namespace: b, annotations: {networking.istio.io/exportTo: "*"}}
+spec: {clusterIP: 10.96.0.40, ports: [{name: http, port: 80}]}
+---
+apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {name: default, namespace: a}
+spec:
+  egress:
+  - hosts: ["./*", "b/pub.b.svc.cluster.local"]
+---
 apiVersion: discovery.k8s.io/v1
 kind: EndpointSlice
 metadata: {name: web-1, namespace: a, labels: {kubernetes.io/service-name: web}}
@@ -120,6 +132,7 @@ func TestDNSDiagnosis(t *testing.T) {
 		{"pub.b", true, "pub.b.svc.cluster.local"},
 		{"api.b", false, "belongs to tenant b and is not exported to tenant a"},
 		{"hl", false, "has no address"},
+		{"pub2.b", false, "egress hosts of a Sidecar that applies to its proxies exclude it"},
 		{"nosuch", false, "no service of the mesh is named nosuch"},
 	} {
 		a, code, body := ask(url.Values{"proxy": {"client-1.a"}, "host": {c.host}})
