@@ -7,8 +7,6 @@ import (
 	"fmt"
 	"math"
 	"net/http"
-	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -258,23 +256,7 @@ func TestShardedReplicasWithStaticPeers(t *testing.T) {
 	const tenants = 9
 	objs := fleet.Generate(fleet.Spec{Tenants: tenants, Services: 2, Endpoints: 1, Seed: 12})
 	dir := t.TempDir()
-	byNS := model.ByNamespace(objs)
-	write := func(ns string, list []*model.Object) {
-		var buf bytes.Buffer
-		if err := manifest.Encode(&buf, list); err != nil {
-			t.Fatal(err)
-		}
-		path := filepath.Join(dir, ns+".yaml")
-		if err := os.WriteFile(path+".tmp", buf.Bytes(), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.Rename(path+".tmp", path); err != nil {
-			t.Fatal(err)
-		}
-	}
-	for ns, list := range byNS {
-		write(ns, list)
-	}
+	byNS := writeFleet(t, dir, objs)
 	setWeight := func(ns string, w int) {
 		list := slices.Clone(byNS[ns])
 		for i, o := range list {
@@ -283,7 +265,7 @@ func TestShardedReplicasWithStaticPeers(t *testing.T) {
 			}
 		}
 		byNS[ns] = list
-		write(ns, list)
+		writeNamespace(t, dir, ns, list)
 	}
 
 	peerAddrs := freeAddrs(t, 3)

@@ -20,23 +20,7 @@ import (
 func BenchmarkFileEdit(b *testing.B) {
 	objs := fleet.Generate(fleet.Spec{Tenants: 100, Services: 20, Endpoints: 5, Seed: 1})
 	dir := b.TempDir()
-	byNS := model.ByNamespace(objs)
-	writeNS := func(ns string, list []*model.Object) {
-		var buf bytes.Buffer
-		if err := manifest.Encode(&buf, list); err != nil {
-			b.Fatal(err)
-		}
-		path := filepath.Join(dir, ns+".yaml")
-		if err := os.WriteFile(path+".tmp", buf.Bytes(), 0o644); err != nil {
-			b.Fatal(err)
-		}
-		if err := os.Rename(path+".tmp", path); err != nil {
-			b.Fatal(err)
-		}
-	}
-	for ns, list := range byNS {
-		writeNS(ns, list)
-	}
+	byNS := writeFleet(b, dir, objs)
 	// The edits are encoded before they are timed: the clock runs from
 	// the write to the proxy.
 	edits := map[int][]byte{}
@@ -57,14 +41,41 @@ func BenchmarkFileEdit(b *testing.B) {
 	r := startFileReplica(b, dir)
 	for b.Loop() {
 		lat := updateLatency(b, r, func(gen int) {
-			path := filepath.Join(dir, fleet.Tenant(7)+".yaml")
-			if err := os.WriteFile(path+".tmp", edits[gen], 0o644); err != nil {
-				b.Fatal(err)
-			}
-			if err := os.Rename(path+".tmp", path); err != nil {
-				b.Fatal(err)
-			}
+			replaceFile(b, filepath.Join(dir, fleet.Tenant(7)+".yaml"), edits[gen])
 		})
 		b.ReportMetric(lat.Seconds()*1000, "ms-file-edit")
+	}
+}
+
+// writeFleet writes objs into dir, one file per namespace, as `xdshard
+// bench gen` does, and returns them by namespace.
+func writeFleet(tb testing.TB, dir string, objs []*model.Object) map[string][]*model.Object {
+	tb.Helper()
+	byNS := model.ByNamespace(objs)
+	for ns, list := range byNS {
+		writeNamespace(tb, dir, ns, list)
+	}
+	return byNS
+}
+
+// writeNamespace replaces dir/NS.yaml with list, atomically (a temporary
+// file renamed into place), as editors and kubectl-style tools save.
+func writeNamespace(tb testing.TB, dir, ns string, list []*model.Object) {
+	tb.Helper()
+	var buf bytes.Buffer
+	if err := manifest.Encode(&buf, list); err != nil {
+		tb.Fatal(err)
+	}
+	replaceFile(tb, filepath.Join(dir, ns+".yaml"), buf.Bytes())
+}
+
+// replaceFile writes data to path.tmp and renames it to path.
+func replaceFile(tb testing.TB, path string, data []byte) {
+	tb.Helper()
+	if err := os.WriteFile(path+".tmp", data, 0o644); err != nil {
+		tb.Fatal(err)
+	}
+	if err := os.Rename(path+".tmp", path); err != nil {
+		tb.Fatal(err)
 	}
 }

@@ -418,28 +418,6 @@ const (
 	routeType    = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration"
 )
 
-// counterWith is a counter's value for the label set holding value.
-func counterWith(t *testing.T, r *server.Replica, name, value string) float64 {
-	t.Helper()
-	mfs, err := r.Registry().Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-		for _, m := range mf.GetMetric() {
-			for _, l := range m.GetLabel() {
-				if l.GetValue() == value {
-					return m.GetCounter().GetValue()
-				}
-			}
-		}
-	}
-	return 0
-}
-
 // TestServiceAccountTokenBindsNamespace: as istiod accepts istio-agent,
 // a client without a certificate presents a service-account token for
 // audience istio-ca, verified by the real API server's TokenReview; the
@@ -538,21 +516,6 @@ func TestConnectionsAreBounded(t *testing.T) {
 	for _, c := range open[1:] {
 		c.Close()
 	}
-}
-
-// counterNamed is the value of a counter without labels.
-func counterNamed(t *testing.T, r *server.Replica, name string) float64 {
-	t.Helper()
-	mfs, err := r.Registry().Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() == name && len(mf.GetMetric()) == 1 {
-			return mf.GetMetric()[0].GetCounter().GetValue()
-		}
-	}
-	return 0
 }
 
 // TestPeersProveTheyAreReplicas: with TLS, replicas fetch each other's

@@ -6,7 +6,6 @@ import (
 	"io"
 	"log/slog"
 	"os"
-	"path/filepath"
 	"regexp"
 	"runtime"
 	"slices"
@@ -49,23 +48,7 @@ func BenchmarkKubernetesSource(b *testing.B) {
 	// The same fleet as files, one per namespace, as `xdshard bench gen`
 	// writes it: an update edits one tenant's file.
 	dir := b.TempDir()
-	byNS := model.ByNamespace(objs)
-	writeNS := func(ns string, list []*model.Object) {
-		var buf bytes.Buffer
-		if err := manifest.Encode(&buf, list); err != nil {
-			b.Fatal(err)
-		}
-		path := filepath.Join(dir, ns+".yaml")
-		if err := os.WriteFile(path+".tmp", buf.Bytes(), 0o644); err != nil {
-			b.Fatal(err)
-		}
-		if err := os.Rename(path+".tmp", path); err != nil {
-			b.Fatal(err)
-		}
-	}
-	for ns, list := range byNS {
-		writeNS(ns, list)
-	}
+	byNS := writeFleet(b, dir, objs)
 	loadStart := time.Now()
 	applyParallel(b, ctx, c, objs)
 	b.Logf("loaded %d objects into the API server in %v", len(objs), time.Since(loadStart).Round(time.Second))
@@ -105,7 +88,7 @@ func BenchmarkKubernetesSource(b *testing.B) {
 					list[i] = slice
 				}
 			}
-			writeNS(fleet.Tenant(7), list)
+			writeNamespace(b, dir, fleet.Tenant(7), list)
 		})
 		b.ReportMetric(kubeLat.Seconds()*1000, "ms-slice-update-kube")
 		b.ReportMetric(fileLat.Seconds()*1000, "ms-slice-update-file")

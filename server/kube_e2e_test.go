@@ -178,29 +178,6 @@ func TestKubernetesSourceServesGRPCClients(t *testing.T) {
 	waitSplit(t, ctx, conn, 0)
 }
 
-// histogramCount is the sample count of a histogram's series with the
-// stage label.
-func histogramCount(t *testing.T, r *server.Replica, name, stage string) uint64 {
-	t.Helper()
-	mfs, err := r.Registry().Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-		for _, m := range mf.GetMetric() {
-			for _, l := range m.GetLabel() {
-				if l.GetName() == "stage" && l.GetValue() == stage {
-					return m.GetHistogram().GetSampleCount()
-				}
-			}
-		}
-	}
-	return 0
-}
-
 // waitSplit waits until the share of RPCs answered by v2 is near want,
 // with no RPC failing meanwhile.
 func waitSplit(t *testing.T, ctx context.Context, conn *grpc.ClientConn, want float64) {

@@ -178,21 +178,6 @@ func totalBuilds(t *testing.T, rs []*server.Replica) uint64 {
 	return n
 }
 
-func gaugeNamed(t *testing.T, r *server.Replica, name string) float64 {
-	t.Helper()
-	mfs, err := r.Registry().Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() == name && len(mf.GetMetric()) == 1 {
-			return mf.GetMetric()[0].GetGauge().GetValue()
-		}
-	}
-	t.Fatalf("no metric %s", name)
-	return 0
-}
-
 // TestLargeTenantCrossesReplicas: a tenant whose snapshot is larger than
 // gRPC's default 4 MiB message, and has more resources than a proxy may
 // name, is still fetched whole from its owner, with the owner's version.

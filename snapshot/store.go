@@ -126,19 +126,11 @@ func (s *Store) Publish(snap *Snapshot) bool {
 		default:
 			e.candidate, e.since = snap, time.Now()
 		}
-		wake := s.watchersLocked(snap.Tenant)
-		s.mu.Unlock()
-		for _, w := range wake {
-			w.signal()
-		}
+		s.unlockWaking(snap.Tenant)
 		return true
 	}
 	e.current = snap
-	wake := s.watchersLocked(snap.Tenant)
-	s.mu.Unlock()
-	for _, w := range wake {
-		w.signal()
-	}
+	s.unlockWaking(snap.Tenant)
 	return true
 }
 
@@ -170,13 +162,10 @@ func (s *Store) Rollback(tenant, version string) (*Snapshot, error) {
 	}
 	changed := e.current != to || e.candidate != nil
 	e.current, e.pinned, e.candidate = to, true, nil
-	var wake []*Watch
 	if changed {
-		wake = s.watchersLocked(tenant)
-	}
-	s.mu.Unlock()
-	for _, w := range wake {
-		w.signal()
+		s.unlockWaking(tenant)
+	} else {
+		s.mu.Unlock()
 	}
 	return to, nil
 }
@@ -191,15 +180,13 @@ func (s *Store) Unpin(tenant string) (*Snapshot, error) {
 	}
 	changed := e.current != e.latest
 	e.current, e.pinned = e.latest, false
-	var wake []*Watch
+	latest := e.latest
 	if changed {
-		wake = s.watchersLocked(tenant)
+		s.unlockWaking(tenant)
+	} else {
+		s.mu.Unlock()
 	}
-	s.mu.Unlock()
-	for _, w := range wake {
-		w.signal()
-	}
-	return e.latest, nil
+	return latest, nil
 }
 
 // Pinned says whether tenant is pinned, and how many published versions
@@ -285,12 +272,9 @@ func (s *Store) Promote(tenant string) (*Snapshot, error) {
 		return nil, fmt.Errorf("tenant %q has no version in rollout", tenant)
 	}
 	e.current, e.candidate = e.candidate, nil
-	wake := s.watchersLocked(tenant)
-	s.mu.Unlock()
-	for _, w := range wake {
-		w.signal()
-	}
-	return e.current, nil
+	promoted := e.current
+	s.unlockWaking(tenant)
+	return promoted, nil
 }
 
 // Abort takes tenant's candidate back: canaries are served the current
@@ -304,12 +288,9 @@ func (s *Store) Abort(tenant, why string) (*Snapshot, error) {
 		return nil, fmt.Errorf("tenant %q has no version in rollout", tenant)
 	}
 	e.held, e.heldWhy, e.candidate = e.candidate, why, nil
-	wake := s.watchersLocked(tenant)
-	s.mu.Unlock()
-	for _, w := range wake {
-		w.signal()
-	}
-	return e.held, nil
+	held := e.held
+	s.unlockWaking(tenant)
+	return held, nil
 }
 
 // Remove forgets a tenant that no longer exists. Its watchers are woken and
@@ -321,6 +302,12 @@ func (s *Store) Remove(tenant string) {
 		return
 	}
 	delete(s.tenants, tenant)
+	s.unlockWaking(tenant)
+}
+
+// unlockWaking releases s.mu and then wakes tenant's watchers (and those
+// of every tenant), so no watcher is signalled under the lock.
+func (s *Store) unlockWaking(tenant string) {
 	wake := s.watchersLocked(tenant)
 	s.mu.Unlock()
 	for _, w := range wake {
