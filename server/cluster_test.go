@@ -279,6 +279,20 @@ func TestShardedReplicasWithStaticPeers(t *testing.T) {
 		d.procs = append(d.procs, startProc(t, fmt.Sprint("r", i), peerAddrs[i], "--config", dir, "--peers", strings.Join(peers, ",")))
 	}
 	d.waitFor("one owner per tenant", 20*time.Second, func() bool { return len(d.owners()) == tenants+1 })
+	resp, err := http.Get("http://" + d.procs[0].admin + "/debug/members")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var members []admin.Member
+	err = json.NewDecoder(resp.Body).Decode(&members)
+	resp.Body.Close()
+	ownedAll := 0
+	for _, m := range members {
+		ownedAll += m.Owns
+	}
+	if err != nil || len(members) != 3 || ownedAll != tenants+1 || !members[0].Self {
+		t.Fatalf("/debug/members: %+v (%v); want the three replicas, r0 itself, owning the %d tenants between them", members, err, tenants+1)
+	}
 	for i := 0; i < tenants; i++ {
 		for home := range d.procs {
 			d.connect(ctx, fleet.Tenant(i), home, (i+home)%2 == 0)

@@ -10,7 +10,7 @@ import (
 
 // debugPages are the admin pages `istioctl x internal-debug PAGE` may
 // read over the xDS port (read-only ones; the caller was authorized there).
-var debugPages = []string{"syncz", "tenantz", "statusz", "history", "rollout", "dnsz"}
+var debugPages = []string{"syncz", "tenantz", "statusz", "history", "rollout", "dnsz", "members"}
 
 // debugPage serves one admin page in process, as the admin port would.
 func (r *Replica) debugPage(page string) ([]byte, error) {

@@ -407,6 +407,7 @@ func (r *Replica) adminHandler(loopback bool) http.Handler {
 		Failures:  r.builder.Failures,
 		MeshWide:  r.problems.meshWide,
 		Owner:     r.origin,
+		Members:   r.memberList,
 	})
 }
 

@@ -11,6 +11,7 @@ import (
 	"github.com/hashicorp/golang-lru/v2/simplelru"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/xdshard/xdshard/identity"
+	"github.com/xdshard/xdshard/server/admin"
 	"github.com/xdshard/xdshard/server/xds"
 	"github.com/xdshard/xdshard/sharding"
 	"github.com/xdshard/xdshard/snapshot/builder"
@@ -349,4 +350,36 @@ func (r *Replica) holdsEveryTenant() bool {
 		}
 	}
 	return true
+}
+
+// memberList is /debug/members: the ring's members, what each reported,
+// and how many of the mesh's tenants each owns.
+func (r *Replica) memberList() []admin.Member {
+	ring := r.ring.Load()
+	if ring == nil {
+		return nil
+	}
+	var loads map[string]int
+	if l, ok := r.members.(sharding.Loads); ok {
+		loads = l.Loads()
+	}
+	owned := map[string]int{}
+	for _, t := range r.mesh.Tenants() {
+		if o, ok := ring.Owner(t); ok {
+			owned[o.ID]++
+		}
+	}
+	out := []admin.Member{}
+	for _, m := range ring.Members() {
+		row := admin.Member{ID: m.ID, Addr: m.Addr, Self: m.ID == r.cfg.ReplicaID, Owns: owned[m.ID]}
+		if n, ok := loads[m.ID]; ok {
+			row.Streams = &n
+		}
+		if row.Self {
+			n := r.xds.ProxyStreams()
+			row.Streams = &n
+		}
+		out = append(out, row)
+	}
+	return out
 }

@@ -41,6 +41,8 @@ type Options struct {
 	// replica does not offer them. They return the version now served.
 	Rollback func(tenant, version string) (string, error)
 	Unpin    func(tenant string) (string, error)
+	// Members lists the replicas sharding the tenants (nil: not sharded).
+	Members func() []Member
 	// DNS says what a proxy (or a namespace's view) resolves a host to.
 	DNS func(proxy, namespace, host string) (DNSAnswer, error)
 	// ConfigDump is what one proxy is served, as Envoy's admin config
@@ -102,6 +104,9 @@ func Handler(o Options) http.Handler {
 		})
 	}
 	mux.HandleFunc("/debug/syncz", func(w http.ResponseWriter, _ *http.Request) { writeJSON(w, o.Clients()) })
+	if o.Members != nil {
+		mux.HandleFunc("/debug/members", func(w http.ResponseWriter, _ *http.Request) { writeJSON(w, o.Members()) })
+	}
 	if o.DNS != nil {
 		mux.HandleFunc("/debug/dnsz", func(w http.ResponseWriter, r *http.Request) {
 			q := r.URL.Query()
@@ -316,4 +321,14 @@ type DNSAnswer struct {
 	Registry  string   `json:"registry,omitempty"`
 	Reasons   []string `json:"reasons,omitempty"` // why it does not resolve
 	Notes     []string `json:"notes,omitempty"`   // about the proxy's table itself
+}
+
+// Member is a row of /debug/members: a replica, its peer address, the
+// proxy streams it reported (Leases), and the tenants it owns.
+type Member struct {
+	ID      string `json:"id"`
+	Addr    string `json:"peerAddr"`
+	Self    bool   `json:"self,omitempty"`
+	Streams *int   `json:"streams,omitempty"`
+	Owns    int    `json:"ownedTenants"`
 }
