@@ -64,6 +64,16 @@ func (r *Replica) balanceRound(loads sharding.Loads) {
 	limit := share(total, len(members))
 	surplus := mine - limit
 	if surplus <= 0 {
+		r.surplusSince = time.Time{}
+		return
+	}
+	// The others' counts are as of their last Lease renewal: right after a
+	// fleet connects, or a member joins, they lag. Shed only a surplus
+	// that lasted BalanceSettle, so stale counts cause no churn.
+	if r.surplusSince.IsZero() {
+		r.surplusSince = time.Now()
+	}
+	if time.Since(r.surplusSince) < r.cfg.BalanceSettle {
 		return
 	}
 	n := min(surplus, shedRate(total))

@@ -183,7 +183,7 @@ func TestShardedReplicasOverKubernetes(t *testing.T) {
 	total := len(d.proxies)
 	share := int(math.Ceil(float64(total) / 4 * 1.1))
 	var samples []int
-	d.waitFor("the streams rebalanced to the fourth replica", 60*time.Second, func() bool {
+	d.waitFor("the streams rebalanced to the fourth replica", 90*time.Second, func() bool {
 		samples = append(samples, d.streamsOn(d.procs[3]))
 		for _, p := range d.procs {
 			if d.streamsOn(p) > share {

@@ -111,6 +111,9 @@ type Config struct {
 	// surplus; 0 for every second, negative for never. It needs a
 	// membership that reports every member's streams (Leases).
 	Balance time.Duration
+	// BalanceSettle is how long a surplus must last before a replica
+	// sheds streams (the others' counts lag by up to a Lease renewal).
+	BalanceSettle time.Duration
 }
 
 // DefaultMaxConnections bounds a replica's xDS connections by default
@@ -163,6 +166,7 @@ type Replica struct {
 
 	xdsAddr, adminAddr string
 	draining           atomic.Bool
+	surplusSince       time.Time     // when this replica's stream surplus began; balance's goroutine only
 	synced             chan struct{} // closed once the first full state is built
 	errc               chan error    // a stage that ended on its own
 	cancel             context.CancelFunc

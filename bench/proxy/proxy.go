@@ -55,6 +55,10 @@ type Proxy struct {
 	// as initial_resource_versions when it opens a stream again, as Envoy
 	// does after it lost its control plane.
 	held map[string]map[string]string
+	// subscribed is what a delta proxy subscribed to, type -> names, so a
+	// new stream subscribes again to all of it (as Envoy does), also to
+	// names nothing was received for yet.
+	subscribed map[string]map[string]bool
 	// streams counts the streams opened; resent counts the resources
 	// received on every stream after the first that the proxy already
 	// held at that version.
@@ -280,6 +284,11 @@ func (p *Proxy) runDelta(s discovery.AggregatedDiscoveryService_DeltaAggregatedR
 			}
 		}
 	}
+	for t, names := range p.subscribed {
+		for n := range names {
+			subs[t][n] = true
+		}
+	}
 	p.mu.Unlock()
 	for _, t := range Types {
 		req := &discovery.DeltaDiscoveryRequest{TypeUrl: t, InitialResourceVersions: initial[t]}
@@ -322,6 +331,17 @@ func (p *Proxy) runDelta(s discovery.AggregatedDiscoveryService_DeltaAggregatedR
 			}
 		}
 		if len(add) > 0 {
+			p.mu.Lock()
+			if p.subscribed == nil {
+				p.subscribed = map[string]map[string]bool{}
+			}
+			if p.subscribed[dep] == nil {
+				p.subscribed[dep] = map[string]bool{}
+			}
+			for _, n := range add {
+				p.subscribed[dep][n] = true
+			}
+			p.mu.Unlock()
 			if err := send(&discovery.DeltaDiscoveryRequest{TypeUrl: dep, ResourceNamesSubscribe: add}); err != nil {
 				return err
 			}

@@ -259,7 +259,7 @@ func startServing(ctx context.Context, cfg *serveConfig, log *slog.Logger) (*ser
 		balance = -1
 	}
 	sc := server.Config{
-		Membership: members, Balance: balance, FetchCacheBytes: cfg.fetchCache,
+		Membership: members, Balance: balance, BalanceSettle: 2 * cfg.leaseRenew, FetchCacheBytes: cfg.fetchCache,
 		Source: src, XDSAddr: cfg.xdsAddr, AdminAddr: cfg.adminAddr,
 		Debounce: cfg.debounce, MaxDelay: cfg.maxDelay, History: cfg.history, PushConcurrency: cfg.pushConcurrency,
 		Logger: log, ReplicaID: cfg.replicaID, PeerAddr: cfg.peerAddr, Peers: cfg.peers,
