@@ -326,6 +326,9 @@ func (r *Replica) runSource(ctx context.Context) error {
 			r.problems.set("source "+file, d)
 		}
 		if !first || !ev.Synced {
+			if !ev.Seen.IsZero() && len(ev.Changes) > 0 {
+				r.xds.Metrics().Stage("source", time.Since(ev.Seen))
+			}
 			r.builder.Apply(ev.Changes)
 			return
 		}

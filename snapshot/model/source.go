@@ -2,6 +2,7 @@ package model
 
 import (
 	"context"
+	"time"
 
 	"github.com/xdshard/xdshard/snapshot"
 )
@@ -15,6 +16,10 @@ type Event struct {
 	// Synced is true on the event that completes the source's initial
 	// state; readiness waits for it.
 	Synced bool
+	// Seen, when set, is when the source first noticed these changes (a
+	// file watcher's first event): the time from it to the event is the
+	// source's own share of a push (reading, decoding), the "source" stage.
+	Seen time.Time
 }
 
 // Source feeds the mesh. Run reports the full initial state first, then

@@ -304,7 +304,10 @@ func TestRenamedFileIsReadAtOnce(t *testing.T) {
 
 	start := time.Now()
 	write(t, filepath.Join(dir, "web.yaml"), svcYAML, "web", 81) // temporary file, then rename
-	waitFor(t, events, "web's rename", changes("web", false))
+	e := waitFor(t, events, "web's rename", changes("web", false))
+	if e.Seen.Before(start) || e.Seen.After(time.Now()) {
+		t.Fatalf("the event says its changes were first seen at %v, not after the write (%v)", e.Seen, start)
+	}
 	if took := time.Since(start); took >= settle {
 		t.Fatalf("a file renamed into place was read after %s, not at once (settle %s)", took, settle)
 	}

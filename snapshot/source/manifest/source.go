@@ -124,6 +124,7 @@ func (s *Source) Run(ctx context.Context, sink func(model.Event)) error {
 			} else {
 				ev, retry, err = t.scanPaths(ctx, fsys, c.sorted(), c.whole)
 			}
+			ev.Seen = c.first
 			if retry {
 				settle.Reset(s.settle()) // the same files again, once they settled
 			} else {
@@ -154,6 +155,7 @@ func (s *Source) Run(ctx context.Context, sink func(model.Event)) error {
 // named, which of them arrived whole, and whether the whole directory
 // must be looked at.
 type changed struct {
+	first      time.Time // the first event since the last scan
 	paths      map[string]bool
 	whole      map[string]bool // renamed into place, not written since
 	full       bool
@@ -169,6 +171,9 @@ const renameWindow = 50 * time.Millisecond
 func (c *changed) note(dir string, ev fsnotify.Event, now time.Time) (newDir bool) {
 	if c.paths == nil {
 		c.paths, c.whole = map[string]bool{}, map[string]bool{}
+	}
+	if c.first.IsZero() {
+		c.first = now
 	}
 	if ev.Has(fsnotify.Rename) {
 		c.lastRename = now
