@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -329,7 +330,12 @@ func printBanner(w io.Writer, cfg *serveConfig, r *server.Replica) {
 		return
 	}
 	fmt.Fprintf(w, "  tenants: %s\n", strings.Join(r.Tenants(), ", "))
-	fmt.Fprintf(w, "Try a proxyless gRPC client of tenant initech:\n  GRPC_XDS_BOOTSTRAP_CONFIG='{\"xds_servers\":[{\"server_uri\":\"%s\",\"channel_creds\":[{\"type\":\"insecure\"}],\"server_features\":[\"xds_v3\"]}],\"node\":{\"id\":\"sidecar~127.0.0.1~client.initech~initech.svc.cluster.local\",\"metadata\":{\"GENERATOR\":\"grpc\"}}}' your-client xds:///legacy.initech.svc.cluster.local:7070\n", r.XDSAddr())
+	tenant, ns, target := exampleClient(r)
+	if tenant == "" {
+		return
+	}
+	fmt.Fprintf(w, "Try a proxyless gRPC client of tenant %s:\n  GRPC_XDS_BOOTSTRAP_CONFIG='{\"xds_servers\":[{\"server_uri\":\"%s\",\"channel_creds\":[{\"type\":\"insecure\"}],\"server_features\":[\"xds_v3\"]}],\"node\":{\"id\":\"sidecar~127.0.0.1~client.%s~%s.svc.cluster.local\",\"metadata\":{\"GENERATOR\":\"grpc\"}}}' your-client xds:///%s\n",
+		tenant, r.XDSAddr(), ns, ns, target)
 }
 
 // leaseMembership takes part in membership over Leases and returns once
@@ -350,4 +356,31 @@ func leaseMembership(ctx context.Context, cfg *serveConfig, log *slog.Logger) (s
 		return nil, fmt.Errorf("taking part in membership over Leases in %s: %w", cfg.leaseNamespace, err)
 	}
 	return leases, nil
+}
+
+// exampleClient picks, from the mesh served, a tenant, one of its
+// namespaces and a gRPC listener name its proxyless clients can dial (the
+// banner's example), preferring the demo's initech; "" when none.
+func exampleClient(r *server.Replica) (tenant, ns, target string) {
+	tenants := r.Tenants()
+	if i := slices.Index(tenants, "initech"); i > 0 {
+		tenants[0], tenants[i] = tenants[i], tenants[0]
+	}
+	for _, t := range tenants {
+		snap := r.Store().Current(t)
+		if t == "istio-system" || snap == nil || len(snap.Namespaces) == 0 {
+			continue
+		}
+		lds := snap.Set(snapshot.ViewGRPC, snapshot.ListenerType)
+		if lds == nil || len(lds.Items) == 0 {
+			continue
+		}
+		for _, it := range lds.Items {
+			if strings.Contains(it.Name, "."+snap.Namespaces[0]+".") {
+				return t, snap.Namespaces[0], it.Name
+			}
+		}
+		return t, snap.Namespaces[0], lds.Items[0].Name
+	}
+	return "", "", ""
 }
