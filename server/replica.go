@@ -44,8 +44,12 @@ type Config struct {
 	// process collectors.
 	Registry *prometheus.Registry
 	// Build turns a tenant's view into its snapshot; nil for
-	// translate.Compose, which is what xdshard serves.
+	// translate.Compose, which is what xdshard serves (with its endpoint
+	// fast lane, translate.Incremental).
 	Build builder.BuildFunc
+	// BuildEndpoints, with Build, builds a tenant whose changes are all
+	// endpoints (builder.Options.BuildEndpoints); nil: Build.
+	BuildEndpoints builder.BuildFunc
 
 	// Sharding: with Peers (every replica, this one included), this
 	// replica builds only the tenants the rendezvous ring gives it and
@@ -191,7 +195,8 @@ func Start(ctx context.Context, cfg Config) (*Replica, error) {
 		cfg.History = snapshot.DefaultHistory
 	}
 	if cfg.Build == nil {
-		cfg.Build = translate.Compose
+		inc := translate.NewIncremental(translate.Options{})
+		cfg.Build, cfg.BuildEndpoints = inc.Build, inc.BuildEndpoints
 	}
 	r := &Replica{cfg: cfg, log: cfg.Logger, reg: cfg.Registry, mesh: model.NewMesh(), store: snapshot.NewStore(cfg.History),
 		synced: make(chan struct{}), errc: make(chan error, 4)}
@@ -224,7 +229,7 @@ func Start(ctx context.Context, cfg Config) (*Replica, error) {
 	}
 	r.xds = xds.New(r.store, xopts)
 	bopts := builder.Options{
-		Debounce: cfg.Debounce, MaxDelay: cfg.MaxDelay, Build: cfg.Build, Logger: r.log, Observe: r.xds.Metrics().Stage,
+		Debounce: cfg.Debounce, MaxDelay: cfg.MaxDelay, Build: cfg.Build, BuildEndpoints: cfg.BuildEndpoints, Logger: r.log, Observe: r.xds.Metrics().Stage,
 		OnBuild: r.built,
 	}
 	runCtx, cancel := context.WithCancel(ctx)

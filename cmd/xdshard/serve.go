@@ -266,8 +266,9 @@ func startServing(ctx context.Context, cfg *serveConfig, log *slog.Logger) (*ser
 		Logger: log, ReplicaID: cfg.replicaID, PeerAddr: cfg.peerAddr, Peers: cfg.peers,
 		MCPIdentities: cfg.mcpIDs, PeerIdentities: cfg.peerIDs, AdminReaders: cfg.adminReaders, AdminWriters: cfg.adminWriters, AdminPprof: cfg.adminPprof, MaxConnections: cfg.maxConns,
 		Drain: cfg.drain, MaxConnectionAge: cfg.maxConnAge, Rollout: cfg.rollout,
-		Build: translate.Options{MCPServices: cfg.mcpServices}.Compose,
 	}
+	inc := translate.NewIncremental(translate.Options{MCPServices: cfg.mcpServices})
+	sc.Build, sc.BuildEndpoints = inc.Build, inc.BuildEndpoints
 	if cfg.tls != (identity.Files{}) {
 		if sc.TLS, err = identity.LoadCerts(cfg.tls, log); err != nil {
 			return nil, err

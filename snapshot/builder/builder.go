@@ -26,7 +26,11 @@ type Options struct {
 	MaxDelay time.Duration // longest a tenant's change waits during a burst; default 1 s
 	Workers  int           // concurrent tenant builds; default GOMAXPROCS
 	Build    BuildFunc     // required
-	Logger   *slog.Logger
+	// BuildEndpoints, when set, builds a tenant whose changes since its
+	// last build are all endpoints (EndpointSlices, Pods): a fast lane
+	// that must yield what Build would.
+	BuildEndpoints BuildFunc
+	Logger         *slog.Logger
 	// Observe receives stage durations ("debounce", "build", "publish") for
 	// the push-stage histograms.
 	Observe func(stage string, d time.Duration)
@@ -72,6 +76,17 @@ type Builder struct {
 type pending struct {
 	first, last time.Time
 	now         bool // leading edge: the tenant was quiet, build at once
+	endpoints   bool // every change since the last build is an endpoint
+}
+
+// endpointsOnly says whether changes move only endpoints.
+func endpointsOnly(changes []model.Change) bool {
+	for _, c := range changes {
+		if c.Key.Kind != model.KindEndpointSlice && c.Key.Kind != model.KindPod {
+			return false
+		}
+	}
+	return true
 }
 
 // New returns a Builder publishing mesh's tenants into store.
@@ -122,7 +137,7 @@ func (b *Builder) Apply(changes []model.Change) {
 	if len(changes) == 0 {
 		return
 	}
-	b.schedule(b.mesh.Apply(changes))
+	b.scheduleKind(b.mesh.Apply(changes), endpointsOnly(changes))
 }
 
 // SetDiagnostics replaces a source's diagnostics (a file's decode errors,
@@ -131,7 +146,11 @@ func (b *Builder) SetDiagnostics(source string, diags []snapshot.Diagnostic) {
 	b.schedule(b.mesh.SetDiagnostics(source, diags))
 }
 
-func (b *Builder) schedule(tenants map[string]bool) {
+func (b *Builder) schedule(tenants map[string]bool) { b.scheduleKind(tenants, false) }
+
+// scheduleKind schedules tenants; endpoints says the change moved only
+// endpoints.
+func (b *Builder) scheduleKind(tenants map[string]bool, endpoints bool) {
 	if len(tenants) == 0 {
 		return
 	}
@@ -140,12 +159,13 @@ func (b *Builder) schedule(tenants map[string]bool) {
 	for t := range tenants {
 		if p := b.pending[t]; p != nil {
 			p.last = now
+			p.endpoints = p.endpoints && endpoints
 		} else {
 			// Leading edge: a tenant quiet for a whole debounce window is
 			// built at once; changes that follow within the window are
 			// coalesced as usual (quiet time plus a maximum delay).
 			quiet := now.Sub(b.changed[t]) >= b.opts.Debounce && !b.building[t]
-			b.pending[t] = &pending{first: now, last: now, now: quiet}
+			b.pending[t] = &pending{first: now, last: now, now: quiet, endpoints: endpoints}
 		}
 		b.changed[t] = now
 	}
@@ -185,7 +205,7 @@ func (b *Builder) BuildAll() error {
 			defer func() { <-b.sem; wg.Done() }()
 			b.claim(t)
 			defer b.release(t)
-			errs[i] = b.buildTenant(t, time.Now())
+			errs[i] = b.buildTenant(t, time.Now(), false)
 		}()
 	}
 	wg.Wait()
@@ -257,6 +277,7 @@ func (b *Builder) dispatchDue(now time.Time) time.Duration {
 	b.mu.Lock()
 	var due []string
 	var firsts []time.Time
+	var eps []bool
 	next := time.Duration(0)
 	for t, p := range b.pending {
 		if b.building[t] {
@@ -272,6 +293,7 @@ func (b *Builder) dispatchDue(now time.Time) time.Duration {
 		if !at.After(now) {
 			due = append(due, t)
 			firsts = append(firsts, p.first)
+			eps = append(eps, p.endpoints)
 			delete(b.pending, t)
 			b.building[t] = true
 			continue
@@ -284,23 +306,23 @@ func (b *Builder) dispatchDue(now time.Time) time.Duration {
 	for i, t := range due {
 		b.opts.Observe("debounce", now.Sub(firsts[i]))
 		b.wg.Add(1)
-		go b.runBuild(t, firsts[i])
+		go b.runBuild(t, firsts[i], eps[i])
 	}
 	return next
 }
 
 // runBuild builds a tenant dispatchDue claimed.
-func (b *Builder) runBuild(tenant string, changedAt time.Time) {
+func (b *Builder) runBuild(tenant string, changedAt time.Time, endpoints bool) {
 	defer b.wg.Done()
 	defer b.release(tenant)
 	b.sem <- struct{}{}
 	defer func() { <-b.sem }()
-	_ = b.buildTenant(tenant, changedAt)
+	_ = b.buildTenant(tenant, changedAt, endpoints)
 }
 
 // buildTenant builds and publishes one tenant. On a system error the last
 // good snapshot stays in place and the error is kept for status.
-func (b *Builder) buildTenant(tenant string, changedAt time.Time) error {
+func (b *Builder) buildTenant(tenant string, changedAt time.Time, endpoints bool) error {
 	if b.opts.Owns != nil && !b.opts.Owns(tenant) {
 		// Built by its owner: this replica only learns whether the tenant
 		// still exists, without making its view.
@@ -322,7 +344,11 @@ func (b *Builder) buildTenant(tenant string, changedAt time.Time) error {
 		return nil
 	}
 	start := time.Now()
-	snap, err := b.safeBuild(view)
+	build := b.opts.Build
+	if endpoints && b.opts.BuildEndpoints != nil {
+		build = b.opts.BuildEndpoints
+	}
+	snap, err := b.safeBuild(build, view)
 	b.opts.Observe("build", time.Since(start))
 	b.mu.Lock()
 	if err != nil {
@@ -349,13 +375,13 @@ func (b *Builder) buildTenant(tenant string, changedAt time.Time) error {
 
 // safeBuild turns a panic in a builder into an error for that tenant, so a
 // bug triggered by one tenant's config never takes the others down.
-func (b *Builder) safeBuild(v *model.TenantView) (snap *snapshot.Snapshot, err error) {
+func (b *Builder) safeBuild(build BuildFunc, v *model.TenantView) (snap *snapshot.Snapshot, err error) {
 	defer func() {
 		if r := recover(); r != nil {
 			err = fmt.Errorf("build of tenant %s panicked: %v (a bug in xdshard; please report it with the tenant's config)", v.Tenant, r)
 		}
 	}()
-	return b.opts.Build(v)
+	return build(v)
 }
 
 // Failures returns the tenants whose last build failed, with the error.

@@ -137,3 +137,40 @@ func BenchmarkFullBuildParallel(b *testing.B) {
 		wg.Wait()
 	}
 }
+
+// BenchmarkMeshWideEndpoints rebuilds every tenant after an endpoint
+// change in istio-system (the bench's mesh-wide change): whole builds,
+// against the endpoint fast lane.
+//
+//	go test -run '^$' -bench MeshWideEndpoints -count 6 ./snapshot/translate
+func BenchmarkMeshWideEndpoints(b *testing.B) {
+	for _, fastLane := range []bool{false, true} {
+		name := "whole"
+		if fastLane {
+			name = "fast-lane"
+		}
+		b.Run(name, func(b *testing.B) {
+			m := fleetMesh(b, benchSpec)
+			inc := NewIncremental(Options{})
+			for _, t := range m.Tenants() {
+				if _, err := inc.Build(m.View(t)); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportAllocs()
+			gen := 0
+			for b.Loop() {
+				gen++
+				for t := range m.Apply(fleet.MeshWide(gen)) {
+					build := inc.Build
+					if fastLane {
+						build = inc.BuildEndpoints
+					}
+					if _, err := build(m.View(t)); err != nil {
+						b.Fatal(err)
+					}
+				}
+			}
+		})
+	}
+}

@@ -40,26 +40,47 @@ type Options struct {
 
 // Compose is Compose with o.
 func (o Options) Compose(v *model.TenantView) (*snapshot.Snapshot, error) {
+	snap, _, err := o.composeFixed(v)
+	return snap, err
+}
+
+// composeFixed is Compose, and what of it endpoints cannot change (nil
+// when a bad input had to be isolated).
+func (o Options) composeFixed(v *model.TenantView) (*snapshot.Snapshot, *fixed, error) {
 	diags := slices.Clone(v.Diagnostics)
 	v, rejected := validated(v)
-	snap, err := o.compose(v, diags, rejected)
+	snap, f, err := o.composeParts(v, diags, rejected)
 	if err == nil {
-		return snap, nil
+		return snap, f, nil
 	}
 	try := func(v *model.TenantView) error {
 		_, err := o.compose(v, nil, nil)
 		return err
 	}
 	if try(keeping(v, nil)) != nil {
-		return nil, err // not caused by an input: a fault in xdshard, and nothing is published
+		return nil, nil, err // not caused by an input: a fault in xdshard, and nothing is published
 	}
 	v, left := isolate(v, try)
-	return o.compose(v, diags, append(rejected, left...))
+	snap, err = o.compose(v, diags, append(rejected, left...))
+	return snap, nil, err
 }
 
 // compose is one attempt at a tenant's snapshot; a panic in a stage is
 // returned as an error, for Compose to isolate.
-func (o Options) compose(v *model.TenantView, diags, rejected []snapshot.Diagnostic) (snap *snapshot.Snapshot, err error) {
+func (o Options) compose(v *model.TenantView, diags, rejected []snapshot.Diagnostic) (*snapshot.Snapshot, error) {
+	snap, _, err := o.composeParts(v, diags, rejected)
+	return snap, err
+}
+
+// fixed is what of a tenant's snapshot only its Istio config, Services
+// and Namespaces decide, never its endpoints: the generated policies'
+// views (MCP, NetworkPolicies) and diagnostics.
+type fixed struct {
+	views       map[snapshot.View]map[string]*snapshot.Set
+	policyDiags []snapshot.Diagnostic
+}
+
+func (o Options) composeParts(v *model.TenantView, diags, rejected []snapshot.Diagnostic) (snap *snapshot.Snapshot, f *fixed, err error) {
 	defer func() {
 		if r := recover(); r != nil {
 			err = fmt.Errorf("translation panicked: %v", r)
@@ -68,7 +89,7 @@ func (o Options) compose(v *model.TenantView, diags, rejected []snapshot.Diagnos
 	generated, policyDiags := policy.Generate(v, policy.Options{})
 	views, xdsDiags, err := xds.BuildViews(v, xds.Options{})
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	forMCP := generated
 	if o.MCPServices {
@@ -76,13 +97,17 @@ func (o Options) compose(v *model.TenantView, diags, rejected []snapshot.Diagnos
 	}
 	views[snapshot.ViewMCP], views[snapshot.ViewMCPByRevision], err = mcp.Build(v, forMCP)
 	if err != nil {
-		return nil, fmt.Errorf("tenant %s: MCP view: %w", v.Tenant, err)
+		return nil, nil, fmt.Errorf("tenant %s: MCP view: %w", v.Tenant, err)
 	}
 	if views[snapshot.ViewKube], err = kubeView(generated); err != nil {
-		return nil, fmt.Errorf("tenant %s: generated NetworkPolicies: %w", v.Tenant, err)
+		return nil, nil, fmt.Errorf("tenant %s: generated NetworkPolicies: %w", v.Tenant, err)
+	}
+	f = &fixed{policyDiags: policyDiags, views: map[snapshot.View]map[string]*snapshot.Set{}}
+	for _, fv := range []snapshot.View{snapshot.ViewMCP, snapshot.ViewMCPByRevision, snapshot.ViewKube} {
+		f.views[fv] = views[fv]
 	}
 	diags = slices.Concat(diags, rejected, policyDiags, xdsDiags)
-	return snapshot.New(v.Tenant, views, diags).WithNamespaces(v.Namespaces), nil
+	return snapshot.New(v.Tenant, views, diags).WithNamespaces(v.Namespaces), f, nil
 }
 
 // validated returns v without the objects istiod would reject, and a
