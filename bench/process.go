@@ -151,10 +151,8 @@ func ServeChild(ctx context.Context, cfgJSON, server string, in io.Reader, out i
 	var t target
 	var err error
 	switch {
-	case server == "xdshard" && cfg.Shard != nil:
-		t, err = startShardedXDShard(ctx, objs, cfg.Debounce, cfg.Shard)
 	case server == "xdshard":
-		t, err = startXDShard(ctx, objs, cfg.Debounce)
+		t, err = startXDShard(ctx, objs, cfg.Debounce, cfg.Shard)
 	default:
 		t, err = startBaseline(ctx, objs, baseline.Mode(server), cfg)
 	}

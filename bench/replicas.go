@@ -18,10 +18,7 @@ import (
 
 	"github.com/xdshard/xdshard/bench/fleet"
 	"github.com/xdshard/xdshard/bench/proxy"
-	"github.com/xdshard/xdshard/server"
 	"github.com/xdshard/xdshard/sharding"
-	"github.com/xdshard/xdshard/snapshot/model"
-	"github.com/xdshard/xdshard/snapshot/source/memory"
 )
 
 // Shard makes a child one replica of a sharded deployment with static
@@ -32,26 +29,6 @@ type Shard struct {
 	ReplicaID string
 	PeerAddr  string            // HOST:PORT of this replica's peer port
 	Peers     []sharding.Member // every replica, this one included
-}
-
-// startShardedXDShard is startXDShard as one replica of a sharded
-// deployment: it builds the tenants it owns and fetches the others' from
-// their owners over the peer port.
-func startShardedXDShard(ctx context.Context, objs []*model.Object, debounce time.Duration, sh *Shard) (target, error) {
-	src := memory.New(objs)
-	r, err := server.Start(ctx, server.Config{
-		Source: src, XDSAddr: "127.0.0.1:0", Debounce: debounce, MaxDelay: max(time.Second, debounce),
-		ReplicaID: sh.ReplicaID, PeerAddr: sh.PeerAddr, Peers: sh.Peers,
-	})
-	if err != nil {
-		return nil, err
-	}
-	select {
-	case <-r.Synced():
-	case <-ctx.Done():
-		return nil, ctx.Err()
-	}
-	return &xdshardTarget{replica: r, source: src}, nil
 }
 
 // metricReader is an in-process target whose metrics can be read by name.

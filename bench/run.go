@@ -207,7 +207,7 @@ func Run(ctx context.Context, cfg Config, progress io.Writer) ([]Result, error) 
 			var t target
 			var err error
 			if n == "xdshard" {
-				t, err = startXDShard(ctx, objs, cfg.Debounce)
+				t, err = startXDShard(ctx, objs, cfg.Debounce, nil)
 			} else {
 				t, err = startBaseline(ctx, objs, baseline.Mode(n), cfg)
 			}

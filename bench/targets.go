@@ -21,11 +21,15 @@ type xdshardTarget struct {
 	source  *memory.Source
 }
 
-func startXDShard(ctx context.Context, objs []*model.Object, debounce time.Duration) (target, error) {
+// startXDShard starts the replica serve runs over objs in memory; with
+// sh, one replica of a sharded deployment (static peers).
+func startXDShard(ctx context.Context, objs []*model.Object, debounce time.Duration, sh *Shard) (target, error) {
 	src := memory.New(objs)
-	r, err := server.Start(ctx, server.Config{
-		Source: src, XDSAddr: "127.0.0.1:0", Debounce: debounce, MaxDelay: max(time.Second, debounce),
-	})
+	cfg := server.Config{Source: src, XDSAddr: "127.0.0.1:0", Debounce: debounce, MaxDelay: max(time.Second, debounce)}
+	if sh != nil {
+		cfg.ReplicaID, cfg.PeerAddr, cfg.Peers = sh.ReplicaID, sh.PeerAddr, sh.Peers
+	}
+	r, err := server.Start(ctx, cfg)
 	if err != nil {
 		return nil, err
 	}
