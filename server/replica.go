@@ -48,8 +48,11 @@ type Config struct {
 	// fast lane, translate.Incremental).
 	Build builder.BuildFunc
 	// BuildEndpoints, with Build, builds a tenant whose changes are all
-	// endpoints (builder.Options.BuildEndpoints); nil: Build.
+	// endpoints (builder.Options.BuildEndpoints); nil: Build. Forget, if
+	// set, is told of a tenant that is gone, so what BuildEndpoints keeps
+	// of it goes too.
 	BuildEndpoints builder.BuildFunc
+	Forget         func(tenant string)
 
 	// Sharding: with Peers (every replica, this one included), this
 	// replica builds only the tenants the rendezvous ring gives it and
@@ -196,7 +199,7 @@ func Start(ctx context.Context, cfg Config) (*Replica, error) {
 	}
 	if cfg.Build == nil {
 		inc := translate.NewIncremental(translate.Options{})
-		cfg.Build, cfg.BuildEndpoints = inc.Build, inc.BuildEndpoints
+		cfg.Build, cfg.BuildEndpoints, cfg.Forget = inc.Build, inc.BuildEndpoints, inc.Forget
 	}
 	r := &Replica{cfg: cfg, log: cfg.Logger, reg: cfg.Registry, mesh: model.NewMesh(), store: snapshot.NewStore(cfg.History),
 		synced: make(chan struct{}), errc: make(chan error, 4)}
@@ -384,6 +387,9 @@ func (r *Replica) built(tenant string, snap *snapshot.Snapshot, err error) {
 	case snap == nil:
 		r.problems.buildFailed(tenant, "")
 		r.problems.set(scope, nil)
+		if r.cfg.Forget != nil {
+			r.cfg.Forget(tenant)
+		}
 	default:
 		r.problems.buildFailed(tenant, "")
 		r.problems.set(scope, snap.Diagnostics)

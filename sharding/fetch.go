@@ -244,11 +244,13 @@ func (f *Fetcher) stream(ctx context.Context, conn *grpc.ClientConn, tenant stri
 	// Resources already held (from a former owner or stream) are named, so
 	// an owner with the same versions sends nothing again.
 	items := map[string]*snapshot.Resource{}
+	var held int64 // the bodies' bytes in items, kept as responses change it
 	if cur := f.store.Current(tenant); cur != nil {
 		if set, err := cur.PeerSet(); err == nil && set != nil {
 			first.InitialResourceVersions = map[string]string{}
 			for _, r := range set.Items {
 				items[r.Name] = r
+				held += int64(len(r.Body.GetValue()))
 				first.InitialResourceVersions[r.Name] = r.Version
 			}
 		}
@@ -263,21 +265,27 @@ func (f *Fetcher) stream(ctx context.Context, conn *grpc.ClientConn, tenant stri
 		}
 		received := 0
 		for _, r := range resp.Resources {
+			if old := items[r.Name]; old != nil {
+				held -= int64(len(old.Body.GetValue()))
+			}
 			items[r.Name] = &snapshot.Resource{Name: r.Name, Version: r.Version, Body: r.Resource}
 			received += len(r.GetResource().GetValue())
 		}
+		held += int64(received)
 		for _, n := range resp.RemovedResources {
+			if old := items[n]; old != nil {
+				held -= int64(len(old.Body.GetValue()))
+			}
 			delete(items, n)
 		}
 		f.obs.Received(received)
-		var held int64
-		for _, r := range items {
-			held += int64(len(r.Body.GetValue()))
-		}
 		fl.bytes.Store(held)
 		if snap, err := snapshot.FromPeer(tenant, items, f.store.Current(tenant)); err == nil {
 			whole()
-			if f.store.Publish(snap) {
+			// The owner rolled this version out already (a canary rollout
+			// runs on the owner): it is served as it is, never a
+			// candidate here.
+			if f.store.PublishRolledOut(snap) {
 				f.log.Debug("snapshot fetched from its owner", "tenant", tenant, "version", snap.Version)
 			}
 		} else if len(resp.Resources) > 0 {

@@ -77,7 +77,14 @@ func NewStore(history int) *Store {
 // Publish makes snap its tenant's current snapshot. It returns false, and
 // changes nothing, when the tenant already serves that version: rebuilding
 // identical config causes no push.
-func (s *Store) Publish(snap *Snapshot) bool {
+func (s *Store) Publish(snap *Snapshot) bool { return s.publish(snap, s.rollout.Load()) }
+
+// PublishRolledOut is Publish for a version rolled out elsewhere (a
+// tenant's owner ran its canary rollout): it is served at once, never a
+// candidate here.
+func (s *Store) PublishRolledOut(snap *Snapshot) bool { return s.publish(snap, false) }
+
+func (s *Store) publish(snap *Snapshot, rollout bool) bool {
 	s.mu.Lock()
 	e := s.tenants[snap.Tenant]
 	if e == nil {
@@ -116,7 +123,10 @@ func (s *Store) Publish(snap *Snapshot) bool {
 		s.mu.Unlock()
 		return false // held: it waits until the tenant is unpinned
 	}
-	if s.rollout.Load() && e.current != nil {
+	if !rollout {
+		e.candidate = nil // a version served as it is ends any rollout here
+	}
+	if rollout && e.current != nil {
 		switch {
 		case snap.Version == e.current.Version:
 			e.candidate = nil // back to what is served: nothing to roll out

@@ -159,3 +159,21 @@ func TestRollbackPinsAndSurvivesBuilds(t *testing.T) {
 		t.Fatal("after unpin, a new build is not served")
 	}
 }
+
+// TestRolledOutVersionIsNoCandidate: with rollout on, a version published
+// as rolled out elsewhere (fetched from the tenant's owner, which ran the
+// canary rollout) is served at once, not rolled out a second time.
+func TestRolledOutVersionIsNoCandidate(t *testing.T) {
+	s := NewStore(3)
+	s.SetRollout(true)
+	s.Publish(testSnap(t, "t", "a"))
+	b := testSnap(t, "t", "b")
+	s.Publish(b)
+	if s.Current("t") == b || s.Rollout("t").Candidate != b {
+		t.Fatal("with rollout on, a built version is not a candidate")
+	}
+	c := testSnap(t, "t", "c")
+	if !s.PublishRolledOut(c) || s.Current("t") != c || s.Rollout("t").Candidate != nil {
+		t.Fatalf("a rolled-out version: current %v, candidate %v; want it served and no candidate", s.Current("t").Version, s.Rollout("t").Candidate)
+	}
+}

@@ -268,7 +268,7 @@ func startServing(ctx context.Context, cfg *serveConfig, log *slog.Logger) (*ser
 		Drain: cfg.drain, MaxConnectionAge: cfg.maxConnAge, Rollout: cfg.rollout,
 	}
 	inc := translate.NewIncremental(translate.Options{MCPServices: cfg.mcpServices})
-	sc.Build, sc.BuildEndpoints = inc.Build, inc.BuildEndpoints
+	sc.Build, sc.BuildEndpoints, sc.Forget = inc.Build, inc.BuildEndpoints, inc.Forget
 	if cfg.tls != (identity.Files{}) {
 		if sc.TLS, err = identity.LoadCerts(cfg.tls, log); err != nil {
 			return nil, err

@@ -63,6 +63,14 @@ func (in *Incremental) BuildEndpoints(v *model.TenantView) (*snapshot.Snapshot, 
 	return snap, nil
 }
 
+// Forget drops what is remembered of tenant (it is gone): its next build,
+// if it comes back, is whole.
+func (in *Incremental) Forget(tenant string) {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	delete(in.last, tenant)
+}
+
 func endpointsOnly(v *model.TenantView, f *fixed) (snap *snapshot.Snapshot, err error) {
 	defer func() {
 		if r := recover(); r != nil {

@@ -97,3 +97,21 @@ func TestFastLaneFallsBackWithoutAWholeBuild(t *testing.T) {
 		}
 	}
 }
+
+// TestForgetDropsAGoneTenant: what is kept of a tenant goes when it is
+// gone, so a deleted tenant's policies and MCP sets are not held forever.
+func TestForgetDropsAGoneTenant(t *testing.T) {
+	m := fleetMesh(t, fleet.Spec{Tenants: 2, Services: 1, Endpoints: 1, Seed: 4})
+	inc := NewIncremental(Options{})
+	tn := fleet.Tenant(1)
+	if _, err := inc.Build(m.View(tn)); err != nil {
+		t.Fatal(err)
+	}
+	if inc.last[tn] == nil {
+		t.Fatal("nothing kept of a whole build")
+	}
+	inc.Forget(tn)
+	if inc.last[tn] != nil {
+		t.Fatal("Forget kept the tenant")
+	}
+}
