@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -172,6 +173,7 @@ type Replica struct {
 	pages     http.Handler // the admin pages, served in process to istio.io/debug
 
 	xdsAddr, adminAddr string
+	name               string // "xdshard-<replica>", as istioctl's ISTIOD column says it
 	draining           atomic.Bool
 	surplusSince       time.Time     // when this replica's stream surplus began; balance's goroutine only
 	synced             chan struct{} // closed once the first full state is built
@@ -220,7 +222,8 @@ func Start(ctx context.Context, cfg Config) (*Replica, error) {
 	if name == "" {
 		name, _ = os.Hostname()
 	}
-	xopts := xds.Options{Resolver: r.mesh, Logger: r.log, Registry: r.reg, PushConcurrency: cfg.PushConcurrency, Identity: "xdshard-" + name,
+	r.name = "xdshard-" + name
+	xopts := xds.Options{Resolver: r.mesh, Logger: r.log, Registry: r.reg, PushConcurrency: cfg.PushConcurrency, Identity: r.name,
 		Rollout: cfg.Rollout, DebugPages: func(page string) ([]byte, error) { return r.debugPage(page) }}
 	r.store.SetRollout(cfg.Rollout.Percent > 0)
 	if cfg.TLS != nil {
@@ -294,9 +297,18 @@ func Start(ctx context.Context, cfg Config) (*Replica, error) {
 	r.goStage(func() error { return r.builder.Run(runCtx) })
 	r.goStage(func() error { return r.serveXDS(runCtx, xdsLis) })
 	if adminLis != nil {
-		r.http = &http.Server{Handler: r.adminHandler(isLoopback(adminLis.Addr()) && !cfg.AdminRequireAuth), ReadHeaderTimeout: 10 * time.Second}
+		// HTTP/1.1 and HTTP/2 (h2c in plaintext) on one address: the admin
+		// gRPC service needs HTTP/2; curl and kubelet probes speak 1.1.
+		protocols := new(http.Protocols)
+		protocols.SetHTTP1(true)
+		protocols.SetHTTP2(true)
+		protocols.SetUnencryptedHTTP2(true)
+		r.http = &http.Server{Handler: r.adminHandler(isLoopback(adminLis.Addr()) && !cfg.AdminRequireAuth), ReadHeaderTimeout: 10 * time.Second, Protocols: protocols}
 		if cfg.TLS != nil {
 			r.http.TLSConfig = cfg.TLS.ServerConfig()
+			if !slices.Contains(r.http.TLSConfig.NextProtos, "h2") {
+				r.http.TLSConfig.NextProtos = append([]string{"h2"}, r.http.TLSConfig.NextProtos...)
+			}
 			adminLis = tls.NewListener(adminLis, r.http.TLSConfig)
 		}
 		r.goStage(func() error {
@@ -405,27 +417,26 @@ func (r *Replica) adminHandler(loopback bool) http.Handler {
 		authorize = r.authorizeAdmin
 	}
 	return admin.Handler(admin.Options{
-		Write:    func(req *http.Request) (int, error) { return r.authorizeWrite(req, loopback) },
-		Rollback: r.rollback,
-		Unpin:    r.unpin,
-		Rollout:  r.rolloutStatus,
-		DNS:      r.diagnoseDNS,
-		ConfigDump: func(proxy string, types ...string) ([]byte, error) {
-			return r.xds.ConfigDumpJSON(proxy, types...)
-		},
-		Promote:   r.promote,
-		Abort:     r.abort,
-		Authorize: authorize,
-		Pprof:     loopback || r.cfg.AdminPprof,
-		Gatherer:  r.reg,
-		Ready:     r.Ready,
-		Health:    r.Health,
-		Clients:   func() any { return r.xds.Clients() },
-		Store:     r.store,
-		Failures:  r.builder.Failures,
-		MeshWide:  r.problems.meshWide,
-		Owner:     r.origin,
-		Members:   r.memberList,
+		Write:      func(req *http.Request) (int, error) { return r.authorizeWrite(req, loopback) },
+		Rollback:   r.rollback,
+		Unpin:      r.unpin,
+		Rollout:    r.rolloutStatus,
+		DNS:        r.diagnoseDNS,
+		ConfigDump: r.xds.ConfigDump,
+		Promote:    r.promote,
+		Abort:      r.abort,
+		Authorize:  authorize,
+		Pprof:      loopback || r.cfg.AdminPprof,
+		Gatherer:   r.reg,
+		Ready:      r.Ready,
+		Health:     r.Health,
+		Clients:    r.xds.Clients,
+		Replica:    r.name,
+		Store:      r.store,
+		Failures:   r.builder.Failures,
+		MeshWide:   r.problems.meshWide,
+		Owner:      r.origin,
+		Members:    r.memberList,
 	})
 }
 

@@ -11,6 +11,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	adminv3 "github.com/envoyproxy/go-control-plane/envoy/admin/v3"
+	"google.golang.org/protobuf/encoding/protojson"
+
+	"github.com/xdshard/xdshard/server/xds"
 	"github.com/xdshard/xdshard/snapshot"
 )
 
@@ -46,8 +50,8 @@ type Options struct {
 	// DNS says what a proxy (or a namespace's view) resolves a host to.
 	DNS func(proxy, namespace, host string) (DNSAnswer, error)
 	// ConfigDump is what one proxy is served, as Envoy's admin config
-	// dump in JSON, narrowed to types (cds, eds, lds, rds) if any.
-	ConfigDump func(proxy string, types ...string) ([]byte, error)
+	// dump, narrowed to types (cds, eds, lds, rds) if any.
+	ConfigDump func(proxy string, types ...string) (*adminv3.ConfigDump, error)
 	// Rollout says a tenant's canary rollout; Promote and Abort end it.
 	Rollout func(tenant string) (RolloutStatus, error)
 	Promote func(tenant string) (string, error)
@@ -56,7 +60,9 @@ type Options struct {
 	// and where this replica's copy comes from.
 	Owner func(tenant string) (owner, origin string)
 	// Clients is /debug/syncz: every connected stream's sync state.
-	Clients func() any
+	Clients func() []xds.ClientStatus
+	// Replica names the replica in answers ("xdshard-<id>").
+	Replica string
 	// Store is read for /debug/tenantz.
 	Store *snapshot.Store
 	// Failures are the tenants whose last build failed, with the error;
@@ -68,7 +74,8 @@ type Options struct {
 // 200 once the first full state is built, and from then on, whatever goes
 // wrong, since proxies must keep their config), /statusz (serving or
 // degraded, with the reasons, as JSON; always 200), /metrics,
-// /debug/pprof/, /debug/syncz and /debug/tenantz.
+// /debug/pprof/, /debug/syncz and /debug/tenantz; and, to HTTP/2 calls of
+// content type application/grpc, the admin gRPC service (grpc.go).
 func Handler(o Options) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
@@ -124,9 +131,14 @@ func Handler(o Options) http.Handler {
 			if t := r.URL.Query().Get("type"); t != "" {
 				types = strings.Split(t, ",")
 			}
-			body, err := o.ConfigDump(r.URL.Query().Get("proxy"), types...)
+			dump, err := o.ConfigDump(r.URL.Query().Get("proxy"), types...)
 			if err != nil {
 				http.Error(w, err.Error(), http.StatusNotFound)
+				return
+			}
+			body, err := protojson.MarshalOptions{Multiline: true, Indent: "  "}.Marshal(dump)
+			if err != nil {
+				http.Error(w, err.Error(), http.StatusInternalServerError)
 				return
 			}
 			w.Header().Set("Content-Type", "application/json")
@@ -211,10 +223,16 @@ func Handler(o Options) http.Handler {
 		}
 		writeJSON(w, Tenantz{MeshWide: MeshWide{Diagnostics: o.MeshWide()}, Tenants: ts})
 	})
-	if o.Authorize == nil {
-		return mux
-	}
+	rpc := grpcHandler(o)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if isGRPC(r) {
+			rpc.ServeHTTP(w, r)
+			return
+		}
+		if o.Authorize == nil {
+			mux.ServeHTTP(w, r)
+			return
+		}
 		// Probes and metrics carry no tenant's data, and kubelet and
 		// Prometheus present no identity.
 		open := r.URL.Path == "/healthz" || r.URL.Path == "/readyz" || r.URL.Path == "/metrics"

@@ -17,7 +17,6 @@ import (
 	statusv3 "github.com/envoyproxy/go-control-plane/envoy/service/status/v3"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
-	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -217,10 +216,10 @@ func configStatus(sync string) statusv3.ConfigStatus {
 	return statusv3.ConfigStatus_UNKNOWN
 }
 
-// ConfigDumpJSON is what the proxy named (pod.namespace, or any part of
-// its node ID) is served, as Envoy's admin config dump in JSON; types
-// narrows it to some of cds, eds, lds, rds.
-func (s *Server) ConfigDumpJSON(proxy string, types ...string) ([]byte, error) {
+// ConfigDump is what the proxy named (pod.namespace, or any part of its
+// node ID) is served, as Envoy's admin config dump; types narrows it to
+// some of cds, eds, lds, rds.
+func (s *Server) ConfigDump(proxy string, types ...string) (*adminv3.ConfigDump, error) {
 	anys := s.configDump([]string{proxy}, systemNamespace)
 	if len(anys) == 1 && string(anys[0].GetValue()) == notConnected {
 		return nil, fmt.Errorf("proxy %q is not connected to this replica (see /debug/syncz; with sharding, ask the replica it is on)", proxy)
@@ -238,5 +237,5 @@ func (s *Server) ConfigDumpJSON(proxy string, types ...string) ([]byte, error) {
 			dump.Configs = append(dump.Configs, a)
 		}
 	}
-	return protojson.MarshalOptions{Multiline: true, Indent: "  "}.Marshal(dump)
+	return dump, nil
 }
