@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The test command from the README: formatting, vet, every test with the race
-# detector, and a short run of each fuzz target. Needs only Go; everything
+# The test command from the README: formatting, buf lint and the generated
+# code, vet, every test with the race detector, and a short run of each fuzz
+# target. Needs only Go; everything
 # else comes from the Go module proxy and is cached in the module cache. The
 # tests against a real Kubernetes API server use kube-apiserver and etcd,
 # which scripts/kube-bins.sh builds once (about 12 minutes on 2 cores) and
@@ -16,6 +17,9 @@ unformatted="$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go'
 if [ -n "$unformatted" ]; then
   echo "gofmt needed on:"; echo "$unformatted"; exit 1
 fi
+
+echo "== buf lint, and the generated code in proto/ is current"
+./proto/gen.sh --check
 
 echo "== kube-apiserver and etcd for the Kubernetes tests"
 XDSHARD_KUBE_BIN="$(./scripts/kube-bins.sh)"

@@ -1,25 +1,34 @@
 package main
 
 import (
-	"flag"
 	"fmt"
+	"io"
 	"os"
+
+	"github.com/spf13/cobra"
 
 	"github.com/xdshard/xdshard/snapshot/model"
 	"github.com/xdshard/xdshard/snapshot/source/manifest"
 	"github.com/xdshard/xdshard/snapshot/translate/policy"
 )
 
-func analyzeCmd(args []string) error {
-	fs := flag.NewFlagSet("analyze", flag.ContinueOnError)
-	in := inputFlags(fs)
-	fs.Usage = func() {
-		fmt.Fprintln(fs.Output(), "Usage: xdshard analyze [--config DIR | --kubeconfig FILE [--context C]]\n\nReports where Istio's authorization (generated policies included) and NetworkPolicies disagree,\nand cross-tenant exposure. Exits 3 when it finds something, 2 when the config has errors\n(as xdshard check reports them), 1 when it cannot run.")
-		fs.PrintDefaults()
+func newAnalyzeCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "analyze [--config DIR | --kubeconfig FILE [--context C]]",
+		Short: "Report Istio/NetworkPolicy disagreements and cross-tenant exposure",
+		Long: `Reports where Istio's authorization (generated policies included) and NetworkPolicies disagree,
+and cross-tenant exposure. Exits 3 when it finds something, 2 when the config has errors
+(as xdshard check reports them), 1 when it cannot run.`,
+		Example: `  xdshard analyze --config ./mesh
+  xdshard analyze --kubeconfig ~/.kube/config`,
+		Args: noArgs("use --config DIR"),
 	}
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
+	in := inputFlags(cmd.Flags())
+	cmd.RunE = func(cmd *cobra.Command, _ []string) error { return analyze(cmd.OutOrStdout(), in) }
+	return cmd
+}
+
+func analyze(out io.Writer, in *input) error {
 	mesh, res, err := in.load()
 	if err != nil {
 		return err
@@ -33,7 +42,7 @@ func analyzeCmd(args []string) error {
 	}
 	findings := policy.Analyze(mesh)
 	for _, f := range findings {
-		fmt.Println(f.String())
+		fmt.Fprintln(out, f.String())
 	}
 	if err := configVerdict(diags, len(mesh.Tenants())); err != nil {
 		return err // findings over a config with errors are not to be trusted

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"flag"
 	"fmt"
 	"os"
 	"os/signal"
@@ -11,6 +10,9 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"github.com/xdshard/xdshard/bench/fleet"
 	"github.com/xdshard/xdshard/snapshot/model"
@@ -20,11 +22,39 @@ import (
 	"github.com/xdshard/xdshard/bench/baseline"
 )
 
-func benchCmd(args []string) error {
-	if len(args) > 0 && args[0] == "gen" {
-		return benchGenCmd(args[1:])
+func newBenchCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "bench [flags]",
+		Short: "Measure push latency under synthetic load against go-control-plane, in one run",
+		Long: `Runs xdshard and go-control-plane in this process on the same synthetic fleet with the same
+simulated proxies and churn (endpoints in one tenant, weights in one tenant, a mesh-wide change),
+and prints convergence times, CPU and their ratios. Load goes to 127.0.0.1 only.
+
+With --replicas N it then runs N xdshard replicas sharding the tenants (static peers), the same proxies
+spread over them and the same events, reports each replica's and the deployment's CPU, builds, peer
+bytes and RSS against one replica, and a capacity model; --kill-replica adds a kill -9 failover.
+
+With --file-driven, xdshard runs as xdshard serve --config DIR (this binary) and each event rewrites
+tenant files atomically (NS.yaml.tmp renamed to NS.yaml): one idle tenant's, every tenant's (weights;
+convergence from the last rename), istio-system's. The baselines get the same changes from memory.`,
+		Example: `  # The default fleet: 1,000 proxies of 100 tenants, against go-control-plane
+  xdshard bench
+
+  # Changes arriving as file edits to xdshard serve --config DIR
+  xdshard bench --file-driven --proxies 500
+
+  # Three replicas sharding the tenants, and a kill -9 failover
+  xdshard bench --replicas 3 --kill-replica`,
+		Args: noArgs("see xdshard bench --help"),
 	}
-	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
+	run := bindBench(cmd.Flags())
+	cmd.RunE = func(*cobra.Command, []string) error { return run() }
+	cmd.AddCommand(newBenchGenCmd())
+	return cmd
+}
+
+// bindBench defines bench's flags on fs; the function returned runs it.
+func bindBench(fs *pflag.FlagSet) func() error {
 	cfg := bench.Config{}
 	fs.IntVar(&cfg.Proxies, "proxies", 1000, "simulated proxies (ADS streams)")
 	fs.IntVar(&cfg.Tenants, "tenants", 100, "tenants in the synthetic fleet")
@@ -52,123 +82,115 @@ func benchCmd(args []string) error {
 	replicaMemory := fs.String("replica-memory", "4GiB", "with --replicas: memory per replica in the capacity model (bytes, or with KiB, MiB, GiB)")
 	jsonOut := fs.String("json", "", "also write the results as JSON to this file")
 	reportDir := fs.String("report", "", "also write an HTML report with latency CDF plots to this directory")
-	fs.Usage = func() {
-		fmt.Fprintln(fs.Output(), "Usage: xdshard bench [flags]\n       xdshard bench gen --out DIR [--tenants N --services N --endpoints N --seed N]\n\nRuns xdshard and go-control-plane in this process on the same synthetic fleet with the same\nsimulated proxies and churn (endpoints in one tenant, weights in one tenant, a mesh-wide change),\nand prints convergence times, CPU and their ratios. Load goes to 127.0.0.1 only.\n\nWith --replicas N it then runs N xdshard replicas sharding the tenants (static peers), the same proxies\nspread over them and the same events, reports each replica's and the deployment's CPU, builds, peer\nbytes and RSS against one replica, and a capacity model; --kill-replica adds a kill -9 failover.\n\nWith --file-driven, xdshard runs as `xdshard serve --config DIR` (this binary) and each event rewrites\ntenant files atomically (NS.yaml.tmp renamed to NS.yaml): one idle tenant's, every tenant's (weights;\nconvergence from the last rename), istio-system's. The baselines get the same changes from memory.")
-		fs.PrintDefaults()
-	}
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("bench takes no arguments, got %q", fs.Args())
-	}
-	cfg.Seed = *seed
-	switch *mode {
-	case "sotw":
-	case "delta":
-		cfg.Delta = true
-	case "mix":
-		cfg.Mix = true
-	default:
-		return fmt.Errorf("--mode %q: want sotw, delta or mix", *mode)
-	}
-	switch *baselines {
-	case "a":
-		cfg.Baselines = []baseline.Mode{baseline.ModePerNode}
-	case "b":
-		cfg.Baselines = []baseline.Mode{baseline.ModePerTenant}
-	case "both":
-		cfg.Baselines = []baseline.Mode{baseline.ModePerTenant, baseline.ModePerNode}
-	case "none":
-	default:
-		return fmt.Errorf("--baseline %q: want a, b, both or none", *baselines)
-	}
-	if cfg.Proxies <= 0 || cfg.Tenants <= 0 || cfg.Services <= 0 || cfg.Endpoints <= 0 || cfg.Tenants > 250 {
-		return fmt.Errorf("--proxies, --services, --endpoints must be positive and --tenants 1-250")
-	}
-	if cfg.Replicas == 1 || cfg.Replicas < 0 {
-		return fmt.Errorf("--replicas %d: want 0 (one replica, no sharding) or at least 2", cfg.Replicas)
-	}
-	if cfg.Replicas >= 2 {
-		if cfg.Target != "" || *inProcess {
-			return fmt.Errorf("--replicas runs each replica in its own process: not with --target or --in-process")
+	return func() error {
+		cfg.Seed = *seed
+		switch *mode {
+		case "sotw":
+		case "delta":
+			cfg.Delta = true
+		case "mix":
+			cfg.Mix = true
+		default:
+			return fmt.Errorf("--mode %q: want sotw, delta or mix", *mode)
 		}
-		if cfg.Misbehaving > 0 {
-			return fmt.Errorf("--replicas does not run --misbehaving proxies")
+		switch *baselines {
+		case "a":
+			cfg.Baselines = []baseline.Mode{baseline.ModePerNode}
+		case "b":
+			cfg.Baselines = []baseline.Mode{baseline.ModePerTenant}
+		case "both":
+			cfg.Baselines = []baseline.Mode{baseline.ModePerTenant, baseline.ModePerNode}
+		case "none":
+		default:
+			return fmt.Errorf("--baseline %q: want a, b, both or none", *baselines)
 		}
-		mem, err := parseBytes(*replicaMemory)
-		if err != nil || mem == 0 || capacity.Cores <= 0 || capacity.ChangeRate <= 0 {
-			return fmt.Errorf("--replica-memory (e.g. 4GiB), --replica-cores and --change-rate must be positive")
+		if cfg.Proxies <= 0 || cfg.Tenants <= 0 || cfg.Services <= 0 || cfg.Endpoints <= 0 || cfg.Tenants > 250 {
+			return fmt.Errorf("--proxies, --services, --endpoints must be positive and --tenants 1-250")
 		}
-		capacity.MemoryBytes = mem
-	} else if cfg.KillReplica {
-		return fmt.Errorf("--kill-replica needs --replicas N (N >= 2)")
-	}
-	if cfg.FileDriven {
-		if cfg.Target != "" || *inProcess || cfg.Replicas > 0 {
-			return fmt.Errorf("--file-driven runs xdshard serve in its own process: not with --target, --in-process or --replicas")
+		if cfg.Replicas == 1 || cfg.Replicas < 0 {
+			return fmt.Errorf("--replicas %d: want 0 (one replica, no sharding) or at least 2", cfg.Replicas)
 		}
-		if cfg.Rate > 0 {
-			return fmt.Errorf("--file-driven does not run --rate")
+		if cfg.Replicas >= 2 {
+			if cfg.Target != "" || *inProcess {
+				return fmt.Errorf("--replicas runs each replica in its own process: not with --target or --in-process")
+			}
+			if cfg.Misbehaving > 0 {
+				return fmt.Errorf("--replicas does not run --misbehaving proxies")
+			}
+			mem, err := parseBytes(*replicaMemory)
+			if err != nil || mem == 0 || capacity.Cores <= 0 || capacity.ChangeRate <= 0 {
+				return fmt.Errorf("--replica-memory (e.g. 4GiB), --replica-cores and --change-rate must be positive")
+			}
+			capacity.MemoryBytes = mem
+		} else if cfg.KillReplica {
+			return fmt.Errorf("--kill-replica needs --replicas N (N >= 2)")
 		}
-	}
-	if cfg.Target != "" {
-		if err := checkListenAddr("target", cfg.Target, false); err != nil {
-			return fmt.Errorf("--target must be a loopback HOST:PORT: load goes to this machine only")
+		if cfg.FileDriven {
+			if cfg.Target != "" || *inProcess || cfg.Replicas > 0 {
+				return fmt.Errorf("--file-driven runs xdshard serve in its own process: not with --target, --in-process or --replicas")
+			}
+			if cfg.Rate > 0 {
+				return fmt.Errorf("--file-driven does not run --rate")
+			}
 		}
-		cfg.Baselines = nil
-	}
-	if !*inProcess && cfg.Target == "" {
-		exe, err := os.Executable()
-		if err != nil {
-			return fmt.Errorf("finding this binary to run the servers apart: %w (or pass --in-process)", err)
+		if cfg.Target != "" {
+			if err := checkListenAddr("target", cfg.Target, false); err != nil {
+				return fmt.Errorf("--target must be a loopback HOST:PORT: load goes to this machine only")
+			}
+			cfg.Baselines = nil
 		}
-		cfg.Exe = exe
-	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
-	defer stop()
-	fmt.Fprintf(os.Stderr, "xdshard bench: %d proxies over %d tenants (%s)\n", cfg.Proxies, cfg.Tenants, *mode)
-	rs, err := bench.Run(ctx, cfg, os.Stderr)
-	if len(rs) > 0 {
-		if werr := bench.WriteTable(os.Stdout, cfg, rs); werr != nil {
-			return werr
+		if !*inProcess && cfg.Target == "" {
+			exe, err := os.Executable()
+			if err != nil {
+				return fmt.Errorf("finding this binary to run the servers apart: %w (or pass --in-process)", err)
+			}
+			cfg.Exe = exe
 		}
-	}
-	if err != nil {
-		return err
-	}
-	var sharded *bench.ShardedResult
-	if cfg.Replicas >= 2 {
-		sharded, err = bench.RunReplicas(ctx, cfg, os.Stderr)
-		if sharded != nil {
-			if werr := bench.WriteReplicas(os.Stdout, cfg, &rs[0], sharded, capacity); werr != nil {
+		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+		defer stop()
+		fmt.Fprintf(os.Stderr, "xdshard bench: %d proxies over %d tenants (%s)\n", cfg.Proxies, cfg.Tenants, *mode)
+		rs, err := bench.Run(ctx, cfg, os.Stderr)
+		if len(rs) > 0 {
+			if werr := bench.WriteTable(os.Stdout, cfg, rs); werr != nil {
 				return werr
 			}
 		}
 		if err != nil {
 			return err
 		}
-	}
-	if *reportDir != "" {
-		if err := bench.WriteHTML(*reportDir, cfg, rs); err != nil {
-			return err
+		var sharded *bench.ShardedResult
+		if cfg.Replicas >= 2 {
+			sharded, err = bench.RunReplicas(ctx, cfg, os.Stderr)
+			if sharded != nil {
+				if werr := bench.WriteReplicas(os.Stdout, cfg, &rs[0], sharded, capacity); werr != nil {
+					return werr
+				}
+			}
+			if err != nil {
+				return err
+			}
 		}
-		fmt.Fprintf(os.Stderr, "report: %s\n", filepath.Join(*reportDir, "index.html"))
-	}
-	if *jsonOut != "" {
-		f, err := os.Create(*jsonOut)
-		if err != nil {
-			return err
+		if *reportDir != "" {
+			if err := bench.WriteHTML(*reportDir, cfg, rs); err != nil {
+				return err
+			}
+			fmt.Fprintf(os.Stderr, "report: %s\n", filepath.Join(*reportDir, "index.html"))
 		}
-		defer f.Close()
-		if sharded != nil {
-			enc := json.NewEncoder(f)
-			enc.SetIndent("", "  ")
-			return enc.Encode(map[string]any{"config": cfg, "results": rs, "sharded": sharded})
+		if *jsonOut != "" {
+			f, err := os.Create(*jsonOut)
+			if err != nil {
+				return err
+			}
+			defer f.Close()
+			if sharded != nil {
+				enc := json.NewEncoder(f)
+				enc.SetIndent("", "  ")
+				return enc.Encode(map[string]any{"config": cfg, "results": rs, "sharded": sharded})
+			}
+			return bench.WriteJSON(f, cfg, rs)
 		}
-		return bench.WriteJSON(f, cfg, rs)
+		return nil
 	}
-	return nil
 }
 
 // parseBytes reads a size: a number of bytes, or with a KiB, MiB or GiB
@@ -190,30 +212,38 @@ func parseBytes(s string) (uint64, error) {
 
 // benchGenCmd writes the synthetic fleet as a manifest directory, so
 // `xdshard serve --config DIR` serves the same fleet the bench measures.
-func benchGenCmd(args []string) error {
-	fs := flag.NewFlagSet("bench gen", flag.ContinueOnError)
+func newBenchGenCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:     "gen --out DIR [--tenants N --services N --endpoints N --seed N]",
+		Short:   "Write the synthetic fleet as a manifest directory, for xdshard serve --config DIR",
+		Example: "  xdshard bench gen --out /tmp/fleet && xdshard serve --config /tmp/fleet",
+		Args:    noArgs("use --out DIR"),
+	}
+	fs := cmd.Flags()
 	out := fs.String("out", "", "directory to write the fleet's manifests to (created)")
 	spec := fleet.Spec{}
 	fs.IntVar(&spec.Tenants, "tenants", 100, "tenants")
 	fs.IntVar(&spec.Services, "services", 20, "services per tenant")
 	fs.IntVar(&spec.Endpoints, "endpoints", 5, "endpoints per service")
 	fs.Uint64Var(&spec.Seed, "seed", 1, "fleet seed")
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	if *out == "" {
+	cmd.RunE = func(*cobra.Command, []string) error { return benchGen(*out, spec) }
+	return cmd
+}
+
+func benchGen(out string, spec fleet.Spec) error {
+	if out == "" {
 		return fmt.Errorf("bench gen needs --out DIR")
 	}
 	if spec.Tenants <= 0 || spec.Tenants > 250 || spec.Services <= 0 || spec.Endpoints <= 0 {
 		return fmt.Errorf("--tenants must be 1-250, --services and --endpoints positive")
 	}
-	if err := os.MkdirAll(*out, 0o755); err != nil {
+	if err := os.MkdirAll(out, 0o755); err != nil {
 		return err
 	}
 	objs := fleet.Generate(spec)
 	byNS := model.ByNamespace(objs)
 	for ns, objs := range byNS {
-		f, err := os.Create(filepath.Join(*out, ns+".yaml"))
+		f, err := os.Create(filepath.Join(out, ns+".yaml"))
 		if err != nil {
 			return err
 		}
@@ -225,17 +255,24 @@ func benchGenCmd(args []string) error {
 			return err
 		}
 	}
-	fmt.Fprintf(os.Stderr, "wrote %d objects in %d files to %s; serve them with: xdshard serve --config %s\n", len(objs), len(byNS), *out, *out)
+	fmt.Fprintf(os.Stderr, "wrote %d objects in %d files to %s; serve them with: xdshard serve --config %s\n", len(objs), len(byNS), out, out)
 	return nil
 }
 
 // benchServerCmd is the hidden child side of `xdshard bench`: one server
 // under test, driven over standard input.
-func benchServerCmd(args []string) error {
-	if len(args) != 2 {
-		return fmt.Errorf("bench-server is started by xdshard bench, not by hand")
+func newBenchServerCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:                "bench-server CONFIG SERVER",
+		Hidden:             true,
+		DisableFlagParsing: true,
+		RunE: func(_ *cobra.Command, args []string) error {
+			if len(args) != 2 {
+				return fmt.Errorf("bench-server is started by xdshard bench, not by hand")
+			}
+			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+			defer stop()
+			return bench.ServeChild(ctx, args[0], args[1], os.Stdin, os.Stdout)
+		},
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
-	defer stop()
-	return bench.ServeChild(ctx, args[0], args[1], os.Stdin, os.Stdout)
 }

@@ -1,11 +1,13 @@
 package main
 
 import (
-	"flag"
 	"fmt"
+	"io"
 	"os"
 	"slices"
 	"strings"
+
+	"github.com/spf13/cobra"
 
 	"github.com/xdshard/xdshard/snapshot"
 	"github.com/xdshard/xdshard/snapshot/model"
@@ -13,35 +15,24 @@ import (
 	"github.com/xdshard/xdshard/snapshot/translate"
 )
 
-// Exit codes of every command, for scripts and CI pipelines:
-const (
-	exitOK          = 0 // done; the config has no errors (warnings may be printed)
-	exitFailed      = 1 // the command could not run: bad flags, an unreadable directory, a fault
-	exitConfigError = 2 // the config has errors: objects or files that serve would reject
-	exitFindings    = 3 // analyze found disagreements or cross-tenant exposure
-)
-
-// exitError ends the process with code after its message (if any).
-type exitError struct {
-	code int
-	msg  string
+func newCheckCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "check [--config DIR [--max-file-bytes N] | --kubeconfig FILE [--context C]]",
+		Short: "Validate a config directory as serve would, for CI (exit 2 on errors)",
+		Long: `Validates a config directory as serve would, through every stage (decoding, istiod's
+validation, generated policies, Envoy's validation of the resources built), and prints
+every problem with its file:line. Exits 0 when nothing is rejected, 2 when something is,
+1 when the directory cannot be read. Run it in CI before a change lands.`,
+		Example: `  xdshard check --config ./mesh
+  xdshard check --kubeconfig ~/.kube/config`,
+		Args: noArgs("use --config DIR"),
+	}
+	in := inputFlags(cmd.Flags())
+	cmd.RunE = func(cmd *cobra.Command, _ []string) error { return check(cmd.OutOrStdout(), in) }
+	return cmd
 }
 
-func (e *exitError) Error() string { return e.msg }
-
-func checkCmd(args []string) error {
-	fs := flag.NewFlagSet("check", flag.ContinueOnError)
-	in := inputFlags(fs)
-	fs.Usage = func() {
-		fmt.Fprintln(fs.Output(), "Usage: xdshard check [--config DIR [--max-file-bytes N] | --kubeconfig FILE [--context C]]\n\nValidates a config directory as serve would, through every stage (decoding, istiod's\nvalidation, generated policies, Envoy's validation of the resources built), and prints\nevery problem with its file:line. Exits 0 when nothing is rejected, 2 when something is,\n1 when the directory cannot be read. Run it in CI before a change lands.")
-		fs.PrintDefaults()
-	}
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("check takes no arguments, got %q; use --config DIR", fs.Args())
-	}
+func check(out io.Writer, in *input) error {
 	mesh, res, err := in.load()
 	if err != nil {
 		return err
@@ -51,7 +42,7 @@ func checkCmd(args []string) error {
 		return err
 	}
 	for _, d := range diags {
-		fmt.Println(d.String())
+		fmt.Fprintln(out, d.String())
 	}
 	return configVerdict(diags, len(mesh.Tenants()))
 }

@@ -83,7 +83,7 @@ func TestRenderDemo(t *testing.T) {
 			t.Errorf("%s: rendered %d clusters, %d listeners, %d gRPC listeners", tenant, len(doc.Envoy["clusters"]), len(doc.Envoy["listeners"]), len(doc.GRPC["listeners"]))
 		}
 	}
-	if err := renderCmd([]string{"--tenant", "nope"}); err == nil || !strings.Contains(err.Error(), "tenants are") {
+	if err := run([]string{"render", "--tenant", "nope"}); err == nil || !strings.Contains(err.Error(), "tenants are") {
 		t.Errorf("unknown tenant: %v, want the list of tenants", err)
 	}
 }
@@ -122,28 +122,28 @@ func TestAdminEndpoints(t *testing.T) {
 	// The history commands against it: a tenant with one version has
 	// nothing to roll back to, and says what it keeps.
 	admin := []string{"--admin-addr", r.AdminAddr(), "--tenant", "acme"}
-	if err := historyCmd(admin); err != nil {
+	if err := run(append([]string{"history"}, admin...)); err != nil {
 		t.Errorf("history: %v", err)
 	}
-	if err := rollbackCmd(admin); err == nil || !strings.Contains(err.Error(), "no version before") {
+	if err := run(append([]string{"rollback"}, admin...)); err == nil || !strings.Contains(err.Error(), "no version before") {
 		t.Errorf("rollback with one version kept: %v, want a refusal saying so", err)
 	}
-	if err := rollbackCmd(append(admin, "--to", r.Store().Current("acme").Version)); err != nil {
+	if err := run(append([]string{"rollback"}, append(admin, "--to", r.Store().Current("acme").Version)...)); err != nil {
 		t.Errorf("rollback to the version served (a pin): %v", err)
 	}
 	if pinned, _ := r.Store().Pinned("acme"); !pinned {
 		t.Error("rollback did not pin")
 	}
-	if err := unpinCmd(admin); err != nil {
+	if err := run(append([]string{"unpin"}, admin...)); err != nil {
 		t.Errorf("unpin: %v", err)
 	}
-	if err := rolloutCmd(append([]string{"status"}, admin...)); err != nil {
+	if err := run(append([]string{"rollout", "status"}, admin...)); err != nil {
 		t.Errorf("rollout status: %v", err)
 	}
-	if err := rolloutCmd(append([]string{"promote"}, admin...)); err == nil || !strings.Contains(err.Error(), "no version in rollout") {
+	if err := run(append([]string{"rollout", "promote"}, admin...)); err == nil || !strings.Contains(err.Error(), "no version in rollout") {
 		t.Errorf("rollout promote with nothing in rollout: %v", err)
 	}
-	if err := rolloutCmd(append([]string{"restart"}, admin...)); err == nil {
+	if err := run(append([]string{"rollout", "restart"}, admin...)); err == nil {
 		t.Error("rollout restart was accepted")
 	}
 	// proxy-status and config-dump of a connected proxy.
@@ -159,28 +159,28 @@ func TestAdminEndpoints(t *testing.T) {
 	case <-time.After(20 * time.Second):
 		t.Fatal("the proxy of acme-web never synced")
 	}
-	if out := captureStdout(t, func() error { return proxyStatusCmd([]string{"--admin-addr", r.AdminAddr()}) }); !strings.Contains(out, "web-1.acme-web") || !strings.Contains(out, "SYNCED") {
+	if out := captureStdout(t, func() error { return run([]string{"proxy-status", "--admin-addr", r.AdminAddr()}) }); !strings.Contains(out, "web-1.acme-web") || !strings.Contains(out, "SYNCED") {
 		t.Errorf("proxy-status:\n%s", out)
 	}
-	if out := captureStdout(t, func() error { return proxyStatusCmd([]string{"--admin-addr", r.AdminAddr(), "web-1.acme-web"}) }); !strings.Contains(out, "CDS") || !strings.Contains(out, "tenant acme") {
+	if out := captureStdout(t, func() error { return run([]string{"proxy-status", "--admin-addr", r.AdminAddr(), "web-1.acme-web"}) }); !strings.Contains(out, "CDS") || !strings.Contains(out, "tenant acme") {
 		t.Errorf("proxy-status web-1.shop:\n%s", out)
 	}
 	if out := captureStdout(t, func() error {
-		return configDumpCmd([]string{"web-1.acme-web", "--admin-addr", r.AdminAddr(), "--type", "cds"})
+		return run([]string{"config-dump", "web-1.acme-web", "--admin-addr", r.AdminAddr(), "--type", "cds"})
 	}); !strings.Contains(out, "ClustersConfigDump") || strings.Contains(out, "ListenersConfigDump") {
 		t.Errorf("config-dump --type cds:\n%.500s", out)
 	}
 	var ee *exitError
-	if err := dnsCmd([]string{"nosuch", "--namespace", "acme-web", "--admin-addr", r.AdminAddr()}); !errors.As(err, &ee) || ee.code != exitFindings {
+	if err := run([]string{"dns", "nosuch", "--namespace", "acme-web", "--admin-addr", r.AdminAddr()}); !errors.As(err, &ee) || ee.code != exitFindings {
 		t.Errorf("dns of a name nobody serves: %v, want exit code %d", err, exitFindings)
 	}
-	if err := dnsCmd([]string{"nosuch", "--admin-addr", r.AdminAddr()}); err == nil || !strings.Contains(err.Error(), "--proxy") {
+	if err := run([]string{"dns", "nosuch", "--admin-addr", r.AdminAddr()}); err == nil || !strings.Contains(err.Error(), "--proxy") {
 		t.Errorf("dns without --proxy or --namespace: %v", err)
 	}
-	if err := configDumpCmd([]string{"nobody.nowhere", "--admin-addr", r.AdminAddr()}); err == nil || !strings.Contains(err.Error(), "not connected") {
+	if err := run([]string{"config-dump", "nobody.nowhere", "--admin-addr", r.AdminAddr()}); err == nil || !strings.Contains(err.Error(), "not connected") {
 		t.Errorf("config-dump of a proxy not connected: %v", err)
 	}
-	if err := historyCmd([]string{"--admin-addr", r.AdminAddr()}); err == nil || !strings.Contains(err.Error(), "--tenant") {
+	if err := run([]string{"history", "--admin-addr", r.AdminAddr()}); err == nil || !strings.Contains(err.Error(), `"tenant" not set`) {
 		t.Errorf("history without --tenant: %v", err)
 	}
 }

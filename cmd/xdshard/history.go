@@ -1,176 +1,296 @@
 package main
 
 import (
-	"encoding/json"
-	"flag"
+	"context"
 	"fmt"
-	"io"
-	"net/http"
-	"net/url"
-	"os"
 	"strings"
 	"text/tabwriter"
 	"time"
+
+	"github.com/spf13/cobra"
+
+	adminv1 "github.com/xdshard/xdshard/proto/xdshard/admin/v1"
 )
 
-// The history commands talk to a running replica's admin port: they read
-// /debug/history and post /debug/rollback and /debug/unpin, which a
-// replica answers on loopback (or, over TLS, to --admin-writers).
+// The history, rollback, rollout, tenants and members commands call a
+// running replica's admin gRPC API (proto/xdshard/admin/v1). The calls
+// that change what is served are answered on a loopback admin address,
+// or beyond it over TLS to the replica's --admin-writers.
 
-func adminFlags(name string) (*flag.FlagSet, *string, *string) {
-	fs := flag.NewFlagSet(name, flag.ContinueOnError)
-	addr := fs.String("admin-addr", "127.0.0.1:15014", "HOST:PORT of the replica's admin port (serve's --admin-addr); with sharding, the tenant's owner (see /debug/tenantz)")
-	tenant := fs.String("tenant", "", "the tenant (required)")
-	return fs, addr, tenant
+func newTenantsCmd() *cobra.Command {
+	var a adminConn
+	cmd := &cobra.Command{
+		Use:   "tenants",
+		Short: "List a replica's tenants: version, owner, pin, and the problems with their objects",
+		Example: `  xdshard tenants
+  xdshard tenants -o yaml`,
+		Args: noArgs("it lists every tenant"),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return a.call(func(ctx context.Context, c adminv1.AdminServiceClient) error {
+				resp, err := c.ListTenants(ctx, &adminv1.ListTenantsRequest{})
+				if err != nil || a.output != "table" {
+					if err != nil {
+						return err
+					}
+					return printMessage(cmd.OutOrStdout(), a.output, resp)
+				}
+				w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+				fmt.Fprintln(w, "TENANT\tVERSION\tBUILT\tKEPT\tOWNER\tSTATE")
+				for _, t := range resp.GetTenants() {
+					state := []string{}
+					if t.GetPinned() {
+						state = append(state, fmt.Sprintf("pinned, %d newer waiting", t.GetWaiting()))
+					}
+					if t.GetBuildError() != "" {
+						state = append(state, "last build failed")
+					}
+					if n := len(t.GetDiagnostics()); n > 0 {
+						state = append(state, fmt.Sprintf("%d problems", n))
+					}
+					owner := t.GetOwner()
+					if owner == "" {
+						owner = "-"
+					}
+					fmt.Fprintf(w, "%s\t%s\t%s\t%d\t%s\t%s\n", t.GetName(), t.GetVersion(), t.GetBuilt().AsTime().Format(time.RFC3339), len(t.GetHistory()), owner, strings.Join(state, "; "))
+				}
+				if err := w.Flush(); err != nil {
+					return err
+				}
+				if n := len(resp.GetMeshWide()); n > 0 {
+					fmt.Fprintf(cmd.OutOrStdout(), "%d problems belong to no tenant (-o yaml shows them)\n", n)
+				}
+				return nil
+			})
+		},
+	}
+	a.bind(cmd, "table", "json", "yaml")
+	return cmd
 }
 
-func parseAdmin(fs *flag.FlagSet, args []string, tenant *string) error {
-	if err := fs.Parse(args); err != nil {
-		return err
+func newHistoryCmd() *cobra.Command {
+	var a adminConn
+	var tenant string
+	cmd := &cobra.Command{
+		Use:   "history --tenant T",
+		Short: "List the versions a running replica keeps of a tenant, and which it serves",
+		Long:  "Lists the versions a replica keeps of a tenant (serve --history), oldest first, and which one it serves.",
+		Example: `  xdshard history --tenant acme
+  xdshard history --tenant acme -o json`,
+		Args: noArgs("use --tenant"),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return a.call(func(ctx context.Context, c adminv1.AdminServiceClient) error {
+				h, err := c.GetHistory(ctx, &adminv1.GetHistoryRequest{Tenant: tenant})
+				if err != nil {
+					return err
+				}
+				out := cmd.OutOrStdout()
+				if a.output != "table" {
+					return printMessage(out, a.output, h)
+				}
+				w := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+				fmt.Fprintln(w, "VERSION\tBUILT\tSERVING")
+				for _, v := range h.GetVersions() {
+					serving := ""
+					if v.GetServing() {
+						serving = "*"
+					}
+					fmt.Fprintf(w, "%s\t%s\t%s\n", v.GetVersion(), v.GetBuilt().AsTime().Format(time.RFC3339), serving)
+				}
+				if err := w.Flush(); err != nil {
+					return err
+				}
+				if h.GetPinned() {
+					fmt.Fprintf(out, "pinned, %d newer versions waiting (xdshard unpin --tenant %s)\n", h.GetWaiting(), h.GetTenant())
+				}
+				return nil
+			})
+		},
 	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("%s takes no arguments, got %q", fs.Name(), fs.Args())
-	}
-	if *tenant == "" {
-		return fmt.Errorf("%s needs --tenant T (the tenants: /debug/tenantz on the admin port)", fs.Name())
-	}
-	return nil
+	tenantFlag(cmd, &tenant)
+	a.bind(cmd, "table", "json", "yaml")
+	return cmd
 }
 
-// adminCall makes one admin request and decodes its JSON answer into out.
-func adminCall(method, addr, path string, q url.Values, out any) error {
-	u := "http://" + addr + path + "?" + q.Encode()
-	req, err := http.NewRequest(method, u, nil)
-	if err != nil {
-		return err
+func newRollbackCmd() *cobra.Command {
+	var a adminConn
+	var tenant, to string
+	cmd := &cobra.Command{
+		Use:   "rollback --tenant T [--to VERSION]",
+		Short: "Serve an earlier kept version of a tenant and pin it (new builds wait)",
+		Long: `Serves an earlier kept version of a tenant and pins it: new builds of the tenant are held
+(xdshard history shows "pinned, N newer versions waiting") until xdshard unpin.`,
+		Example: `  xdshard rollback --tenant acme
+  xdshard rollback --tenant acme --to 3f9c2a7d01b4e6c8`,
+		Args: noArgs("use --tenant and --to"),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return a.call(func(ctx context.Context, c adminv1.AdminServiceClient) error {
+				resp, err := c.Rollback(ctx, &adminv1.RollbackRequest{Tenant: tenant, ToVersion: to})
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "tenant %s serves %s, pinned; new builds wait until: xdshard unpin --tenant %s\n", tenant, resp.GetServingVersion(), tenant)
+				return nil
+			})
+		},
 	}
-	client := &http.Client{Timeout: 10 * time.Second}
-	resp, err := client.Do(req)
-	if err != nil {
-		return fmt.Errorf("admin port %s: %w (is xdshard serve running there? pass --admin-addr)", addr, err)
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
-	if err != nil {
-		return err
-	}
-	if resp.StatusCode != http.StatusOK {
-		return &exitError{code: exitFailed, msg: fmt.Sprintf("%s %s: %s", method, path, strings.TrimSpace(string(body)))}
-	}
-	return json.Unmarshal(body, out)
+	tenantFlag(cmd, &tenant)
+	cmd.Flags().StringVar(&to, "to", "", "the kept version to serve (default: the one before the version served); see xdshard history")
+	a.bind(cmd)
+	return cmd
 }
 
-func historyCmd(args []string) error {
-	fs, addr, tenant := adminFlags("history")
-	asJSON := fs.Bool("json", false, "print the replica's JSON")
-	fs.Usage = func() {
-		fmt.Fprintln(fs.Output(), "Usage: xdshard history --tenant T [--admin-addr HOST:PORT] [--json]\n\nLists the versions a replica keeps of a tenant, oldest first, and which one it serves.\n\nExample:\n  xdshard history --tenant acme")
-		fs.PrintDefaults()
+func newUnpinCmd() *cobra.Command {
+	var a adminConn
+	var tenant string
+	cmd := &cobra.Command{
+		Use:     "unpin --tenant T",
+		Short:   "Serve a tenant's newest version again after a rollback",
+		Long:    "Serves a tenant's newest version again, and follows new builds.",
+		Example: "  xdshard unpin --tenant acme",
+		Args:    noArgs("use --tenant"),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return a.call(func(ctx context.Context, c adminv1.AdminServiceClient) error {
+				resp, err := c.Unpin(ctx, &adminv1.UnpinRequest{Tenant: tenant})
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "tenant %s serves %s, its newest version\n", tenant, resp.GetServingVersion())
+				return nil
+			})
+		},
 	}
-	if err := parseAdmin(fs, args, tenant); err != nil {
-		return err
+	tenantFlag(cmd, &tenant)
+	a.bind(cmd)
+	return cmd
+}
+
+func newRolloutCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "rollout status|promote|abort --tenant T",
+		Short: "Show, promote or abort a tenant's canary rollout (serve --rollout-percent)",
+		Long: `With serve --rollout-percent P, a tenant's new version goes to P% of its proxies first (canaries,
+by node ID hash); it is promoted once every canary accepted it and --rollout-bake passed, and
+taken back at once if one rejects it. status shows the stable version, the candidate and the
+last version held out (and why); promote serves the candidate to all now; abort takes it back.`,
+		Args: func(cmd *cobra.Command, args []string) error {
+			if len(args) == 0 {
+				return fmt.Errorf("rollout needs an action: xdshard rollout status|promote|abort --tenant T")
+			}
+			return fmt.Errorf("rollout %q: want status, promote or abort", args[0])
+		},
+		RunE: func(*cobra.Command, []string) error { return nil },
 	}
-	var h struct {
-		Tenant   string `json:"tenant"`
-		Pinned   bool   `json:"pinned"`
-		Waiting  int    `json:"waiting"`
-		Versions []struct {
-			Version string    `json:"version"`
-			Built   time.Time `json:"built"`
-			Serving bool      `json:"serving"`
-		} `json:"versions"`
+	var sa adminConn
+	var st string
+	status := &cobra.Command{
+		Use:     "status --tenant T",
+		Short:   "Show a tenant's rollout: the stable version, the candidate, the version held out and why",
+		Example: "  xdshard rollout status --tenant acme",
+		Args:    noArgs("use --tenant"),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return sa.call(func(ctx context.Context, c adminv1.AdminServiceClient) error {
+				resp, err := c.GetRollout(ctx, &adminv1.GetRolloutRequest{Tenant: st})
+				if err != nil {
+					return err
+				}
+				out := cmd.OutOrStdout()
+				if sa.output != "table" {
+					return printMessage(out, sa.output, resp)
+				}
+				r := resp.GetRollout()
+				if !r.GetEnabled() {
+					fmt.Fprintf(out, "tenant %s: no canary rollout (serve --rollout-percent is 0); every proxy is served %s\n", r.GetTenant(), r.GetStable())
+					return nil
+				}
+				fmt.Fprintf(out, "tenant %s: canaries are %d%% of its proxies, bake %s\n  stable:    %s\n", r.GetTenant(), r.GetPercent(), r.GetBake(), r.GetStable())
+				if r.GetCandidate() != "" {
+					fmt.Fprintf(out, "  candidate: %s, served to the canaries since %s\n", r.GetCandidate(), r.GetSince().AsTime().Format(time.RFC3339))
+				} else {
+					fmt.Fprintf(out, "  candidate: none\n")
+				}
+				if r.GetHeld() != "" {
+					fmt.Fprintf(out, "  held out:  %s: %s\n", r.GetHeld(), r.GetHeldWhy())
+				}
+				return nil
+			})
+		},
 	}
-	if err := adminCall(http.MethodGet, *addr, "/debug/history", url.Values{"tenant": {*tenant}}, &h); err != nil {
-		return err
-	}
-	if *asJSON {
-		enc := json.NewEncoder(os.Stdout)
-		enc.SetIndent("", "  ")
-		return enc.Encode(h)
-	}
-	w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(w, "VERSION\tBUILT\tSERVING")
-	for _, v := range h.Versions {
-		serving := ""
-		if v.Serving {
-			serving = "*"
+	tenantFlag(status, &st)
+	sa.bind(status, "table", "json", "yaml")
+	cmd.AddCommand(status)
+	for _, action := range []struct{ name, short string }{
+		{"promote", "Serve a tenant's candidate to every proxy now"},
+		{"abort", "Take a tenant's candidate back from the canaries and hold its version out"},
+	} {
+		var a adminConn
+		var tenant string
+		c := &cobra.Command{
+			Use:     action.name + " --tenant T",
+			Short:   action.short,
+			Example: "  xdshard rollout " + action.name + " --tenant acme",
+			Args:    noArgs("use --tenant"),
+			RunE: func(cmd *cobra.Command, _ []string) error {
+				return a.call(func(ctx context.Context, c adminv1.AdminServiceClient) error {
+					var serving string
+					if action.name == "promote" {
+						resp, err := c.PromoteRollout(ctx, &adminv1.PromoteRolloutRequest{Tenant: tenant})
+						if err != nil {
+							return err
+						}
+						serving = resp.GetServingVersion()
+					} else {
+						resp, err := c.AbortRollout(ctx, &adminv1.AbortRolloutRequest{Tenant: tenant})
+						if err != nil {
+							return err
+						}
+						serving = resp.GetServingVersion()
+					}
+					fmt.Fprintf(cmd.OutOrStdout(), "tenant %s: every proxy is served %s\n", tenant, serving)
+					return nil
+				})
+			},
 		}
-		fmt.Fprintf(w, "%s\t%s\t%s\n", v.Version, v.Built.Format(time.RFC3339), serving)
+		tenantFlag(c, &tenant)
+		a.bind(c)
+		cmd.AddCommand(c)
 	}
-	if err := w.Flush(); err != nil {
-		return err
-	}
-	if h.Pinned {
-		fmt.Printf("pinned, %d newer versions waiting (xdshard unpin --tenant %s)\n", h.Waiting, h.Tenant)
-	}
-	return nil
+	return cmd
 }
 
-func rollbackCmd(args []string) error {
-	fs, addr, tenant := adminFlags("rollback")
-	to := fs.String("to", "", "the kept version to serve (default: the one before the version served); see xdshard history")
-	fs.Usage = func() {
-		fmt.Fprintln(fs.Output(), "Usage: xdshard rollback --tenant T [--to VERSION] [--admin-addr HOST:PORT]\n\nServes an earlier kept version of a tenant and pins it: new builds wait until xdshard unpin.\n\nExamples:\n  xdshard rollback --tenant acme\n  xdshard rollback --tenant acme --to 3f9c2a7d01b4e6c8")
-		fs.PrintDefaults()
+func newMembersCmd() *cobra.Command {
+	var a adminConn
+	cmd := &cobra.Command{
+		Use:   "members",
+		Short: "List the replicas sharding the tenants, as one replica sees them",
+		Example: `  xdshard members
+  xdshard members -o json`,
+		Args: noArgs("it lists every member"),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return a.call(func(ctx context.Context, c adminv1.AdminServiceClient) error {
+				resp, err := c.ListMembers(ctx, &adminv1.ListMembersRequest{})
+				if err != nil {
+					return err
+				}
+				if a.output != "table" {
+					return printMessage(cmd.OutOrStdout(), a.output, resp)
+				}
+				w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+				fmt.Fprintln(w, "REPLICA\tPEER ADDRESS\tSTREAMS\tTENANTS OWNED")
+				for _, m := range resp.GetMembers() {
+					id := m.GetId()
+					if m.GetSelf() {
+						id += " (this one)"
+					}
+					streams := "-"
+					if m.Streams != nil {
+						streams = fmt.Sprint(m.GetStreams())
+					}
+					fmt.Fprintf(w, "%s\t%s\t%s\t%d\n", id, m.GetPeerAddr(), streams, m.GetOwnedTenants())
+				}
+				return w.Flush()
+			})
+		},
 	}
-	if err := parseAdmin(fs, args, tenant); err != nil {
-		return err
-	}
-	var out map[string]string
-	if err := adminCall(http.MethodPost, *addr, "/debug/rollback", url.Values{"tenant": {*tenant}, "to": {*to}}, &out); err != nil {
-		return err
-	}
-	fmt.Printf("tenant %s serves %s, pinned; new builds wait until: xdshard unpin --tenant %s\n", *tenant, out["serving"], *tenant)
-	return nil
-}
-
-func unpinCmd(args []string) error {
-	fs, addr, tenant := adminFlags("unpin")
-	fs.Usage = func() {
-		fmt.Fprintln(fs.Output(), "Usage: xdshard unpin --tenant T [--admin-addr HOST:PORT]\n\nServes a tenant's newest version again, and follows new builds.\n\nExample:\n  xdshard unpin --tenant acme")
-		fs.PrintDefaults()
-	}
-	if err := parseAdmin(fs, args, tenant); err != nil {
-		return err
-	}
-	var out map[string]string
-	if err := adminCall(http.MethodPost, *addr, "/debug/unpin", url.Values{"tenant": {*tenant}}, &out); err != nil {
-		return err
-	}
-	fmt.Printf("tenant %s serves %s, its newest version\n", *tenant, out["serving"])
-	return nil
-}
-
-func rolloutCmd(args []string) error {
-	if len(args) == 0 || strings.HasPrefix(args[0], "-") {
-		return fmt.Errorf("rollout needs an action: xdshard rollout status|promote|abort --tenant T")
-	}
-	action := args[0]
-	fs, addr, tenant := adminFlags("rollout " + action)
-	fs.Usage = func() {
-		fmt.Fprintln(fs.Output(), "Usage: xdshard rollout status|promote|abort --tenant T [--admin-addr HOST:PORT]\n\nWith serve --rollout-percent P, a tenant's new version goes to P% of its proxies first (canaries,\nby node ID hash); it is promoted once every canary accepted it and --rollout-bake passed, and\ntaken back at once if one rejects it. status shows the stable version, the candidate and the\nlast version held out (and why); promote serves the candidate to all now; abort takes it back.\n\nExamples:\n  xdshard rollout status --tenant acme\n  xdshard rollout abort --tenant acme")
-		fs.PrintDefaults()
-	}
-	if err := parseAdmin(fs, args[1:], tenant); err != nil {
-		return err
-	}
-	q := url.Values{"tenant": {*tenant}}
-	switch action {
-	case "status":
-		var st map[string]any
-		if err := adminCall(http.MethodGet, *addr, "/debug/rollout", q, &st); err != nil {
-			return err
-		}
-		enc := json.NewEncoder(os.Stdout)
-		enc.SetIndent("", "  ")
-		return enc.Encode(st)
-	case "promote", "abort":
-		var out map[string]string
-		if err := adminCall(http.MethodPost, *addr, "/debug/rollout/"+action, q, &out); err != nil {
-			return err
-		}
-		fmt.Printf("tenant %s: every proxy is served %s\n", *tenant, out["serving"])
-		return nil
-	}
-	return fmt.Errorf("rollout %q: want status, promote or abort", action)
+	a.bind(cmd, "table", "json", "yaml")
+	return cmd
 }

@@ -2,9 +2,10 @@ package main
 
 import (
 	"context"
-	"flag"
 	"fmt"
 	"time"
+
+	"github.com/spf13/pflag"
 
 	"github.com/xdshard/xdshard/snapshot"
 	"github.com/xdshard/xdshard/snapshot/model"
@@ -20,7 +21,7 @@ type input struct {
 	maxFileBytes                int64
 }
 
-func inputFlags(fs *flag.FlagSet) *input {
+func inputFlags(fs *pflag.FlagSet) *input {
 	in := &input{}
 	fs.StringVar(&in.config, "config", "", "directory of YAML manifests (default: the embedded demo mesh)")
 	fs.StringVar(&in.kubeconfig, "kubeconfig", "", "read the live cluster of this kubeconfig file instead")

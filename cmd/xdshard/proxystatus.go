@@ -1,239 +1,256 @@
 package main
 
 import (
-	"encoding/json"
-	"flag"
+	"context"
 	"fmt"
 	"io"
-	"net/http"
-	"net/url"
-	"os"
-	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
+
+	"github.com/spf13/cobra"
+	"google.golang.org/protobuf/encoding/protojson"
+
+	adminv1 "github.com/xdshard/xdshard/proto/xdshard/admin/v1"
+	"github.com/xdshard/xdshard/server/admin"
 )
 
-// proxyStatus is a row of /debug/syncz (server/xds.ClientStatus).
-type proxyStatus struct {
-	Node     string `json:"node"`
-	Tenant   string `json:"tenant"`
-	View     string `json:"view"`
-	Delta    bool   `json:"delta"`
-	Snapshot string `json:"snapshot"`
-	Canary   bool   `json:"canary"`
-	Types    map[string]struct {
-		SentVersion  string    `json:"sentVersion"`
-		AckedVersion string    `json:"ackedVersion"`
-		SentAt       time.Time `json:"sentAt"`
-		Sync         string    `json:"sync"`
-		LastNACK     *struct {
-			Version string `json:"version"`
-			Message string `json:"message"`
-		} `json:"lastNack"`
-	} `json:"types"`
+// syncName is istioctl's word for a sync state.
+func syncName(s adminv1.SyncState) string {
+	switch s {
+	case adminv1.SyncState_SYNC_STATE_SYNCED:
+		return "SYNCED"
+	case adminv1.SyncState_SYNC_STATE_STALE:
+		return "STALE"
+	case adminv1.SyncState_SYNC_STATE_ERROR:
+		return "ERROR"
+	}
+	return "NOT SENT"
 }
 
-var shortTypes = []struct{ short, url string }{
-	{"CDS", "type.googleapis.com/envoy.config.cluster.v3.Cluster"},
-	{"LDS", "type.googleapis.com/envoy.config.listener.v3.Listener"},
-	{"EDS", "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"},
-	{"RDS", "type.googleapis.com/envoy.config.route.v3.RouteConfiguration"},
-	{"NDS", "type.googleapis.com/istio.networking.nds.v1.NameTable"},
-}
-
-// podName is "pod.namespace" of an Istio node ID (sidecar~IP~pod.ns~...),
-// else the node ID.
-func podName(node string) string {
-	if parts := strings.Split(node, "~"); len(parts) == 4 {
-		return parts[2]
-	}
-	return node
-}
-
-func proxyStatusCmd(args []string) error {
-	fs := flag.NewFlagSet("proxy-status", flag.ContinueOnError)
-	addr := fs.String("admin-addr", "127.0.0.1:15014", "HOST:PORT of the replica's admin port (serve's --admin-addr)")
-	ns := fs.String("namespace", "", "only the proxies of this namespace")
-	tenant := fs.String("tenant", "", "only the proxies of this tenant")
-	out := fs.String("o", "table", "table or json")
-	fs.Usage = func() {
-		fmt.Fprintln(fs.Output(), "Usage: xdshard proxy-status [--namespace NS] [--tenant T] [-o table|json] [PROXY]\n\nLists the proxies connected to a replica and each type's sync state, as istioctl proxy-status\ndoes (SYNCED: the proxy acknowledged what was sent; STALE: an answer is awaited; ERROR: it\nrejected it; NOT SENT), plus the tenant and the version it is served. With PROXY (pod.namespace),\nthat proxy's per-type detail, with the rejection's text.\n\nExamples:\n  xdshard proxy-status\n  xdshard proxy-status --tenant acme\n  xdshard proxy-status web-7d9f.shop")
-		fs.PrintDefaults()
-	}
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	if fs.NArg() > 1 || (*out != "table" && *out != "json") {
-		return fmt.Errorf("proxy-status takes at most one PROXY and -o table|json")
-	}
-	var rows []proxyStatus
-	if err := adminGet(*addr, "/debug/syncz", nil, &rows); err != nil {
-		return err
-	}
-	rows = slices.DeleteFunc(rows, func(r proxyStatus) bool {
-		ns0 := podName(r.Node)
-		if i := strings.LastIndex(ns0, "."); i >= 0 {
-			ns0 = ns0[i+1:]
-		}
-		return r.View == "mcp" || r.View == "peer" || (*ns != "" && ns0 != *ns) || (*tenant != "" && r.Tenant != *tenant) ||
-			(fs.NArg() == 1 && !strings.Contains(r.Node, fs.Arg(0)))
-	})
-	if *out == "json" {
-		enc := json.NewEncoder(os.Stdout)
-		enc.SetIndent("", "  ")
-		return enc.Encode(rows)
-	}
-	if fs.NArg() == 1 {
-		if len(rows) == 0 {
-			return &exitError{code: exitFailed, msg: fmt.Sprintf("proxy %q is not connected to the replica at %s", fs.Arg(0), *addr)}
-		}
-		return proxyDetail(os.Stdout, rows[len(rows)-1])
-	}
-	w := tabwriter.NewWriter(os.Stdout, 0, 4, 3, ' ', 0)
-	fmt.Fprintln(w, "NAME\tTENANT\tCDS\tLDS\tEDS\tRDS\tVERSION")
-	for _, r := range rows {
-		cols := []string{podName(r.Node), r.Tenant}
-		for _, t := range shortTypes[:4] {
-			st, ok := r.Types[t.url]
-			switch {
-			case !ok:
-				cols = append(cols, "NOT SENT")
-			default:
-				cols = append(cols, strings.ReplaceAll(st.Sync, "_", " "))
+func newProxyStatusCmd() *cobra.Command {
+	var a adminConn
+	var req adminv1.ProxyStatusRequest
+	cmd := &cobra.Command{
+		Use:   "proxy-status [PROXY]",
+		Short: "List a replica's proxies and each type's sync state, as istioctl proxy-status",
+		Long: `Lists the proxies connected to a replica and each type's sync state, as istioctl proxy-status
+does (SYNCED: the proxy acknowledged what was sent; STALE: an answer is awaited; ERROR: it
+rejected it; NOT SENT), plus the tenant and the version it is served. With PROXY (pod.namespace),
+that proxy's per-type detail, with the rejection's text.`,
+		Example: `  xdshard proxy-status
+  xdshard proxy-status --tenant acme -o yaml
+  xdshard proxy-status web-7d9f.shop`,
+		Args:              cobra.MaximumNArgs(1),
+		ValidArgsFunction: a.completeProxies,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if len(args) == 1 {
+				req.Proxy = args[0]
 			}
+			return a.call(func(ctx context.Context, c adminv1.AdminServiceClient) error {
+				resp, err := c.ProxyStatus(ctx, &req)
+				if err != nil {
+					return err
+				}
+				// istiod and peer replicas are streams, not proxies.
+				var rows []*adminv1.Proxy
+				for _, p := range resp.GetProxies() {
+					if p.GetView() != "mcp" && p.GetView() != "peer" {
+						rows = append(rows, p)
+					}
+				}
+				resp.Proxies = rows
+				out := cmd.OutOrStdout()
+				if a.output != "table" {
+					return printMessage(out, a.output, resp)
+				}
+				if req.Proxy != "" {
+					if len(rows) == 0 {
+						return &exitError{code: exitFailed, msg: fmt.Sprintf("proxy %q is not connected to the replica at %s (xdshard proxy-status lists those that are)", req.Proxy, a.addr)}
+					}
+					return proxyDetail(out, rows[len(rows)-1])
+				}
+				return proxyTable(out, resp.GetReplica(), rows)
+			})
+		},
+	}
+	cmd.Flags().StringVarP(&req.Namespace, "namespace", "n", "", "only the proxies of this namespace")
+	cmd.Flags().StringVar(&req.Tenant, "tenant", "", "only the proxies of this tenant")
+	a.bind(cmd, "table", "json", "yaml")
+	return cmd
+}
+
+// proxyTable prints istioctl proxy-status's columns, with the tenant and
+// the version served.
+func proxyTable(out io.Writer, replica string, rows []*adminv1.Proxy) error {
+	w := tabwriter.NewWriter(out, 0, 4, 3, ' ', 0)
+	fmt.Fprintln(w, "NAME\tTENANT\tCDS\tLDS\tEDS\tRDS\tISTIOD\tVERSION")
+	for _, p := range rows {
+		cols := []string{p.GetName(), p.GetTenant()}
+		for _, short := range []string{"CDS", "LDS", "EDS", "RDS"} {
+			state := "NOT SENT"
+			for _, t := range p.GetTypes() {
+				if t.GetShortName() == short {
+					state = syncName(t.GetSync())
+				}
+			}
+			cols = append(cols, state)
 		}
-		v := r.Snapshot
-		if r.Canary {
+		v := p.GetSnapshotVersion()
+		if p.GetCanary() {
 			v += " (canary)"
 		}
-		fmt.Fprintln(w, strings.Join(append(cols, v), "\t"))
+		fmt.Fprintln(w, strings.Join(append(cols, replica, v), "\t"))
 	}
 	return w.Flush()
 }
 
-func proxyDetail(out io.Writer, r proxyStatus) error {
+func proxyDetail(out io.Writer, p *adminv1.Proxy) error {
 	mode := "SotW"
-	if r.Delta {
+	if p.GetDelta() {
 		mode = "delta"
 	}
-	fmt.Fprintf(out, "proxy %s (%s)\ntenant %s, view %s, %s, served version %s\n\n", podName(r.Node), r.Node, r.Tenant, r.View, mode, r.Snapshot)
+	canary := ""
+	if p.GetCanary() {
+		canary = " (a canary)"
+	}
+	fmt.Fprintf(out, "proxy %s (%s)\ntenant %s, view %s, %s, served version %s%s\n\n", p.GetName(), p.GetNodeId(), p.GetTenant(), p.GetView(), mode, p.GetSnapshotVersion(), canary)
 	w := tabwriter.NewWriter(out, 0, 4, 3, ' ', 0)
 	fmt.Fprintln(w, "TYPE\tSYNC\tSENT\tACKED\tSENT AT\tREJECTED")
-	for _, t := range shortTypes {
-		st, ok := r.Types[t.url]
-		if !ok {
-			continue
-		}
+	for _, t := range p.GetTypes() {
 		nack := ""
-		if st.LastNACK != nil {
-			nack = st.LastNACK.Version + ": " + st.LastNACK.Message
+		if n := t.GetLastNack(); n != nil {
+			nack = n.GetVersion() + ": " + n.GetMessage()
 		}
-		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\n", t.short, st.Sync, st.SentVersion, st.AckedVersion, st.SentAt.Format(time.RFC3339), nack)
+		sent := ""
+		if t.GetSentAt() != nil {
+			sent = t.GetSentAt().AsTime().Format(time.RFC3339)
+		}
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\n", t.GetShortName(), syncName(t.GetSync()), t.GetSentVersion(), t.GetAckedVersion(), sent, nack)
 	}
 	return w.Flush()
 }
 
-func configDumpCmd(args []string) error {
-	fs := flag.NewFlagSet("config-dump", flag.ContinueOnError)
-	addr := fs.String("admin-addr", "127.0.0.1:15014", "HOST:PORT of the replica's admin port (serve's --admin-addr)")
-	types := fs.String("type", "", "only these of cds, eds, lds, rds (comma-separated)")
-	fs.Usage = func() {
-		fmt.Fprintln(fs.Output(), "Usage: xdshard config-dump PROXY [--type cds|eds|lds|rds] [--admin-addr HOST:PORT]\n\nPrints what a connected proxy (pod.namespace) is served, as Envoy's admin config dump (JSON).\n\nExamples:\n  xdshard config-dump web-7d9f.shop\n  xdshard config-dump web-7d9f.shop --type cds,eds")
-		fs.PrintDefaults()
+func newConfigDumpCmd() *cobra.Command {
+	var a adminConn
+	var types []string
+	cmd := &cobra.Command{
+		Use:   "config-dump PROXY",
+		Short: "Print what a connected proxy is served, as Envoy's config dump",
+		Long: `Prints what a connected proxy (pod.namespace) is served, as Envoy's admin config dump
+(envoy.admin.v3.ConfigDump), in JSON or YAML.`,
+		Example: `  xdshard config-dump web-7d9f.shop
+  xdshard config-dump web-7d9f.shop --type cds,eds -o yaml`,
+		Args: func(cmd *cobra.Command, args []string) error {
+			if len(args) != 1 {
+				return fmt.Errorf("config-dump takes one PROXY (pod.namespace); xdshard proxy-status lists them")
+			}
+			return nil
+		},
+		ValidArgsFunction: a.completeProxies,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			req := &adminv1.ConfigDumpRequest{Proxy: args[0]}
+			for _, t := range types {
+				v, ok := adminv1.ConfigType_value["CONFIG_TYPE_"+strings.ToUpper(strings.TrimSpace(t))]
+				if !ok || v == 0 {
+					return fmt.Errorf("--type %q: want cds, eds, lds or rds", t)
+				}
+				req.Types = append(req.Types, adminv1.ConfigType(v))
+			}
+			return a.call(func(ctx context.Context, c adminv1.AdminServiceClient) error {
+				resp, err := c.ConfigDump(ctx, req)
+				if err != nil {
+					return err
+				}
+				dump, err := resp.GetConfigDump().UnmarshalNew()
+				if err != nil {
+					return fmt.Errorf("the replica's config dump: %w", err)
+				}
+				if a.output == "json" {
+					// Envoy's admin /config_dump shape, as istioctl prints it.
+					js, err := protojson.MarshalOptions{Multiline: true, Indent: "  "}.Marshal(dump)
+					if err != nil {
+						return err
+					}
+					_, err = fmt.Fprintf(cmd.OutOrStdout(), "%s\n", js)
+					return err
+				}
+				return printMessage(cmd.OutOrStdout(), a.output, dump)
+			})
+		},
 	}
-	// The proxy may come before the flags, as in kubectl.
-	var proxy string
-	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
-		proxy, args = args[0], args[1:]
-	}
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	if proxy == "" && fs.NArg() == 1 {
-		proxy = fs.Arg(0)
-	} else if fs.NArg() > 0 || proxy == "" {
-		return fmt.Errorf("config-dump takes one PROXY (pod.namespace); see xdshard proxy-status")
-	}
-	for _, t := range strings.Split(*types, ",") {
-		if t != "" && t != "cds" && t != "eds" && t != "lds" && t != "rds" {
-			return fmt.Errorf("--type %q: want cds, eds, lds or rds", t)
-		}
-	}
-	q := url.Values{"proxy": {proxy}}
-	if *types != "" {
-		q.Set("type", *types)
-	}
-	var dump json.RawMessage
-	if err := adminGet(*addr, "/debug/config_dump", q, &dump); err != nil {
-		return err
-	}
-	_, err := os.Stdout.Write(append(dump, '\n'))
-	return err
+	cmd.Flags().StringSliceVar(&types, "type", nil, "only these of cds, eds, lds, rds (comma-separated)")
+	_ = cmd.RegisterFlagCompletionFunc("type", cobra.FixedCompletions([]string{"cds", "eds", "lds", "rds"}, cobra.ShellCompDirectiveNoFileComp))
+	a.bind(cmd, "json", "yaml")
+	return cmd
 }
 
-func adminGet(addr, path string, q url.Values, out any) error {
-	if q == nil {
-		q = url.Values{}
+func newDNSCmd() *cobra.Command {
+	var a adminConn
+	var req adminv1.ResolveDnsRequest
+	cmd := &cobra.Command{
+		Use:   "dns (--proxy POD.NS | --namespace NS) HOST",
+		Short: "Say what a proxy resolves a host to through its DNS name table, or why not",
+		Long: `Says what a proxy's tenant resolves HOST to through its DNS name table (what istio-agent's DNS
+proxy answers from): its IPs and registry, or why it does not resolve (no such service; another
+tenant's, not exported; no address; shadowed), and whether the proxy has the table at all.
+Exits 3 when the host does not resolve.`,
+		Example: `  xdshard dns --proxy web-7d9f.shop api.payments
+  xdshard dns --namespace shop api.payments.svc.cluster.local`,
+		Args: func(cmd *cobra.Command, args []string) error {
+			if len(args) != 1 {
+				return fmt.Errorf("dns takes one HOST; see xdshard dns --help")
+			}
+			return nil
+		},
+		RunE: func(cmd *cobra.Command, args []string) error {
+			req.Host = args[0]
+			if req.Proxy == "" && req.Namespace == "" {
+				return fmt.Errorf("dns needs --proxy POD.NS or --namespace NS")
+			}
+			return a.call(func(ctx context.Context, c adminv1.AdminServiceClient) error {
+				r, err := c.ResolveDns(ctx, &req)
+				if err != nil {
+					return err
+				}
+				out := cmd.OutOrStdout()
+				if a.output != "table" {
+					if err := printMessage(out, a.output, r); err != nil {
+						return err
+					}
+				} else {
+					printDNS(out, r)
+				}
+				if !r.GetResolves() {
+					return &exitError{code: exitFindings}
+				}
+				return nil
+			})
+		},
 	}
-	return adminCall(http.MethodGet, addr, path, q, out)
+	cmd.Flags().StringVar(&req.Proxy, "proxy", "", "a connected proxy (pod.namespace): what it resolves, and whether it has its name table")
+	cmd.Flags().StringVarP(&req.Namespace, "namespace", "n", "", "without --proxy: the namespace whose view to look at")
+	_ = cmd.RegisterFlagCompletionFunc("proxy", func(c *cobra.Command, _ []string, s string) ([]string, cobra.ShellCompDirective) {
+		return a.completeProxies(c, nil, s)
+	})
+	a.bind(cmd, "table", "json", "yaml")
+	return cmd
 }
 
-func dnsCmd(args []string) error {
-	fs := flag.NewFlagSet("dns", flag.ContinueOnError)
-	addr := fs.String("admin-addr", "127.0.0.1:15014", "HOST:PORT of the replica's admin port (serve's --admin-addr)")
-	proxyName := fs.String("proxy", "", "a connected proxy (pod.namespace): what it resolves, and whether it has its name table")
-	ns := fs.String("namespace", "", "without --proxy: the namespace whose view to look at")
-	asJSON := fs.Bool("json", false, "print the replica's JSON")
-	fs.Usage = func() {
-		fmt.Fprintln(fs.Output(), "Usage: xdshard dns (--proxy POD.NS | --namespace NS) HOST\n\nSays what a proxy's tenant resolves HOST to through its DNS name table (what istio-agent's DNS\nproxy answers from): its IPs and registry, or why it does not resolve (no such service; another\ntenant's, not exported; no address; shadowed), and whether the proxy has the table at all.\n\nExamples:\n  xdshard dns --proxy web-7d9f.shop api.payments\n  xdshard dns --namespace shop api.payments.svc.cluster.local")
-		fs.PrintDefaults()
+func printDNS(out io.Writer, a *adminv1.ResolveDnsResponse) {
+	who := "namespace " + a.GetNamespace()
+	if a.GetNodeId() != "" {
+		who = "proxy " + admin.PodName(a.GetNodeId())
 	}
-	var host string
-	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
-		host, args = args[0], args[1:]
-	}
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	if host == "" && fs.NArg() == 1 {
-		host = fs.Arg(0)
-	} else if fs.NArg() > 0 || host == "" {
-		return fmt.Errorf("dns takes one HOST; see xdshard dns -h")
-	}
-	if *proxyName == "" && *ns == "" {
-		return fmt.Errorf("dns needs --proxy POD.NS or --namespace NS")
-	}
-	var a struct {
-		Host, Node, Namespace, Tenant, NDS, FQDN, Registry string
-		Tried, IPs, Reasons, Notes                         []string
-		Resolves                                           bool
-	}
-	if err := adminGet(*addr, "/debug/dnsz", url.Values{"proxy": {*proxyName}, "namespace": {*ns}, "host": {host}}, &a); err != nil {
-		return err
-	}
-	if *asJSON {
-		enc := json.NewEncoder(os.Stdout)
-		enc.SetIndent("", "  ")
-		return enc.Encode(a)
-	}
-	who := "namespace " + a.Namespace
-	if a.Node != "" {
-		who = "proxy " + podName(a.Node)
-	}
-	if a.Resolves {
-		fmt.Printf("%s (tenant %s) resolves %s as %s to %s (%s)\n", who, a.Tenant, host, a.FQDN, strings.Join(a.IPs, ", "), a.Registry)
+	if a.GetResolves() {
+		fmt.Fprintf(out, "%s (tenant %s) resolves %s as %s to %s (%s)\n", who, a.GetTenant(), a.GetHost(), a.GetFqdn(), strings.Join(a.GetIps(), ", "), a.GetRegistry())
 	} else {
-		fmt.Printf("%s (tenant %s) does not resolve %s:\n", who, a.Tenant, host)
-		for _, r := range a.Reasons {
-			fmt.Printf("  - %s\n", r)
+		fmt.Fprintf(out, "%s (tenant %s) does not resolve %s:\n", who, a.GetTenant(), a.GetHost())
+		for _, r := range a.GetReasons() {
+			fmt.Fprintf(out, "  - %s\n", r)
 		}
 	}
-	for _, n := range a.Notes {
-		fmt.Printf("note: %s\n", n)
+	for _, n := range a.GetNotes() {
+		fmt.Fprintf(out, "note: %s\n", n)
 	}
-	if !a.Resolves {
-		return &exitError{code: exitFindings}
-	}
-	return nil
 }

@@ -1,12 +1,13 @@
 package main
 
 import (
-	"flag"
 	"fmt"
 	"os"
 	"slices"
 	"strings"
 	"text/tabwriter"
+
+	"github.com/spf13/cobra"
 
 	"github.com/xdshard/xdshard/snapshot"
 	"github.com/xdshard/xdshard/snapshot/model"
@@ -14,30 +15,37 @@ import (
 	"github.com/xdshard/xdshard/snapshot/translate/xds"
 )
 
-func renderCmd(args []string) error {
-	fs := flag.NewFlagSet("render", flag.ContinueOnError)
-	in := inputFlags(fs)
-	tenant := fs.String("tenant", "", "tenant to print; omitted: list the tenants")
-	views := fs.String("view", "", "comma-separated views to print: envoy, grpc, nds, mcp (default: all)")
-	kind := fs.String("kind", "", "print the generated isolation objects of this kind as YAML for kubectl apply (NetworkPolicy, AuthorizationPolicy, PeerAuthentication, Sidecar); with --tenant, that tenant's only")
-	fs.Usage = func() {
-		fmt.Fprintln(fs.Output(), "Usage: xdshard render [--config DIR] [--tenant T] [--view envoy,grpc] [--kind NetworkPolicy]\n\nPrints a tenant's snapshot as JSON: one object per xDS type, resources in protojson.")
-		fs.PrintDefaults()
+func newRenderCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "render [--config DIR] [--tenant T] [--view envoy,grpc] [--kind KIND]",
+		Short: "Print a tenant's snapshot as JSON, list tenants, or print generated policies as YAML",
+		Long: `Prints a tenant's snapshot as JSON: one object per xDS type, resources in protojson. Without
+--tenant, lists the tenants. With --kind, prints the generated isolation objects of that kind as
+YAML for kubectl apply. Exits 2 when serve would reject part of the config (see xdshard check).`,
+		Example: `  xdshard render
+  xdshard render --tenant acme --view grpc
+  xdshard render --config ./mesh --kind NetworkPolicy | kubectl apply -f -`,
+		Args: noArgs("use --tenant"),
 	}
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("render takes no arguments, got %q; use --tenant", fs.Args())
-	}
+	in := inputFlags(cmd.Flags())
+	tenant := cmd.Flags().String("tenant", "", "tenant to print; omitted: list the tenants")
+	views := cmd.Flags().String("view", "", "comma-separated views to print: envoy, grpc, nds, mcp (default: all)")
+	kind := cmd.Flags().String("kind", "", "print the generated isolation objects of this kind as YAML for kubectl apply (NetworkPolicy, AuthorizationPolicy, PeerAuthentication, Sidecar); with --tenant, that tenant's only")
+	_ = cmd.RegisterFlagCompletionFunc("view", cobra.FixedCompletions([]string{"envoy", "grpc", "nds", "mcp"}, cobra.ShellCompDirectiveNoFileComp))
+	_ = cmd.RegisterFlagCompletionFunc("kind", cobra.FixedCompletions([]string{"NetworkPolicy", "AuthorizationPolicy", "PeerAuthentication", "Sidecar"}, cobra.ShellCompDirectiveNoFileComp))
+	cmd.RunE = func(*cobra.Command, []string) error { return render(in, *tenant, *views, *kind) }
+	return cmd
+}
+
+func render(in *input, tenant, views, kind string) error {
 	mesh, res, err := in.load()
 	if err != nil {
 		return err
 	}
-	if *tenant != "" && !contains(mesh.Tenants(), *tenant) {
-		return fmt.Errorf("no tenant %q; tenants are %s", *tenant, strings.Join(mesh.Tenants(), ", "))
+	if tenant != "" && !contains(mesh.Tenants(), tenant) {
+		return fmt.Errorf("no tenant %q; tenants are %s", tenant, strings.Join(mesh.Tenants(), ", "))
 	}
-	if err := renderOne(mesh, *tenant, *kind, *views); err != nil {
+	if err := renderOne(mesh, tenant, kind, views); err != nil {
 		return err
 	}
 	// The output is printed whatever the config's state; the exit code

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -12,6 +11,9 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"github.com/xdshard/xdshard/identity"
 	"github.com/xdshard/xdshard/identity/tokenreview"
@@ -68,9 +70,21 @@ type serveConfig struct {
 	mcpServices     bool
 }
 
+// serveFlags parses serve's command line (for tests; the command itself
+// parses through cobra).
 func serveFlags(args []string) (*serveConfig, error) {
+	fs := pflag.NewFlagSet("serve", pflag.ContinueOnError)
+	finish := bindServeFlags(fs)
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	return finish(fs.Args())
+}
+
+// bindServeFlags defines serve's flags on fs; finish checks them once
+// parsed, with the arguments left.
+func bindServeFlags(fs *pflag.FlagSet) (finish func(args []string) (*serveConfig, error)) {
 	c := &serveConfig{}
-	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
 	fs.StringVar(&c.config, "config", "", "directory of YAML manifests to serve and follow (default: the embedded demo mesh, or Kubernetes when run in a Pod)")
 	fs.StringVar(&c.kubeconfig, "kubeconfig", "", "read the mesh from the Kubernetes API server of this kubeconfig file instead of files")
 	fs.StringVar(&c.kubeContext, "context", "", "the kubeconfig context to use (default: its current context)")
@@ -109,11 +123,16 @@ func serveFlags(args []string) (*serveConfig, error) {
 	fs.Int64Var(&c.maxFileBytes, "max-file-bytes", 8<<20, "largest manifest file read; a larger one is reported and keeps its last good objects")
 	fs.StringVar(&c.logFormat, "log-format", "text", "text or json")
 	fs.StringVar(&c.logLevel, "log-level", "info", "debug, info, warn or error")
-	if err := fs.Parse(args); err != nil {
-		return nil, err
+	return func(args []string) (*serveConfig, error) {
+		return c.check(args, *peers, *mcpIDs, *peerIDs, *adminReaders, *adminWriters, *audiences, *mcpServices)
 	}
-	if fs.NArg() > 0 {
-		return nil, fmt.Errorf("serve takes no arguments, got %q; see xdshard serve -h", fs.Args())
+}
+
+// check completes c from the flags that need parsing and refuses
+// combinations serve cannot run with.
+func (c *serveConfig) check(args []string, peers, mcpIDs, peerIDs, adminReaders, adminWriters, audiences, mcpServices string) (*serveConfig, error) {
+	if len(args) > 0 {
+		return nil, fmt.Errorf("serve takes no arguments, got %q; see xdshard serve --help", args)
 	}
 	tlsOn := c.tls != identity.Files{}
 	if tlsOn && (c.tls.Cert == "" || c.tls.Key == "" || c.tls.ClientCA == "") {
@@ -126,12 +145,12 @@ func serveFlags(args []string) (*serveConfig, error) {
 	for _, l := range []struct {
 		flag, val string
 		dst       *identity.AllowList
-	}{{"mcp-identities", *mcpIDs, &c.mcpIDs}, {"peer-identities", *peerIDs, &c.peerIDs}, {"admin-readers", *adminReaders, &c.adminReaders}, {"admin-writers", *adminWriters, &c.adminWriters}} {
+	}{{"mcp-identities", mcpIDs, &c.mcpIDs}, {"peer-identities", peerIDs, &c.peerIDs}, {"admin-readers", adminReaders, &c.adminReaders}, {"admin-writers", adminWriters, &c.adminWriters}} {
 		if *l.dst, err = identity.ParseAllowList(l.val); err != nil {
 			return nil, fmt.Errorf("--%s: %w", l.flag, err)
 		}
 	}
-	for _, a := range strings.Split(*audiences, ",") {
+	for _, a := range strings.Split(audiences, ",") {
 		if a = strings.TrimSpace(a); a != "" {
 			c.audiences = append(c.audiences, a)
 		}
@@ -140,7 +159,7 @@ func serveFlags(args []string) (*serveConfig, error) {
 	// In a Pod with neither --config nor --kubeconfig, serve reads the API
 	// server with its service account; known before the checks below.
 	c.inCluster = c.config == "" && c.kubeconfig == "" && os.Getenv("KUBERNETES_SERVICE_HOST") != ""
-	if c.leaseNamespace != "" && *peers != "" {
+	if c.leaseNamespace != "" && peers != "" {
 		return nil, fmt.Errorf("--lease-namespace and --peers both given: members come from Leases or from the list, pick one")
 	}
 	if c.leaseNamespace != "" {
@@ -154,8 +173,8 @@ func serveFlags(args []string) (*serveConfig, error) {
 			return nil, err
 		}
 	}
-	if *peers != "" {
-		ms, err := sharding.ParsePeers(*peers)
+	if peers != "" {
+		ms, err := sharding.ParsePeers(peers)
 		if err != nil {
 			return nil, err
 		}
@@ -180,14 +199,14 @@ func serveFlags(args []string) (*serveConfig, error) {
 		return nil, fmt.Errorf("--context %q needs --kubeconfig", c.kubeContext)
 	}
 	c.tokens = tlsOn && len(c.audiences) > 0 && (c.kubeconfig != "" || c.inCluster)
-	switch *mcpServices {
+	switch mcpServices {
 	case "on":
 		c.mcpServices = true
 	case "off":
 	case "auto":
 		c.mcpServices = c.kubeconfig == "" && !c.inCluster
 	default:
-		return nil, fmt.Errorf("--mcp-services %q: want on, off or auto", *mcpServices)
+		return nil, fmt.Errorf("--mcp-services %q: want on, off or auto", mcpServices)
 	}
 	if c.applyNetpols && c.kubeconfig == "" && !c.inCluster {
 		return nil, fmt.Errorf("--apply-network-policies writes to Kubernetes: it needs --kubeconfig (or running in a Pod)")
@@ -224,11 +243,36 @@ func serveFlags(args []string) (*serveConfig, error) {
 	return c, nil
 }
 
-func serveCmd(args []string) error {
-	cfg, err := serveFlags(args)
-	if err != nil {
-		return err
+func newServeCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "serve",
+		Short: "Serve tenant snapshots over ADS (default: the embedded demo mesh)",
+		Long: `Reads a mesh (--config DIR, --kubeconfig FILE, the service account in a Pod, or the embedded
+demo), builds one snapshot per tenant, and serves it over gRPC ADS (SotW and delta) to istiod
+(MCP), Envoy sidecars, proxyless gRPC clients and istio-agent (NDS), with an admin address for
+health, metrics, the debug pages and the admin gRPC API. Follows every change; SIGTERM drains.`,
+		Example: `  # The embedded demo mesh, on loopback
+  xdshard serve
+
+  # A directory of manifests, followed as it is edited
+  xdshard serve --config ./mesh
+
+  # A cluster, sharded over the replicas found by their Leases
+  xdshard serve --kubeconfig ~/.kube/config --lease-namespace istio-system`,
+		Args: cobra.ArbitraryArgs, // refused by check, with a hint
 	}
+	finish := bindServeFlags(cmd.Flags())
+	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+		cfg, err := finish(args)
+		if err != nil {
+			return err
+		}
+		return serve(cmd.OutOrStdout(), cfg)
+	}
+	return cmd
+}
+
+func serve(out io.Writer, cfg *serveConfig) error {
 	log, err := newLogger(cfg.logLevel, cfg.logFormat)
 	if err != nil {
 		return err
@@ -239,7 +283,7 @@ func serveCmd(args []string) error {
 	if err != nil {
 		return err
 	}
-	printBanner(os.Stdout, cfg, r)
+	printBanner(out, cfg, r)
 	return r.Wait(ctx)
 }
 
