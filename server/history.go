@@ -4,6 +4,8 @@ import (
 	"fmt"
 
 	"github.com/xdshard/xdshard/server/admin"
+	"github.com/xdshard/xdshard/snapshot"
+	"github.com/xdshard/xdshard/snapshot/model"
 )
 
 // rollback serves an earlier kept version of tenant and pins it. With
@@ -42,14 +44,30 @@ func (r *Replica) ownsForWrite(tenant string) error {
 	return nil
 }
 
-func (r *Replica) rolloutStatus(tenant string) (admin.RolloutStatus, error) {
+// RolloutStatus says tenant's canary rollout: whose setting, the canaries, the versions.
+func (r *Replica) RolloutStatus(tenant string) (admin.RolloutStatus, error) {
 	cur := r.store.Current(tenant)
 	if cur == nil {
 		return admin.RolloutStatus{}, fmt.Errorf("tenant %q has no snapshot on this replica", tenant)
 	}
 	rs := r.store.Rollout(tenant)
-	st := admin.RolloutStatus{Tenant: tenant, Enabled: r.cfg.Rollout.Percent > 0, Percent: r.cfg.Rollout.Percent,
-		Bake: r.cfg.Rollout.Bake.String(), Stable: cur.Version, HeldWhy: rs.HeldWhy}
+	// The setting of the candidate decides its rollout; without one, the
+	// newest version's decides the next.
+	pol := r.store.Latest(tenant).Rollout
+	if rs.Candidate != nil {
+		pol = rs.Candidate.Rollout
+	}
+	on, percent, selector := r.cfg.Rollout.Effective(pol)
+	st := admin.RolloutStatus{Tenant: tenant, Enabled: on, Stable: cur.Version, HeldWhy: rs.HeldWhy, Setting: "replica (serve --rollout)"}
+	if pol.Mode != snapshot.RolloutInherit || pol.Percent > 0 || pol.Selector != "" {
+		st.Setting = "tenant (Namespace annotations " + model.RolloutAnnotation + ")"
+	}
+	if on {
+		st.Percent, st.Selector, st.Bake, st.MaxNACKRatio = percent, selector, r.cfg.Rollout.Bake.String(), r.cfg.Rollout.MaxNACKRatio
+		if selector != "" {
+			st.Percent = 0
+		}
+	}
 	if rs.Candidate != nil {
 		st.Candidate, st.Since = rs.Candidate.Version, rs.Since
 	}

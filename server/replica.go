@@ -225,7 +225,7 @@ func Start(ctx context.Context, cfg Config) (*Replica, error) {
 	r.name = "xdshard-" + name
 	xopts := xds.Options{Resolver: r.mesh, Logger: r.log, Registry: r.reg, PushConcurrency: cfg.PushConcurrency, Identity: r.name,
 		Rollout: cfg.Rollout, DebugPages: func(page string) ([]byte, error) { return r.debugPage(page) }}
-	r.store.SetRollout(cfg.Rollout.Percent > 0)
+	r.store.SetRollout(cfg.Rollout.On())
 	if cfg.TLS != nil {
 		r.secure()
 		xopts.Access = xds.Access{Authenticate: (&identity.Authenticator{Tokens: cfg.Tokens}).Authenticate, MCP: cfg.MCPIdentities}
@@ -291,9 +291,9 @@ func Start(ctx context.Context, cfg Config) (*Replica, error) {
 	r.xds.Register(r.grpc)
 
 	r.goStage(func() error { return r.runSource(runCtx) })
-	if cfg.Rollout.Percent > 0 {
-		go r.xds.RunRollouts(runCtx, 200*time.Millisecond)
-	}
+	// Always: a tenant's own setting (a Namespace annotation) can turn
+	// rollout on whatever the replica's.
+	go r.xds.RunRollouts(runCtx, 200*time.Millisecond)
 	r.goStage(func() error { return r.builder.Run(runCtx) })
 	r.goStage(func() error { return r.serveXDS(runCtx, xdsLis) })
 	if adminLis != nil {
@@ -420,7 +420,7 @@ func (r *Replica) adminHandler(loopback bool) http.Handler {
 		Write:      func(req *http.Request) (int, error) { return r.authorizeWrite(req, loopback) },
 		Rollback:   r.rollback,
 		Unpin:      r.unpin,
-		Rollout:    r.rolloutStatus,
+		Rollout:    r.RolloutStatus,
 		DNS:        r.diagnoseDNS,
 		ConfigDump: r.xds.ConfigDump,
 		Promote:    r.promote,

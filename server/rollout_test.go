@@ -3,17 +3,20 @@ package server_test
 import (
 	"context"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+	corev1 "k8s.io/api/core/v1"
 
 	"github.com/xdshard/xdshard/bench/fleet"
 	"github.com/xdshard/xdshard/bench/proxy"
 	"github.com/xdshard/xdshard/server"
 	"github.com/xdshard/xdshard/server/xds"
 	"github.com/xdshard/xdshard/snapshot"
+	"github.com/xdshard/xdshard/snapshot/model"
 	"github.com/xdshard/xdshard/snapshot/source/memory"
 )
 
@@ -123,5 +126,144 @@ func TestCanaryRollout(t *testing.T) {
 	// The same content built again is not tried again.
 	if r.Store().Publish(r.Store().Rollout(tenant).Held) {
 		t.Fatal("the held-out version was published again")
+	}
+}
+
+// annotate sets annotations on namespace ns among objs (in place).
+func annotate(objs []*model.Object, ns string, a map[string]string) {
+	for _, o := range objs {
+		if o.Kind == model.KindNamespace && o.Meta.Name == ns {
+			o.Meta.Annotations = a
+			if body, ok := o.Body.(*corev1.Namespace); ok {
+				body.Annotations = a
+			}
+		}
+	}
+}
+
+// TestRolloutPolicies runs rollouts over real streams with the other
+// ways of choosing: canaries by label selector, a tenant's own switch
+// (its Namespace annotation) on a replica whose own is off and the
+// reverse, and a NACK ratio that tolerates a rejecting canary but not a
+// majority of them.
+func TestRolloutPolicies(t *testing.T) {
+	const bake = 800 * time.Millisecond
+	objs := fleet.Generate(fleet.Spec{Tenants: 3, Services: 2, Endpoints: 1, Seed: 15})
+	// tenant-000 turns rollout on for itself, canaries by label; the
+	// replica's own setting (below) covers tenant-001; tenant-002 opts out.
+	annotate(objs, fleet.Tenant(0), map[string]string{model.RolloutAnnotation: "canary", model.RolloutSelectorAnnotation: "track=canary"})
+	annotate(objs, fleet.Tenant(2), map[string]string{model.RolloutAnnotation: "off"})
+	src := memory.New(objs)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	r, err := server.Start(ctx, server.Config{Source: src, XDSAddr: "127.0.0.1:0", Debounce: 10 * time.Millisecond, MaxDelay: 100 * time.Millisecond,
+		Rollout: xds.Rollout{Selector: "ring in (zero, one)", MaxNACKRatio: 0.5, Bake: bake}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	<-r.Synced()
+	conn, err := grpc.NewClient(r.XDSAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	start := func(tenant, pod string, labels map[string]string, nack bool) *proxy.Proxy {
+		p := proxy.New(tenant, pod, len(pod)%2 == 0)
+		p.SetLabels(labels)
+		p.NACK = nack
+		go func() { _ = p.Run(ctx, conn) }()
+		if !nack {
+			<-p.Synced()
+		} else {
+			eventually(t, pod+" connected", func() bool { return p.Latest(proxy.EDS).Count > 0 })
+		}
+		return p
+	}
+	on := func(ps []*proxy.Proxy, v string) bool {
+		for _, p := range ps {
+			if p.Latest(proxy.EDS).Version != v {
+				return false
+			}
+		}
+		return true
+	}
+
+	// tenant-000: the labelled proxies are its canaries, by its own
+	// annotation (the replica's selector, ring, does not apply to it).
+	t0 := fleet.Tenant(0)
+	canaries := []*proxy.Proxy{start(t0, "web-a", map[string]string{"track": "canary"}, false), start(t0, "web-b", map[string]string{"track": "canary", "ring": "zero"}, false)}
+	others := []*proxy.Proxy{start(t0, "web-c", map[string]string{"ring": "zero"}, false), start(t0, "web-dd", nil, false)}
+	stable := others[0].Latest(proxy.EDS).Version
+	if err := src.Apply(ctx, fleet.ScaleEndpoints(0, 0, 2, 1)); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "tenant-000's candidate on its labelled canaries", func() bool {
+		v := canaries[0].Latest(proxy.EDS).Version
+		return v != stable && on(canaries, v)
+	})
+	good := canaries[0].Latest(proxy.EDS).Version
+	if !on(others, stable) {
+		t.Fatal("a proxy without the canary label got tenant-000's candidate")
+	}
+	st, err := r.RolloutStatus(t0)
+	if err != nil || !st.Enabled || st.Selector != "track=canary" || !strings.Contains(st.Setting, "tenant") {
+		t.Fatalf("tenant-000's rollout status %+v (%v): want on, by its own selector track=canary", st, err)
+	}
+	eventually(t, "tenant-000's candidate promoted", func() bool { return on(others, good) })
+
+	// tenant-002 opted out: a change reaches every proxy at once, the
+	// replica's canaries included.
+	t2 := fleet.Tenant(2)
+	p2 := []*proxy.Proxy{start(t2, "api-a", map[string]string{"ring": "zero"}, false), start(t2, "api-b", nil, false)}
+	if err := src.Apply(ctx, fleet.ScaleEndpoints(2, 0, 2, 1)); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "tenant-002's change on every proxy", func() bool {
+		v := p2[0].Latest(proxy.EDS).Version
+		return on(p2, v) && r.Store().Current(t2).Version == r.Store().Latest(t2).Version
+	})
+	if st := r.Store().Rollout(t2); st.Candidate != nil {
+		t.Fatal("tenant-002 opted out of rollout but has a candidate")
+	}
+
+	// tenant-001 follows the replica: canaries by the selector ring in
+	// (zero, one), and up to half of them may reject a version.
+	t1 := fleet.Tenant(1)
+	c1 := []*proxy.Proxy{start(t1, "db-a", map[string]string{"ring": "zero"}, false), start(t1, "db-b", map[string]string{"ring": "one"}, false),
+		start(t1, "db-c", map[string]string{"ring": "one"}, false)}
+	nackers := []*proxy.Proxy{start(t1, "db-nack-0", map[string]string{"ring": "zero"}, true)}
+	o1 := start(t1, "db-other", map[string]string{"ring": "two"}, false)
+	stable = o1.Latest(proxy.EDS).Version
+	if err := src.Apply(ctx, fleet.ScaleEndpoints(1, 0, 2, 1)); err != nil {
+		t.Fatal(err)
+	}
+	// One of four canaries rejects it: tolerated, and promoted after the bake.
+	eventually(t, "tenant-001's candidate promoted despite one rejecting canary", func() bool {
+		v := o1.Latest(proxy.EDS).Version
+		return v != stable && on(c1, v)
+	})
+	if st := r.Store().Rollout(t1); st.Held != nil {
+		t.Fatalf("one rejecting canary of four took the version back (ratio 0.5): %s", st.HeldWhy)
+	}
+	good = o1.Latest(proxy.EDS).Version
+	// Four of seven reject the next: more than half, taken back.
+	for i := 1; i < 4; i++ {
+		nackers = append(nackers, start(t1, fmt.Sprint("db-nack-", i), map[string]string{"ring": "one"}, true))
+	}
+	if err := src.Apply(ctx, fleet.ScaleEndpoints(1, 0, 3, 2)); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "tenant-001's version taken back when most canaries reject it", func() bool {
+		st := r.Store().Rollout(t1)
+		return st.Candidate == nil && st.Held != nil
+	})
+	if why := r.Store().Rollout(t1).HeldWhy; !strings.Contains(why, "4 of 7 canaries rejected it") {
+		t.Fatalf("why it was taken back: %q, want the count of canaries that rejected it", why)
+	}
+	eventually(t, "tenant-001's canaries back on the promoted version", func() bool { return on(c1, good) })
+	badEDS := r.Store().Rollout(t1).Held.Set(snapshot.ViewEnvoy, proxy.EDS).Version
+	if o1.Saw(proxy.EDS, badEDS) {
+		t.Fatal("a proxy outside the selector received the version taken back")
 	}
 }

@@ -42,8 +42,32 @@ type Snapshot struct {
 	// sorted. A namespace that leaves the tenant changes the version, so
 	// the streams bound through it learn that it moved.
 	Namespaces []string
+	// Rollout is the tenant's own canary rollout setting (its Namespaces'
+	// annotations); not part of Version, since it changes how a version
+	// is rolled out, not what is served.
+	Rollout RolloutPolicy
 
 	peer *peerCache // the snapshot as the peer exchange sends it, made once
+}
+
+// RolloutMode says whether a tenant's new versions are canaried.
+type RolloutMode string
+
+const (
+	RolloutInherit RolloutMode = ""       // the replica's setting (serve --rollout)
+	RolloutCanary  RolloutMode = "canary" // canaried, whatever the replica's setting
+	RolloutOff     RolloutMode = "off"    // served to every proxy at once
+)
+
+// RolloutPolicy is a tenant's own canary rollout setting; zero fields
+// take the replica's.
+type RolloutPolicy struct {
+	Mode RolloutMode
+	// Percent of the tenant's proxies are canaries, by node ID hash.
+	Percent int
+	// Selector, a Kubernetes label selector over the proxies' labels
+	// (node metadata LABELS), picks the canaries instead of the hash.
+	Selector string
 }
 
 // WithNamespaces returns a copy of s built for the tenant's namespaces

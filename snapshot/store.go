@@ -77,7 +77,19 @@ func NewStore(history int) *Store {
 // Publish makes snap its tenant's current snapshot. It returns false, and
 // changes nothing, when the tenant already serves that version: rebuilding
 // identical config causes no push.
-func (s *Store) Publish(snap *Snapshot) bool { return s.publish(snap, s.rollout.Load()) }
+func (s *Store) Publish(snap *Snapshot) bool { return s.publish(snap, s.rolloutFor(snap)) }
+
+// rolloutFor says whether snap, once published, is a candidate: its
+// tenant's own setting, else the store's.
+func (s *Store) rolloutFor(snap *Snapshot) bool {
+	switch snap.Rollout.Mode {
+	case RolloutCanary:
+		return true
+	case RolloutOff:
+		return false
+	}
+	return s.rollout.Load()
+}
 
 // PublishRolledOut is Publish for a version rolled out elsewhere (a
 // tenant's owner ran its canary rollout): it is served at once, never a
@@ -92,10 +104,11 @@ func (s *Store) publish(snap *Snapshot, rollout bool) bool {
 		s.tenants[snap.Tenant] = e
 	}
 	if e.latest != nil && e.latest.Version == snap.Version {
-		// Same config; keep the newer diagnostics without waking anyone.
-		if !slices.Equal(e.latest.Diagnostics, snap.Diagnostics) {
+		// Same config; keep the newer diagnostics and rollout setting
+		// without waking anyone.
+		if !slices.Equal(e.latest.Diagnostics, snap.Diagnostics) || e.latest.Rollout != snap.Rollout {
 			cp := *e.latest
-			cp.Diagnostics, cp.peer = snap.Diagnostics, &peerCache{}
+			cp.Diagnostics, cp.Rollout, cp.peer = snap.Diagnostics, snap.Rollout, &peerCache{}
 			if e.current == e.latest {
 				e.current = &cp
 			}
@@ -225,18 +238,20 @@ func versions(h []*Snapshot) string {
 func (s *Store) SetRollout(on bool) { s.rollout.Store(on) }
 
 // Serving is the snapshot a client of tenant is served: the candidate if
-// there is one and the client is a canary, the current one otherwise.
-func (s *Store) Serving(tenant string, canary bool) *Snapshot {
+// there is one and canary says the client is one of its canaries (it is
+// called under the store's lock, so it must not call the store), the
+// current one otherwise.
+func (s *Store) Serving(tenant string, canary func(candidate *Snapshot) bool) (snap *Snapshot, isCanary bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	e := s.tenants[tenant]
 	if e == nil {
-		return nil
+		return nil, false
 	}
-	if canary && e.candidate != nil {
-		return e.candidate
+	if e.candidate != nil && canary(e.candidate) {
+		return e.candidate, true
 	}
-	return e.current
+	return e.current, false
 }
 
 // RolloutState is a tenant's rollout: its candidate (nil: none) and
@@ -342,6 +357,17 @@ func (s *Store) Current(tenant string) *Snapshot {
 	defer s.mu.Unlock()
 	if e := s.tenants[tenant]; e != nil {
 		return e.current
+	}
+	return nil
+}
+
+// Latest is the newest version published of tenant: Current unless the
+// tenant is pinned or in rollout; nil if none.
+func (s *Store) Latest(tenant string) *Snapshot {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if e := s.tenants[tenant]; e != nil {
+		return e.latest
 	}
 	return nil
 }

@@ -90,6 +90,17 @@ func New(ns, pod string, delta bool) *Proxy {
 	}
 }
 
+// SetLabels gives the proxy pod labels, sent as node metadata LABELS as
+// istio-agent sends them. Call it before Run.
+func (p *Proxy) SetLabels(labels map[string]string) {
+	fields := map[string]any{}
+	for k, v := range labels {
+		fields[k] = v
+	}
+	l, _ := structpb.NewStruct(fields)
+	p.node.Metadata.Fields["LABELS"] = structpb.NewStructValue(l)
+}
+
 // Streams counts the streams the proxy opened, and Resent the resources
 // it was sent again on a later stream at a version it already held (a
 // delta proxy failing over to a replica with identical versions gets

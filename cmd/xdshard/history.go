@@ -167,11 +167,15 @@ func newUnpinCmd() *cobra.Command {
 func newRolloutCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "rollout status|promote|abort --tenant T",
-		Short: "Show, promote or abort a tenant's canary rollout (serve --rollout-percent)",
-		Long: `With serve --rollout-percent P, a tenant's new version goes to P% of its proxies first (canaries,
-by node ID hash); it is promoted once every canary accepted it and --rollout-bake passed, and
-taken back at once if one rejects it. status shows the stable version, the candidate and the
-last version held out (and why); promote serves the candidate to all now; abort takes it back.`,
+		Short: "Show, promote or abort a tenant's canary rollout (serve --rollout)",
+		Long: `With serve --rollout canary (or a tenant's Namespace annotation xdshard.io/rollout: canary), a
+tenant's new version goes to its canaries first: --rollout-percent of its proxies by node ID hash,
+or those whose labels match --rollout-selector (the annotations xdshard.io/rollout-percent and
+xdshard.io/rollout-selector for one tenant). It is promoted once every canary accepted it and
+--rollout-bake passed, and taken back at once when a canary rejects it (more than
+--rollout-max-nack-ratio of them, when set). status shows the setting, the stable version, the
+candidate and the last version held out (and why); promote serves the candidate to all now;
+abort takes it back.`,
 		Args: func(cmd *cobra.Command, args []string) error {
 			if len(args) == 0 {
 				return fmt.Errorf("rollout needs an action: xdshard rollout status|promote|abort --tenant T")
@@ -199,10 +203,18 @@ last version held out (and why); promote serves the candidate to all now; abort 
 				}
 				r := resp.GetRollout()
 				if !r.GetEnabled() {
-					fmt.Fprintf(out, "tenant %s: no canary rollout (serve --rollout-percent is 0); every proxy is served %s\n", r.GetTenant(), r.GetStable())
+					fmt.Fprintf(out, "tenant %s: no canary rollout (by the %s setting); every proxy is served %s\n", r.GetTenant(), r.GetSetting(), r.GetStable())
 					return nil
 				}
-				fmt.Fprintf(out, "tenant %s: canaries are %d%% of its proxies, bake %s\n  stable:    %s\n", r.GetTenant(), r.GetPercent(), r.GetBake(), r.GetStable())
+				canaries := fmt.Sprintf("%d%% of its proxies (by node ID hash)", r.GetPercent())
+				if r.GetSelector() != "" {
+					canaries = fmt.Sprintf("the proxies labelled %s", r.GetSelector())
+				}
+				tolerated := "none may reject it"
+				if r.GetMaxNackRatio() > 0 {
+					tolerated = fmt.Sprintf("up to %g of them may reject it", r.GetMaxNackRatio())
+				}
+				fmt.Fprintf(out, "tenant %s: canaries are %s, by the %s setting; bake %s, %s\n  stable:    %s\n", r.GetTenant(), canaries, r.GetSetting(), r.GetBake(), tolerated, r.GetStable())
 				if r.GetCandidate() != "" {
 					fmt.Fprintf(out, "  candidate: %s, served to the canaries since %s\n", r.GetCandidate(), r.GetSince().AsTime().Format(time.RFC3339))
 				} else {

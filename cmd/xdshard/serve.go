@@ -14,6 +14,7 @@ import (
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
+	"k8s.io/apimachinery/pkg/labels"
 
 	"github.com/xdshard/xdshard/identity"
 	"github.com/xdshard/xdshard/identity/tokenreview"
@@ -105,8 +106,11 @@ func bindServeFlags(fs *pflag.FlagSet) (finish func(args []string) (*serveConfig
 	adminWriters := fs.String("admin-writers", "", "with TLS: who may roll back and unpin tenants beyond loopback (default nobody; loopback callers always may)")
 	adminReaders := fs.String("admin-readers", "istio-system/*", "with TLS: who may read the admin port's debug and status pages beyond loopback (/healthz, /readyz and /metrics are open)")
 	mcpServices := fs.String("mcp-services", "auto", "also serve istiod each tenant's Kubernetes Services as generated ServiceEntries with their endpoints, for an istiod whose only config source is xdshard: on, off, or auto (on when reading files or the demo, off with Kubernetes, where istiod reads k8s:// itself)")
-	fs.IntVar(&c.rollout.Percent, "rollout-percent", 0, "canary rollout of config: a tenant's new version goes to this percent of its proxies first (by node ID hash), is promoted once they all accepted it and --rollout-bake passed, and is taken back at once if one rejects it; 0 serves new versions to all at once")
-	fs.DurationVar(&c.rollout.Bake, "rollout-bake", 30*time.Second, "with --rollout-percent: how long a new version is served to the canaries at least before it is promoted")
+	rollout := fs.String("rollout", "", "canary rollout of config for every tenant: canary (a tenant's new version goes to its canaries first, is promoted once they all accepted it and --rollout-bake passed, and is taken back at once if one rejects it) or off; default canary when --rollout-percent or --rollout-selector is set. A tenant's Namespace annotation xdshard.io/rollout (canary or off) overrides it")
+	fs.IntVar(&c.rollout.Percent, "rollout-percent", 0, "with rollout: this percent of each tenant's proxies are its canaries, by node ID hash (default 10 with --rollout canary)")
+	fs.StringVar(&c.rollout.Selector, "rollout-selector", "", "with rollout: the canaries are the proxies whose labels (node metadata LABELS) match this Kubernetes label selector, such as track=canary, instead of a percent")
+	fs.Float64Var(&c.rollout.MaxNACKRatio, "rollout-max-nack-ratio", 0, "with rollout: the share of a tenant's canaries (0 to 1) that may reject a new version without taking it back; 0 takes it back on the first rejection")
+	fs.DurationVar(&c.rollout.Bake, "rollout-bake", 30*time.Second, "with rollout: how long a new version is served to the canaries at least before it is promoted")
 	fs.DurationVar(&c.drain, "drain-period", 10*time.Second, "on SIGTERM: readiness fails, no new stream is taken, and streams end at random moments within this period so proxies move to other replicas gradually; 0 ends them at once (keep it under the pod's termination grace period)")
 	fs.DurationVar(&c.maxConnAge, "max-connection-age", 30*time.Minute, "send GOAWAY to a connection after about this long (with jitter) so long-lived streams rebalance over the replicas, as istiod's keepaliveMaxServerConnectionAge; 0 never")
 	fs.IntVar(&c.maxConns, "max-connections", server.DefaultMaxConnections, "xDS connections open at once; one more is closed at once and counted (xdshard_refused_connections_total)")
@@ -124,8 +128,45 @@ func bindServeFlags(fs *pflag.FlagSet) (finish func(args []string) (*serveConfig
 	fs.StringVar(&c.logFormat, "log-format", "text", "text or json")
 	fs.StringVar(&c.logLevel, "log-level", "info", "debug, info, warn or error")
 	return func(args []string) (*serveConfig, error) {
+		if err := c.rolloutMode(*rollout); err != nil {
+			return nil, err
+		}
 		return c.check(args, *peers, *mcpIDs, *peerIDs, *adminReaders, *adminWriters, *audiences, *mcpServices)
 	}
+}
+
+// rolloutMode checks the rollout flags and turns --rollout canary into a
+// percent when none is given.
+func (c *serveConfig) rolloutMode(mode string) error {
+	r := &c.rollout
+	if r.Percent < 0 || r.Percent > 100 || r.Bake < 0 {
+		return fmt.Errorf("--rollout-percent %d and --rollout-bake %s: want a percent from 0 to 100 and a bake of 0 or more", r.Percent, r.Bake)
+	}
+	if r.MaxNACKRatio < 0 || r.MaxNACKRatio >= 1 {
+		return fmt.Errorf("--rollout-max-nack-ratio %g: want at least 0 (take a version back on its first rejection) and less than 1", r.MaxNACKRatio)
+	}
+	if r.Selector != "" {
+		if _, err := labels.Parse(r.Selector); err != nil {
+			return fmt.Errorf("--rollout-selector %q: %v; want a Kubernetes label selector such as track=canary", r.Selector, err)
+		}
+		if r.Percent != 0 {
+			return fmt.Errorf("--rollout-selector and --rollout-percent both given: the canaries are picked by labels or by a percent, pick one")
+		}
+	}
+	switch mode {
+	case "canary":
+		if !r.On() {
+			r.Percent = xds.DefaultCanaryPercent
+		}
+	case "off":
+		if r.On() {
+			return fmt.Errorf("--rollout off with --rollout-percent or --rollout-selector: drop those, or pass --rollout canary")
+		}
+	case "":
+	default:
+		return fmt.Errorf("--rollout %q: want canary or off", mode)
+	}
+	return nil
 }
 
 // check completes c from the flags that need parsing and refuses
@@ -215,9 +256,6 @@ func (c *serveConfig) check(args []string, peers, mcpIDs, peerIDs, adminReaders,
 		if st, err := os.Stat(c.config); err != nil || !st.IsDir() {
 			return nil, fmt.Errorf("--config %q is not a readable directory; pass a directory of YAML manifests, or omit --config for the demo mesh", c.config)
 		}
-	}
-	if c.rollout.Percent < 0 || c.rollout.Percent > 100 || c.rollout.Bake < 0 {
-		return nil, fmt.Errorf("--rollout-percent %d and --rollout-bake %s: want a percent from 0 to 100 and a bake of 0 or more", c.rollout.Percent, c.rollout.Bake)
 	}
 	if c.drain < 0 || c.maxConnAge < 0 {
 		return nil, fmt.Errorf("--drain-period %s and --max-connection-age %s: want 0 or more", c.drain, c.maxConnAge)

@@ -304,7 +304,7 @@ func (s *service) GetRollout(_ context.Context, req *adminv1.GetRolloutRequest) 
 		return nil, status.Error(codes.NotFound, err.Error())
 	}
 	return &adminv1.GetRolloutResponse{Rollout: &adminv1.Rollout{Tenant: st.Tenant, Enabled: st.Enabled, Percent: int32(st.Percent),
-		Bake: st.Bake, Stable: st.Stable, Candidate: st.Candidate, Since: ts(st.Since), Held: st.Held, HeldWhy: st.HeldWhy}}, nil
+		Selector: st.Selector, MaxNackRatio: st.MaxNACKRatio, Setting: st.Setting, Bake: st.Bake, Stable: st.Stable, Candidate: st.Candidate, Since: ts(st.Since), Held: st.Held, HeldWhy: st.HeldWhy}}, nil
 }
 
 func (s *service) PromoteRollout(_ context.Context, req *adminv1.PromoteRolloutRequest) (*adminv1.PromoteRolloutResponse, error) {

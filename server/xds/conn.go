@@ -5,6 +5,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cespare/xxhash/v2"
@@ -45,7 +46,8 @@ type conn struct {
 	shed      chan struct{}      // closed to end the stream (rebalance, drain); shedWhy says why
 	shedOnce  sync.Once
 	shedWhy   string // written before shed is closed
-	canary    bool   // served a tenant's rollout candidate (a proxy whose node ID hashes under the canary percent)
+	canary    atomic.Bool       // its last push was made from a rollout's candidate: it is one of the canaries
+	labels    map[string]string // node metadata LABELS (bounded): what a rollout's canary selector matches
 
 	mu       sync.Mutex
 	lastSnap string // the tenant version the last push looked at (SotW and delta)

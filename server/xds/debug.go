@@ -134,7 +134,7 @@ func (s *Server) configDump(names []string, caller string) []*anypb.Any {
 	}
 	snap := (*snapshot.Snapshot)(nil)
 	if c != nil {
-		snap = s.store.Serving(c.tenant, c.canary)
+		snap = s.serving(c)
 	}
 	if snap == nil {
 		return []*anypb.Any{{Value: []byte(notConnected)}}

@@ -6,23 +6,114 @@ import (
 	"time"
 
 	"github.com/cespare/xxhash/v2"
+	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/protobuf/types/known/structpb"
+	"k8s.io/apimachinery/pkg/labels"
 
 	"github.com/xdshard/xdshard/snapshot"
 )
 
-// Canary rollout of config: with the store's rollout on, a tenant's new
-// version is a candidate, served only to its canary proxies (those whose
-// node ID hashes under the canary percent). RunRollouts watches them: a
-// canary that rejects the candidate aborts the rollout at once (the
-// canaries get the stable version back, and the candidate's version is
-// held out); once every canary has acknowledged every type the candidate
-// changed, and the bake time has passed, the candidate is promoted to all.
+// Canary rollout of config: with rollout on for a tenant (the replica's
+// setting, or the tenant's own from its Namespace annotations), its new
+// version is a candidate, served only to its canary proxies: those whose
+// labels match the canary selector, or without one, whose node ID hashes
+// under the canary percent. RunRollouts watches them: when more than the
+// NACK ratio of the canaries reject the candidate (by default, one), the
+// rollout is aborted at once (the canaries get the stable version back,
+// and the candidate's version is held out); once every other canary has
+// acknowledged every type the candidate changed, and the bake time has
+// passed, the candidate is promoted to all.
 
-// Rollout configures canary rollout; Percent 0 turns it off.
+// Rollout is the replica's canary rollout setting. It is on for every
+// tenant when Percent or Selector is set; a tenant's own setting
+// (snapshot.RolloutPolicy) overrides it either way.
 type Rollout struct {
 	Percent int           // of each tenant's proxies, by node ID hash
 	Bake    time.Duration // how long the candidate is served to canaries at least
+	// Selector, a Kubernetes label selector over the proxies' labels
+	// (node metadata LABELS), picks the canaries instead of the hash.
+	Selector string
+	// MaxNACKRatio is the share of canaries that may reject a candidate
+	// without aborting its rollout; 0 aborts on the first rejection.
+	MaxNACKRatio float64
+}
+
+// DefaultCanaryPercent is the share of canaries of a tenant whose own
+// setting turns rollout on when the replica names no percent.
+const DefaultCanaryPercent = 10
+
+// On says whether the replica's setting turns rollout on.
+func (r Rollout) On() bool { return r.Percent > 0 || r.Selector != "" }
+
+// Effective is the rollout setting of a tenant whose own setting is pol:
+// whether it is on, and how its canaries are picked.
+func (r Rollout) Effective(pol snapshot.RolloutPolicy) (on bool, percent int, selector string) {
+	switch pol.Mode {
+	case snapshot.RolloutOff:
+		return false, 0, ""
+	case snapshot.RolloutInherit:
+		on = r.On()
+	default:
+		on = true
+	}
+	percent, selector = r.Percent, r.Selector
+	if pol.Percent > 0 || pol.Selector != "" {
+		percent, selector = pol.Percent, pol.Selector
+	}
+	if on && percent == 0 && selector == "" {
+		percent = DefaultCanaryPercent
+	}
+	return on, percent, selector
+}
+
+// maxLabels bounds the node labels kept per stream; a selector sees no
+// more of a node that claims more.
+const maxLabels = 64
+
+// nodeLabels reads node metadata LABELS (as istio-agent sends the pod's
+// labels), bounded.
+func nodeLabels(n *core.Node) map[string]string {
+	f := n.GetMetadata().GetFields()["LABELS"].GetStructValue().GetFields()
+	if len(f) == 0 {
+		return nil
+	}
+	out := make(map[string]string, min(len(f), maxLabels))
+	for k, v := range f {
+		if len(out) == maxLabels {
+			break
+		}
+		if sv, ok := v.GetKind().(*structpb.Value_StringValue); ok && len(k) <= 317 && len(sv.StringValue) <= 63 {
+			out[k] = sv.StringValue
+		}
+	}
+	return out
+}
+
+// serving is the snapshot c is served now (the candidate if c is one of
+// its canaries), and notes whether it is a canary.
+func (s *Server) serving(c *conn) *snapshot.Snapshot {
+	snap, canary := s.store.Serving(c.tenant, func(cand *snapshot.Snapshot) bool { return s.canaryOf(c, cand.Rollout) })
+	c.canary.Store(canary)
+	return snap
+}
+
+// canaryOf says whether c is a canary of a candidate whose tenant's own
+// setting is pol.
+func (s *Server) canaryOf(c *conn, pol snapshot.RolloutPolicy) bool {
+	_, percent, selector := s.opts.Rollout.Effective(pol)
+	if selector == "" {
+		return IsCanary(c.node.GetId(), percent)
+	}
+	sel, ok := s.selectors.Load(selector)
+	if !ok {
+		parsed, err := labels.Parse(selector)
+		if err != nil {
+			parsed = labels.Nothing() // checked where it is read; never a canary by a bad one
+		}
+		sel, _ = s.selectors.LoadOrStore(selector, parsed)
+	}
+	return sel.(labels.Selector).Matches(labels.Set(c.labels))
 }
 
 // IsCanary says whether a proxy with this node ID is a canary of a rollout
@@ -63,9 +154,10 @@ func (s *Server) RunRollouts(ctx context.Context, every time.Duration) {
 	}
 }
 
-// judge looks at a tenant's canaries: abort (why) if one rejected a
-// response made from the candidate; promote when the bake time has passed
-// and every canary has acknowledged every type the candidate changed.
+// judge looks at a tenant's canaries: abort (why) when more than the NACK
+// ratio of them rejected a response made from the candidate; promote when
+// the bake time has passed and every other canary has acknowledged every
+// type the candidate changed.
 func (s *Server) judge(tenant string) (promote bool, abort string) {
 	rs := s.store.Rollout(tenant)
 	cand, stable := rs.Candidate, s.store.Current(tenant)
@@ -75,28 +167,44 @@ func (s *Server) judge(tenant string) (promote bool, abort string) {
 	s.mu.Lock()
 	var canaries []*conn
 	for c := range s.conns {
-		if c.canary && c.tenant == tenant {
+		if c.tenant == tenant && c.view != snapshot.ViewMCP && c.view != snapshot.ViewPeer && s.canaryOf(c, cand.Rollout) {
 			canaries = append(canaries, c)
 		}
 	}
 	s.mu.Unlock()
 	baked := time.Since(rs.Since) >= s.opts.Rollout.Bake
-	all := true
+	all, rejected, first := true, 0, ""
 	for _, c := range canaries {
 		c.mu.Lock()
+		why, acked := "", true
 		for t, st := range c.types {
 			if st.nack != nil && st.nack.Snapshot == cand.Version {
-				c.mu.Unlock()
-				return false, fmt.Sprintf("%s rejected %s: %s", c.node.GetId(), typeLabel(t), st.nack.Message)
+				why = fmt.Sprintf("%s rejected %s: %s", c.node.GetId(), typeLabel(t), st.nack.Message)
+				break
 			}
 			if !st.requested || sameSet(stable, cand, c.view, t) {
 				continue
 			}
 			if st.sentSnap != cand.Version || st.awaiting || st.acked != st.sentVersion {
-				all = false
+				acked = false
 			}
 		}
 		c.mu.Unlock()
+		switch {
+		case why != "":
+			rejected++
+			if first == "" {
+				first = why
+			}
+		case !acked:
+			all = false
+		}
+	}
+	if rejected > 0 && float64(rejected) > s.opts.Rollout.MaxNACKRatio*float64(len(canaries)) {
+		if rejected == 1 {
+			return false, first
+		}
+		return false, fmt.Sprintf("%d of %d canaries rejected it (the most a rollout tolerates is %g of them); first: %s", rejected, len(canaries), s.opts.Rollout.MaxNACKRatio, first)
 	}
 	return baked && all, ""
 }

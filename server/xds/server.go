@@ -102,6 +102,8 @@ type Server struct {
 
 	mu    sync.Mutex
 	conns map[*conn]struct{}
+	// selectors caches parsed canary selectors by their text (config, not clients, writes them)
+	selectors sync.Map
 }
 
 // New returns a Server over store.
@@ -210,7 +212,7 @@ func (s *Server) bind(node *core.Node, delta bool, id *identity.Identity) (c *co
 	}
 	c = newConn(s.nextID.Add(1), node, ns, tenant, view, delta)
 	c.identity = id
-	c.canary = IsCanary(node.GetId(), s.opts.Rollout.Percent)
+	c.labels = nodeLabels(node)
 	s.register(c)
 	s.log.Debug("stream connected", "node", node.GetId(), "tenant", tenant, "view", view, "delta", delta)
 	return c, nil

@@ -69,7 +69,7 @@ func (c *conn) status() ClientStatus {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	cs := ClientStatus{ID: c.id, Node: c.node.GetId(), Tenant: c.tenant, View: c.view, Delta: c.delta, Connected: c.connected,
-		Snapshot: c.lastSnap, Canary: c.canary, Types: map[string]TypeStatus{}}
+		Snapshot: c.lastSnap, Canary: c.canary.Load(), Types: map[string]TypeStatus{}}
 	for t, st := range c.types {
 		ts := TypeStatus{
 			SentVersion: st.sentVersion, SentNonce: st.nonce, SentAt: st.sentAt,

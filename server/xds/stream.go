@@ -142,7 +142,7 @@ type work struct {
 // encodes and sends, so a change that wakes every stream at once sends on
 // a bounded number of them at a time.
 func (s *Server) push(ctx context.Context, c *conn, f face) error {
-	snap := s.store.Serving(c.tenant, c.canary)
+	snap := s.serving(c)
 	if c.view != snapshot.ViewMCP && snap == nil {
 		return nil // the tenant's first build is still running; wait for it
 	}

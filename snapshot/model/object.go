@@ -32,6 +32,14 @@ const (
 	// IsolationAnnotation "disabled" on a tenant's Namespace opts the
 	// tenant out of generated isolation policies.
 	IsolationAnnotation = "xdshard.io/isolation"
+	// RolloutAnnotation on a tenant's Namespace turns canary rollout of
+	// its new versions on ("canary") or off ("off") whatever the
+	// replica's serve --rollout; RolloutPercentAnnotation ("1" to "100")
+	// and RolloutSelectorAnnotation (a label selector over the proxies'
+	// labels) pick its canaries.
+	RolloutAnnotation         = "xdshard.io/rollout"
+	RolloutPercentAnnotation  = "xdshard.io/rollout-percent"
+	RolloutSelectorAnnotation = "xdshard.io/rollout-selector"
 	// RevisionLabel on a Namespace names the istiod revision serving it.
 	RevisionLabel = "istio.io/rev"
 	// GeneratedLabel "true" marks what xdshard made (generated policies).

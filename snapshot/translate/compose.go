@@ -77,7 +77,8 @@ func (o Options) compose(v *model.TenantView, diags, rejected []snapshot.Diagnos
 // views (MCP, NetworkPolicies) and diagnostics.
 type fixed struct {
 	views       map[snapshot.View]map[string]*snapshot.Set
-	policyDiags []snapshot.Diagnostic
+	policyDiags []snapshot.Diagnostic // the generated policies' and the rollout setting's
+	rollout     snapshot.RolloutPolicy
 }
 
 func (o Options) composeParts(v *model.TenantView, diags, rejected []snapshot.Diagnostic) (snap *snapshot.Snapshot, f *fixed, err error) {
@@ -106,8 +107,13 @@ func (o Options) composeParts(v *model.TenantView, diags, rejected []snapshot.Di
 	for _, fv := range []snapshot.View{snapshot.ViewMCP, snapshot.ViewMCPByRevision, snapshot.ViewKube} {
 		f.views[fv] = views[fv]
 	}
-	diags = slices.Concat(diags, rejected, policyDiags, xdsDiags)
-	return snapshot.New(v.Tenant, views, diags).WithNamespaces(v.Namespaces), f, nil
+	rollout, rolloutDiags := rolloutPolicy(v)
+	f.policyDiags = append(f.policyDiags, rolloutDiags...)
+	f.rollout = rollout
+	diags = slices.Concat(diags, rejected, f.policyDiags, xdsDiags)
+	snap = snapshot.New(v.Tenant, views, diags).WithNamespaces(v.Namespaces)
+	snap.Rollout = rollout
+	return snap, f, nil
 }
 
 // validated returns v without the objects istiod would reject, and a

@@ -87,5 +87,7 @@ func endpointsOnly(v *model.TenantView, f *fixed) (snap *snapshot.Snapshot, err 
 		views[view] = sets
 	}
 	diags = slices.Concat(diags, rejected, f.policyDiags, xdsDiags)
-	return snapshot.New(v.Tenant, views, diags).WithNamespaces(v.Namespaces), nil
+	snap = snapshot.New(v.Tenant, views, diags).WithNamespaces(v.Namespaces)
+	snap.Rollout = f.rollout
+	return snap, nil
 }

@@ -1471,7 +1471,8 @@ type Rollout struct {
 	Tenant string                 `protobuf:"bytes,1,opt,name=tenant,proto3" json:"tenant,omitempty"`
 	// Rollout is on for this tenant.
 	Enabled bool `protobuf:"varint,2,opt,name=enabled,proto3" json:"enabled,omitempty"`
-	// The share of the tenant's proxies that are canaries, by node ID hash.
+	// The share of the tenant's proxies that are canaries, by node ID hash
+	// (0 with a selector).
 	Percent int32 `protobuf:"varint,3,opt,name=percent,proto3" json:"percent,omitempty"`
 	// How long a candidate is served to canaries at least.
 	Bake string `protobuf:"bytes,4,opt,name=bake,proto3" json:"bake,omitempty"`
@@ -1481,8 +1482,17 @@ type Rollout struct {
 	Candidate string                 `protobuf:"bytes,6,opt,name=candidate,proto3" json:"candidate,omitempty"`
 	Since     *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=since,proto3" json:"since,omitempty"`
 	// The last version taken back, not tried again, and why.
-	Held          string `protobuf:"bytes,8,opt,name=held,proto3" json:"held,omitempty"`
-	HeldWhy       string `protobuf:"bytes,9,opt,name=held_why,json=heldWhy,proto3" json:"held_why,omitempty"`
+	Held    string `protobuf:"bytes,8,opt,name=held,proto3" json:"held,omitempty"`
+	HeldWhy string `protobuf:"bytes,9,opt,name=held_why,json=heldWhy,proto3" json:"held_why,omitempty"`
+	// The canaries are the proxies whose labels (node metadata LABELS)
+	// match this Kubernetes label selector; percent is then 0.
+	Selector string `protobuf:"bytes,10,opt,name=selector,proto3" json:"selector,omitempty"`
+	// The share of canaries that may reject the candidate without aborting
+	// the rollout; 0 aborts on the first rejection.
+	MaxNackRatio float64 `protobuf:"fixed64,11,opt,name=max_nack_ratio,json=maxNackRatio,proto3" json:"max_nack_ratio,omitempty"`
+	// Whose setting this is: the replica's (serve --rollout) or the
+	// tenant's (its Namespaces' xdshard.io/rollout annotations).
+	Setting       string `protobuf:"bytes,12,opt,name=setting,proto3" json:"setting,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1576,6 +1586,27 @@ func (x *Rollout) GetHeld() string {
 func (x *Rollout) GetHeldWhy() string {
 	if x != nil {
 		return x.HeldWhy
+	}
+	return ""
+}
+
+func (x *Rollout) GetSelector() string {
+	if x != nil {
+		return x.Selector
+	}
+	return ""
+}
+
+func (x *Rollout) GetMaxNackRatio() float64 {
+	if x != nil {
+		return x.MaxNackRatio
+	}
+	return 0
+}
+
+func (x *Rollout) GetSetting() string {
+	if x != nil {
+		return x.Setting
 	}
 	return ""
 }
@@ -2234,7 +2265,7 @@ const file_xdshard_admin_v1_admin_proto_rawDesc = "" +
 	"\x11GetRolloutRequest\x12\x16\n" +
 	"\x06tenant\x18\x01 \x01(\tR\x06tenant\"I\n" +
 	"\x12GetRolloutResponse\x123\n" +
-	"\arollout\x18\x01 \x01(\v2\x19.xdshard.admin.v1.RolloutR\arollout\"\x80\x02\n" +
+	"\arollout\x18\x01 \x01(\v2\x19.xdshard.admin.v1.RolloutR\arollout\"\xdc\x02\n" +
 	"\aRollout\x12\x16\n" +
 	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x12\x18\n" +
 	"\aenabled\x18\x02 \x01(\bR\aenabled\x12\x18\n" +
@@ -2244,7 +2275,11 @@ const file_xdshard_admin_v1_admin_proto_rawDesc = "" +
 	"\tcandidate\x18\x06 \x01(\tR\tcandidate\x120\n" +
 	"\x05since\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\x05since\x12\x12\n" +
 	"\x04held\x18\b \x01(\tR\x04held\x12\x19\n" +
-	"\bheld_why\x18\t \x01(\tR\aheldWhy\"/\n" +
+	"\bheld_why\x18\t \x01(\tR\aheldWhy\x12\x1a\n" +
+	"\bselector\x18\n" +
+	" \x01(\tR\bselector\x12$\n" +
+	"\x0emax_nack_ratio\x18\v \x01(\x01R\fmaxNackRatio\x12\x18\n" +
+	"\asetting\x18\f \x01(\tR\asetting\"/\n" +
 	"\x15PromoteRolloutRequest\x12\x16\n" +
 	"\x06tenant\x18\x01 \x01(\tR\x06tenant\"Y\n" +
 	"\x16PromoteRolloutResponse\x12\x16\n" +
