@@ -312,20 +312,20 @@ func Tenants(store *snapshot.Store, failures map[string]error) []TenantStatus {
 
 // RolloutStatus is /debug/rollout: a tenant's canary rollout.
 type RolloutStatus struct {
-	Tenant    string    `json:"tenant"`
-	Enabled   bool      `json:"enabled"`
-	Setting   string    `json:"setting"`            // whose setting it is: the replica's or the tenant's
-	Percent   int       `json:"percent,omitempty"`  // canaries by node ID hash
-	Selector  string    `json:"selector,omitempty"` // canaries by label selector
-	Bake      string    `json:"bake,omitempty"`
+	Tenant   string `json:"tenant"`
+	Enabled  bool   `json:"enabled"`
+	Setting  string `json:"setting"`            // whose setting it is: the replica's or the tenant's
+	Percent  int    `json:"percent,omitempty"`  // canaries by node ID hash
+	Selector string `json:"selector,omitempty"` // canaries by label selector
+	Bake     string `json:"bake,omitempty"`
 	// MaxNACKRatio is the share of canaries that may reject the candidate
 	// without aborting the rollout.
-	MaxNACKRatio float64 `json:"maxNackRatio,omitempty"`
-	Stable    string    `json:"stable"`              // served to every proxy but the canaries
-	Candidate string    `json:"candidate,omitempty"` // served to the canaries
-	Since     time.Time `json:"since,omitzero"`
-	Held      string    `json:"held,omitempty"` // the last version taken back, not tried again
-	HeldWhy   string    `json:"heldWhy,omitempty"`
+	MaxNACKRatio float64   `json:"maxNackRatio,omitempty"`
+	Stable       string    `json:"stable"`              // served to every proxy but the canaries
+	Candidate    string    `json:"candidate,omitempty"` // served to the canaries
+	Since        time.Time `json:"since,omitzero"`
+	Held         string    `json:"held,omitempty"` // the last version taken back, not tried again
+	HeldWhy      string    `json:"heldWhy,omitempty"`
 }
 
 // DNSAnswer is /debug/dnsz: what a proxy's tenant resolves a host to, or

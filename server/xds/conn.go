@@ -45,7 +45,7 @@ type conn struct {
 	identity  *identity.Identity // verified; nil where claims are trusted
 	shed      chan struct{}      // closed to end the stream (rebalance, drain); shedWhy says why
 	shedOnce  sync.Once
-	shedWhy   string // written before shed is closed
+	shedWhy   string            // written before shed is closed
 	canary    atomic.Bool       // its last push was made from a rollout's candidate: it is one of the canaries
 	labels    map[string]string // node metadata LABELS (bounded): what a rollout's canary selector matches
 
