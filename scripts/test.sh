@@ -7,7 +7,9 @@
 # which scripts/kube-bins.sh builds once (about 12 minutes on 2 cores) and
 # caches outside the clone.
 #   FUZZTIME=30s scripts/test.sh   fuzz longer
-#   LONG=1 scripts/test.sh         also run the long suites (tests that check LONG)
+#   LONG=1 scripts/test.sh         also run the long suites (tests that check LONG),
+#                                  and the real istioctl against xdshard
+#                                  (scripts/istioctl-bin.sh builds it once)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 FUZZTIME="${FUZZTIME:-5s}"
@@ -24,6 +26,12 @@ echo "== buf lint, and the generated code in proto/ is current"
 echo "== kube-apiserver and etcd for the Kubernetes tests"
 XDSHARD_KUBE_BIN="$(./scripts/kube-bins.sh)"
 export XDSHARD_KUBE_BIN
+
+if [ -n "${LONG:-}" ]; then
+  echo "== istioctl for the test against the real program (LONG)"
+  XDSHARD_ISTIOCTL="$(./scripts/istioctl-bin.sh)"
+  export XDSHARD_ISTIOCTL
+fi
 
 echo "== go vet"
 go vet ./...

@@ -5,7 +5,6 @@ import (
 
 	"github.com/xdshard/xdshard/server/admin"
 	"github.com/xdshard/xdshard/snapshot"
-	"github.com/xdshard/xdshard/snapshot/model"
 )
 
 // rollback serves an earlier kept version of tenant and pins it. With
@@ -58,9 +57,9 @@ func (r *Replica) RolloutStatus(tenant string) (admin.RolloutStatus, error) {
 		pol = rs.Candidate.Rollout
 	}
 	on, percent, selector := r.cfg.Rollout.Effective(pol)
-	st := admin.RolloutStatus{Tenant: tenant, Enabled: on, Stable: cur.Version, HeldWhy: rs.HeldWhy, Setting: "replica (serve --rollout)"}
+	st := admin.RolloutStatus{Tenant: tenant, Enabled: on, Stable: cur.Version, HeldWhy: rs.HeldWhy, Setting: "replica"}
 	if pol.Mode != snapshot.RolloutInherit || pol.Percent > 0 || pol.Selector != "" {
-		st.Setting = "tenant (Namespace annotations " + model.RolloutAnnotation + ")"
+		st.Setting = "tenant"
 	}
 	if on {
 		st.Percent, st.Selector, st.Bake, st.MaxNACKRatio = percent, selector, r.cfg.Rollout.Bake.String(), r.cfg.Rollout.MaxNACKRatio

@@ -44,7 +44,9 @@ func newTenantsCmd() *cobra.Command {
 					if t.GetBuildError() != "" {
 						state = append(state, "last build failed")
 					}
-					if n := len(t.GetDiagnostics()); n > 0 {
+					if n := len(t.GetDiagnostics()); n == 1 {
+						state = append(state, "1 problem")
+					} else if n > 1 {
 						state = append(state, fmt.Sprintf("%d problems", n))
 					}
 					owner := t.GetOwner()
@@ -202,8 +204,12 @@ abort takes it back.`,
 					return printMessage(out, sa.output, resp)
 				}
 				r := resp.GetRollout()
+				setting := "the replica's setting (serve --rollout)"
+				if r.GetSetting() == "tenant" {
+					setting = "the tenant's own setting (Namespace annotation xdshard.io/rollout)"
+				}
 				if !r.GetEnabled() {
-					fmt.Fprintf(out, "tenant %s: no canary rollout (by the %s setting); every proxy is served %s\n", r.GetTenant(), r.GetSetting(), r.GetStable())
+					fmt.Fprintf(out, "tenant %s: no canary rollout, by %s; every proxy is served %s\n", r.GetTenant(), setting, r.GetStable())
 					return nil
 				}
 				canaries := fmt.Sprintf("%d%% of its proxies (by node ID hash)", r.GetPercent())
@@ -214,7 +220,7 @@ abort takes it back.`,
 				if r.GetMaxNackRatio() > 0 {
 					tolerated = fmt.Sprintf("up to %g of them may reject it", r.GetMaxNackRatio())
 				}
-				fmt.Fprintf(out, "tenant %s: canaries are %s, by the %s setting; bake %s, %s\n  stable:    %s\n", r.GetTenant(), canaries, r.GetSetting(), r.GetBake(), tolerated, r.GetStable())
+				fmt.Fprintf(out, "tenant %s: canary rollout, by %s\n  canaries:  %s; bake %s, %s\n  stable:    %s\n", r.GetTenant(), setting, canaries, r.GetBake(), tolerated, r.GetStable())
 				if r.GetCandidate() != "" {
 					fmt.Fprintf(out, "  candidate: %s, served to the canaries since %s\n", r.GetCandidate(), r.GetSince().AsTime().Format(time.RFC3339))
 				} else {

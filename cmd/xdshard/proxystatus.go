@@ -12,7 +12,7 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 
 	adminv1 "github.com/xdshard/xdshard/proto/xdshard/admin/v1"
-	"github.com/xdshard/xdshard/server/admin"
+	"github.com/xdshard/xdshard/server/xds"
 )
 
 // syncName is istioctl's word for a sync state.
@@ -240,7 +240,7 @@ Exits 3 when the host does not resolve.`,
 func printDNS(out io.Writer, a *adminv1.ResolveDnsResponse) {
 	who := "namespace " + a.GetNamespace()
 	if a.GetNodeId() != "" {
-		who = "proxy " + admin.PodName(a.GetNodeId())
+		who = "proxy " + xds.ProxyName(a.GetNodeId())
 	}
 	if a.GetResolves() {
 		fmt.Fprintf(out, "%s (tenant %s) resolves %s as %s to %s (%s)\n", who, a.GetTenant(), a.GetHost(), a.GetFqdn(), strings.Join(a.GetIps(), ", "), a.GetRegistry())

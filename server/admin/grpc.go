@@ -130,17 +130,8 @@ var syncStates = map[string]adminv1.SyncState{
 	"ERROR": adminv1.SyncState_SYNC_STATE_ERROR, "NOT_SENT": adminv1.SyncState_SYNC_STATE_NOT_SENT,
 }
 
-// PodName is "pod.namespace" of an Istio node ID
-// (sidecar~IP~pod.ns~ns.svc.cluster.local), else the node ID.
-func PodName(node string) string {
-	if parts := strings.Split(node, "~"); len(parts) == 4 {
-		return parts[2]
-	}
-	return node
-}
-
 func proxyProto(c xds.ClientStatus) *adminv1.Proxy {
-	name := PodName(c.Node)
+	name := xds.ProxyName(c.Node)
 	ns := ""
 	if i := strings.LastIndex(name, "."); i >= 0 && name != c.Node {
 		ns = name[i+1:]

@@ -19,6 +19,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
+	"google.golang.org/protobuf/types/known/structpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/xdshard/xdshard/snapshot"
@@ -183,7 +184,19 @@ func (s *Server) syncz(caller string) []*anypb.Any {
 	var out []*anypb.Any
 	for _, c := range conns {
 		cs := c.status()
-		cc := &statusv3.ClientConfig{Node: c.node}
+		// As istiod: the proxy ID (pod.namespace) and three fields of its
+		// metadata, not all a proxy sent about itself.
+		md := map[string]any{}
+		for _, k := range []string{"CLUSTER_ID", "NAMESPACE", "ISTIO_VERSION"} {
+			if v := metaString(c.node, k); v != "" {
+				md[k] = v
+			}
+		}
+		if _, ok := md["NAMESPACE"]; !ok {
+			md["NAMESPACE"] = c.namespace
+		}
+		meta, _ := structpb.NewStruct(md)
+		cc := &statusv3.ClientConfig{Node: &core.Node{Id: ProxyName(c.node.GetId()), Metadata: meta}}
 		for _, t := range slices.Sorted(maps.Keys(cs.Types)) {
 			ts := cs.Types[t]
 			g := &statusv3.ClientConfig_GenericXdsConfig{TypeUrl: t, VersionInfo: ts.SentVersion, ConfigStatus: configStatus(ts.Sync)}

@@ -3,6 +3,7 @@ package xds
 import (
 	"context"
 	"encoding/json"
+	"strings"
 	"testing"
 	"time"
 
@@ -66,6 +67,16 @@ func TestSynczForIstioctl(t *testing.T) {
 				t.Fatal(err)
 			}
 			ns, _ := nodeNamespace(cc.Node)
+			// As istiod: the proxy ID (pod.namespace), and of the metadata
+			// only what istioctl reads.
+			if strings.Contains(cc.Node.GetId(), "~") || !strings.HasSuffix(cc.Node.GetId(), "."+ns) {
+				t.Fatalf("syncz node id %q, want istiod's proxy ID pod.namespace", cc.Node.GetId())
+			}
+			for k := range cc.Node.GetMetadata().GetFields() {
+				if k != "NAMESPACE" && k != "CLUSTER_ID" && k != "ISTIO_VERSION" {
+					t.Fatalf("syncz shows the proxy's metadata %s; istiod shows only CLUSTER_ID, NAMESPACE and ISTIO_VERSION", k)
+				}
+			}
 			for _, g := range cc.GenericXdsConfigs {
 				if g.TypeUrl == cds {
 					byNS[ns] = g.ConfigStatus

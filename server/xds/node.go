@@ -27,6 +27,16 @@ const (
 )
 
 // metaString reads a string field of node metadata.
+// ProxyName is "pod.namespace" of an Istio node ID
+// (sidecar~IP~pod.ns~ns.svc.cluster.local), istiod's proxy ID, else the
+// node ID.
+func ProxyName(node string) string {
+	if parts := strings.Split(node, "~"); len(parts) == 4 {
+		return parts[2]
+	}
+	return node
+}
+
 func metaString(n *core.Node, key string) string {
 	if f := n.GetMetadata().GetFields()[key]; f != nil {
 		return f.GetStringValue()

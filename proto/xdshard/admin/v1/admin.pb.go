@@ -1490,8 +1490,8 @@ type Rollout struct {
 	// The share of canaries that may reject the candidate without aborting
 	// the rollout; 0 aborts on the first rejection.
 	MaxNackRatio float64 `protobuf:"fixed64,11,opt,name=max_nack_ratio,json=maxNackRatio,proto3" json:"max_nack_ratio,omitempty"`
-	// Whose setting this is: the replica's (serve --rollout) or the
-	// tenant's (its Namespaces' xdshard.io/rollout annotations).
+	// Whose setting this is: "replica" (serve --rollout) or "tenant" (its
+	// Namespaces' xdshard.io/rollout annotations).
 	Setting       string `protobuf:"bytes,12,opt,name=setting,proto3" json:"setting,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
