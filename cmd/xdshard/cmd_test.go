@@ -18,6 +18,8 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	"sigs.k8s.io/yaml"
 
+	"github.com/spf13/cobra"
+
 	"github.com/xdshard/xdshard/bench/proxy"
 	"github.com/xdshard/xdshard/snapshot/source/demo"
 	"github.com/xdshard/xdshard/snapshot/translate"
@@ -292,4 +294,40 @@ func captureStdout(t *testing.T, f func() error) string {
 		t.Fatalf("%v\n%s", ferr, out)
 	}
 	return out
+}
+
+// TestCLIConventions: every command a user can run has a one-line
+// description and examples, prints its help on standard output with exit
+// 0, and the commands that print tables take -o json and yaml.
+func TestCLIConventions(t *testing.T) {
+	root := newRootCmd()
+	tabular := map[string]bool{"proxy-status": true, "tenants": true, "history": true, "status": true, "dns": true, "members": true}
+	var walk func(c *cobra.Command)
+	walk = func(c *cobra.Command) {
+		for _, sub := range c.Commands() {
+			if sub.Hidden || sub.Name() == "help" || sub.Name() == "completion" || sub.Parent().Name() == "completion" {
+				continue
+			}
+			if sub.Short == "" || strings.Contains(strings.TrimSuffix(sub.Short, "."), "\n") {
+				t.Errorf("%s: no one-line description", sub.CommandPath())
+			}
+			if sub.Example == "" && sub.Name() != "version" {
+				t.Errorf("%s: no examples", sub.CommandPath())
+			}
+			if o := sub.Flags().Lookup("output"); tabular[sub.Name()] && (o == nil || !strings.Contains(o.Usage, "json") || !strings.Contains(o.Usage, "yaml")) {
+				t.Errorf("%s prints a table but takes no -o json|yaml", sub.CommandPath())
+			}
+			walk(sub)
+		}
+	}
+	walk(root)
+	for _, args := range [][]string{{"--help"}, {"serve", "--help"}, {"rollout", "status", "--help"}, {"help", "history"}} {
+		out := captureStdout(t, func() error { return run(args) })
+		if !strings.Contains(out, "Usage:") || !strings.Contains(out, "Flags:") {
+			t.Errorf("xdshard %v printed on standard output:\n%.300s", args, out)
+		}
+	}
+	if out := captureStdout(t, func() error { return run([]string{"completion", "bash"}) }); !strings.Contains(out, "__xdshard") {
+		t.Errorf("completion bash:\n%.300s", out)
+	}
 }

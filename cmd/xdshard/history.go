@@ -178,6 +178,9 @@ xdshard.io/rollout-selector for one tenant). It is promoted once every canary ac
 --rollout-max-nack-ratio of them, when set). status shows the setting, the stable version, the
 candidate and the last version held out (and why); promote serves the candidate to all now;
 abort takes it back.`,
+		Example: `  xdshard rollout status --tenant acme
+  xdshard rollout promote --tenant acme
+  xdshard rollout abort --tenant acme`,
 		Args: func(cmd *cobra.Command, args []string) error {
 			if len(args) == 0 {
 				return fmt.Errorf("rollout needs an action: xdshard rollout status|promote|abort --tenant T")
