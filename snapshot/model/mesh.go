@@ -2,6 +2,7 @@ package model
 
 import (
 	"github.com/xdshard/xdshard/snapshot"
+	"reflect"
 
 	"cmp"
 	"maps"
@@ -17,10 +18,14 @@ import (
 // immutable; an update replaces the pointer, so a TenantView taken earlier
 // stays consistent.
 type Mesh struct {
-	mu          sync.Mutex
-	objects     map[Key]*Object
-	byNS        map[string]map[Key]*Object
-	resolved    map[string]*resolvedNS           // namespace -> services, cleared when its inputs change
+	mu       sync.Mutex
+	objects  map[Key]*Object
+	byNS     map[string]map[Key]*Object
+	resolved map[string]*resolvedNS // namespace -> services, cleared when its inputs change
+	// previous holds a namespace's resolution cleared by a change until it
+	// is resolved again: its services that did not change keep their
+	// pointers, so translation caches keyed by them still hit.
+	previous    map[string]*resolvedNS
 	exports     map[string][]string              // namespace -> exportTo targets of its objects beyond its tenant
 	sourceDiags map[string][]snapshot.Diagnostic // source (e.g. a file) -> its diagnostics
 }
@@ -36,6 +41,7 @@ func NewMesh() *Mesh {
 		objects:     map[Key]*Object{},
 		byNS:        map[string]map[Key]*Object{},
 		resolved:    map[string]*resolvedNS{},
+		previous:    map[string]*resolvedNS{},
 		exports:     map[string][]string{},
 		sourceDiags: map[string][]snapshot.Diagnostic{},
 	}
@@ -79,6 +85,9 @@ func (m *Mesh) Apply(changes []Change) map[string]bool {
 			m.byNS[ns][c.Key] = c.Object
 		}
 		if affectsServices(c.Key.Kind) {
+			if r := m.resolved[ns]; r != nil {
+				m.previous[ns] = r
+			}
 			delete(m.resolved, ns)
 		}
 	}
@@ -288,9 +297,32 @@ func (m *Mesh) servicesLocked(ns string) *resolvedNS {
 		}
 	}
 	svcs, diags := resolveNamespace(in)
+	if prev := m.previous[ns]; prev != nil {
+		keepUnchanged(svcs, prev.services)
+		delete(m.previous, ns)
+	}
 	r := &resolvedNS{services: svcs, diags: diags}
 	m.resolved[ns] = r
 	return r
+}
+
+// keepUnchanged replaces each of svcs equal to one of prev by that one:
+// a resolved Service is immutable, and an unchanged service keeps its
+// pointer across a change to its namespace.
+func keepUnchanged(svcs, prev []*Service) {
+	type key struct {
+		kind           Kind
+		name, hostname string
+	}
+	old := make(map[key]*Service, len(prev))
+	for _, s := range prev {
+		old[key{s.Kind, s.Name, s.Hostname}] = s
+	}
+	for i, s := range svcs {
+		if o := old[key{s.Kind, s.Name, s.Hostname}]; o != nil && reflect.DeepEqual(o, s) {
+			svcs[i] = o
+		}
+	}
 }
 
 // nsObjectsLocked returns the objects of ns, sorted by key.

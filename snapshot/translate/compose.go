@@ -36,6 +36,10 @@ type Options struct {
 	// generated ServiceEntries with their endpoints: for an istiod whose
 	// only config source is xdshard.
 	MCPServices bool
+
+	// cache keeps services' clusters and endpoints across builds; set by
+	// NewIncremental (Compose itself keeps nothing).
+	cache *xds.Cache
 }
 
 // Compose is Compose with o.
@@ -88,7 +92,7 @@ func (o Options) composeParts(v *model.TenantView, diags, rejected []snapshot.Di
 		}
 	}()
 	generated, policyDiags := policy.Generate(v, policy.Options{})
-	views, xdsDiags, err := xds.BuildViews(v, xds.Options{})
+	views, xdsDiags, err := xds.BuildViews(v, xds.Options{Cache: o.cache})
 	if err != nil {
 		return nil, nil, err
 	}

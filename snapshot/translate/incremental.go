@@ -28,6 +28,7 @@ type Incremental struct {
 
 // NewIncremental returns an Incremental composing with o.
 func NewIncremental(o Options) *Incremental {
+	o.cache = xds.NewCache(xds.DefaultCacheEntries)
 	return &Incremental{opts: o, last: map[string]*fixed{}}
 }
 
@@ -56,12 +57,16 @@ func (in *Incremental) BuildEndpoints(v *model.TenantView) (*snapshot.Snapshot, 
 	if f == nil || in.opts.MCPServices {
 		return in.Build(v)
 	}
-	snap, err := endpointsOnly(v, f)
+	snap, err := endpointsOnly(v, f, in.opts.cache)
 	if err != nil {
 		return in.Build(v) // the whole path isolates what failed
 	}
 	return snap, nil
 }
+
+// CacheStats are the services whose clusters and endpoints builds took
+// from the translation cache, and those they translated.
+func (in *Incremental) CacheStats() (hits, misses int64) { return in.opts.cache.Stats() }
 
 // Forget drops what is remembered of tenant (it is gone): its next build,
 // if it comes back, is whole.
@@ -71,7 +76,7 @@ func (in *Incremental) Forget(tenant string) {
 	delete(in.last, tenant)
 }
 
-func endpointsOnly(v *model.TenantView, f *fixed) (snap *snapshot.Snapshot, err error) {
+func endpointsOnly(v *model.TenantView, f *fixed, cache *xds.Cache) (snap *snapshot.Snapshot, err error) {
 	defer func() {
 		if r := recover(); r != nil {
 			err = fmt.Errorf("translation panicked: %v", r)
@@ -79,7 +84,7 @@ func endpointsOnly(v *model.TenantView, f *fixed) (snap *snapshot.Snapshot, err 
 	}()
 	diags := slices.Clone(v.Diagnostics)
 	v, rejected := validated(v)
-	views, xdsDiags, err := xds.BuildViews(v, xds.Options{})
+	views, xdsDiags, err := xds.BuildViews(v, xds.Options{Cache: cache})
 	if err != nil {
 		return nil, err
 	}

@@ -1,9 +1,14 @@
 package translate
 
 import (
+	"fmt"
 	"math/rand/v2"
 	"slices"
 	"testing"
+
+	networking "istio.io/api/networking/v1alpha3"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/xdshard/xdshard/bench/fleet"
 	"github.com/xdshard/xdshard/snapshot"
@@ -114,4 +119,99 @@ func TestForgetDropsAGoneTenant(t *testing.T) {
 	if inc.last[tn] != nil {
 		t.Fatal("Forget kept the tenant")
 	}
+}
+
+// TestCachedBuildIsAWholeBuild is the translation cache's property test:
+// over random edits of every kind that feeds a service's clusters
+// (endpoints, a mesh-wide endpoint change, DestinationRules added,
+// changed, broken and deleted, a tenant's rule for a shared host, a
+// Service's ports changed, a Service deleted and added back, weights), a
+// tenant built by an Incremental, which takes unchanged services from its
+// cache, is byte for byte the snapshot a Compose without one makes.
+func TestCachedBuildIsAWholeBuild(t *testing.T) {
+	spec := fleet.Spec{Tenants: 4, Services: 5, Endpoints: 2, Seed: 31}
+	m := fleetMesh(t, spec)
+	inc := NewIncremental(Options{})
+	for _, tn := range m.Tenants() {
+		if _, err := inc.Build(m.View(tn)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rng := rand.New(rand.NewPCG(5, 77))
+	deleted := map[model.Key]*model.Object{}
+	rule := func(ns, name, host string, lb networking.LoadBalancerSettings_SimpleLB, tls networking.ClientTLSSettings_TLSmode) *model.Object {
+		dr := &networking.DestinationRule{Host: host, TrafficPolicy: &networking.TrafficPolicy{
+			LoadBalancer: &networking.LoadBalancerSettings{LbPolicy: &networking.LoadBalancerSettings_Simple{Simple: lb}},
+			Tls:          &networking.ClientTLSSettings{Mode: tls},
+		}, Subsets: []*networking.Subset{{Name: "v1", Labels: map[string]string{"version": "v1"}}}}
+		return &model.Object{Key: model.Key{Kind: model.KindDestinationRule, Namespace: ns, Name: name}, APIVersion: "networking.istio.io/v1",
+			Meta: metav1.ObjectMeta{Namespace: ns, Name: name}, Origin: model.Origin{File: "test"}, Body: dr}
+	}
+	for round := 1; round <= 200; round++ {
+		tenant, svc := rng.IntN(spec.Tenants), rng.IntN(spec.Services)
+		ns, name := fleet.Tenant(tenant), fmt.Sprintf("svc-%02d", svc)
+		var changes []model.Change
+		switch rng.IntN(8) {
+		case 0, 1:
+			changes = fleet.ScaleEndpoints(tenant, svc, 1+rng.IntN(4), round)
+		case 2:
+			changes = fleet.MeshWide(round)
+		case 3:
+			changes = fleet.ShiftWeight(tenant, svc, rng.IntN(100))
+		case 4: // a rule changed (LB, TLS mode: some warn), or deleted
+			lbs := []networking.LoadBalancerSettings_SimpleLB{networking.LoadBalancerSettings_ROUND_ROBIN, networking.LoadBalancerSettings_RANDOM, networking.LoadBalancerSettings_LEAST_REQUEST}
+			tlss := []networking.ClientTLSSettings_TLSmode{networking.ClientTLSSettings_ISTIO_MUTUAL, networking.ClientTLSSettings_DISABLE, networking.ClientTLSSettings_SIMPLE}
+			o := rule(ns, name, name, lbs[rng.IntN(len(lbs))], tlss[rng.IntN(len(tlss))])
+			if rng.IntN(4) == 0 {
+				changes = []model.Change{{Key: o.Key}}
+			} else {
+				changes = model.Adds([]*model.Object{o})
+			}
+		case 5: // the tenant's own rule for a shared service
+			host := "shared-0." + model.SharedNamespace + ".svc.cluster.local"
+			o := rule(ns, "shared-rule", host, networking.LoadBalancerSettings_RANDOM, networking.ClientTLSSettings_ISTIO_MUTUAL)
+			if rng.IntN(2) == 0 {
+				changes = []model.Change{{Key: o.Key}}
+			} else {
+				changes = model.Adds([]*model.Object{o})
+			}
+		case 6: // a Service's ports changed
+			key := model.Key{Kind: model.KindService, Namespace: ns, Name: name}
+			if old := m.Object(key); old != nil {
+				body := old.Body.(*corev1.Service).DeepCopy()
+				body.Spec.Ports[0].Port = int32(8000 + rng.IntN(100))
+				cp := *old
+				cp.Body = body
+				changes = model.Adds([]*model.Object{&cp})
+			}
+		case 7: // a Service deleted, or added back
+			key := model.Key{Kind: model.KindService, Namespace: ns, Name: name}
+			if old := m.Object(key); old != nil {
+				deleted[key] = old
+				changes = []model.Change{{Key: key}}
+			} else if o := deleted[key]; o != nil {
+				changes = model.Adds([]*model.Object{o})
+			}
+		}
+		for tn := range m.Apply(changes) {
+			v := m.View(tn)
+			whole, err := Compose(v)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := inc.Build(v)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got.Version != whole.Version || !slices.Equal(got.Diagnostics, whole.Diagnostics) {
+				t.Fatalf("round %d, tenant %s: version %s, want the whole build's %s; diagnostics %v, want %v",
+					round, tn, got.Version, whole.Version, got.Diagnostics, whole.Diagnostics)
+			}
+		}
+	}
+	hits, misses := inc.CacheStats()
+	if hits == 0 || misses == 0 || hits < 3*misses {
+		t.Fatalf("cache hits %d, misses %d: want most services taken from the cache", hits, misses)
+	}
+	t.Logf("cache hits %d, misses %d", hits, misses)
 }

@@ -14,6 +14,9 @@ import (
 type Options struct {
 	// TrustDomain of SPIFFE identities; default "cluster.local".
 	TrustDomain string
+	// Cache, when set, keeps the services' clusters and endpoints across
+	// builds (see Cache); the output is the same with or without.
+	Cache *Cache
 }
 
 // Build translates one tenant's view into a snapshot of its Envoy, gRPC
@@ -58,6 +61,9 @@ type translation struct {
 	routeCache map[routeKey][]*route.Route // routes per service port, shared by both views
 
 	out resources
+
+	reused []*clusterEntry // services taken from opts.Cache
+	fresh  []cachedEntry   // services translated here, for opts.Cache
 }
 
 func newTranslation(v *model.TenantView, opts Options) *translation {
@@ -81,7 +87,7 @@ func (t *translation) run() {
 		if t.byHost[s.Hostname] != s {
 			continue
 		}
-		t.clustersFor(s)
+		t.clusters(s)
 	}
 	t.envoyListeners()
 	t.grpcListeners()

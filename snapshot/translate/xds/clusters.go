@@ -35,9 +35,8 @@ func adsSource() *core.ConfigSource {
 }
 
 // clustersFor adds the clusters and endpoints of every port of s, and of
-// every subset its DestinationRule defines.
-func (t *translation) clustersFor(s *model.Service) {
-	dr, drObj := t.rules.forHost(s.Hostname)
+// every subset of dr, its DestinationRule (from drObj).
+func (t *translation) clustersFor(s *model.Service, dr *networking.DestinationRule, drObj *model.Object) {
 	for _, p := range s.Ports {
 		t.addCluster(s, p, dr, drObj, nil)
 		for _, ss := range dr.GetSubsets() {

@@ -24,6 +24,21 @@ func (t *translation) grpcListeners() {
 		if t.byHost[s.Hostname] != s {
 			continue
 		}
+		t.grpcListenersOf(s, func() {
+			for _, p := range s.Ports {
+				if !p.Protocol.IsHTTP() {
+					continue
+				}
+				rdsName := fmt.Sprintf("%s:%d", s.Hostname, p.Number)
+				for _, host := range grpcHostNames(s) {
+					name := fmt.Sprintf("%s:%d", host, p.Number)
+					t.out.grpcListen = append(t.out.grpcListen, named{name: name, rds: []string{rdsName}, msg: &listener.Listener{
+						Name:        name,
+						ApiListener: &listener.ApiListener{ApiListener: mustAny(hcmConfig(name, rdsName))},
+					}})
+				}
+			}
+		})
 		for _, p := range s.Ports {
 			if !p.Protocol.IsHTTP() {
 				continue
@@ -37,10 +52,6 @@ func (t *translation) grpcListeners() {
 			for _, host := range grpcHostNames(s) {
 				name := fmt.Sprintf("%s:%d", host, p.Number)
 				domains = append(domains, name, host)
-				t.out.grpcListen = append(t.out.grpcListen, named{name: name, rds: []string{rdsName}, msg: &listener.Listener{
-					Name:        name,
-					ApiListener: &listener.ApiListener{ApiListener: mustAny(hcmConfig(name, rdsName))},
-				}})
 			}
 			t.out.grpcRoutes = append(t.out.grpcRoutes, named{name: rdsName, msg: &route.RouteConfiguration{
 				Name: rdsName,

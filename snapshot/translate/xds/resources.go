@@ -41,6 +41,7 @@ func (t *translation) encode() (map[snapshot.View]map[string]*snapshot.Set, erro
 	// A message shared by two views (a cluster both views serve alike) is
 	// validated and encoded once.
 	done := map[proto.Message]*snapshot.Resource{}
+	t.seed(done)
 	enc := func(typeURL string, items []named) (*snapshot.Set, error) {
 		rs := make([]*snapshot.Resource, 0, len(items))
 		for _, it := range items {
@@ -84,6 +85,9 @@ func (t *translation) encode() (map[snapshot.View]map[string]*snapshot.Set, erro
 			return nil, err
 		}
 		sets[x.key] = s
+	}
+	if t.opts.Cache != nil {
+		t.keep(done)
 	}
 	return map[snapshot.View]map[string]*snapshot.Set{
 		snapshot.ViewEnvoy: {snapshot.ClusterType: sets["cds"], snapshot.EndpointType: sets["eds"], snapshot.ListenerType: sets["lds"], snapshot.RouteType: sets["rds"]},
