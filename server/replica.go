@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"k8s.io/apimachinery/pkg/labels"
 	"log/slog"
 	"net"
 	"net/http"
@@ -225,6 +226,9 @@ func Start(ctx context.Context, cfg Config) (*Replica, error) {
 	r.name = "xdshard-" + name
 	xopts := xds.Options{Resolver: r.mesh, Logger: r.log, Registry: r.reg, PushConcurrency: cfg.PushConcurrency, Identity: r.name,
 		Rollout: cfg.Rollout, DebugPages: func(page string) ([]byte, error) { return r.debugPage(page) }}
+	if xopts.Rollout.Compile == nil {
+		xopts.Rollout.Compile = labelMatcher
+	}
 	r.store.SetRollout(cfg.Rollout.On())
 	if cfg.TLS != nil {
 		r.secure()
@@ -546,3 +550,13 @@ func (r *Replica) Registry() *prometheus.Registry { return r.reg }
 
 // Idle reports whether no change waits for or is in a build.
 func (r *Replica) Idle() bool { return r.builder.Idle() }
+
+// labelMatcher compiles a Kubernetes label selector (a rollout's canary
+// selector) into a matcher of a proxy's labels.
+func labelMatcher(selector string) (func(map[string]string) bool, error) {
+	sel, err := labels.Parse(selector)
+	if err != nil {
+		return nil, err
+	}
+	return func(l map[string]string) bool { return sel.Matches(labels.Set(l)) }, nil
+}

@@ -9,7 +9,6 @@ import (
 	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/protobuf/types/known/structpb"
-	"k8s.io/apimachinery/pkg/labels"
 
 	"github.com/xdshard/xdshard/snapshot"
 )
@@ -37,6 +36,10 @@ type Rollout struct {
 	// MaxNACKRatio is the share of canaries that may reject a candidate
 	// without aborting its rollout; 0 aborts on the first rejection.
 	MaxNACKRatio float64
+	// Compile turns a selector into a matcher of node labels (the
+	// assembly gives Kubernetes' label selectors; this face knows no
+	// Kubernetes types). Without it, no proxy is a canary by selector.
+	Compile func(selector string) (func(labels map[string]string) bool, error)
 }
 
 // DefaultCanaryPercent is the share of canaries of a tenant whose own
@@ -105,15 +108,19 @@ func (s *Server) canaryOf(c *conn, pol snapshot.RolloutPolicy) bool {
 	if selector == "" {
 		return IsCanary(c.node.GetId(), percent)
 	}
-	sel, ok := s.selectors.Load(selector)
+	m, ok := s.selectors.Load(selector)
 	if !ok {
-		parsed, err := labels.Parse(selector)
-		if err != nil {
-			parsed = labels.Nothing() // checked where it is read; never a canary by a bad one
+		var match func(map[string]string) bool
+		var err error
+		if s.opts.Rollout.Compile != nil {
+			match, err = s.opts.Rollout.Compile(selector)
 		}
-		sel, _ = s.selectors.LoadOrStore(selector, parsed)
+		if match == nil || err != nil {
+			match = func(map[string]string) bool { return false } // checked where it is read; never a canary by a bad one
+		}
+		m, _ = s.selectors.LoadOrStore(selector, match)
 	}
-	return sel.(labels.Selector).Matches(labels.Set(c.labels))
+	return m.(func(map[string]string) bool)(c.labels)
 }
 
 // IsCanary says whether a proxy with this node ID is a canary of a rollout
