@@ -28,7 +28,7 @@ type Incremental struct {
 
 // NewIncremental returns an Incremental composing with o.
 func NewIncremental(o Options) *Incremental {
-	o.cache = xds.NewCache(xds.DefaultCacheEntries)
+	o.cache = xds.NewCache()
 	return &Incremental{opts: o, last: map[string]*fixed{}}
 }
 
@@ -74,7 +74,11 @@ func (in *Incremental) Forget(tenant string) {
 	in.mu.Lock()
 	defer in.mu.Unlock()
 	delete(in.last, tenant)
+	in.opts.cache.Forget(tenant)
 }
+
+// CacheLen is the services' parts the translation cache keeps.
+func (in *Incremental) CacheLen() int { return in.opts.cache.Len() }
 
 func endpointsOnly(v *model.TenantView, f *fixed, cache *xds.Cache) (snap *snapshot.Snapshot, err error) {
 	defer func() {

@@ -214,4 +214,20 @@ func TestCachedBuildIsAWholeBuild(t *testing.T) {
 		t.Fatalf("cache hits %d, misses %d: want most services taken from the cache", hits, misses)
 	}
 	t.Logf("cache hits %d, misses %d", hits, misses)
+	// The cache holds what the tenants' last builds use, no more: at most
+	// two parts (clusters, gRPC listeners) per service and rule a tenant
+	// sees, and nothing once every tenant is forgotten.
+	live := 0
+	for _, tn := range m.Tenants() {
+		live += 2 * len(m.View(tn).Services)
+	}
+	if n := inc.CacheLen(); n == 0 || n > live {
+		t.Fatalf("the cache keeps %d parts after 200 rounds of edits; the tenants' views hold at most %d", n, live)
+	}
+	for _, tn := range m.Tenants() {
+		inc.Forget(tn)
+	}
+	if n := inc.CacheLen(); n != 0 {
+		t.Fatalf("the cache keeps %d parts after every tenant was forgotten", n)
+	}
 }

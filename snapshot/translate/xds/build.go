@@ -62,8 +62,9 @@ type translation struct {
 
 	out resources
 
-	reused []*clusterEntry // services taken from opts.Cache
-	fresh  []cachedEntry   // services translated here, for opts.Cache
+	reused []*cacheEntry            // services' parts taken from opts.Cache
+	used   []cacheKey               // their keys
+	fresh  map[cacheKey]*cacheEntry // services' parts translated here, for opts.Cache
 }
 
 func newTranslation(v *model.TenantView, opts Options) *translation {

@@ -1,88 +1,122 @@
 package xds
 
 import (
+	"sync"
 	"sync/atomic"
 
-	lru "github.com/hashicorp/golang-lru/v2"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/xdshard/xdshard/snapshot"
 	"github.com/xdshard/xdshard/snapshot/model"
 )
 
-// Cache keeps, across builds and tenants, the clusters and endpoints
-// translated for a service under the DestinationRule that applies to it,
-// with their encoded resources. A resolved model.Service is immutable and
-// keeps its pointer while it does not change (model.Mesh), so a build
-// translates, validates and encodes only the services that changed since
-// a build saw them: an endpoint change in one service re-translates that
-// service's clusters alone, and a shared service (istio-system) is
-// translated once for every tenant that sees it, its bytes shared. The
-// listeners, routes and name table, which aggregate a tenant's services,
-// are still built whole. It is safe for concurrent use.
+// Cache keeps, across builds and tenants, what is translated of one
+// service alone: its clusters and endpoints under the DestinationRule that
+// applies to it, and its gRPC API listeners, with their encoded resources.
+// A resolved model.Service is immutable and keeps its pointer while it
+// does not change (model.Mesh), so a build translates, validates and
+// encodes only the services that changed since a build saw them: an
+// endpoint change in one service re-translates that service alone, and a
+// shared service (istio-system) is translated once for every tenant that
+// sees it, its bytes shared. The listeners, routes and name table, which
+// aggregate a tenant's services, are still built whole.
+//
+// An entry lives while the last successful build of some tenant used it:
+// the cache holds what the served snapshots hold, and no more. It is safe
+// for concurrent use, one build per tenant at a time.
 type Cache struct {
-	lru          *lru.Cache[clusterKey, *clusterEntry]
-	listeners    *lru.Cache[*model.Service, *clusterEntry] // gRPC API listeners, which depend on the service alone
+	mu      sync.Mutex
+	entries map[cacheKey]*cacheEntry
+	tenants map[string][]cacheKey // what each tenant's last build used
+
 	hits, misses atomic.Int64
 }
 
-// DefaultCacheEntries bounds a Cache: services (each under one rule) kept.
-const DefaultCacheEntries = 1 << 16
-
-// NewCache returns a Cache of at most entries services (at least 1).
-func NewCache(entries int) *Cache {
-	c, _ := lru.New[clusterKey, *clusterEntry](max(entries, 1))
-	l, _ := lru.New[*model.Service, *clusterEntry](max(entries, 1))
-	return &Cache{lru: c, listeners: l}
+// NewCache returns an empty Cache.
+func NewCache() *Cache {
+	return &Cache{entries: map[cacheKey]*cacheEntry{}, tenants: map[string][]cacheKey{}}
 }
 
-// Len is the services kept.
-func (c *Cache) Len() int { return c.lru.Len() }
+// Len is the entries kept.
+func (c *Cache) Len() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.entries)
+}
 
 // Stats are the services taken from the cache and those translated.
 func (c *Cache) Stats() (hits, misses int64) { return c.hits.Load(), c.misses.Load() }
 
-// clusterKey is what a service's clusters and endpoints are made from.
-type clusterKey struct {
-	svc   *model.Service
-	rule  *model.Object // the DestinationRule applied; nil for none
-	trust string
+// Forget releases what tenant's last build used (the tenant is gone).
+func (c *Cache) Forget(tenant string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.releaseLocked(c.tenants[tenant])
+	delete(c.tenants, tenant)
 }
 
-// clusterEntry is a service's translation: immutable once in the cache.
-type clusterEntry struct {
+func (c *Cache) releaseLocked(keys []cacheKey) {
+	for _, k := range keys {
+		if e := c.entries[k]; e != nil {
+			if e.refs--; e.refs == 0 {
+				delete(c.entries, k)
+			}
+		}
+	}
+}
+
+// get returns the entry of k, if kept.
+func (c *Cache) get(k cacheKey) *cacheEntry {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.entries[k]
+}
+
+// commit records what a successful build of tenant used: the entries it
+// took (used) and those it made (fresh, kept unless another build made the
+// same one first); then releases what its previous build used.
+func (c *Cache) commit(tenant string, used []cacheKey, fresh map[cacheKey]*cacheEntry) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	keys := make([]cacheKey, 0, len(used)+len(fresh))
+	for k, e := range fresh {
+		if c.entries[k] == nil {
+			c.entries[k] = e
+		}
+		keys = append(keys, k)
+	}
+	for _, k := range used {
+		if c.entries[k] != nil { // still there: a concurrent build may not have released it
+			keys = append(keys, k)
+		}
+	}
+	for _, k := range keys {
+		c.entries[k].refs++
+	}
+	c.releaseLocked(c.tenants[tenant])
+	c.tenants[tenant] = keys
+}
+
+// cacheKey is what one service's part of a build is made from.
+type cacheKey struct {
+	svc   *model.Service
+	rule  *model.Object // the DestinationRule applied (clusters); nil for none
+	trust string
+	part  uint8 // partClusters or partListeners
+}
+
+const (
+	partClusters  = iota // clusters and endpoints
+	partListeners        // gRPC API listeners: the service alone decides them
+)
+
+// cacheEntry is a service's translated part: immutable once in the cache
+// (but refs, which the cache's lock guards).
+type cacheEntry struct {
 	clusters, grpcClusters, endpoints, grpcListen []named
 	diags                                         []snapshot.Diagnostic
 	encoded                                       map[proto.Message]*snapshot.Resource
-}
-
-// cachedEntry is a service translated in this build, for the cache once
-// the build's encoding succeeded: under key, or (its gRPC listeners)
-// under svc.
-type cachedEntry struct {
-	key   clusterKey
-	svc   *model.Service
-	entry *clusterEntry
-}
-
-// grpcListenersOf adds the gRPC API listeners of s (make builds them on
-// a miss): from the cache when it holds them.
-func (t *translation) grpcListenersOf(s *model.Service, make func()) {
-	c := t.opts.Cache
-	if c == nil {
-		make()
-		return
-	}
-	if e, ok := c.listeners.Get(s); ok {
-		c.hits.Add(1)
-		t.out.grpcListen = append(t.out.grpcListen, e.grpcListen...)
-		t.reused = append(t.reused, e)
-		return
-	}
-	c.misses.Add(1)
-	n := len(t.out.grpcListen)
-	make()
-	t.fresh = append(t.fresh, cachedEntry{svc: s, entry: &clusterEntry{grpcListen: append([]named(nil), t.out.grpcListen[n:]...)}})
+	refs                                          int
 }
 
 // clusters adds the clusters and endpoints of s: from the cache when it
@@ -94,24 +128,21 @@ func (t *translation) clusters(s *model.Service) {
 		t.clustersFor(s, dr, drObj)
 		return
 	}
-	key := clusterKey{svc: s, rule: drObj, trust: t.opts.TrustDomain}
-	if e, ok := c.lru.Get(key); ok {
-		c.hits.Add(1)
+	key := cacheKey{svc: s, rule: drObj, trust: t.opts.TrustDomain, part: partClusters}
+	if e := t.cached(key); e != nil {
 		t.out.clusters = append(t.out.clusters, e.clusters...)
 		t.out.grpcClusters = append(t.out.grpcClusters, e.grpcClusters...)
 		t.out.endpoints = append(t.out.endpoints, e.endpoints...)
 		for _, d := range e.diags {
 			t.diags.add(d)
 		}
-		t.reused = append(t.reused, e)
 		return
 	}
-	c.misses.Add(1)
 	all := t.diags
 	t.diags = newDiagnostics()
 	n, g, ep := len(t.out.clusters), len(t.out.grpcClusters), len(t.out.endpoints)
 	t.clustersFor(s, dr, drObj)
-	e := &clusterEntry{
+	e := &cacheEntry{
 		clusters:     append([]named(nil), t.out.clusters[n:]...),
 		grpcClusters: append([]named(nil), t.out.grpcClusters[g:]...),
 		endpoints:    append([]named(nil), t.out.endpoints[ep:]...),
@@ -121,7 +152,42 @@ func (t *translation) clusters(s *model.Service) {
 	for _, d := range e.diags {
 		t.diags.add(d)
 	}
-	t.fresh = append(t.fresh, cachedEntry{key: key, entry: e})
+	t.fresh[key] = e
+}
+
+// grpcListenersOf adds the gRPC API listeners of s (build makes them on a
+// miss): from the cache when it holds them.
+func (t *translation) grpcListenersOf(s *model.Service, build func()) {
+	if t.opts.Cache == nil {
+		build()
+		return
+	}
+	key := cacheKey{svc: s, part: partListeners}
+	if e := t.cached(key); e != nil {
+		t.out.grpcListen = append(t.out.grpcListen, e.grpcListen...)
+		return
+	}
+	n := len(t.out.grpcListen)
+	build()
+	t.fresh[key] = &cacheEntry{grpcListen: append([]named(nil), t.out.grpcListen[n:]...)}
+}
+
+// cached is the cache's entry of key (nil on a miss), noted as used by
+// this build.
+func (t *translation) cached(key cacheKey) *cacheEntry {
+	c := t.opts.Cache
+	if t.fresh == nil {
+		t.fresh = map[cacheKey]*cacheEntry{}
+	}
+	e := c.get(key)
+	if e == nil {
+		c.misses.Add(1)
+		return nil
+	}
+	c.hits.Add(1)
+	t.used = append(t.used, key)
+	t.reused = append(t.reused, e)
+	return e
 }
 
 // seed gives encode the resources of the services taken from the cache.
@@ -133,11 +199,10 @@ func (t *translation) seed(done map[proto.Message]*snapshot.Resource) {
 	}
 }
 
-// keep puts the services translated in this build into the cache, with
-// the resources encode made of them.
+// keep gives the cache what this build used and made, with the resources
+// encode made of the latter.
 func (t *translation) keep(done map[proto.Message]*snapshot.Resource) {
-	for _, f := range t.fresh {
-		e := f.entry
+	for _, e := range t.fresh {
 		e.encoded = map[proto.Message]*snapshot.Resource{}
 		for _, items := range [][]named{e.clusters, e.grpcClusters, e.endpoints, e.grpcListen} {
 			for _, it := range items {
@@ -146,10 +211,6 @@ func (t *translation) keep(done map[proto.Message]*snapshot.Resource) {
 				}
 			}
 		}
-		if f.svc != nil {
-			t.opts.Cache.listeners.Add(f.svc, e)
-		} else {
-			t.opts.Cache.lru.Add(f.key, e)
-		}
 	}
+	t.opts.Cache.commit(t.view.Tenant, t.used, t.fresh)
 }
