@@ -134,3 +134,87 @@ func sustained(ctx context.Context, cfg Config, t underTest, proxies []*proxy.Pr
 	}
 	return res, converge(ctx, cfg, t, proxy.EDS, waits, &res, cpu0, st0)
 }
+
+// SoakResult is a soak: endpoint churn over every tenant in turn at
+// cfg.Rate for cfg.Soak, every round's well-behaved proxies checked for
+// convergence, and the server's heap and goroutines at the start and end.
+type SoakResult struct {
+	Seconds         float64 `json:"seconds"`
+	Rounds          int     `json:"rounds"`
+	Changes         int     `json:"changes"`
+	Checked         int     `json:"checked"` // proxy convergences checked, over all rounds
+	Unconverged     int     `json:"unconverged"`
+	WorstP99Ms      float64 `json:"worstP99Ms"`
+	HeapStart       uint64  `json:"heapStartBytes"`
+	// HeapWarm is the heap once every tenant's history of kept versions
+	// has filled (after soakWarmRounds rounds), from which it should stay flat.
+	HeapWarm uint64 `json:"heapWarmBytes,omitempty"`
+	HeapEnd  uint64 `json:"heapEndBytes"`
+	GoroutinesStart int     `json:"goroutinesStart"`
+	GoroutinesEnd   int     `json:"goroutinesEnd"`
+}
+
+// soakWarmRounds is the rounds after which every tenant's history is
+// full (snapshot.DefaultHistory versions, and one more).
+const soakWarmRounds = 11
+
+// soak runs rounds of one endpoint change per tenant at cfg.Rate until
+// cfg.Soak has passed (bounded: it stops then, or when ctx ends), and
+// after each round waits for the round's well-behaved proxies to
+// converge. The server must run in its own process, whose heap and
+// goroutines are its own.
+func soak(ctx context.Context, cfg Config, t underTest, proxies []*proxy.Proxy) (SoakResult, error) {
+	c, ok := t.(*childTarget)
+	if !ok {
+		return SoakResult{}, fmt.Errorf("a soak measures a server in its own process; drop --in-process")
+	}
+	var res SoakResult
+	settle := func() (uint64, int) {
+		time.Sleep(time.Second) // let the last pushes' garbage be collected
+		_, _ = c.call("gc")
+		t.usage()
+		return c.heap, c.goroutines
+	}
+	res.HeapStart, res.GoroutinesStart = settle()
+	start := time.Now()
+	tick := time.NewTicker(time.Duration(float64(time.Second) / cfg.Rate))
+	defer tick.Stop()
+	for time.Since(start) < cfg.Soak {
+		res.Rounds++
+		er := EventResult{Name: fmt.Sprintf("soak round %d", res.Rounds)}
+		var waits []waiter
+		cpu0, _ := t.usage()
+		st0 := t.stages()
+		for k := 0; k < cfg.Tenants && time.Since(start) < cfg.Soak; k++ {
+			ns := fleet.Tenant(k)
+			t0 := time.Now()
+			for _, p := range proxies {
+				if p.Namespace == ns && !p.Misbehaving {
+					waits = append(waits, waiter{p: p, before: p.Latest(proxy.EDS), t0: t0})
+				}
+			}
+			if err := t.applyEvent(ctx, 3, 1_000_000+res.Rounds*cfg.Tenants+k); err != nil {
+				return res, err
+			}
+			res.Changes++
+			select {
+			case <-tick.C:
+			case <-ctx.Done():
+				return res, ctx.Err()
+			}
+		}
+		err := converge(ctx, cfg, t, proxy.EDS, waits, &er, cpu0, st0)
+		res.Checked += er.Affected
+		res.Unconverged += er.Affected - er.Converged
+		res.WorstP99Ms = max(res.WorstP99Ms, float64(er.Convergence.P99)/float64(time.Millisecond))
+		if err != nil && ctx.Err() != nil {
+			return res, err
+		}
+		if res.Rounds == soakWarmRounds {
+			res.HeapWarm, _ = settle()
+		}
+	}
+	res.Seconds = time.Since(start).Seconds()
+	res.HeapEnd, res.GoroutinesEnd = settle()
+	return res, nil
+}

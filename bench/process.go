@@ -19,7 +19,8 @@ import (
 // The server under test can run in a child process, so its CPU and RSS are
 // measured apart from the load generator's: the parent starts
 // `EXE bench-server CONFIG SERVER`, reads "addr HOST:PORT", then sends
-// "apply EVENT GEN" (answered "ok"), "stats" (answered "stats CPU RSS") and
+// "apply EVENT GEN" (answered "ok"), "stats" (answered "stats CPU RSS HEAP
+// GOROUTINES"), "gc" (a collection; answered "gc done") and
 // "metric NAME" (answered "metric VALUE", the sum of a counter's or gauge's
 // series). With Config.Shard set, the child is one replica of a sharded
 // deployment (see replicas.go).
@@ -31,6 +32,7 @@ type childTarget struct {
 	in             io.WriteCloser
 	out            *bufio.Scanner
 	heap           uint64 // the server's heap in use at the last stats
+	goroutines     int    // and its goroutines
 }
 
 func startChild(ctx context.Context, exe string, cfg Config, server string) (*childTarget, error) {
@@ -132,10 +134,13 @@ func (c *childTarget) usage() (cpu float64, rss uint64) {
 		return 0, 0
 	}
 	f := strings.Fields(line)
-	if len(f) == 4 {
+	if len(f) >= 4 {
 		cpu, _ = strconv.ParseFloat(f[1], 64)
 		rss, _ = strconv.ParseUint(f[2], 10, 64)
 		c.heap, _ = strconv.ParseUint(f[3], 10, 64)
+	}
+	if len(f) >= 5 {
+		c.goroutines, _ = strconv.Atoi(f[4])
 	}
 	return cpu, rss
 }
@@ -199,7 +204,10 @@ func ServeChild(ctx context.Context, cfgJSON, server string, in io.Reader, out i
 		case len(f) == 1 && f[0] == "stats":
 			var ms runtime.MemStats
 			runtime.ReadMemStats(&ms)
-			fmt.Fprintf(out, "stats %f %d %d\n", cpuSeconds(), rssBytes(), ms.HeapInuse)
+			fmt.Fprintf(out, "stats %f %d %d %d\n", cpuSeconds(), rssBytes(), ms.HeapInuse, runtime.NumGoroutine())
+		case len(f) == 1 && f[0] == "gc":
+			runtime.GC()
+			fmt.Fprintln(out, "gc done")
 		default:
 			fmt.Fprintf(out, "error: unknown command %q\n", sc.Text())
 		}

@@ -53,6 +53,11 @@ func WriteTable(w io.Writer, cfg Config, rs []Result) error {
 			fmt.Fprintf(tw, ", load generator %.2f CPU s", r.LoadCPU)
 		}
 		fmt.Fprintln(tw)
+		if sr := r.Soak; sr != nil {
+			fmt.Fprintf(tw, "%s\tsoak, %.0f s\t%d\t%d changes in %d rounds; %d of %d convergences missed, worst round p99 %.1f ms; heap %.1f MiB at the start, %.1f once the histories filled, %.1f at the end; goroutines %d -> %d\n",
+				r.Server, sr.Seconds, r.Proxies, sr.Changes, sr.Rounds, sr.Unconverged, sr.Checked, sr.WorstP99Ms,
+				float64(sr.HeapStart)/(1<<20), float64(sr.HeapWarm)/(1<<20), float64(sr.HeapEnd)/(1<<20), sr.GoroutinesStart, sr.GoroutinesEnd)
+		}
 		if r.RSSBytes > 0 {
 			fmt.Fprintf(tw, "%s\tRSS, heap at the end\t%d\t%.0f MiB, %.1f KiB per proxy; heap %.0f MiB\n", r.Server, r.Proxies, float64(r.RSSBytes)/(1<<20), float64(r.RSSBytes)/1024/float64(r.Proxies), float64(r.HeapBytes)/(1<<20))
 		}

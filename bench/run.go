@@ -45,8 +45,13 @@ type Config struct {
 	Target string
 	// Rate and RateEvents: after the single events, RateEvents endpoint
 	// changes (one per tenant, in turn) at Rate per second.
-	Rate           float64
-	RateEvents     int
+	Rate       float64
+	RateEvents int
+	// Soak: after everything else, churn endpoints at Rate (default 10/s)
+	// over every tenant in turn for this long, checking that every
+	// well-behaved proxy converges on every change and reading the
+	// server's heap and goroutines at the start and the end.
+	Soak           time.Duration
 	Baselines      []baseline.Mode
 	Debounce       time.Duration
 	Seed           uint64
@@ -88,6 +93,8 @@ type Result struct {
 	// the server ran apart.
 	LoadCPU     float64 `json:"loadCpuSeconds,omitempty"`
 	Unconverged int     `json:"unconverged"`
+	// Soak, when the run had one.
+	Soak *SoakResult `json:"soak,omitempty"`
 }
 
 // EventResult is one churn event's convergence.
@@ -265,6 +272,20 @@ func measure(parent context.Context, cfg Config, start func(context.Context) (un
 		}
 		res.Events = append(res.Events, er)
 		fmt.Fprintf(progress, "  %s %s: %d/%d converged, p99 %s\n", t.name(), er.Name, er.Converged, er.Affected, er.Convergence.P99)
+	}
+	if cfg.Soak > 0 && cfg.Target == "" && !cfg.FileDriven {
+		if cfg.Rate <= 0 {
+			cfg.Rate = 10
+		}
+		fmt.Fprintf(progress, "  %s soak: %s of endpoint changes at %g/s\n", t.name(), cfg.Soak, cfg.Rate)
+		sr, err := soak(ctx, cfg, t, proxies)
+		if err != nil {
+			return res, err
+		}
+		res.Soak = &sr
+		res.Unconverged += sr.Unconverged
+		fmt.Fprintf(progress, "  %s soak: %d changes in %d rounds, %d of %d convergences missed, heap %.0f -> %.0f MiB, goroutines %d -> %d\n",
+			t.name(), sr.Changes, sr.Rounds, sr.Unconverged, sr.Checked, float64(sr.HeapStart)/(1<<20), float64(sr.HeapEnd)/(1<<20), sr.GoroutinesStart, sr.GoroutinesEnd)
 	}
 	runtime.GC()
 	var after runtime.MemStats

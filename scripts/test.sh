@@ -39,6 +39,11 @@ go vet ./...
 echo "== go test -race"
 go test -race -count=1 -timeout 20m ./...
 
+if [ -n "${LONG:-}" ]; then
+  echo "== the soak (LONG; about 13 minutes, without the race detector)"
+  go test -count=1 -timeout 30m -run '^TestSoak$' -v ./bench/
+fi
+
 echo "== fuzz ($FUZZTIME each)"
 for target in $(grep -rl --include='*_test.go' '^func Fuzz' . | xargs -n1 dirname | sort -u); do
   for fn in $(grep -h '^func Fuzz' "$target"/*_test.go | sed 's/func \(Fuzz[A-Za-z0-9_]*\).*/\1/'); do

@@ -70,6 +70,7 @@ func bindBench(fs *pflag.FlagSet) func() error {
 	fs.StringVar(&cfg.Target, "target", "", "measure a running xdshard at HOST:PORT (serving `xdshard bench gen` output with the same sizes and seed); initial sync only")
 	fs.Float64Var(&cfg.Rate, "rate", 0, "after the single events, churn endpoints at this many changes per second (one tenant each, in turn)")
 	fs.IntVar(&cfg.RateEvents, "rate-events", 20, "how many changes --rate applies (at most one per tenant)")
+	fs.DurationVar(&cfg.Soak, "soak", 0, "after the events, churn endpoints at --rate (default 10/s) over every tenant in turn for this long, check every well-behaved proxy converges on every change, and report the server's heap and goroutines at the start and the end (with --misbehaving, some proxies NACK or read slowly throughout)")
 	inProcess := fs.Bool("in-process", false, "run the servers in this process (CPU figures then include the load generator)")
 	fs.StringVar(&cfg.HeapProfile, "heap-profile", "", "write a heap profile per server at the end of its phase (SERVER-FILE beside FILE)")
 	fs.IntVar(&cfg.Replicas, "replicas", 0, "also run this many xdshard replicas (at least 2) sharding the tenants with static peers, the proxies spread over them, and compare with one replica")
