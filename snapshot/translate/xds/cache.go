@@ -113,9 +113,8 @@ const (
 // cacheEntry is a service's translated part: immutable once in the cache
 // (but refs, which the cache's lock guards).
 type cacheEntry struct {
-	clusters, grpcClusters, endpoints, grpcListen []named
+	clusters, grpcClusters, endpoints, grpcListen []named // each with res, without msg
 	diags                                         []snapshot.Diagnostic
-	encoded                                       map[proto.Message]*snapshot.Resource
 	refs                                          int
 }
 
@@ -186,28 +185,17 @@ func (t *translation) cached(key cacheKey) *cacheEntry {
 	}
 	c.hits.Add(1)
 	t.used = append(t.used, key)
-	t.reused = append(t.reused, e)
 	return e
 }
 
-// seed gives encode the resources of the services taken from the cache.
-func (t *translation) seed(done map[proto.Message]*snapshot.Resource) {
-	for _, e := range t.reused {
-		for m, r := range e.encoded {
-			done[m] = r
-		}
-	}
-}
-
-// keep gives the cache what this build used and made, with the resources
-// encode made of the latter.
+// keep gives the cache what this build used and made; what it made keeps
+// the resources encode made of it, and drops the messages.
 func (t *translation) keep(done map[proto.Message]*snapshot.Resource) {
 	for _, e := range t.fresh {
-		e.encoded = map[proto.Message]*snapshot.Resource{}
 		for _, items := range [][]named{e.clusters, e.grpcClusters, e.endpoints, e.grpcListen} {
-			for _, it := range items {
-				if r := done[it.msg]; r != nil {
-					e.encoded[it.msg] = r
+			for i := range items {
+				if r := done[items[i].msg]; r != nil && r.Name == items[i].name {
+					items[i].res, items[i].msg = r, nil
 				}
 			}
 		}

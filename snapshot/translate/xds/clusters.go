@@ -88,7 +88,7 @@ func (t *translation) addCluster(s *model.Service, p model.Port, dr *networking.
 	} else if mode == networking.ClientTLSSettings_SIMPLE || mode == networking.ClientTLSSettings_MUTUAL {
 		t.diags.warnf(drObj, "tls mode %s (origination with files) is not supported by xdshard; traffic to %s stays plaintext", mode, s.Hostname)
 	}
-	t.out.clusters = append(t.out.clusters, named{name: name, msg: envoy})
+	t.out.clusters = append(t.out.clusters, named{name: name, msg: envoy, eds: !dns})
 
 	grpc := base
 	if grpc.LbPolicy != cluster.Cluster_ROUND_ROBIN && grpc.LbPolicy != cluster.Cluster_RING_HASH && grpc.LbPolicy != cluster.Cluster_LEAST_REQUEST {
@@ -96,7 +96,7 @@ func (t *translation) addCluster(s *model.Service, p model.Port, dr *networking.
 		grpc.LbPolicy = cluster.Cluster_ROUND_ROBIN
 		t.diags.warnf(drObj, "load balancer %s is served as ROUND_ROBIN to proxyless gRPC clients, which support only ROUND_ROBIN, LEAST_REQUEST and ring hash", base.LbPolicy)
 	}
-	t.out.grpcClusters = append(t.out.grpcClusters, named{name: name, msg: grpc})
+	t.out.grpcClusters = append(t.out.grpcClusters, named{name: name, msg: grpc, eds: !dns})
 }
 
 // applyPolicy sets the DestinationRule's load balancer, connection pool and

@@ -3,7 +3,6 @@ package xds
 import (
 	"fmt"
 
-	cluster "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	route "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 )
 
@@ -21,7 +20,7 @@ func checkConsistency(clusters, endpoints, listeners, routes []named) error {
 	}
 	cs, es, rs := have(clusters), have(endpoints), have(routes)
 	for _, c := range clusters {
-		if c.msg.(*cluster.Cluster).GetType() == cluster.Cluster_EDS && !es[c.name] {
+		if c.eds && !es[c.name] {
 			return fmt.Errorf("cluster %s has no endpoints resource", c.name)
 		}
 	}

@@ -14,7 +14,7 @@ func TestConsistencyCatchesDanglingReferences(t *testing.T) {
 	cases := map[string]struct {
 		clusters, endpoints, listeners, routes []named
 	}{
-		"cluster without endpoints":    {clusters: []named{{name: "c", msg: eds}}},
+		"cluster without endpoints":    {clusters: []named{{name: "c", msg: eds, eds: true}}},
 		"listener to missing routes":   {listeners: []named{{name: "l", rds: []string{"80"}}}},
 		"tcp proxy to missing cluster": {listeners: []named{{name: "l", clusters: []string{"nope"}}}},
 		"route to missing cluster":     {routes: []named{{name: "80", msg: rc}}},

@@ -17,6 +17,11 @@ type named struct {
 	// filters refer to, recorded when it is built so the consistency check
 	// need not decode every filter again.
 	rds, clusters []string
+	// eds: a cluster that takes its endpoints by EDS.
+	eds bool
+	// res, when set, is the message already validated and encoded (taken
+	// from the Cache), and msg is nil: the cache keeps bytes, not trees.
+	res *snapshot.Resource
 }
 
 // resources are the messages of one tenant before encoding.
@@ -41,10 +46,13 @@ func (t *translation) encode() (map[snapshot.View]map[string]*snapshot.Set, erro
 	// A message shared by two views (a cluster both views serve alike) is
 	// validated and encoded once.
 	done := map[proto.Message]*snapshot.Resource{}
-	t.seed(done)
 	enc := func(typeURL string, items []named) (*snapshot.Set, error) {
 		rs := make([]*snapshot.Resource, 0, len(items))
 		for _, it := range items {
+			if it.res != nil {
+				rs = append(rs, it.res)
+				continue
+			}
 			if r := done[it.msg]; r != nil && r.Name == it.name {
 				rs = append(rs, r)
 				continue
