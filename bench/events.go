@@ -33,6 +33,14 @@ func events(cfg Config) []event {
 			return fleet.ScaleEndpoints((gen-100)%cfg.Tenants, 1, cfg.Endpoints, gen)
 		},
 			func(*proxy.Proxy) bool { return false }, proxy.EDS},
+		// Index 4, the soak's: gen = 100+k+r*tenants changes tenant k in
+		// round r, one endpoint more in odd rounds, so every change differs
+		// from the one before it whatever the addresses.
+		{"soak: endpoints in tenant k", func(gen int) []model.Change {
+			k, r := (gen-100)%cfg.Tenants, (gen-100)/cfg.Tenants
+			return fleet.ScaleEndpoints(k, 1, cfg.Endpoints+r%2, gen)
+		},
+			func(*proxy.Proxy) bool { return false }, proxy.EDS},
 	}
 }
 
@@ -139,19 +147,19 @@ func sustained(ctx context.Context, cfg Config, t underTest, proxies []*proxy.Pr
 // cfg.Rate for cfg.Soak, every round's well-behaved proxies checked for
 // convergence, and the server's heap and goroutines at the start and end.
 type SoakResult struct {
-	Seconds         float64 `json:"seconds"`
-	Rounds          int     `json:"rounds"`
-	Changes         int     `json:"changes"`
-	Checked         int     `json:"checked"` // proxy convergences checked, over all rounds
-	Unconverged     int     `json:"unconverged"`
-	WorstP99Ms      float64 `json:"worstP99Ms"`
-	HeapStart       uint64  `json:"heapStartBytes"`
+	Seconds     float64 `json:"seconds"`
+	Rounds      int     `json:"rounds"`
+	Changes     int     `json:"changes"`
+	Checked     int     `json:"checked"` // proxy convergences checked, over all rounds
+	Unconverged int     `json:"unconverged"`
+	WorstP99Ms  float64 `json:"worstP99Ms"`
+	HeapStart   uint64  `json:"heapStartBytes"`
 	// HeapWarm is the heap once every tenant's history of kept versions
 	// has filled (after soakWarmRounds rounds), from which it should stay flat.
-	HeapWarm uint64 `json:"heapWarmBytes,omitempty"`
-	HeapEnd  uint64 `json:"heapEndBytes"`
-	GoroutinesStart int     `json:"goroutinesStart"`
-	GoroutinesEnd   int     `json:"goroutinesEnd"`
+	HeapWarm        uint64 `json:"heapWarmBytes,omitempty"`
+	HeapEnd         uint64 `json:"heapEndBytes"`
+	GoroutinesStart int    `json:"goroutinesStart"`
+	GoroutinesEnd   int    `json:"goroutinesEnd"`
 }
 
 // soakWarmRounds is the rounds after which every tenant's history is
@@ -193,7 +201,7 @@ func soak(ctx context.Context, cfg Config, t underTest, proxies []*proxy.Proxy) 
 					waits = append(waits, waiter{p: p, before: p.Latest(proxy.EDS), t0: t0})
 				}
 			}
-			if err := t.applyEvent(ctx, 3, 1_000_000+res.Rounds*cfg.Tenants+k); err != nil {
+			if err := t.applyEvent(ctx, 4, 100+k+res.Rounds*cfg.Tenants); err != nil {
 				return res, err
 			}
 			res.Changes++
@@ -212,9 +220,15 @@ func soak(ctx context.Context, cfg Config, t underTest, proxies []*proxy.Proxy) 
 		}
 		if res.Rounds == soakWarmRounds {
 			res.HeapWarm, _ = settle()
+			if cfg.HeapProfile != "" {
+				_ = c.heapProfile(heapProfileName(cfg.HeapProfile, t.name()) + "-soak-warm")
+			}
 		}
 	}
 	res.Seconds = time.Since(start).Seconds()
 	res.HeapEnd, res.GoroutinesEnd = settle()
+	if cfg.HeapProfile != "" {
+		_ = c.heapProfile(heapProfileName(cfg.HeapProfile, t.name()) + "-soak-end")
+	}
 	return res, nil
 }

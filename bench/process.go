@@ -8,7 +8,9 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"runtime"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 
@@ -20,7 +22,9 @@ import (
 // measured apart from the load generator's: the parent starts
 // `EXE bench-server CONFIG SERVER`, reads "addr HOST:PORT", then sends
 // "apply EVENT GEN" (answered "ok"), "stats" (answered "stats CPU RSS HEAP
-// GOROUTINES"), "gc" (a collection; answered "gc done") and
+// GOROUTINES"), "gc" (a collection; answered "gc done"), "heap FILE" (a
+// heap profile of the server), "profile FILE"
+// and "profile -" (start and stop a CPU profile of the server) and
 // "metric NAME" (answered "metric VALUE", the sum of a counter's or gauge's
 // series). With Config.Shard set, the child is one replica of a sharded
 // deployment (see replicas.go).
@@ -82,6 +86,29 @@ func (c *childTarget) call(cmd string) (string, error) {
 		return "", err
 	}
 	return c.read()
+}
+
+// profile starts a CPU profile of the server into path, or stops it ("-").
+func (c *childTarget) profile(path string) error {
+	if path != "-" {
+		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+			return err
+		}
+	}
+	line, err := c.call("profile " + path)
+	if err == nil && line != "profile ok" {
+		err = fmt.Errorf("server process: %s", line)
+	}
+	return err
+}
+
+// heapProfile writes a heap profile of the server to path.
+func (c *childTarget) heapProfile(path string) error {
+	line, err := c.call("heap " + path)
+	if err == nil && line != "heap ok" {
+		err = fmt.Errorf("server process: %s", line)
+	}
+	return err
 }
 
 func (c *childTarget) name() string { return c.label }
@@ -166,6 +193,7 @@ func ServeChild(ctx context.Context, cfgJSON, server string, in io.Reader, out i
 	}
 	fmt.Fprintf(out, "addr %s %s\n", t.addr(), strings.ReplaceAll(t.name(), " ", "_"))
 	evs := eventsFor(cfg)
+	var profile *os.File
 	sc := bufio.NewScanner(in)
 	for sc.Scan() {
 		f := strings.Fields(sc.Text())
@@ -205,6 +233,42 @@ func ServeChild(ctx context.Context, cfgJSON, server string, in io.Reader, out i
 			var ms runtime.MemStats
 			runtime.ReadMemStats(&ms)
 			fmt.Fprintf(out, "stats %f %d %d %d\n", cpuSeconds(), rssBytes(), ms.HeapInuse, runtime.NumGoroutine())
+		case len(f) == 2 && f[0] == "profile":
+			// The server's CPU profile: "profile FILE" starts it, "profile
+			// -" stops it.
+			var err error
+			if f[1] == "-" {
+				pprof.StopCPUProfile()
+				if profile != nil {
+					err = profile.Close()
+					profile = nil
+				}
+			} else if profile, err = os.Create(f[1]); err == nil {
+				if err = pprof.StartCPUProfile(profile); err != nil {
+					profile.Close()
+					profile = nil
+				}
+			}
+			if err != nil {
+				fmt.Fprintf(out, "error: %v\n", err)
+				continue
+			}
+			fmt.Fprintln(out, "profile ok")
+		case len(f) == 2 && f[0] == "heap":
+			// A heap profile of the server, after a collection.
+			runtime.GC()
+			hf, err := os.Create(f[1])
+			if err == nil {
+				err = pprof.WriteHeapProfile(hf)
+				if cerr := hf.Close(); err == nil {
+					err = cerr
+				}
+			}
+			if err != nil {
+				fmt.Fprintf(out, "error: %v\n", err)
+				continue
+			}
+			fmt.Fprintln(out, "heap ok")
 		case len(f) == 1 && f[0] == "gc":
 			runtime.GC()
 			fmt.Fprintln(out, "gc done")

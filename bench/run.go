@@ -47,6 +47,9 @@ type Config struct {
 	// changes (one per tenant, in turn) at Rate per second.
 	Rate       float64
 	RateEvents int
+	// CPUProfile, when set, is a directory each server in its own process
+	// writes a CPU profile of each event to (SERVER-N.pprof).
+	CPUProfile string
 	// Soak: after everything else, churn endpoints at Rate (default 10/s)
 	// over every tenant in turn for this long, checking that every
 	// well-behaved proxy converges on every change and reading the
@@ -257,7 +260,20 @@ func measure(parent context.Context, cfg Config, start func(context.Context) (un
 		if cfg.Target != "" {
 			break
 		}
+		c, profiled := t.(*childTarget)
+		profiled = profiled && cfg.CPUProfile != "" && !cfg.FileDriven
+		if profiled {
+			path := filepath.Join(cfg.CPUProfile, fmt.Sprintf("%s-%d.pprof", strings.NewReplacer(" ", "_", "(", "", ")", "").Replace(t.name()), i+1))
+			if err := c.profile(path); err != nil {
+				return res, err
+			}
+		}
 		er, err := run(ctx, cfg, t, proxies, ev, i, i+1)
+		if profiled {
+			if perr := c.profile("-"); perr != nil && err == nil {
+				err = perr
+			}
+		}
 		if err != nil {
 			return res, err
 		}
@@ -302,7 +318,14 @@ func measure(parent context.Context, cfg Config, start func(context.Context) (un
 		res.LoadCPU = cpuSeconds() - load0
 	}
 	if cfg.HeapProfile != "" {
-		writeHeapProfile(cfg.HeapProfile, t.name())
+		if c, ok := t.(*childTarget); ok {
+			// The server's own heap, not this load generator's.
+			if err := c.heapProfile(heapProfileName(cfg.HeapProfile, t.name())); err != nil {
+				return res, err
+			}
+		} else {
+			writeHeapProfile(cfg.HeapProfile, t.name())
+		}
 	}
 	if !res.Isolated && after.HeapInuse > before.HeapInuse {
 		res.HeapBytes = after.HeapInuse - before.HeapInuse
@@ -377,8 +400,13 @@ func cpuSeconds() float64 {
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano()).Seconds()
 }
 
+// heapProfileName is where server's heap profile of path goes.
+func heapProfileName(path, server string) string {
+	return filepath.Join(filepath.Dir(path), strings.NewReplacer(" ", "-", "(", "", ")", "").Replace(server)+"-"+filepath.Base(path))
+}
+
 func writeHeapProfile(path, server string) {
-	name := filepath.Join(filepath.Dir(path), strings.NewReplacer(" ", "-", "(", "", ")", "").Replace(server)+"-"+filepath.Base(path))
+	name := heapProfileName(path, server)
 	f, err := os.Create(name)
 	if err != nil {
 		return

@@ -267,6 +267,22 @@ func (l *lru[K]) put(k K, v []byte) {
 	}
 }
 
+// has says whether k is kept.
+func (l *lru[K]) has(k K) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.items[k] != nil
+}
+
+// remove drops k, if kept.
+func (l *lru[K]) remove(k K) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if it := l.items[k]; it != nil {
+		l.dropLocked(it)
+	}
+}
+
 func (l *lru[K]) dropLocked(it *lruItem[K]) {
 	l.unlink(it)
 	delete(l.items, it.key)

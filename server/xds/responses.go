@@ -1,6 +1,9 @@
 package xds
 
 import (
+	"runtime"
+	"slices"
+	"sync"
 	"weak"
 
 	"google.golang.org/protobuf/encoding/protowire"
@@ -28,7 +31,19 @@ const (
 // tenant's set, never another tenant's resources: the set is in the key.
 type responseCache struct {
 	entries *lru[respKey]
+
+	// bySet lists the keys made from each set still alive; when the
+	// garbage collector takes a set, a cleanup drops its responses at once
+	// (the LRU's own sweep stops at the first live entry of its old end,
+	// and a long soak showed dead responses filling the bound).
+	mu    sync.Mutex
+	bySet map[weak.Pointer[snapshot.Set]][]respKey
 }
+
+// maxKeysPerSet bounds the keys remembered per set: clients choose their
+// subscriptions, so the names hashes of one set are theirs to multiply.
+// Past it the keys whose responses the LRU dropped are forgotten.
+const maxKeysPerSet = 256
 
 type respKey struct {
 	set      weak.Pointer[snapshot.Set]
@@ -41,7 +56,34 @@ type respKey struct {
 // used first out: the keys are the client's subscriptions, so the cache
 // must be bounded whatever clients ask for.
 func newResponseCache(maxBytes int64) *responseCache {
-	return &responseCache{entries: newLRU(maxBytes, func(k respKey) bool { return k.set.Value() == nil })}
+	return &responseCache{entries: newLRU(maxBytes, func(k respKey) bool { return k.set.Value() == nil }),
+		bySet: map[weak.Pointer[snapshot.Set]][]respKey{}}
+}
+
+// track remembers key under its set, and the first time for a set,
+// arranges for its responses to go when the set does.
+func (c *responseCache) track(set *snapshot.Set, key respKey) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	keys, seen := c.bySet[key.set]
+	if !seen {
+		runtime.AddCleanup(set, c.drop, key.set)
+	}
+	if len(keys) >= maxKeysPerSet {
+		keys = slices.DeleteFunc(keys, func(k respKey) bool { return !c.entries.has(k) })
+	}
+	c.bySet[key.set] = append(keys, key)
+}
+
+// drop forgets the responses of a set the garbage collector took.
+func (c *responseCache) drop(set weak.Pointer[snapshot.Set]) {
+	c.mu.Lock()
+	keys := c.bySet[set]
+	delete(c.bySet, set)
+	c.mu.Unlock()
+	for _, k := range keys {
+		c.entries.remove(k)
+	}
 }
 
 // sotw returns the encoded DiscoveryResponse (without nonce) of set's
@@ -65,6 +107,7 @@ func (c *responseCache) sotw(typeURL string, set *snapshot.Set, names []string, 
 	}
 	b := encodeSotW(typeURL, version, selectItems(set, names, wildcard))
 	c.entries.put(key, b)
+	c.track(set, key)
 	return b, version
 }
 
