@@ -98,6 +98,25 @@ type Result struct {
 	Unconverged int     `json:"unconverged"`
 	// Soak, when the run had one.
 	Soak *SoakResult `json:"soak,omitempty"`
+	// HeapPerProxy is the server's heap once every proxy synced, less its
+	// heap with the snapshots built and no proxy yet, per proxy (after a
+	// collection each time): what a connected idle proxy costs the server
+	// beyond the snapshots (a server in its own process only).
+	HeapPerProxy uint64 `json:"heapPerProxyBytes,omitempty"`
+}
+
+// settledHeap is a server's heap in use after a collection, when it runs
+// in its own process; 0 otherwise.
+func settledHeap(t underTest) uint64 {
+	c, ok := t.(*childTarget)
+	if !ok {
+		return 0
+	}
+	if _, err := c.call("gc"); err != nil {
+		return 0
+	}
+	c.usage()
+	return c.heap
 }
 
 // EventResult is one churn event's convergence.
@@ -247,9 +266,13 @@ func measure(parent context.Context, cfg Config, start func(context.Context) (un
 	}
 	res := Result{Server: t.name(), Proxies: cfg.Proxies, Isolated: cfg.Exe != ""}
 	load0 := cpuSeconds()
+	heapIdle := settledHeap(t)
 	proxies, sync, cpu, err := connect(ctx, cfg, t, progress)
 	if err != nil {
 		return res, err
+	}
+	if heapSynced := settledHeap(t); heapIdle > 0 && heapSynced > heapIdle && cfg.Proxies > 0 {
+		res.HeapPerProxy = (heapSynced - heapIdle) / uint64(cfg.Proxies)
 	}
 	res.InitialSync, res.SyncCPU, res.SyncMs = statsOf(sync), cpu, millis(sync)
 	run := churn
