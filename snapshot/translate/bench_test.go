@@ -80,6 +80,33 @@ func BenchmarkIncrementalBuildCached(b *testing.B) {
 	}
 }
 
+// BenchmarkEveryTenantWeights rebuilds every tenant after a weight change
+// in each (the file-driven bench's "every tenant's file"), as serving
+// builds them: through Incremental, whose cache keeps every cluster.
+func BenchmarkEveryTenantWeights(b *testing.B) {
+	m := fleetMesh(b, benchSpec)
+	inc := NewIncremental(Options{})
+	for _, t := range m.Tenants() {
+		if _, err := inc.Build(m.View(t)); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportAllocs()
+	gen := 0
+	for b.Loop() {
+		gen++
+		var changes []model.Change
+		for i := 0; i < benchSpec.Tenants; i++ {
+			changes = append(changes, fleet.ShiftWeight(i, 0, 10+gen%80)...)
+		}
+		for t := range m.Apply(changes) {
+			if _, err := inc.Build(m.View(t)); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+}
+
 // TestFleetBuildsCleanly checks the benchmark's path: every tenant of a
 // smaller fleet builds without a diagnostic (but the one the fleet's own
 // Sidecar causes by design: it replaces the generated one), and sees its
