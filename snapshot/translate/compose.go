@@ -8,6 +8,7 @@ import (
 	"github.com/xdshard/xdshard/snapshot"
 	"github.com/xdshard/xdshard/snapshot/model"
 	"github.com/xdshard/xdshard/snapshot/translate/mcp"
+	"github.com/xdshard/xdshard/snapshot/translate/objcache"
 	"github.com/xdshard/xdshard/snapshot/translate/policy"
 	"github.com/xdshard/xdshard/snapshot/translate/validate"
 	"github.com/xdshard/xdshard/snapshot/translate/xds"
@@ -37,9 +38,13 @@ type Options struct {
 	// only config source is xdshard.
 	MCPServices bool
 
-	// cache keeps services' clusters and endpoints across builds; set by
-	// NewIncremental (Compose itself keeps nothing).
-	cache *xds.Cache
+	// cache keeps services' clusters and endpoints across builds, and
+	// mcpCache and verdicts each input object's MCP resource and istiod's
+	// verdict on it while it lives; set by NewIncremental (Compose itself
+	// keeps nothing).
+	cache    *xds.Cache
+	mcpCache *mcp.Cache
+	verdicts *objcache.Cache[error]
 }
 
 // Compose is Compose with o.
@@ -52,7 +57,7 @@ func (o Options) Compose(v *model.TenantView) (*snapshot.Snapshot, error) {
 // when a bad input had to be isolated).
 func (o Options) composeFixed(v *model.TenantView) (*snapshot.Snapshot, *fixed, error) {
 	diags := slices.Clone(v.Diagnostics)
-	v, rejected := validated(v)
+	v, rejected := validated(v, o.verdicts)
 	snap, f, err := o.composeParts(v, diags, rejected)
 	if err == nil {
 		return snap, f, nil
@@ -100,7 +105,7 @@ func (o Options) composeParts(v *model.TenantView, diags, rejected []snapshot.Di
 	if o.MCPServices {
 		forMCP = append(slices.Clone(generated), mcp.ServiceEntries(v)...)
 	}
-	views[snapshot.ViewMCP], views[snapshot.ViewMCPByRevision], err = mcp.Build(v, forMCP)
+	views[snapshot.ViewMCP], views[snapshot.ViewMCPByRevision], err = mcp.Build(v, forMCP, o.mcpCache)
 	if err != nil {
 		return nil, nil, fmt.Errorf("tenant %s: MCP view: %w", v.Tenant, err)
 	}
@@ -122,12 +127,12 @@ func (o Options) composeParts(v *model.TenantView, diags, rejected []snapshot.Di
 
 // validated returns v without the objects istiod would reject, and a
 // diagnostic for each. The caller's view is not changed.
-func validated(v *model.TenantView) (*model.TenantView, []snapshot.Diagnostic) {
+func validated(v *model.TenantView, verdicts *objcache.Cache[error]) (*model.TenantView, []snapshot.Diagnostic) {
 	var diags []snapshot.Diagnostic
 	keep := func(objs []*model.Object) []*model.Object {
 		var out []*model.Object
 		for _, o := range objs {
-			if err := validate.Object(o); err != nil {
+			if err := verdicts.Get(o, validate.Object); err != nil {
 				diags = append(diags, model.Reject(o, "rejected, as istiod would reject it: "+err.Error()))
 				continue
 			}

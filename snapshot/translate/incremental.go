@@ -7,6 +7,8 @@ import (
 
 	"github.com/xdshard/xdshard/snapshot"
 	"github.com/xdshard/xdshard/snapshot/model"
+	"github.com/xdshard/xdshard/snapshot/translate/mcp"
+	"github.com/xdshard/xdshard/snapshot/translate/objcache"
 	"github.com/xdshard/xdshard/snapshot/translate/xds"
 )
 
@@ -30,7 +32,7 @@ type Incremental struct {
 
 // NewIncremental returns an Incremental composing with o.
 func NewIncremental(o Options) *Incremental {
-	o.cache = xds.NewCache()
+	o.cache, o.mcpCache, o.verdicts = xds.NewCache(), mcp.NewCache(), objcache.New[error]()
 	return &Incremental{opts: o, last: map[string]*fixed{}}
 }
 
@@ -59,7 +61,7 @@ func (in *Incremental) BuildEndpoints(v *model.TenantView) (*snapshot.Snapshot, 
 	if f == nil || in.opts.MCPServices {
 		return in.Build(v)
 	}
-	snap, err := endpointsOnly(v, f, in.opts.cache)
+	snap, err := endpointsOnly(v, f, in.opts)
 	if err != nil {
 		return in.Build(v) // the whole path isolates what failed
 	}
@@ -82,15 +84,15 @@ func (in *Incremental) Forget(tenant string) {
 // CacheLen is the services' parts the translation cache keeps.
 func (in *Incremental) CacheLen() int { return in.opts.cache.Len() }
 
-func endpointsOnly(v *model.TenantView, f *fixed, cache *xds.Cache) (snap *snapshot.Snapshot, err error) {
+func endpointsOnly(v *model.TenantView, f *fixed, o Options) (snap *snapshot.Snapshot, err error) {
 	defer func() {
 		if r := recover(); r != nil {
 			err = fmt.Errorf("translation panicked: %v", r)
 		}
 	}()
 	diags := slices.Clone(v.Diagnostics)
-	v, rejected := validated(v)
-	views, xdsDiags, err := xds.BuildViews(v, xds.Options{Cache: cache})
+	v, rejected := validated(v, o.verdicts)
+	views, xdsDiags, err := xds.BuildViews(v, xds.Options{Cache: o.cache})
 	if err != nil {
 		return nil, err
 	}

@@ -12,6 +12,7 @@ import (
 
 	"github.com/xdshard/xdshard/snapshot"
 	"github.com/xdshard/xdshard/snapshot/model"
+	"github.com/xdshard/xdshard/snapshot/translate/objcache"
 )
 
 // Kinds are the Istio kinds served to istiod. Other kinds istiod asks for
@@ -33,7 +34,10 @@ func Key(k model.Kind) string { return model.Kinds[k].Group + "/" + string(k) }
 // partitioned by the revision each object's namespace is labelled with
 // (snapshot.AllRevisions for the Istio root namespace, whose config every
 // istiod reads), so serving picks partitions and never looks inside.
-func Build(v *model.TenantView, generated []*model.Object) (all, byRevision map[string]*snapshot.Set, err error) {
+//
+// cache, when set, keeps each input object's encoded resource while the
+// object lives (generated objects are new each build and are not kept).
+func Build(v *model.TenantView, generated []*model.Object, cache *Cache) (all, byRevision map[string]*snapshot.Set, err error) {
 	own := map[string]bool{}
 	for _, ns := range v.Namespaces {
 		own[ns] = true
@@ -47,9 +51,11 @@ func Build(v *model.TenantView, generated []*model.Object) (all, byRevision map[
 			byKind[o.Kind] = append(byKind[o.Kind], o)
 		}
 	}
+	made := map[*model.Object]bool{}
 	for _, o := range generated {
 		if model.Kinds[o.Kind].Istio {
 			byKind[o.Kind] = append(byKind[o.Kind], o)
+			made[o] = true
 		}
 	}
 	all, byRevision = make(map[string]*snapshot.Set, len(Kinds)), map[string]*snapshot.Set{}
@@ -57,7 +63,13 @@ func Build(v *model.TenantView, generated []*model.Object) (all, byRevision map[
 		items := make([]*snapshot.Resource, 0, len(byKind[k]))
 		parts := map[string][]*snapshot.Resource{}
 		for _, o := range byKind[k] {
-			r, err := resource(o)
+			var e Encoded
+			if made[o] {
+				e = encode(o)
+			} else {
+				e = cache.Get(o, encode)
+			}
+			r, err := e.Resource, e.Err
 			if err != nil {
 				return nil, nil, err
 			}
@@ -76,6 +88,23 @@ func Build(v *model.TenantView, generated []*model.Object) (all, byRevision map[
 		}
 	}
 	return all, byRevision, nil
+}
+
+// Encoded is an object's MCP resource, or why it has none.
+type Encoded struct {
+	Resource *snapshot.Resource
+	Err      error
+}
+
+// Cache keeps input objects' encoded resources while they live.
+type Cache = objcache.Cache[Encoded]
+
+// NewCache returns an empty Cache.
+func NewCache() *Cache { return objcache.New[Encoded]() }
+
+func encode(o *model.Object) Encoded {
+	r, err := resource(o)
+	return Encoded{r, err}
 }
 
 // partition is the istiod revision that receives the config of namespace.
