@@ -76,7 +76,14 @@ func (s *Server) recordSotW(c *conn, req *discovery.DiscoveryRequest) error {
 	if !initial && req.ResponseNonce == st.nonce && st.awaiting {
 		s.answered(c, st, t, req.ErrorDetail.GetMessage(), req.ErrorDetail != nil, req.VersionInfo)
 	}
-	subscribe(st, s.intern(c, t, req.ResourceNames), !st.requested)
+	names := req.ResourceNames
+	if st.sorted == nil || !slices.Equal(names, st.sorted) {
+		// Kept: share the snapshot's strings. An ACK repeating the
+		// subscription (every ACK, from Envoy) keeps nothing, so it is
+		// not interned.
+		names = s.intern(c, t, names)
+	}
+	subscribe(st, names, !st.requested)
 	st.requested = true
 	return nil
 }
