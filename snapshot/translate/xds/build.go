@@ -62,13 +62,14 @@ type translation struct {
 
 	out resources
 
-	reused []*cacheEntry            // services' parts taken from opts.Cache
-	used   []cacheKey               // their keys
-	fresh  map[cacheKey]*cacheEntry // services' parts translated here, for opts.Cache
+	used  []cacheKey                    // services' parts taken from opts.Cache
+	fresh map[cacheKey]*cacheEntry      // services' parts translated here, for opts.Cache
+	made  map[string]*snapshot.Resource // the rest encoded here, by set key and name, for opts.Cache
 }
 
 func newTranslation(v *model.TenantView, opts Options) *translation {
-	t := &translation{view: v, opts: opts, diags: newDiagnostics(), byHost: map[string]*model.Service{}, routeCache: map[routeKey][]*route.Route{}}
+	t := &translation{view: v, opts: opts, diags: newDiagnostics(), byHost: map[string]*model.Service{}, routeCache: map[routeKey][]*route.Route{},
+		made: map[string]*snapshot.Resource{}}
 	t.services = egressServices(v, t.diags)
 	for _, s := range t.services {
 		if _, dup := t.byHost[s.Hostname]; dup {

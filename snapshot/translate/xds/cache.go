@@ -28,13 +28,17 @@ type Cache struct {
 	mu      sync.Mutex
 	entries map[cacheKey]*cacheEntry
 	tenants map[string][]cacheKey // what each tenant's last build used
+	// made is each tenant's last build's other resources (listeners,
+	// routes, name tables), by set key and name: the snapshot holds them
+	// anyway; a build whose bytes come out the same reuses them.
+	made map[string]map[string]*snapshot.Resource
 
 	hits, misses atomic.Int64
 }
 
 // NewCache returns an empty Cache.
 func NewCache() *Cache {
-	return &Cache{entries: map[cacheKey]*cacheEntry{}, tenants: map[string][]cacheKey{}}
+	return &Cache{entries: map[cacheKey]*cacheEntry{}, tenants: map[string][]cacheKey{}, made: map[string]map[string]*snapshot.Resource{}}
 }
 
 // Len is the entries kept.
@@ -53,6 +57,18 @@ func (c *Cache) Forget(tenant string) {
 	defer c.mu.Unlock()
 	c.releaseLocked(c.tenants[tenant])
 	delete(c.tenants, tenant)
+	delete(c.made, tenant)
+}
+
+// last is tenant's last build's resources made outside the entries; nil
+// for a nil Cache. The map is not changed after commit hands it over.
+func (c *Cache) last(tenant string) map[string]*snapshot.Resource {
+	if c == nil {
+		return nil
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.made[tenant]
 }
 
 func (c *Cache) releaseLocked(keys []cacheKey) {
@@ -75,9 +91,10 @@ func (c *Cache) get(k cacheKey) *cacheEntry {
 // commit records what a successful build of tenant used: the entries it
 // took (used) and those it made (fresh, kept unless another build made the
 // same one first); then releases what its previous build used.
-func (c *Cache) commit(tenant string, used []cacheKey, fresh map[cacheKey]*cacheEntry) {
+func (c *Cache) commit(tenant string, used []cacheKey, fresh map[cacheKey]*cacheEntry, made map[string]*snapshot.Resource) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	c.made[tenant] = made
 	keys := make([]cacheKey, 0, len(used)+len(fresh))
 	for k, e := range fresh {
 		if c.entries[k] == nil {
@@ -200,5 +217,5 @@ func (t *translation) keep(done map[proto.Message]*snapshot.Resource) {
 			}
 		}
 	}
-	t.opts.Cache.commit(t.view.Tenant, t.used, t.fresh)
+	t.opts.Cache.commit(t.view.Tenant, t.used, t.fresh, t.made)
 }

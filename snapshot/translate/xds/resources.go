@@ -1,6 +1,7 @@
 package xds
 
 import (
+	"bytes"
 	"fmt"
 	"slices"
 
@@ -46,7 +47,10 @@ func (t *translation) encode() (map[snapshot.View]map[string]*snapshot.Set, erro
 	// A message shared by two views (a cluster both views serve alike) is
 	// validated and encoded once.
 	done := map[proto.Message]*snapshot.Resource{}
-	enc := func(typeURL string, items []named) (*snapshot.Set, error) {
+	// With a cache, the tenant's last build's resources: one whose bytes
+	// come out the same again is that resource, validated already.
+	prev := t.opts.Cache.last(t.view.Tenant)
+	enc := func(key, typeURL string, items []named) (*snapshot.Set, error) {
 		rs := make([]*snapshot.Resource, 0, len(items))
 		for _, it := range items {
 			if it.res != nil {
@@ -57,17 +61,15 @@ func (t *translation) encode() (map[snapshot.View]map[string]*snapshot.Set, erro
 				rs = append(rs, r)
 				continue
 			}
-			if v, ok := it.msg.(validator); ok {
-				if err := v.Validate(); err != nil {
-					return nil, fmt.Errorf("%s %q fails validation: %w", typeURL, it.name, err)
-				}
-			}
-			r, err := snapshot.Encode(it.name, it.msg)
+			r, err := encodeOnce(typeURL, it, prev[key+"\x00"+it.name])
 			if err != nil {
 				return nil, err
 			}
 			done[it.msg] = r
 			rs = append(rs, r)
+			if t.opts.Cache != nil {
+				t.made[key+"\x00"+it.name] = r
+			}
 		}
 		return snapshot.NewSet(typeURL, rs)
 	}
@@ -88,7 +90,7 @@ func (t *translation) encode() (map[snapshot.View]map[string]*snapshot.Set, erro
 		{"gcds", snapshot.ClusterType, o.grpcClusters}, {"glds", snapshot.ListenerType, o.grpcListen},
 		{"grds", snapshot.RouteType, o.grpcRoutes}, {"nds", snapshot.NameTableType, o.nds},
 	} {
-		s, err := enc(x.typeURL, x.items)
+		s, err := enc(x.key, x.typeURL, x.items)
 		if err != nil {
 			return nil, err
 		}
@@ -102,6 +104,27 @@ func (t *translation) encode() (map[snapshot.View]map[string]*snapshot.Set, erro
 		snapshot.ViewGRPC:  {snapshot.ClusterType: sets["gcds"], snapshot.EndpointType: sets["eds"], snapshot.ListenerType: sets["glds"], snapshot.RouteType: sets["grds"]},
 		snapshot.ViewNDS:   {snapshot.NameTableType: sets["nds"]},
 	}, nil
+}
+
+// encodeOnce validates and encodes it, unless its bytes are those of
+// prev (the same resource in the tenant's last build), which it then is:
+// no validation again, and the same pointer.
+func encodeOnce(typeURL string, it named, prev *snapshot.Resource) (*snapshot.Resource, error) {
+	if prev != nil {
+		b, err := proto.MarshalOptions{Deterministic: true}.Marshal(it.msg)
+		if err != nil {
+			return nil, fmt.Errorf("encode %s: %w", it.name, err)
+		}
+		if bytes.Equal(b, prev.Body.GetValue()) {
+			return prev, nil
+		}
+	}
+	if v, ok := it.msg.(validator); ok {
+		if err := v.Validate(); err != nil {
+			return nil, fmt.Errorf("%s %q fails validation: %w", typeURL, it.name, err)
+		}
+	}
+	return snapshot.Encode(it.name, it.msg)
 }
 
 func sortNamed(items []named) {
