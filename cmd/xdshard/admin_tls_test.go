@@ -1,16 +1,12 @@
 package main
 
 import (
-	"context"
-	"io"
-	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/xdshard/xdshard/internal/testpki"
-	"github.com/xdshard/xdshard/snapshot/source/demo"
 )
 
 // TestAdminCLIOverTLS: the operations commands reach a replica whose
@@ -18,26 +14,9 @@ import (
 // check the replica's certificate (chain and SPIFFE identity), and say
 // what to pass when they cannot.
 func TestAdminCLIOverTLS(t *testing.T) {
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	dir := t.TempDir()
-	if err := demo.WriteTo(dir); err != nil {
-		t.Fatal(err)
-	}
 	ca := testpki.NewCA(t, "mesh root")
-	serverDir := t.TempDir()
-	cert, key, caFile := ca.WriteServer(t, serverDir, testpki.Spec{SPIFFE: "spiffe://cluster.local/ns/istio-system/sa/xdshard"})
-	cfg, err := serveFlags([]string{"--config", dir, "--xds-addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0",
-		"--tls-cert", cert, "--tls-key", key, "--client-ca", caFile})
-	if err != nil {
-		t.Fatal(err)
-	}
-	r, err := startServing(ctx, cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.Close()
-	<-r.Synced()
+	cert, key, caFile := ca.WriteServer(t, t.TempDir(), testpki.Spec{SPIFFE: "spiffe://cluster.local/ns/istio-system/sa/xdshard"})
+	r := serveDemo(t, "--tls-cert", cert, "--tls-key", key, "--client-ca", caFile)
 
 	clientDir := t.TempDir()
 	ccert, ckey, _ := ca.WriteServer(t, clientDir, testpki.Spec{SPIFFE: "spiffe://cluster.local/ns/istio-system/sa/operator"})

@@ -111,11 +111,21 @@ func (a *adminConn) explain(err error) error {
 	return &exitError{code: exitFailed, msg: msg}
 }
 
+// completionTimeout bounds a completion's call: a shell waits on it.
+const completionTimeout = time.Second
+
+// quick is a for completion: the same replica, a short deadline.
+func (a *adminConn) quick() *adminConn {
+	q := *a
+	q.timeout = min(a.timeout, completionTimeout)
+	return &q
+}
+
 // completeTenants completes --tenant with the tenants of the replica
 // the command line names.
 func (a *adminConn) completeTenants(*cobra.Command, []string, string) ([]string, cobra.ShellCompDirective) {
 	var names []string
-	_ = a.call(func(ctx context.Context, c adminv1.AdminServiceClient) error {
+	_ = a.quick().call(func(ctx context.Context, c adminv1.AdminServiceClient) error {
 		resp, err := c.ListTenants(ctx, &adminv1.ListTenantsRequest{})
 		for _, t := range resp.GetTenants() {
 			names = append(names, t.GetName())
@@ -131,7 +141,7 @@ func (a *adminConn) completeProxies(_ *cobra.Command, args []string, _ string) (
 		return nil, cobra.ShellCompDirectiveNoFileComp
 	}
 	var names []string
-	_ = a.call(func(ctx context.Context, c adminv1.AdminServiceClient) error {
+	_ = a.quick().call(func(ctx context.Context, c adminv1.AdminServiceClient) error {
 		resp, err := c.ProxyStatus(ctx, &adminv1.ProxyStatusRequest{})
 		for _, p := range resp.GetProxies() {
 			if p.GetView() != "mcp" && p.GetView() != "peer" {

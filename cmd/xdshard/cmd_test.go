@@ -21,6 +21,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/xdshard/xdshard/bench/proxy"
+	"github.com/xdshard/xdshard/server"
 	"github.com/xdshard/xdshard/snapshot/source/demo"
 	"github.com/xdshard/xdshard/snapshot/translate"
 	"github.com/xdshard/xdshard/snapshot/translate/xds"
@@ -103,20 +104,7 @@ func TestRenderDemo(t *testing.T) {
 func TestAdminEndpoints(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	dir := t.TempDir()
-	if err := demo.WriteTo(dir); err != nil {
-		t.Fatal(err)
-	}
-	cfg, err := serveFlags([]string{"--config", dir, "--xds-addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	r, err := startServing(ctx, cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.Close()
-	<-r.Synced()
+	r := serveDemo(t)
 	for path, want := range map[string]string{
 		"/healthz": "ok", "/readyz": "ready", "/debug/tenantz": `"tenant": "acme"`, "/debug/syncz": "[", "/metrics": "go_goroutines",
 	} {
@@ -273,6 +261,27 @@ func TestDeployManifestArgsParse(t *testing.T) {
 	if !cfg.inCluster || cfg.leaseNamespace != "istio-system" || cfg.replicaID != "xdshard-7d9f-abcde" || cfg.peerAddr != "10.0.3.7:15012" {
 		t.Fatalf("the Deployment's args give %+v, want in-cluster, Leases in istio-system, the pod's name and IP", cfg)
 	}
+}
+
+// serveDemo runs serve on the demo mesh's files, on loopback ports, with
+// args added to its command line, until the test ends.
+func serveDemo(t *testing.T, args ...string) *server.Replica {
+	t.Helper()
+	dir := t.TempDir()
+	if err := demo.WriteTo(dir); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := serveFlags(append([]string{"--config", dir, "--xds-addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0"}, args...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := startServing(t.Context(), cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(r.Close)
+	<-r.Synced()
+	return r
 }
 
 // captureStdout runs f and returns what it printed; f's error fails t.

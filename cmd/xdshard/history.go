@@ -113,10 +113,34 @@ func newHistoryCmd() *cobra.Command {
 	return cmd
 }
 
-func newRollbackCmd() *cobra.Command {
+// servingResponse is what each write call answers: the version served now.
+type servingResponse interface{ GetServingVersion() string }
+
+// newWriteCmd is a command that changes what a tenant is served with one
+// write call and says the version served after it: rollback, unpin,
+// rollout promote and abort. done formats that line from the tenant
+// (%[1]s, and again %[3]s) and the version served (%[2]s).
+func newWriteCmd(cmd *cobra.Command, call func(ctx context.Context, c adminv1.AdminServiceClient, tenant string) (servingResponse, error), done string) *cobra.Command {
 	var a adminConn
-	var tenant, to string
-	cmd := &cobra.Command{
+	tenant := new(string)
+	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
+		return a.call(func(ctx context.Context, c adminv1.AdminServiceClient) error {
+			resp, err := call(ctx, c, *tenant)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), done+"\n", *tenant, resp.GetServingVersion(), *tenant)
+			return nil
+		})
+	}
+	tenantFlag(cmd, tenant)
+	a.bind(cmd)
+	return cmd
+}
+
+func newRollbackCmd() *cobra.Command {
+	var to string
+	cmd := newWriteCmd(&cobra.Command{
 		Use:   "rollback --tenant T [--to VERSION]",
 		Short: "Serve an earlier kept version of a tenant and pin it (new builds wait)",
 		Long: `Serves an earlier kept version of a tenant and pins it: new builds of the tenant are held
@@ -124,45 +148,23 @@ func newRollbackCmd() *cobra.Command {
 		Example: `  xdshard rollback --tenant acme
   xdshard rollback --tenant acme --to 3f9c2a7d01b4e6c8`,
 		Args: noArgs("use --tenant and --to"),
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			return a.call(func(ctx context.Context, c adminv1.AdminServiceClient) error {
-				resp, err := c.Rollback(ctx, &adminv1.RollbackRequest{Tenant: tenant, ToVersion: to})
-				if err != nil {
-					return err
-				}
-				fmt.Fprintf(cmd.OutOrStdout(), "tenant %s serves %s, pinned; new builds wait until: xdshard unpin --tenant %s\n", tenant, resp.GetServingVersion(), tenant)
-				return nil
-			})
-		},
-	}
-	tenantFlag(cmd, &tenant)
+	}, func(ctx context.Context, c adminv1.AdminServiceClient, tenant string) (servingResponse, error) {
+		return c.Rollback(ctx, &adminv1.RollbackRequest{Tenant: tenant, ToVersion: to})
+	}, "tenant %[1]s serves %[2]s, pinned; new builds wait until: xdshard unpin --tenant %[3]s")
 	cmd.Flags().StringVar(&to, "to", "", "the kept version to serve (default: the one before the version served); see xdshard history")
-	a.bind(cmd)
 	return cmd
 }
 
 func newUnpinCmd() *cobra.Command {
-	var a adminConn
-	var tenant string
-	cmd := &cobra.Command{
+	cmd := newWriteCmd(&cobra.Command{
 		Use:     "unpin --tenant T",
 		Short:   "Serve a tenant's newest version again after a rollback",
 		Long:    "Serves a tenant's newest version again, and follows new builds.",
 		Example: "  xdshard unpin --tenant acme",
 		Args:    noArgs("use --tenant"),
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			return a.call(func(ctx context.Context, c adminv1.AdminServiceClient) error {
-				resp, err := c.Unpin(ctx, &adminv1.UnpinRequest{Tenant: tenant})
-				if err != nil {
-					return err
-				}
-				fmt.Fprintf(cmd.OutOrStdout(), "tenant %s serves %s, its newest version\n", tenant, resp.GetServingVersion())
-				return nil
-			})
-		},
-	}
-	tenantFlag(cmd, &tenant)
-	a.bind(cmd)
+	}, func(ctx context.Context, c adminv1.AdminServiceClient, tenant string) (servingResponse, error) {
+		return c.Unpin(ctx, &adminv1.UnpinRequest{Tenant: tenant})
+	}, "tenant %[1]s serves %[2]s, its newest version")
 	return cmd
 }
 
@@ -239,40 +241,23 @@ abort takes it back.`,
 	tenantFlag(status, &st)
 	sa.bind(status, "table", "json", "yaml")
 	cmd.AddCommand(status)
-	for _, action := range []struct{ name, short string }{
-		{"promote", "Serve a tenant's candidate to every proxy now"},
-		{"abort", "Take a tenant's candidate back from the canaries and hold its version out"},
+	for _, action := range []struct {
+		name, short string
+		call        func(ctx context.Context, c adminv1.AdminServiceClient, tenant string) (servingResponse, error)
+	}{
+		{"promote", "Serve a tenant's candidate to every proxy now", func(ctx context.Context, c adminv1.AdminServiceClient, tenant string) (servingResponse, error) {
+			return c.PromoteRollout(ctx, &adminv1.PromoteRolloutRequest{Tenant: tenant})
+		}},
+		{"abort", "Take a tenant's candidate back from the canaries and hold its version out", func(ctx context.Context, c adminv1.AdminServiceClient, tenant string) (servingResponse, error) {
+			return c.AbortRollout(ctx, &adminv1.AbortRolloutRequest{Tenant: tenant})
+		}},
 	} {
-		var a adminConn
-		var tenant string
-		c := &cobra.Command{
+		c := newWriteCmd(&cobra.Command{
 			Use:     action.name + " --tenant T",
 			Short:   action.short,
 			Example: "  xdshard rollout " + action.name + " --tenant acme",
 			Args:    noArgs("use --tenant"),
-			RunE: func(cmd *cobra.Command, _ []string) error {
-				return a.call(func(ctx context.Context, c adminv1.AdminServiceClient) error {
-					var serving string
-					if action.name == "promote" {
-						resp, err := c.PromoteRollout(ctx, &adminv1.PromoteRolloutRequest{Tenant: tenant})
-						if err != nil {
-							return err
-						}
-						serving = resp.GetServingVersion()
-					} else {
-						resp, err := c.AbortRollout(ctx, &adminv1.AbortRolloutRequest{Tenant: tenant})
-						if err != nil {
-							return err
-						}
-						serving = resp.GetServingVersion()
-					}
-					fmt.Fprintf(cmd.OutOrStdout(), "tenant %s: every proxy is served %s\n", tenant, serving)
-					return nil
-				})
-			},
-		}
-		tenantFlag(c, &tenant)
-		a.bind(c)
+		}, action.call, "tenant %[1]s: every proxy is served %[2]s")
 		cmd.AddCommand(c)
 	}
 	return cmd

@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
-	"google.golang.org/protobuf/encoding/protojson"
 
 	adminv1 "github.com/xdshard/xdshard/proto/xdshard/admin/v1"
 	"github.com/xdshard/xdshard/server/xds"
@@ -166,15 +165,7 @@ func newConfigDumpCmd() *cobra.Command {
 				if err != nil {
 					return fmt.Errorf("the replica's config dump: %w", err)
 				}
-				if a.output == "json" {
-					// Envoy's admin /config_dump shape, as istioctl prints it.
-					js, err := protojson.MarshalOptions{Multiline: true, Indent: "  "}.Marshal(dump)
-					if err != nil {
-						return err
-					}
-					_, err = fmt.Fprintf(cmd.OutOrStdout(), "%s\n", js)
-					return err
-				}
+				// Envoy's admin /config_dump shape, as istioctl prints it.
 				return printMessage(cmd.OutOrStdout(), a.output, dump)
 			})
 		},
