@@ -69,7 +69,7 @@ type translation struct {
 
 func newTranslation(v *model.TenantView, opts Options) *translation {
 	t := &translation{view: v, opts: opts, diags: newDiagnostics(), byHost: map[string]*model.Service{}, routeCache: map[routeKey][]*route.Route{},
-		made: map[string]*snapshot.Resource{}}
+		fresh: map[cacheKey]*cacheEntry{}, made: map[string]*snapshot.Resource{}}
 	t.services = egressServices(v, t.diags)
 	for _, s := range t.services {
 		if _, dup := t.byHost[s.Hostname]; dup {

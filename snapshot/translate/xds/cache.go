@@ -192,9 +192,6 @@ func (t *translation) grpcListenersOf(s *model.Service, build func()) {
 // this build.
 func (t *translation) cached(key cacheKey) *cacheEntry {
 	c := t.opts.Cache
-	if t.fresh == nil {
-		t.fresh = map[cacheKey]*cacheEntry{}
-	}
 	e := c.get(key)
 	if e == nil {
 		c.misses.Add(1)

@@ -61,14 +61,18 @@ func (t *translation) encode() (map[snapshot.View]map[string]*snapshot.Set, erro
 				rs = append(rs, r)
 				continue
 			}
-			r, err := encodeOnce(typeURL, it, prev[key+"\x00"+it.name])
+			var madeKey string
+			if t.opts.Cache != nil {
+				madeKey = key + "\x00" + it.name
+			}
+			r, err := encodeOnce(typeURL, it, prev[madeKey])
 			if err != nil {
 				return nil, err
 			}
 			done[it.msg] = r
 			rs = append(rs, r)
 			if t.opts.Cache != nil {
-				t.made[key+"\x00"+it.name] = r
+				t.made[madeKey] = r
 			}
 		}
 		return snapshot.NewSet(typeURL, rs)
@@ -110,21 +114,33 @@ func (t *translation) encode() (map[snapshot.View]map[string]*snapshot.Set, erro
 // prev (the same resource in the tenant's last build), which it then is:
 // no validation again, and the same pointer.
 func encodeOnce(typeURL string, it named, prev *snapshot.Resource) (*snapshot.Resource, error) {
-	if prev != nil {
-		b, err := proto.MarshalOptions{Deterministic: true}.Marshal(it.msg)
-		if err != nil {
-			return nil, fmt.Errorf("encode %s: %w", it.name, err)
+	if prev == nil {
+		if err := validateMsg(typeURL, it); err != nil {
+			return nil, err
 		}
-		if bytes.Equal(b, prev.Body.GetValue()) {
-			return prev, nil
-		}
+		return snapshot.Encode(it.name, it.msg)
 	}
+	// Marshalled once: compared with prev's bytes, and kept if they differ.
+	b, err := proto.MarshalOptions{Deterministic: true}.Marshal(it.msg)
+	if err != nil {
+		return nil, fmt.Errorf("encode %s: %w", it.name, err)
+	}
+	if bytes.Equal(b, prev.Body.GetValue()) {
+		return prev, nil
+	}
+	if err := validateMsg(typeURL, it); err != nil {
+		return nil, err
+	}
+	return snapshot.FromBytes(it.name, prev.Body.GetTypeUrl(), b), nil
+}
+
+func validateMsg(typeURL string, it named) error {
 	if v, ok := it.msg.(validator); ok {
 		if err := v.Validate(); err != nil {
-			return nil, fmt.Errorf("%s %q fails validation: %w", typeURL, it.name, err)
+			return fmt.Errorf("%s %q fails validation: %w", typeURL, it.name, err)
 		}
 	}
-	return snapshot.Encode(it.name, it.msg)
+	return nil
 }
 
 func sortNamed(items []named) {
