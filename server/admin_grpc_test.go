@@ -30,18 +30,8 @@ func TestAdminGRPC(t *testing.T) {
 	src := memory.New(fleet.Generate(fleet.Spec{Tenants: 2, Services: 2, Endpoints: 1, Seed: 5}))
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	r, err := server.Start(ctx, server.Config{Source: src, XDSAddr: "127.0.0.1:0", AdminAddr: "127.0.0.1:0", ReplicaID: "a", Debounce: 10 * time.Millisecond, MaxDelay: 100 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.Close()
-	<-r.Synced()
+	r, xc := startPlain(t, server.Config{Source: src, XDSAddr: "127.0.0.1:0", AdminAddr: "127.0.0.1:0", ReplicaID: "a", Debounce: 10 * time.Millisecond, MaxDelay: 100 * time.Millisecond})
 	tenant := fleet.Tenant(0)
-	xc, err := grpc.NewClient(r.XDSAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer xc.Close()
 	p := proxy.New(tenant, "p0", false)
 	go func() { _ = p.Run(ctx, xc) }()
 	<-p.Synced()

@@ -11,8 +11,6 @@ import (
 	"strings"
 	"testing"
 
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	networking "istio.io/api/networking/v1alpha3"
 
 	"github.com/xdshard/xdshard/bench/proxy"
@@ -92,17 +90,7 @@ func TestDNSDiagnosis(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	r, err := server.Start(ctx, server.Config{Source: memory.New(objs), XDSAddr: "127.0.0.1:0", AdminAddr: "127.0.0.1:0"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.Close()
-	<-r.Synced()
-	conn, err := grpc.NewClient(r.XDSAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
+	r, conn := startPlain(t, server.Config{Source: memory.New(objs), XDSAddr: "127.0.0.1:0", AdminAddr: "127.0.0.1:0"})
 	p := proxy.New("a", "client-1", false)
 	go func() { _ = p.Run(ctx, conn) }()
 	eventually(t, "the proxy connected", func() bool { return p.Latest(proxy.CDS).Count > 0 })

@@ -13,6 +13,8 @@ import (
 	"google.golang.org/grpc/resolver"
 	"google.golang.org/grpc/xds"
 	"google.golang.org/protobuf/types/known/emptypb"
+
+	"github.com/xdshard/xdshard/server"
 )
 
 // echoMethod is served by every test backend; it answers with a header
@@ -105,4 +107,26 @@ func who(ctx context.Context, conn *grpc.ClientConn, md ...string) (string, erro
 		return v[0], nil
 	}
 	return "", fmt.Errorf("answer without a backend header")
+}
+
+// startPlain starts a replica of cfg (its xDS address on loopback unless
+// set) until the test ends, waits for its first build, and dials its xDS
+// port in plaintext, as the simulated proxies do.
+func startPlain(t *testing.T, cfg server.Config) (*server.Replica, *grpc.ClientConn) {
+	t.Helper()
+	if cfg.XDSAddr == "" {
+		cfg.XDSAddr = "127.0.0.1:0"
+	}
+	r, err := server.Start(t.Context(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(r.Close)
+	<-r.Synced()
+	conn, err := grpc.NewClient(r.XDSAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return r, conn
 }

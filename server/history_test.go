@@ -9,9 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/xdshard/xdshard/bench/fleet"
 	"github.com/xdshard/xdshard/bench/proxy"
@@ -29,18 +27,8 @@ func TestRollbackOverRealStreams(t *testing.T) {
 	src := memory.New(fleet.Generate(fleet.Spec{Tenants: 2, Services: 2, Endpoints: 1, Seed: 4}))
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	r, err := server.Start(ctx, server.Config{Source: src, XDSAddr: "127.0.0.1:0", AdminAddr: "127.0.0.1:0", Debounce: 10 * time.Millisecond, MaxDelay: 100 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.Close()
-	<-r.Synced()
+	r, conn := startPlain(t, server.Config{Source: src, XDSAddr: "127.0.0.1:0", AdminAddr: "127.0.0.1:0", Debounce: 10 * time.Millisecond, MaxDelay: 100 * time.Millisecond})
 	tenant := fleet.Tenant(0)
-	conn, err := grpc.NewClient(r.XDSAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
 	p := proxy.New(tenant, "p0", true)
 	go func() { _ = p.Run(ctx, conn) }()
 	<-p.Synced()

@@ -10,9 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
-
 	"github.com/xdshard/xdshard/bench/fleet"
 	"github.com/xdshard/xdshard/bench/proxy"
 	"github.com/xdshard/xdshard/server"
@@ -33,17 +30,7 @@ func TestRealIstioctl(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	src := memory.New(fleet.Generate(fleet.Spec{Tenants: 2, Services: 2, Endpoints: 1, Seed: 21}))
-	r, err := server.Start(ctx, server.Config{Source: src, XDSAddr: "127.0.0.1:0", ReplicaID: "r1", Debounce: 10 * time.Millisecond, MaxDelay: 100 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.Close()
-	<-r.Synced()
-	conn, err := grpc.NewClient(r.XDSAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
+	r, conn := startPlain(t, server.Config{Source: src, XDSAddr: "127.0.0.1:0", ReplicaID: "r1", Debounce: 10 * time.Millisecond, MaxDelay: 100 * time.Millisecond})
 	good := proxy.New(fleet.Tenant(0), "web-1", false)
 	bad := proxy.New(fleet.Tenant(1), "api-1", true)
 	bad.NACK = true

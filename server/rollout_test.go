@@ -7,8 +7,6 @@ import (
 	"testing"
 	"time"
 
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	corev1 "k8s.io/api/core/v1"
 
 	"github.com/xdshard/xdshard/bench/fleet"
@@ -30,19 +28,9 @@ func TestCanaryRollout(t *testing.T) {
 	src := memory.New(fleet.Generate(fleet.Spec{Tenants: 1, Services: 2, Endpoints: 1, Seed: 14}))
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	r, err := server.Start(ctx, server.Config{Source: src, XDSAddr: "127.0.0.1:0", Debounce: 10 * time.Millisecond, MaxDelay: 100 * time.Millisecond,
+	r, conn := startPlain(t, server.Config{Source: src, XDSAddr: "127.0.0.1:0", Debounce: 10 * time.Millisecond, MaxDelay: 100 * time.Millisecond,
 		Rollout: xds.Rollout{Percent: percent, Bake: bake}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.Close()
-	<-r.Synced()
 	tenant := fleet.Tenant(0)
-	conn, err := grpc.NewClient(r.XDSAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
 	var canaries, others []*proxy.Proxy
 	run := func(p *proxy.Proxy) {
 		go func() { _ = p.Run(ctx, conn) }()
@@ -156,18 +144,8 @@ func TestRolloutPolicies(t *testing.T) {
 	src := memory.New(objs)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	r, err := server.Start(ctx, server.Config{Source: src, XDSAddr: "127.0.0.1:0", Debounce: 10 * time.Millisecond, MaxDelay: 100 * time.Millisecond,
+	r, conn := startPlain(t, server.Config{Source: src, XDSAddr: "127.0.0.1:0", Debounce: 10 * time.Millisecond, MaxDelay: 100 * time.Millisecond,
 		Rollout: xds.Rollout{Selector: "ring in (zero, one)", MaxNACKRatio: 0.5, Bake: bake}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.Close()
-	<-r.Synced()
-	conn, err := grpc.NewClient(r.XDSAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
 	start := func(tenant, pod string, labels map[string]string, nack bool) *proxy.Proxy {
 		p := proxy.New(tenant, pod, len(pod)%2 == 0)
 		p.SetLabels(labels)
