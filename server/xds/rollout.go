@@ -143,8 +143,25 @@ func (s *Server) RunRollouts(ctx context.Context, every time.Duration) {
 			return
 		case <-t.C:
 		}
-		for _, tenant := range s.store.InRollout() {
-			promote, abort := s.judge(tenant)
+		inRollout := s.store.InRollout()
+		if len(inRollout) == 0 {
+			continue
+		}
+		// The streams of the tenants in rollout, in one pass over all of
+		// them, not one per tenant.
+		byTenant := make(map[string][]*conn, len(inRollout))
+		for _, t := range inRollout {
+			byTenant[t] = nil
+		}
+		s.mu.Lock()
+		for c := range s.conns {
+			if list, ok := byTenant[c.tenant]; ok && c.view != snapshot.ViewMCP && c.view != snapshot.ViewPeer {
+				byTenant[c.tenant] = append(list, c)
+			}
+		}
+		s.mu.Unlock()
+		for _, tenant := range inRollout {
+			promote, abort := s.judge(tenant, byTenant[tenant])
 			switch {
 			case abort != "":
 				if held, err := s.store.Abort(tenant, abort); err == nil {
@@ -161,24 +178,22 @@ func (s *Server) RunRollouts(ctx context.Context, every time.Duration) {
 	}
 }
 
-// judge looks at a tenant's canaries: abort (why) when more than the NACK
-// ratio of them rejected a response made from the candidate; promote when
-// the bake time has passed and every other canary has acknowledged every
-// type the candidate changed.
-func (s *Server) judge(tenant string) (promote bool, abort string) {
+// judge looks at a tenant's canaries among its proxy streams: abort (why)
+// when more than the NACK ratio of them rejected a response made from the
+// candidate; promote when the bake time has passed and every other canary
+// has acknowledged every type the candidate changed.
+func (s *Server) judge(tenant string, streams []*conn) (promote bool, abort string) {
 	rs := s.store.Rollout(tenant)
 	cand, stable := rs.Candidate, s.store.Current(tenant)
 	if cand == nil || stable == nil {
 		return false, ""
 	}
-	s.mu.Lock()
 	var canaries []*conn
-	for c := range s.conns {
-		if c.tenant == tenant && c.view != snapshot.ViewMCP && c.view != snapshot.ViewPeer && s.canaryOf(c, cand.Rollout) {
+	for _, c := range streams {
+		if s.canaryOf(c, cand.Rollout) {
 			canaries = append(canaries, c)
 		}
 	}
-	s.mu.Unlock()
 	baked := time.Since(rs.Since) >= s.opts.Rollout.Bake
 	all, rejected, first := true, 0, ""
 	for _, c := range canaries {
