@@ -144,6 +144,11 @@ func TestCachedBuildIsAWholeBuild(t *testing.T) {
 			LoadBalancer: &networking.LoadBalancerSettings{LbPolicy: &networking.LoadBalancerSettings_Simple{Simple: lb}},
 			Tls:          &networking.ClientTLSSettings{Mode: tls},
 		}, Subsets: []*networking.Subset{{Name: "v1", Labels: map[string]string{"version": "v1"}}}}
+		if lb == networking.LoadBalancerSettings_LEAST_REQUEST { // routes hash by a rule of their destination
+			dr.TrafficPolicy.LoadBalancer.LbPolicy = &networking.LoadBalancerSettings_ConsistentHash{ConsistentHash: &networking.LoadBalancerSettings_ConsistentHashLB{
+				HashKey: &networking.LoadBalancerSettings_ConsistentHashLB_HttpHeaderName{HttpHeaderName: "x-user"},
+			}}
+		}
 		return &model.Object{Key: model.Key{Kind: model.KindDestinationRule, Namespace: ns, Name: name}, APIVersion: "networking.istio.io/v1",
 			Meta: metav1.ObjectMeta{Namespace: ns, Name: name}, Origin: model.Origin{File: "test"}, Body: dr}
 	}
@@ -151,7 +156,7 @@ func TestCachedBuildIsAWholeBuild(t *testing.T) {
 		tenant, svc := rng.IntN(spec.Tenants), rng.IntN(spec.Services)
 		ns, name := fleet.Tenant(tenant), fmt.Sprintf("svc-%02d", svc)
 		var changes []model.Change
-		switch rng.IntN(8) {
+		switch rng.IntN(10) {
 		case 0, 1:
 			changes = fleet.ScaleEndpoints(tenant, svc, 1+rng.IntN(4), round)
 		case 2:
@@ -192,6 +197,27 @@ func TestCachedBuildIsAWholeBuild(t *testing.T) {
 			} else if o := deleted[key]; o != nil {
 				changes = model.Adds([]*model.Object{o})
 			}
+		case 8: // routes to another service of the tenant (which case 7 deletes and adds back), mirrored to a shared one
+			other := fmt.Sprintf("svc-%02d", rng.IntN(spec.Services))
+			vs := &networking.VirtualService{Hosts: []string{name}, Http: []*networking.HTTPRoute{{
+				Route:  []*networking.HTTPRouteDestination{{Destination: &networking.Destination{Host: other}, Weight: 70}, {Destination: &networking.Destination{Host: name, Subset: "v1"}, Weight: 30}},
+				Mirror: &networking.Destination{Host: "shared-1." + model.SharedNamespace + ".svc.cluster.local"},
+			}}}
+			changes = model.Adds([]*model.Object{{Key: model.Key{Kind: model.KindVirtualService, Namespace: ns, Name: name}, APIVersion: "networking.istio.io/v1",
+				Meta: metav1.ObjectMeta{Namespace: ns, Name: name}, Origin: model.Origin{File: "test"}, Body: vs}})
+		case 9: // a Service of the tenant named as a shared one: their short names collide on the port
+			key := model.Key{Kind: model.KindService, Namespace: ns, Name: "shared-0"}
+			if m.Object(key) != nil {
+				changes = []model.Change{{Key: key}}
+			} else if shared := m.Object(model.Key{Kind: model.KindService, Namespace: model.SharedNamespace, Name: "shared-0"}); shared != nil {
+				cp := *shared
+				cp.Key, cp.Meta = key, *shared.Meta.DeepCopy()
+				cp.Meta.Namespace = ns
+				body := shared.Body.(*corev1.Service).DeepCopy()
+				body.Namespace = ns
+				cp.Body = body
+				changes = model.Adds([]*model.Object{&cp})
+			}
 		}
 		for tn := range m.Apply(changes) {
 			v := m.View(tn)
@@ -216,10 +242,13 @@ func TestCachedBuildIsAWholeBuild(t *testing.T) {
 	t.Logf("cache hits %d, misses %d", hits, misses)
 	// The cache holds what the tenants' last builds use, no more: at most
 	// two parts (clusters, gRPC listeners) per service and rule a tenant
-	// sees, and nothing once every tenant is forgotten.
+	// sees and one (routes) per service port, and nothing once every
+	// tenant is forgotten.
 	live := 0
 	for _, tn := range m.Tenants() {
-		live += 2 * len(m.View(tn).Services)
+		for _, s := range m.View(tn).Services {
+			live += 2 + len(s.Ports)
+		}
 	}
 	if n := inc.CacheLen(); n == 0 || n > live {
 		t.Fatalf("the cache keeps %d parts after 200 rounds of edits; the tenants' views hold at most %d", n, live)

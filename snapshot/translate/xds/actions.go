@@ -112,7 +112,7 @@ func (t *translation) destinations(o *model.Object, dests []*networking.HTTPRout
 // does not exist.
 func (t *translation) destinationCluster(o *model.Object, d *networking.Destination, port uint32, where string) (string, bool) {
 	host := qualify(d.GetHost(), o.Namespace)
-	svc := t.byHost[host]
+	svc, dr := t.resolve(host)
 	if svc == nil {
 		t.diags.errorf(o, model.Origin{}, "", "%s: destination host %q (%s) is not a service visible to this tenant; the route is dropped (check the host, or the service's exportTo)", where, d.GetHost(), host)
 		return "", false
@@ -133,7 +133,6 @@ func (t *translation) destinationCluster(o *model.Object, d *networking.Destinat
 		return "", false
 	}
 	if d.Subset != "" {
-		dr, _ := t.rules.forHost(host)
 		if subset(dr, d.Subset) == nil {
 			t.diags.errorf(o, model.Origin{}, "", "%s: subset %q of %s is not defined by any DestinationRule; the route is dropped (define the subset)", where, d.Subset, host)
 			return "", false
@@ -145,7 +144,7 @@ func (t *translation) destinationCluster(o *model.Object, d *networking.Destinat
 // hashPolicy carries a consistentHash key of the destination's rule onto
 // the route, where Envoy computes the hash.
 func (t *translation) hashPolicy(host string) []*route.RouteAction_HashPolicy {
-	dr, _ := t.rules.forHost(host)
+	_, dr := t.resolve(host)
 	ch := dr.GetTrafficPolicy().GetLoadBalancer().GetConsistentHash()
 	switch {
 	case ch == nil:

@@ -4,8 +4,6 @@ import (
 	"fmt"
 	"slices"
 
-	route "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
-
 	"github.com/xdshard/xdshard/snapshot"
 	"github.com/xdshard/xdshard/snapshot/model"
 )
@@ -58,18 +56,22 @@ type translation struct {
 	rules    *destinationRules
 	vs       *virtualServices
 
-	routeCache map[routeKey][]*route.Route // routes per service port, shared by both views
+	routeCache map[routeKey]*routePart // routes per service port, shared by both views
 
 	out resources
+	err error // the first failure of a part encoded while translated (a bug)
 
 	used  []cacheKey                    // services' parts taken from opts.Cache
 	fresh map[cacheKey]*cacheEntry      // services' parts translated here, for opts.Cache
-	made  map[string]*snapshot.Resource // the rest encoded here, by set key and name, for opts.Cache
+	deps  []hostDep                     // while a part for opts.Cache is translated: its lookups
+	prev  *lastBuild                    // the tenant's last build's other resources and sets (opts.Cache)
+	made  map[string]*snapshot.Resource // the rest encoded here, by madeKey, for opts.Cache
+	sets  map[string]*snapshot.Set      // the sets made here, by key, for opts.Cache
 }
 
 func newTranslation(v *model.TenantView, opts Options) *translation {
-	t := &translation{view: v, opts: opts, diags: newDiagnostics(), byHost: map[string]*model.Service{}, routeCache: map[routeKey][]*route.Route{},
-		fresh: map[cacheKey]*cacheEntry{}, made: map[string]*snapshot.Resource{}}
+	t := &translation{view: v, opts: opts, diags: newDiagnostics(), byHost: map[string]*model.Service{}, routeCache: map[routeKey]*routePart{},
+		fresh: map[cacheKey]*cacheEntry{}, made: map[string]*snapshot.Resource{}, sets: map[string]*snapshot.Set{}, prev: opts.Cache.last(v.Tenant)}
 	t.services = egressServices(v, t.diags)
 	for _, s := range t.services {
 		if _, dup := t.byHost[s.Hostname]; dup {

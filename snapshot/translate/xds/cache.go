@@ -18,8 +18,12 @@ import (
 // encodes only the services that changed since a build saw them: an
 // endpoint change in one service re-translates that service alone, and a
 // shared service (istio-system) is translated once for every tenant that
-// sees it, its bytes shared. The listeners, routes and name table, which
-// aggregate a tenant's services, are still built whole.
+// sees it, its bytes shared. Each service port's routes are kept too
+// (vhosts.go), valid while what they refer to resolves the same; the route
+// configurations, which aggregate a tenant's services, are assembled from
+// their bytes. A tenant's listeners and name table are made whole, but one
+// whose inputs or bytes are its last build's is that resource again, and
+// so is a set of the same resources.
 //
 // An entry lives while the last successful build of some tenant used it:
 // the cache holds what the served snapshots hold, and no more. It is safe
@@ -29,16 +33,16 @@ type Cache struct {
 	entries map[cacheKey]*cacheEntry
 	tenants map[string][]cacheKey // what each tenant's last build used
 	// made is each tenant's last build's other resources (listeners,
-	// routes, name tables), by set key and name: the snapshot holds them
-	// anyway; a build whose bytes come out the same reuses them.
-	made map[string]map[string]*snapshot.Resource
+	// route configurations, name tables) and its sets: the snapshot holds
+	// them anyway; a build whose bytes come out the same reuses them.
+	made map[string]*lastBuild
 
 	hits, misses atomic.Int64
 }
 
 // NewCache returns an empty Cache.
 func NewCache() *Cache {
-	return &Cache{entries: map[cacheKey]*cacheEntry{}, tenants: map[string][]cacheKey{}, made: map[string]map[string]*snapshot.Resource{}}
+	return &Cache{entries: map[cacheKey]*cacheEntry{}, tenants: map[string][]cacheKey{}, made: map[string]*lastBuild{}}
 }
 
 // Len is the entries kept.
@@ -60,15 +64,26 @@ func (c *Cache) Forget(tenant string) {
 	delete(c.made, tenant)
 }
 
-// last is tenant's last build's resources made outside the entries; nil
-// for a nil Cache. The map is not changed after commit hands it over.
-func (c *Cache) last(tenant string) map[string]*snapshot.Resource {
+// lastBuild is what of a tenant's last build the entries do not hold:
+// the resources made outside them, by madeKey, and the sets, by set key.
+// Neither map changes once commit hands it over.
+type lastBuild struct {
+	res  map[string]*snapshot.Resource
+	sets map[string]*snapshot.Set
+}
+
+// last is tenant's last build's resources made outside the entries, and
+// its sets; empty for a nil Cache or a tenant not built yet.
+func (c *Cache) last(tenant string) *lastBuild {
 	if c == nil {
-		return nil
+		return &lastBuild{}
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.made[tenant]
+	if b := c.made[tenant]; b != nil {
+		return b
+	}
+	return &lastBuild{}
 }
 
 func (c *Cache) releaseLocked(keys []cacheKey) {
@@ -91,7 +106,7 @@ func (c *Cache) get(k cacheKey) *cacheEntry {
 // commit records what a successful build of tenant used: the entries it
 // took (used) and those it made (fresh, kept unless another build made the
 // same one first); then releases what its previous build used.
-func (c *Cache) commit(tenant string, used []cacheKey, fresh map[cacheKey]*cacheEntry, made map[string]*snapshot.Resource) {
+func (c *Cache) commit(tenant string, used []cacheKey, fresh map[cacheKey]*cacheEntry, made *lastBuild) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.made[tenant] = made
@@ -119,18 +134,22 @@ type cacheKey struct {
 	svc   *model.Service
 	rule  *model.Object // the DestinationRule applied (clusters); nil for none
 	trust string
-	part  uint8 // partClusters or partListeners
+	port  uint32 // partRoutes: the service port
+	part  uint8  // partClusters, partListeners or partRoutes
 }
 
 const (
 	partClusters  = iota // clusters and endpoints
 	partListeners        // gRPC API listeners: the service alone decides them
+	partRoutes           // one service port's routes (rule is its VirtualService), valid while its deps hold
 )
 
 // cacheEntry is a service's translated part: immutable once in the cache
 // (but refs, which the cache's lock guards).
 type cacheEntry struct {
-	clusters, grpcClusters, endpoints, grpcListen []named // each with res, without msg
+	clusters, grpcClusters, endpoints, grpcListen []named    // each with res, without msg
+	routes                                        *routePart // partRoutes: encoded, without messages
+	deps                                          []hostDep  // partRoutes: the lookups routes depend on
 	diags                                         []snapshot.Diagnostic
 	refs                                          int
 }
@@ -145,7 +164,7 @@ func (t *translation) clusters(s *model.Service) {
 		return
 	}
 	key := cacheKey{svc: s, rule: drObj, trust: t.opts.TrustDomain, part: partClusters}
-	if e := t.cached(key); e != nil {
+	if e := t.cached(key, nil); e != nil {
 		t.out.clusters = append(t.out.clusters, e.clusters...)
 		t.out.grpcClusters = append(t.out.grpcClusters, e.grpcClusters...)
 		t.out.endpoints = append(t.out.endpoints, e.endpoints...)
@@ -179,7 +198,7 @@ func (t *translation) grpcListenersOf(s *model.Service, build func()) {
 		return
 	}
 	key := cacheKey{svc: s, part: partListeners}
-	if e := t.cached(key); e != nil {
+	if e := t.cached(key, nil); e != nil {
 		t.out.grpcListen = append(t.out.grpcListen, e.grpcListen...)
 		return
 	}
@@ -188,12 +207,13 @@ func (t *translation) grpcListenersOf(s *model.Service, build func()) {
 	t.fresh[key] = &cacheEntry{grpcListen: append([]named(nil), t.out.grpcListen[n:]...)}
 }
 
-// cached is the cache's entry of key (nil on a miss), noted as used by
-// this build.
-func (t *translation) cached(key cacheKey) *cacheEntry {
+// cached is the cache's entry of key (nil on a miss, or where valid,
+// when given, says the entry does not hold for this build), noted as used
+// by this build.
+func (t *translation) cached(key cacheKey, valid func(*cacheEntry) bool) *cacheEntry {
 	c := t.opts.Cache
 	e := c.get(key)
-	if e == nil {
+	if e == nil || valid != nil && !valid(e) {
 		c.misses.Add(1)
 		return nil
 	}
@@ -214,5 +234,5 @@ func (t *translation) keep(done map[proto.Message]*snapshot.Resource) {
 			}
 		}
 	}
-	t.opts.Cache.commit(t.view.Tenant, t.used, t.fresh, t.made)
+	t.opts.Cache.commit(t.view.Tenant, t.used, t.fresh, &lastBuild{res: t.made, sets: t.sets})
 }

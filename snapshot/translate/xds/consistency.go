@@ -37,13 +37,9 @@ func checkConsistency(clusters, endpoints, listeners, routes []named) error {
 		}
 	}
 	for _, r := range routes {
-		for _, vh := range r.msg.(*route.RouteConfiguration).VirtualHosts {
-			for _, rt := range vh.Routes {
-				for _, c := range routeClusters(rt) {
-					if !cs[c] {
-						return fmt.Errorf("route configuration %s, virtual host %s: cluster %s does not exist", r.name, vh.Name, c)
-					}
-				}
+		for _, c := range r.clusters {
+			if !cs[c] {
+				return fmt.Errorf("route configuration %s: cluster %s does not exist", r.name, c)
 			}
 		}
 	}

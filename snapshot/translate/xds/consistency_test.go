@@ -17,7 +17,7 @@ func TestConsistencyCatchesDanglingReferences(t *testing.T) {
 		"cluster without endpoints":    {clusters: []named{{name: "c", msg: eds, eds: true}}},
 		"listener to missing routes":   {listeners: []named{{name: "l", rds: []string{"80"}}}},
 		"tcp proxy to missing cluster": {listeners: []named{{name: "l", clusters: []string{"nope"}}}},
-		"route to missing cluster":     {routes: []named{{name: "80", msg: rc}}},
+		"route to missing cluster":     {routes: []named{{name: "80", msg: rc, clusters: clustersOf(rc.VirtualHosts[0].Routes)}}},
 	}
 	for name, c := range cases {
 		err := checkConsistency(c.clusters, c.endpoints, c.listeners, c.routes)

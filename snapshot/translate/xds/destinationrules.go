@@ -12,13 +12,22 @@ import (
 
 // destinationRules finds the rule that applies to a host, as istiod does:
 // an exact host match before a wildcard, the longest wildcard first.
+//
+// The hosts are qualified once, when the rules are indexed: a lookup is a
+// map read, then a pass over the wildcard rules alone.
 type destinationRules struct {
-	rules []*model.Object
+	exact     map[string]*model.Object // qualified host -> the first rule for it
+	wildcards []wildcardRule           // in the rules' order
+}
+
+type wildcardRule struct {
+	pattern string
+	obj     *model.Object
 }
 
 func newDestinationRules(objs []*model.Object, d *diagnostics) *destinationRules {
-	r := &destinationRules{}
-	seen := map[string]*model.Object{}
+	r := &destinationRules{exact: map[string]*model.Object{}}
+	seen := r.exact
 	for _, o := range objs {
 		dr := o.Body.(*networking.DestinationRule)
 		if dr.Host == "" {
@@ -35,22 +44,23 @@ func newDestinationRules(objs []*model.Object, d *diagnostics) *destinationRules
 			continue
 		}
 		seen[host] = o
-		r.rules = append(r.rules, o)
+		if strings.HasPrefix(host, "*") {
+			r.wildcards = append(r.wildcards, wildcardRule{host, o})
+		}
 	}
 	return r
 }
 
 // forHost returns the rule for host and the object it came from, or nils.
 func (r *destinationRules) forHost(host string) (*networking.DestinationRule, *model.Object) {
+	if o := r.exact[host]; o != nil {
+		return o.Body.(*networking.DestinationRule), o
+	}
 	var best *model.Object
 	bestLen := -1
-	for _, o := range r.rules {
-		pattern := qualify(o.Body.(*networking.DestinationRule).Host, o.Namespace)
-		if pattern == host {
-			return o.Body.(*networking.DestinationRule), o
-		}
-		if strings.HasPrefix(pattern, "*") && hostMatches(pattern, host) && len(pattern) > bestLen {
-			best, bestLen = o, len(pattern)
+	for _, w := range r.wildcards {
+		if hostMatches(w.pattern, host) && len(w.pattern) > bestLen {
+			best, bestLen = w.obj, len(w.pattern)
 		}
 	}
 	if best == nil {

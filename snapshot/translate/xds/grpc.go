@@ -2,11 +2,13 @@ package xds
 
 import (
 	"fmt"
+	"strconv"
 	"strings"
 
 	listener "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	route "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 
+	"github.com/xdshard/xdshard/snapshot"
 	"github.com/xdshard/xdshard/snapshot/model"
 )
 
@@ -46,25 +48,41 @@ func (t *translation) grpcListeners() {
 			// One route configuration per service port, named by the FQDN,
 			// answers every name of the service: grpc-go matches the
 			// dial target against the virtual host's domains, not against
-			// the route configuration's name.
-			rdsName := fmt.Sprintf("%s:%d", s.Hostname, p.Number)
-			var domains []string
-			for _, host := range grpcHostNames(s) {
-				name := fmt.Sprintf("%s:%d", host, p.Number)
-				domains = append(domains, name, host)
+			// the route configuration's name. With a Cache, it is kept
+			// with the service port's routes.
+			part := t.routesFor(s, p.Number)
+			name := grpcRouteName(s, p.Number)
+			rc := named{name: name, clusters: part.clusters}
+			switch {
+			case t.opts.Cache == nil:
+				rc.msg = &route.RouteConfiguration{Name: name, VirtualHosts: []*route.VirtualHost{{
+					Name: name, Domains: grpcDomains(s, p.Number), Routes: part.routes,
+				}}}
+			case part.err != nil:
+				t.fail(fmt.Errorf("%s %q: %w", snapshot.RouteType, name, part.err))
+			default:
+				rc.res = part.grpcRC
 			}
-			t.out.grpcRoutes = append(t.out.grpcRoutes, named{name: rdsName, msg: &route.RouteConfiguration{
-				Name: rdsName,
-				VirtualHosts: []*route.VirtualHost{{
-					Name:    rdsName,
-					Domains: domains,
-					Routes:  t.routesFor(s, p.Number),
-				}},
-			}})
+			t.out.grpcRoutes = append(t.out.grpcRoutes, rc)
 		}
 	}
 	sortNamed(t.out.grpcListen)
 	sortNamed(t.out.grpcRoutes)
+}
+
+// grpcRouteName names the gRPC view's route configuration of s on port.
+func grpcRouteName(s *model.Service, port uint32) string {
+	return s.Hostname + ":" + strconv.Itoa(int(port))
+}
+
+// grpcDomains are the names a gRPC client may dial s on port by.
+func grpcDomains(s *model.Service, port uint32) []string {
+	suffix := ":" + strconv.Itoa(int(port))
+	var out []string
+	for _, host := range grpcHostNames(s) {
+		out = append(out, host+suffix, host)
+	}
+	return out
 }
 
 func grpcHostNames(s *model.Service) []string {

@@ -8,7 +8,6 @@ import (
 
 	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	listener "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
-	route "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	fault "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/fault/v3"
 	router "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
 	tlsinspector "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/listener/tls_inspector/v3"
@@ -37,18 +36,20 @@ func (t *translation) envoyListeners() {
 	}
 	domains := newDomainIndex(httpPorts)
 	for _, port := range slices.Sorted(maps.Keys(httpPorts)) {
-		rc := &route.RouteConfiguration{Name: strconv.Itoa(int(port)), ValidateClusters: wrapperspb.Bool(false)}
+		rcName := strconv.Itoa(int(port))
+		vhosts := make([]vhostIn, 0, len(httpPorts[port]))
 		for _, s := range httpPorts[port] {
-			rc.VirtualHosts = append(rc.VirtualHosts, &route.VirtualHost{
-				Name:    fmt.Sprintf("%s:%d", s.Hostname, port),
-				Domains: domains.forService(s, port),
-				Routes:  t.routesFor(s, port),
-			})
+			d, own := domains.forService(s, port)
+			vhosts = append(vhosts, vhostIn{name: envoyVHName(s, port), domains: d, own: own, parts: t.routesFor(s, port)})
 		}
-		t.out.routes = append(t.out.routes, named{name: rc.Name, msg: rc})
-		name := fmt.Sprintf("0.0.0.0_%d", port)
-		t.out.listeners = append(t.out.listeners, named{name: name, msg: outboundListener(name, "0.0.0.0", port,
-			&listener.FilterChain{Filters: []*listener.Filter{httpConnectionManager("outbound_"+name, rc.Name)}}), rds: []string{rc.Name}})
+		t.out.routes = append(t.out.routes, t.routeConfig(rcName, vhosts))
+		// An HTTP listener is its port's alone.
+		name := "0.0.0.0_" + rcName
+		l := named{name: name, rds: []string{rcName}, sig: "http"}
+		if l.res = t.reuse("lds", name, l.sig); l.res == nil {
+			l.msg = outboundListener(name, "0.0.0.0", port, &listener.FilterChain{Filters: []*listener.Filter{httpConnectionManager("outbound_"+name, rcName)}})
+		}
+		t.out.listeners = append(t.out.listeners, l)
 	}
 	t.tcpListeners(httpPorts)
 	sortNamed(t.out.listeners)
@@ -70,14 +71,22 @@ func (t *translation) tcpListeners(httpPorts map[uint32][]*model.Service) {
 				continue
 			}
 			cluster := ClusterName(p.Number, "", s.Hostname)
-			chain := &listener.FilterChain{Filters: []*listener.Filter{tcpProxy(cluster)}}
+			chain := func() *listener.FilterChain {
+				return &listener.FilterChain{Filters: []*listener.Filter{tcpProxy(cluster)}}
+			}
 			switch {
 			case len(s.Addresses) > 0:
+				// A TCP proxy on an address is its address, port and cluster's alone.
 				name := fmt.Sprintf("%s_%d", s.Addresses[0], p.Number)
-				t.out.listeners = append(t.out.listeners, named{name: name, msg: outboundListener(name, s.Addresses[0], p.Number, chain), clusters: []string{cluster}})
+				l := named{name: name, clusters: []string{cluster}, sig: "tcp\x00" + cluster}
+				if l.res = t.reuse("lds", name, l.sig); l.res == nil {
+					l.msg = outboundListener(name, s.Addresses[0], p.Number, chain())
+				}
+				t.out.listeners = append(t.out.listeners, l)
 			case (p.Protocol == model.ProtocolTLS || p.Protocol == model.ProtocolHTTPS) && len(httpPorts[p.Number]) == 0:
-				chain.FilterChainMatch = &listener.FilterChainMatch{ServerNames: []string{s.Hostname}}
-				sni[p.Number] = append(sni[p.Number], chain)
+				c := chain()
+				c.FilterChainMatch = &listener.FilterChainMatch{ServerNames: []string{s.Hostname}}
+				sni[p.Number] = append(sni[p.Number], c)
 				sniClusters[p.Number] = append(sniClusters[p.Number], cluster)
 			default:
 				t.diags.add(serviceWarning(s, fmt.Sprintf("port %d (%s) has no address to listen on; give the ServiceEntry addresses, or use an HTTP or TLS protocol", p.Number, p.Protocol)))
@@ -139,30 +148,59 @@ func serviceWarning(s *model.Service, msg string) snapshot.Diagnostic {
 // answer to on a port (a short name used in two namespaces): Envoy rejects
 // duplicate domains, and only the FQDN is unambiguous then.
 type domainIndex struct {
-	count map[string]int
+	count map[portName]int
+}
+
+type portName struct {
+	name string
+	port uint32
 }
 
 func newDomainIndex(httpPorts map[uint32][]*model.Service) *domainIndex {
-	d := &domainIndex{count: map[string]int{}}
+	d := &domainIndex{count: map[portName]int{}}
 	for port, svcs := range httpPorts {
 		for _, s := range svcs {
-			for _, n := range hostNames(s) {
-				d.count[fmt.Sprintf("%s|%d", n, port)]++
+			d.count[portName{s.Hostname, port}]++
+			for _, n := range s.Aliases {
+				d.count[portName{n, port}]++
 			}
 		}
 	}
 	return d
 }
 
-func (d *domainIndex) forService(s *model.Service, port uint32) []string {
-	var out []string
+// forService is the domains of s on port, and whether they are all its
+// names (own: no other service of the tenant shares one).
+func (d *domainIndex) forService(s *model.Service, port uint32) (domains []string, own bool) {
+	own = true
+	shared := func(n string) bool {
+		if d.count[portName{n, port}] > 1 && n != s.Hostname {
+			own = false
+			return true
+		}
+		return false
+	}
+	domains = portDomains(s, port, shared)
+	return domains, own
+}
+
+// portDomains are the names of s, bare and with port, but those skip
+// drops (nil for none).
+func portDomains(s *model.Service, port uint32, skip func(string) bool) []string {
+	suffix := ":" + strconv.Itoa(int(port))
+	out := make([]string, 0, 2+2*len(s.Aliases))
 	for _, n := range hostNames(s) {
-		if d.count[fmt.Sprintf("%s|%d", n, port)] > 1 && n != s.Hostname {
+		if skip != nil && skip(n) {
 			continue
 		}
-		out = append(out, n, fmt.Sprintf("%s:%d", n, port))
+		out = append(out, n, n+suffix)
 	}
 	return out
+}
+
+// envoyVHName names the Envoy view's virtual host of s on port.
+func envoyVHName(s *model.Service, port uint32) string {
+	return s.Hostname + ":" + strconv.Itoa(int(port))
 }
 
 // hostNames lists every name a client may use for s: its FQDN and aliases.

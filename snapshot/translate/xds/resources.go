@@ -15,9 +15,14 @@ type named struct {
 	name string
 	msg  proto.Message
 	// For listeners: the route configurations (rds) and clusters (tcp) its
-	// filters refer to, recorded when it is built so the consistency check
-	// need not decode every filter again.
+	// filters refer to; for route configurations, the clusters its routes
+	// use. Recorded when it is built, so the consistency check need not
+	// decode every filter and route again.
 	rds, clusters []string
+	// sig, when set, names everything the message is made of beside its
+	// name: a build whose last build made the same name and sig takes
+	// that resource without making the message (see translation.reuse).
+	sig string
 	// eds: a cluster that takes its endpoints by EDS.
 	eds bool
 	// res, when set, is the message already validated and encoded (taken
@@ -44,12 +49,16 @@ type validator interface{ Validate() error }
 // are consistent, and returns them as sets. Any failure is a bug in the
 // translation, never a problem of the user's config.
 func (t *translation) encode() (map[snapshot.View]map[string]*snapshot.Set, error) {
+	if t.err != nil {
+		return nil, t.err
+	}
 	// A message shared by two views (a cluster both views serve alike) is
 	// validated and encoded once.
 	done := map[proto.Message]*snapshot.Resource{}
 	// With a cache, the tenant's last build's resources: one whose bytes
-	// come out the same again is that resource, validated already.
-	prev := t.opts.Cache.last(t.view.Tenant)
+	// come out the same again is that resource, validated already; and a
+	// set whose resources are all its last build's is that set.
+	cached := t.opts.Cache != nil
 	enc := func(key, typeURL string, items []named) (*snapshot.Set, error) {
 		rs := make([]*snapshot.Resource, 0, len(items))
 		for _, it := range items {
@@ -61,21 +70,29 @@ func (t *translation) encode() (map[snapshot.View]map[string]*snapshot.Set, erro
 				rs = append(rs, r)
 				continue
 			}
-			var madeKey string
-			if t.opts.Cache != nil {
-				madeKey = key + "\x00" + it.name
+			var k string
+			if cached {
+				k = madeKey(key, it.name, it.sig)
 			}
-			r, err := encodeOnce(typeURL, it, prev[madeKey])
+			r, err := encodeOnce(typeURL, it, t.prev.res[k])
 			if err != nil {
 				return nil, err
 			}
 			done[it.msg] = r
 			rs = append(rs, r)
-			if t.opts.Cache != nil {
-				t.made[madeKey] = r
+			if cached {
+				t.made[k] = r
 			}
 		}
-		return snapshot.NewSet(typeURL, rs)
+		if prev := t.prev.sets[key]; prev != nil && sameItems(prev, rs) {
+			t.sets[key] = prev
+			return prev, nil
+		}
+		set, err := snapshot.NewSet(typeURL, rs)
+		if err == nil && cached {
+			t.sets[key] = set
+		}
+		return set, err
 	}
 	o := &t.out
 	if err := checkConsistency(o.clusters, o.endpoints, o.listeners, o.routes); err != nil {
@@ -141,6 +158,39 @@ func validateMsg(typeURL string, it named) error {
 		}
 	}
 	return nil
+}
+
+// sameItems tells whether rs are exactly prev's resources, pointer for
+// pointer.
+func sameItems(prev *snapshot.Set, rs []*snapshot.Resource) bool {
+	if prev.Len() != len(rs) {
+		return false
+	}
+	for _, r := range rs {
+		if prev.Get(r.Name) != r {
+			return false
+		}
+	}
+	return true
+}
+
+// madeKey is the key of a resource made outside the Cache's entries in
+// the tenant's last build: its set's key, its name and its sig.
+func madeKey(setKey, name, sig string) string { return setKey + "\x00" + name + "\x00" + sig }
+
+// reuse is the tenant's last build's resource of setKey, name and sig (nil
+// without one, or without a sig): its inputs were the same, so it is, and
+// the message need not be made.
+func (t *translation) reuse(setKey, name, sig string) *snapshot.Resource {
+	if sig == "" || t.opts.Cache == nil {
+		return nil
+	}
+	k := madeKey(setKey, name, sig)
+	r := t.prev.res[k]
+	if r != nil {
+		t.made[k] = r
+	}
+	return r
 }
 
 func sortNamed(items []named) {

@@ -14,26 +14,6 @@ import (
 	"github.com/xdshard/xdshard/snapshot/model"
 )
 
-// routesFor returns the routes of service s on port: its VirtualService's
-// HTTP routes, or one default route to the service's cluster.
-//
-// Both views use the same routes, so they are translated once per service
-// port (which also reports each problem once).
-func (t *translation) routesFor(s *model.Service, port uint32) []*route.Route {
-	key := routeKey{s.Hostname, port}
-	if r, ok := t.routeCache[key]; ok {
-		return r
-	}
-	var out []*route.Route
-	if o := t.vs.forHost(s.Hostname); o == nil {
-		out = []*route.Route{defaultRoute(ClusterName(port, "", s.Hostname))}
-	} else {
-		out = t.vsRoutes(o, o.Body.(*networking.VirtualService), port)
-	}
-	t.routeCache[key] = out
-	return out
-}
-
 type routeKey struct {
 	host string
 	port uint32
