@@ -165,9 +165,15 @@ func istioObject(kind model.Kind, ns, name string, spec any) *model.Object {
 // dropShadowed removes each generated object a user's object of the same
 // kind, namespace and name replaces, and reports it.
 func dropShadowed(v *model.TenantView, gen []*model.Object) ([]*model.Object, []snapshot.Diagnostic) {
-	users := map[model.Key]*model.Object{}
-	for _, objs := range v.Own {
-		for _, o := range objs {
+	// Only the kinds generated are looked at: a tenant's own objects are
+	// mostly EndpointSlices and Pods.
+	users, kinds := map[model.Key]*model.Object{}, map[model.Kind]bool{}
+	for _, g := range gen {
+		if kinds[g.Kind] {
+			continue
+		}
+		kinds[g.Kind] = true
+		for _, o := range v.Own[g.Kind] {
 			users[o.Key] = o
 		}
 	}

@@ -87,6 +87,19 @@ func newTranslation(v *model.TenantView, opts Options) *translation {
 }
 
 func (t *translation) run() {
+	// Sized as the tenant's last build's sets: most builds make about as
+	// many resources again.
+	for _, x := range []struct {
+		key   string
+		items *[]named
+	}{
+		{"cds", &t.out.clusters}, {"gcds", &t.out.grpcClusters}, {"eds", &t.out.endpoints}, {"lds", &t.out.listeners},
+		{"rds", &t.out.routes}, {"glds", &t.out.grpcListen}, {"grds", &t.out.grpcRoutes},
+	} {
+		if s := t.prev.sets[x.key]; s != nil {
+			*x.items = make([]named, 0, s.Len())
+		}
+	}
 	for _, s := range t.services {
 		if t.byHost[s.Hostname] != s {
 			continue

@@ -39,8 +39,12 @@ func (t *translation) envoyListeners() {
 		rcName := strconv.Itoa(int(port))
 		vhosts := make([]vhostIn, 0, len(httpPorts[port]))
 		for _, s := range httpPorts[port] {
-			d, own := domains.forService(s, port)
-			vhosts = append(vhosts, vhostIn{name: envoyVHName(s, port), domains: d, own: own, parts: t.routesFor(s, port)})
+			vh := vhostIn{name: envoyVHName(s, port), parts: t.routesFor(s, port)}
+			// With a cache, a service's own domains are in its kept virtual host.
+			if vh.own = t.opts.Cache != nil && domains.own(s, port); !vh.own {
+				vh.domains = domains.forService(s, port)
+			}
+			vhosts = append(vhosts, vh)
 		}
 		t.out.routes = append(t.out.routes, t.routeConfig(rcName, vhosts))
 		// An HTTP listener is its port's alone.
@@ -169,20 +173,23 @@ func newDomainIndex(httpPorts map[uint32][]*model.Service) *domainIndex {
 	return d
 }
 
-// forService is the domains of s on port, and whether they are all its
-// names (own: no other service of the tenant shares one).
-func (d *domainIndex) forService(s *model.Service, port uint32) (domains []string, own bool) {
-	own = true
-	shared := func(n string) bool {
-		if d.count[portName{n, port}] > 1 && n != s.Hostname {
-			own = false
-			return true
-		}
-		return false
-	}
-	domains = portDomains(s, port, shared)
-	return domains, own
+// forService is the domains of s on port.
+func (d *domainIndex) forService(s *model.Service, port uint32) []string {
+	return portDomains(s, port, func(n string) bool { return d.shared(n, port) && n != s.Hostname })
 }
+
+// own tells whether the domains of s on port are all its names: no other
+// service of the tenant shares one (the FQDN is never dropped).
+func (d *domainIndex) own(s *model.Service, port uint32) bool {
+	for _, n := range s.Aliases {
+		if n != s.Hostname && d.shared(n, port) {
+			return false
+		}
+	}
+	return true
+}
+
+func (d *domainIndex) shared(name string, port uint32) bool { return d.count[portName{name, port}] > 1 }
 
 // portDomains are the names of s, bare and with port, but those skip
 // drops (nil for none).

@@ -221,8 +221,8 @@ func clustersOf(routes []*route.Route) []string {
 // unless another service of the tenant shares a name with it.
 type vhostIn struct {
 	name    string
-	domains []string
-	own     bool // domains are the service's own: parts.envoyVH has them
+	domains []string // unless own
+	own     bool     // (with a cache) the domains are the service's own: parts.envoyVH has them
 	parts   *routePart
 }
 
