@@ -25,7 +25,11 @@ type Mesh struct {
 	// previous holds a namespace's resolution cleared by a change until it
 	// is resolved again: its services that did not change keep their
 	// pointers, so translation caches keyed by them still hit.
-	previous    map[string]*resolvedNS
+	previous map[string]*resolvedNS
+	// sorted is each namespace's objects sorted by key, made when first
+	// asked for since the namespace last changed: every tenant's view
+	// reads istio-system's.
+	sorted      map[string][]*Object
 	exports     map[string][]string              // namespace -> exportTo targets of its objects beyond its tenant
 	sourceDiags map[string][]snapshot.Diagnostic // source (e.g. a file) -> its diagnostics
 }
@@ -42,6 +46,7 @@ func NewMesh() *Mesh {
 		byNS:        map[string]map[Key]*Object{},
 		resolved:    map[string]*resolvedNS{},
 		previous:    map[string]*resolvedNS{},
+		sorted:      map[string][]*Object{},
 		exports:     map[string][]string{},
 		sourceDiags: map[string][]snapshot.Diagnostic{},
 	}
@@ -92,6 +97,7 @@ func (m *Mesh) Apply(changes []Change) map[string]bool {
 		}
 	}
 	for ns := range touched {
+		delete(m.sorted, ns)
 		m.indexExportsLocked(ns)
 		m.addReachLocked(ns, affected)
 	}
@@ -325,13 +331,18 @@ func keepUnchanged(svcs, prev []*Service) {
 	}
 }
 
-// nsObjectsLocked returns the objects of ns, sorted by key.
+// nsObjectsLocked returns the objects of ns, sorted by key. The slice is
+// shared: callers must not change it.
 func (m *Mesh) nsObjectsLocked(ns string) []*Object {
+	if objs, ok := m.sorted[ns]; ok {
+		return objs
+	}
 	objs := make([]*Object, 0, len(m.byNS[ns]))
 	for _, o := range m.byNS[ns] {
 		objs = append(objs, o)
 	}
 	sortObjects(objs)
+	m.sorted[ns] = objs
 	return objs
 }
 
