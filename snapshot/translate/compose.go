@@ -1,6 +1,7 @@
 package translate
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"slices"
@@ -49,16 +50,17 @@ type Options struct {
 
 // Compose is Compose with o.
 func (o Options) Compose(v *model.TenantView) (*snapshot.Snapshot, error) {
-	snap, _, err := o.composeFixed(v)
+	snap, _, err := o.composeFixed(v, nil)
 	return snap, err
 }
 
 // composeFixed is Compose, and what of it endpoints cannot change (nil
-// when a bad input had to be isolated).
-func (o Options) composeFixed(v *model.TenantView) (*snapshot.Snapshot, *fixed, error) {
+// when a bad input had to be isolated). last, when set, is that of the
+// tenant's last build, whose unchanged parts are reused.
+func (o Options) composeFixed(v *model.TenantView, last *fixed) (*snapshot.Snapshot, *fixed, error) {
 	diags := slices.Clone(v.Diagnostics)
 	v, rejected := validated(v, o.verdicts)
-	snap, f, err := o.composeParts(v, diags, rejected)
+	snap, f, err := o.composeParts(v, diags, rejected, last)
 	if err == nil {
 		return snap, f, nil
 	}
@@ -77,7 +79,7 @@ func (o Options) composeFixed(v *model.TenantView) (*snapshot.Snapshot, *fixed, 
 // compose is one attempt at a tenant's snapshot; a panic in a stage is
 // returned as an error, for Compose to isolate.
 func (o Options) compose(v *model.TenantView, diags, rejected []snapshot.Diagnostic) (*snapshot.Snapshot, error) {
-	snap, _, err := o.composeParts(v, diags, rejected)
+	snap, _, err := o.composeParts(v, diags, rejected, nil)
 	return snap, err
 }
 
@@ -88,9 +90,10 @@ type fixed struct {
 	views       map[snapshot.View]map[string]*snapshot.Set
 	policyDiags []snapshot.Diagnostic // the generated policies' and the rollout setting's
 	rollout     snapshot.RolloutPolicy
+	mcp         *mcp.Last // for the next build's MCP view
 }
 
-func (o Options) composeParts(v *model.TenantView, diags, rejected []snapshot.Diagnostic) (snap *snapshot.Snapshot, f *fixed, err error) {
+func (o Options) composeParts(v *model.TenantView, diags, rejected []snapshot.Diagnostic, last *fixed) (snap *snapshot.Snapshot, f *fixed, err error) {
 	defer func() {
 		if r := recover(); r != nil {
 			err = fmt.Errorf("translation panicked: %v", r)
@@ -105,14 +108,20 @@ func (o Options) composeParts(v *model.TenantView, diags, rejected []snapshot.Di
 	if o.MCPServices {
 		forMCP = append(slices.Clone(generated), mcp.ServiceEntries(v)...)
 	}
-	views[snapshot.ViewMCP], views[snapshot.ViewMCPByRevision], err = mcp.Build(v, forMCP, o.mcpCache)
+	var lastMCP *mcp.Last
+	var lastKube *snapshot.Set
+	if last != nil {
+		lastMCP, lastKube = last.mcp, last.views[snapshot.ViewKube][snapshot.NetworkPolicyKey]
+	}
+	var nextMCP *mcp.Last
+	views[snapshot.ViewMCP], views[snapshot.ViewMCPByRevision], nextMCP, err = mcp.Build(v, forMCP, o.mcpCache, lastMCP)
 	if err != nil {
 		return nil, nil, fmt.Errorf("tenant %s: MCP view: %w", v.Tenant, err)
 	}
-	if views[snapshot.ViewKube], err = kubeView(generated); err != nil {
+	if views[snapshot.ViewKube], err = kubeView(generated, lastKube); err != nil {
 		return nil, nil, fmt.Errorf("tenant %s: generated NetworkPolicies: %w", v.Tenant, err)
 	}
-	f = &fixed{policyDiags: policyDiags, views: map[snapshot.View]map[string]*snapshot.Set{}}
+	f = &fixed{policyDiags: policyDiags, views: map[snapshot.View]map[string]*snapshot.Set{}, mcp: nextMCP}
 	for _, fv := range []snapshot.View{snapshot.ViewMCP, snapshot.ViewMCPByRevision, snapshot.ViewKube} {
 		f.views[fv] = views[fv]
 	}
@@ -162,9 +171,12 @@ func validated(v *model.TenantView, verdicts *objcache.Cache[error]) (*model.Ten
 }
 
 // kubeView is what is applied to Kubernetes for the tenant: its generated
-// NetworkPolicies as JSON, ready for server-side apply.
-func kubeView(generated []*model.Object) (map[string]*snapshot.Set, error) {
+// NetworkPolicies as JSON, ready for server-side apply. A policy whose
+// bytes are last's (the tenant's last build's set, or nil) is that
+// resource, and the same resources are that set.
+func kubeView(generated []*model.Object, last *snapshot.Set) (map[string]*snapshot.Set, error) {
 	var items []*snapshot.Resource
+	same := last != nil
 	for _, o := range generated {
 		if o.Kind != model.KindNetworkPolicy {
 			continue
@@ -173,7 +185,16 @@ func kubeView(generated []*model.Object) (map[string]*snapshot.Set, error) {
 		if err != nil {
 			return nil, err
 		}
-		items = append(items, snapshot.FromBytes(o.Namespace+"/"+o.Name, snapshot.NetworkPolicyKey, b))
+		name := o.Namespace + "/" + o.Name
+		if r := last.Get(name); r != nil && bytes.Equal(r.Body.GetValue(), b) {
+			items = append(items, r)
+			continue
+		}
+		same = false
+		items = append(items, snapshot.FromBytes(name, snapshot.NetworkPolicyKey, b))
+	}
+	if same && len(items) == last.Len() {
+		return map[string]*snapshot.Set{snapshot.NetworkPolicyKey: last}, nil
 	}
 	set, err := snapshot.NewSet(snapshot.NetworkPolicyKey, items)
 	if err != nil {

@@ -40,7 +40,10 @@ func NewIncremental(o Options) *Incremental {
 // that had to leave a bad input out, or failed, remembers nothing: the
 // next one is whole again.
 func (in *Incremental) Build(v *model.TenantView) (*snapshot.Snapshot, error) {
-	snap, f, err := in.opts.composeFixed(v)
+	in.mu.Lock()
+	last := in.last[v.Tenant]
+	in.mu.Unlock()
+	snap, f, err := in.opts.composeFixed(v, last)
 	in.mu.Lock()
 	defer in.mu.Unlock()
 	if err != nil || f == nil {

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"slices"
+	"strings"
 	"testing"
 
 	networking "istio.io/api/networking/v1alpha3"
@@ -258,5 +259,48 @@ func TestCachedBuildIsAWholeBuild(t *testing.T) {
 	}
 	if n := inc.CacheLen(); n != 0 {
 		t.Fatalf("the cache keeps %d parts after every tenant was forgotten", n)
+	}
+}
+
+// TestUnchangedSetsAreReused checks that a build reuses, pointer for
+// pointer, every set a change did not touch (so serving finds their
+// encoded responses made already), and makes new the ones it did: a
+// weight change in one VirtualService changes the Envoy and gRPC route
+// configurations and istiod's VirtualServices, and nothing else.
+func TestUnchangedSetsAreReused(t *testing.T) {
+	m := fleetMesh(t, fleet.Spec{Tenants: 3, Services: 4, Endpoints: 2, Seed: 3})
+	inc := NewIncremental(Options{})
+	tn := fleet.Tenant(1)
+	before, err := inc.Build(m.View(tn))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.Apply(fleet.ShiftWeight(1, 2, 35))
+	after, err := inc.Build(m.View(tn))
+	if err != nil {
+		t.Fatal(err)
+	}
+	changed := map[snapshot.View]map[string]bool{
+		snapshot.ViewEnvoy: {snapshot.RouteType: true},
+		snapshot.ViewGRPC:  {snapshot.RouteType: true},
+		snapshot.ViewMCP:   {"networking.istio.io/VirtualService": true},
+	}
+	for view, sets := range after.Views {
+		for key, set := range sets {
+			want := !changed[view][key]
+			if view == snapshot.ViewMCPByRevision && strings.HasPrefix(key, "networking.istio.io/VirtualService") {
+				want = false
+			}
+			if got := before.Views[view][key] == set; got != want {
+				t.Errorf("%s %s: the same set as before is %v, want %v", view, key, got, want)
+			}
+		}
+	}
+	whole, err := Compose(m.View(tn))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if after.Version != whole.Version {
+		t.Fatalf("version %s, want the whole build's %s", after.Version, whole.Version)
 	}
 }

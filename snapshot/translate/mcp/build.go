@@ -36,8 +36,13 @@ func Key(k model.Kind) string { return model.Kinds[k].Group + "/" + string(k) }
 // istiod reads), so serving picks partitions and never looks inside.
 //
 // cache, when set, keeps each input object's encoded resource while the
-// object lives (generated objects are new each build and are not kept).
-func Build(v *model.TenantView, generated []*model.Object, cache *Cache) (all, byRevision map[string]*snapshot.Set, err error) {
+// object lives. last, when set, is what Build made of the tenant last
+// time: a generated object equal to its last one is that resource again,
+// and a kind (or partition) whose resources are all its last ones is that
+// set again, so istiod's view of an unchanged kind is the same pointer and
+// its encoded responses are not made again. The Last returned is for the
+// next build.
+func Build(v *model.TenantView, generated []*model.Object, cache *Cache, last *Last) (all, byRevision map[string]*snapshot.Set, next *Last, err error) {
 	own := map[string]bool{}
 	for _, ns := range v.Namespaces {
 		own[ns] = true
@@ -58,36 +63,92 @@ func Build(v *model.TenantView, generated []*model.Object, cache *Cache) (all, b
 			made[o] = true
 		}
 	}
+	if last == nil {
+		last = &Last{}
+	}
+	next = &Last{generated: map[model.Key]generatedRes{}}
 	all, byRevision = make(map[string]*snapshot.Set, len(Kinds)), map[string]*snapshot.Set{}
+	set := func(sets, lastSets map[string]*snapshot.Set, key, typeURL string, items []*snapshot.Resource) error {
+		if prev := lastSets[key]; prev != nil && sameItems(prev, items) {
+			sets[key] = prev
+			return nil
+		}
+		s, err := snapshot.NewSet(typeURL, items)
+		sets[key] = s
+		return err
+	}
 	for _, k := range Kinds {
 		items := make([]*snapshot.Resource, 0, len(byKind[k]))
 		parts := map[string][]*snapshot.Resource{}
 		for _, o := range byKind[k] {
 			var e Encoded
 			if made[o] {
-				e = encode(o)
+				if g, ok := last.generated[o.Key]; ok && sameGenerated(g.obj, o) {
+					e = Encoded{Resource: g.res}
+				} else {
+					e = encode(o)
+				}
+				if e.Err == nil {
+					next.generated[o.Key] = generatedRes{o, e.Resource}
+				}
 			} else {
 				e = cache.Get(o, encode)
 			}
 			r, err := e.Resource, e.Err
 			if err != nil {
-				return nil, nil, err
+				return nil, nil, nil, err
 			}
 			items = append(items, r)
 			rev := partition(v, o.Namespace)
 			parts[rev] = append(parts[rev], r)
 		}
-		if all[Key(k)], err = snapshot.NewSet(Key(k), items); err != nil {
-			return nil, nil, err
+		if err := set(all, last.all, Key(k), Key(k), items); err != nil {
+			return nil, nil, nil, err
 		}
 		for rev, items := range parts {
-			key := snapshot.MCPPartitionKey(Key(k), rev)
-			if byRevision[key], err = snapshot.NewSet(Key(k), items); err != nil {
-				return nil, nil, err
+			if err := set(byRevision, last.byRevision, snapshot.MCPPartitionKey(Key(k), rev), Key(k), items); err != nil {
+				return nil, nil, nil, err
 			}
 		}
 	}
-	return all, byRevision, nil
+	next.all, next.byRevision = all, byRevision
+	return all, byRevision, next, nil
+}
+
+// Last is what Build made of a tenant, for its next Build to reuse.
+type Last struct {
+	all, byRevision map[string]*snapshot.Set
+	generated       map[model.Key]generatedRes
+}
+
+type generatedRes struct {
+	obj *model.Object
+	res *snapshot.Resource
+}
+
+// sameGenerated tells whether generated object b is a's content again:
+// the same spec, labels, annotations and create time, which are all its
+// resource is made of.
+func sameGenerated(a, b *model.Object) bool {
+	am, ok1 := a.Body.(proto.Message)
+	bm, ok2 := b.Body.(proto.Message)
+	return ok1 && ok2 && proto.Equal(am, bm) &&
+		maps.Equal(a.Meta.Labels, b.Meta.Labels) && maps.Equal(a.Meta.Annotations, b.Meta.Annotations) &&
+		a.Meta.CreationTimestamp.Equal(&b.Meta.CreationTimestamp)
+}
+
+// sameItems tells whether items are exactly prev's resources, pointer for
+// pointer.
+func sameItems(prev *snapshot.Set, items []*snapshot.Resource) bool {
+	if prev.Len() != len(items) {
+		return false
+	}
+	for _, r := range items {
+		if prev.Get(r.Name) != r {
+			return false
+		}
+	}
+	return true
 }
 
 // Encoded is an object's MCP resource, or why it has none.
