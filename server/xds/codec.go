@@ -16,7 +16,9 @@ type rawMessage struct {
 
 func (r *rawMessage) size() int { return len(r.shared) + len(r.tail) }
 
-// codec sends rawMessages as they are and everything else as protobuf. It
+// codec sends rawMessages as they are and everything else as protobuf,
+// and decodes a state-of-the-world stream's requests into its
+// sotwRequests (request.go). It
 // is installed on xdshard's server only (grpc.ForceServerCodecV2).
 type codec struct {
 	proto encoding.CodecV2
@@ -34,6 +36,11 @@ func (c *codec) Marshal(v any) (mem.BufferSlice, error) {
 	return c.proto.Marshal(v)
 }
 
-func (c *codec) Unmarshal(data mem.BufferSlice, v any) error { return c.proto.Unmarshal(data, v) }
+func (c *codec) Unmarshal(data mem.BufferSlice, v any) error {
+	if r, ok := v.(*sotwRequests); ok {
+		return r.unmarshal(data, c.proto)
+	}
+	return c.proto.Unmarshal(data, v)
+}
 
 func (c *codec) Name() string { return proto.Name }

@@ -36,7 +36,15 @@ func (s *Server) StreamAggregatedResources(stream discovery.AggregatedDiscoveryS
 		}
 		return s.streamDebug(stream, first, caller, id != nil)
 	}
-	return runStream(s, stream.Context(), id, first, false, stream.Recv, s.recordSotW, &sotwFace{s: s, stream: stream})
+	reqs := &sotwRequests{}
+	recv := func() (*discovery.DiscoveryRequest, error) {
+		if err := stream.RecvMsg(reqs); err != nil {
+			return nil, err
+		}
+		return reqs.req, nil
+	}
+	record := func(c *conn, req *discovery.DiscoveryRequest) error { return s.recordSotWFrom(c, req, reqs) }
+	return runStream(s, stream.Context(), id, first, false, recv, record, &sotwFace{s: s, stream: stream})
 }
 
 func (s *Server) mcpList() identity.AllowList {
@@ -51,12 +59,21 @@ func (s *Server) mcpList() identity.AllowList {
 // subscription. A request answering an older response is stale and
 // ignored; the client will ask again after it sees the newer one.
 func (s *Server) recordSotW(c *conn, req *discovery.DiscoveryRequest) error {
+	return s.recordSotWFrom(c, req, nil)
+}
+
+// recordSotWFrom is recordSotW of a request reqs decoded (or of another,
+// the stream's first), telling reqs what the subscription was set from.
+func (s *Server) recordSotWFrom(c *conn, req *discovery.DiscoveryRequest, reqs *sotwRequests) error {
 	t, err := s.checkRequest(c, req.GetNode(), req.GetTypeUrl())
 	if err != nil {
 		return err
 	}
-	if err := s.checkNames(req.ResourceNames); err != nil {
-		return err
+	reused := reqs.decoded(req) && reqs.reused // the names of the last applied request, checked then
+	if !reused {
+		if err := s.checkNames(req.ResourceNames); err != nil {
+			return err
+		}
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -77,7 +94,7 @@ func (s *Server) recordSotW(c *conn, req *discovery.DiscoveryRequest) error {
 		s.answered(c, st, t, req.ErrorDetail.GetMessage(), req.ErrorDetail != nil, req.VersionInfo)
 	}
 	names := req.ResourceNames
-	if st.sorted == nil || !slices.Equal(names, st.sorted) {
+	if !reused && (st.sorted == nil || !slices.Equal(names, st.sorted)) {
 		// Kept: share the snapshot's strings. An ACK repeating the
 		// subscription (every ACK, from Envoy) keeps nothing, so it is
 		// not interned.
@@ -85,6 +102,13 @@ func (s *Server) recordSotW(c *conn, req *discovery.DiscoveryRequest) error {
 	}
 	subscribe(st, names, !st.requested)
 	st.requested = true
+	if reqs.decoded(req) {
+		if slices.Equal(names, st.sorted) {
+			reqs.remember(t, st.sorted)
+		} else {
+			reqs.forget(t)
+		}
+	}
 	return nil
 }
 
