@@ -23,8 +23,12 @@
 // With Options.Cache, what is made of one service alone (its clusters
 // and endpoints under its DestinationRule, its gRPC API listeners) is kept
 // across builds and tenants, keyed by the immutable resolved service and
-// rule: a build translates only the services that changed (cache.go). The
-// output is the same with or without it.
+// rule: a build translates only the services that changed (cache.go). So
+// are each service port's routes, keyed by the service and its
+// VirtualService and valid while the hosts they route to resolve the same;
+// route configurations are assembled from their bytes (vhosts.go). A
+// listener or set that comes out as the tenant's last build's is that
+// resource or set again. The output is the same with or without the cache.
 //
 // This package never imports the server.
 package xds
