@@ -25,7 +25,7 @@ func (s *Server) DeltaAggregatedResources(stream discovery.AggregatedDiscoverySe
 	if metaString(first.GetNode(), "GENERATOR") == GeneratorAPI {
 		return status.Error(codes.Unimplemented, "MCP (GENERATOR: api) is served over state-of-the-world ADS only, as istiod uses it")
 	}
-	return runStream(s, stream.Context(), id, first, true, stream.Recv, s.recordDelta, &deltaFace{stream: stream})
+	return runStream(s, stream.Context(), id, first, true, stream.Recv, s.recordDelta, nil, &deltaFace{stream: stream})
 }
 
 // recordDelta applies one delta request: ACK/NACK by nonce, subscribe and

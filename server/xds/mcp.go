@@ -69,7 +69,7 @@ func (m *mcpServer) StreamMCP(stream discovery.AggregatedDiscoveryService_Stream
 	if err := record(c, first); err != nil {
 		return err
 	}
-	return m.s.loop(stream.Context(), c, receive(c, stream.Recv, record), &mcpFace{m: m, revision: c.revision, stream: stream})
+	return m.s.loop(stream.Context(), c, receive(c, stream.Recv, record, nil), &mcpFace{m: m, revision: c.revision, stream: stream})
 }
 
 // record applies one istiod request. Its first request for a type is

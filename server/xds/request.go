@@ -32,6 +32,8 @@ type sotwRequests struct {
 	reused bool                        // its names are applied's, not decoded
 	hash   uint64                      // of its resource_names as encoded
 	count  int                         // how many it names
+	// typeURL is the type the last request recorded was for.
+	typeURL string
 	// applied is, per type, the names the subscription was last set from,
 	// when they were its sorted list itself (as Envoy sends them): one
 	// entry per type the stream uses, which limits.go bounds.

@@ -95,7 +95,8 @@ type Server struct {
 	// Test hooks, set by tests before the first stream: testSendHook runs
 	// before each send while the stream holds its push slot,
 	// testEncodeHook before each state-of-the-world encode.
-	testSendHook, testEncodeHook func()
+	// testPushHook each time a send loop looks for what is due.
+	testSendHook, testEncodeHook, testPushHook func()
 
 	ctx    context.Context
 	cancel context.CancelFunc

@@ -44,7 +44,29 @@ func (s *Server) StreamAggregatedResources(stream discovery.AggregatedDiscoveryS
 		return reqs.req, nil
 	}
 	record := func(c *conn, req *discovery.DiscoveryRequest) error { return s.recordSotWFrom(c, req, reqs) }
-	return runStream(s, stream.Context(), id, first, false, recv, record, &sotwFace{s: s, stream: stream})
+	face := &sotwFace{s: s, stream: stream}
+	wake := func(c *conn) bool { return s.mayPushSotW(c, face, reqs.typeURL) }
+	return runStream(s, stream.Context(), id, first, false, recv, record, wake, face)
+}
+
+// mayPushSotW tells whether the type a request was just recorded for is
+// due to be sent now, by the send loop's own rule (due). A request changes
+// its own type's state alone, and an ACK repeating the subscription of a
+// version still current (nearly every ACK) makes nothing due: the send
+// loop is not woken for it, which on a mesh-wide change is one wake-up per
+// stream saved. A snapshot published meanwhile wakes the send loop itself.
+func (s *Server) mayPushSotW(c *conn, f *sotwFace, typeURL string) bool {
+	snap := s.serving(c)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	st := c.types[typeURL]
+	if st == nil || !st.requested || st.awaiting {
+		return false // nothing to send for it until it answers; other types did not change
+	}
+	if c.view != snapshot.ViewMCP && snap == nil {
+		return false // the first build wakes the loop
+	}
+	return f.due(c, snap, typeURL, st) != nil
 }
 
 func (s *Server) mcpList() identity.AllowList {
@@ -68,6 +90,9 @@ func (s *Server) recordSotWFrom(c *conn, req *discovery.DiscoveryRequest, reqs *
 	t, err := s.checkRequest(c, req.GetNode(), req.GetTypeUrl())
 	if err != nil {
 		return err
+	}
+	if reqs != nil {
+		reqs.typeURL = t
 	}
 	reused := reqs.decoded(req) && reqs.reused // the names of the last applied request, checked then
 	if !reused {

@@ -2,7 +2,10 @@ package xds
 
 import (
 	"slices"
+	"strings"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"google.golang.org/genproto/googleapis/rpc/status"
@@ -176,5 +179,48 @@ func TestUnknownNamespaceIsRefused(t *testing.T) {
 	c.send(cds, "", "")
 	if _, ok := <-c.resps; ok {
 		t.Fatal("a node of an unknown namespace was served")
+	}
+}
+
+// TestACKWakesTheSendLoopOnlyWhenDue checks that an ACK of the current
+// version does not wake the stream's send loop (the receive side asks the
+// send loop's own rule first), and that what must be sent still is: a
+// version published while the last one is unACKed goes out on its ACK,
+// and a subscription change goes out at once.
+func TestACKWakesTheSendLoopOnlyWhenDue(t *testing.T) {
+	var pushes atomic.Int64
+	e := newEnvWith(t, Options{Resolver: ResolverFunc(func(ns string) (string, bool) { return ns, ns == "a" })},
+		func(s *Server) { s.testPushHook = func() { pushes.Add(1) } })
+	t.Cleanup(e.close)
+	e.mesh("a", 3, 0)
+	c := e.sotw("a", nil)
+	c.send(eds, "", "", "a-c1", "a-c2")
+	r := c.recv()
+	c.ack(r, "a-c1", "a-c2")
+	e.waitType(eds, func(st TypeStatus) bool { return st.Sync == "SYNCED" })
+	before := pushes.Load()
+	for range 20 { // Envoy's ACKs repeat; each is a request, spaced so no two coalesce
+		c.ack(r, "a-c1", "a-c2")
+		time.Sleep(5 * time.Millisecond)
+	}
+	c.none()
+	if n := pushes.Load() - before; n > 2 {
+		t.Fatalf("20 ACKs of the current version woke the send loop %d times", n)
+	}
+
+	// Published while unACKed: sent once ACKed, the newest version.
+	e.mesh("a", 3, 1)
+	r1 := c.recv()
+	e.mesh("a", 3, 2)
+	c.none() // awaiting r1's ACK
+	c.ack(r1, "a-c1", "a-c2")
+	r2 := c.recv()
+	if r2.VersionInfo == r1.VersionInfo || !strings.Contains(r2.Resources[0].String(), "10.1.2.") {
+		t.Fatalf("after the ACK, version %s (%v), want generation 2's", r2.VersionInfo, r2.Resources[0])
+	}
+	// A new subscription in an ACK is answered at once.
+	c.ack(r2, "a-c1", "a-c2", "a-c3")
+	if r3 := c.recv(); len(r3.Resources) != 3 {
+		t.Fatalf("the widened subscription got %d resources, want 3", len(r3.Resources))
 	}
 }

@@ -22,7 +22,11 @@ type request interface{ GetNode() *core.Node }
 // runStream binds a stream to its tenant and runs it: a receive loop that
 // only records requests and signals, and the send loop. first is the
 // request already read.
-func runStream[R request](s *Server, ctx context.Context, id *identity.Identity, first R, delta bool, recv func() (R, error), record func(*conn, R) error, f face) error {
+//
+// wake, when set, tells after a request is recorded whether it may have
+// made something due to send; without it, every request wakes the send
+// loop.
+func runStream[R request](s *Server, ctx context.Context, id *identity.Identity, first R, delta bool, recv func() (R, error), record func(*conn, R) error, wake func(*conn) bool, f face) error {
 	c, err := s.bind(first.GetNode(), delta, id)
 	if err != nil {
 		return err
@@ -34,13 +38,14 @@ func runStream[R request](s *Server, ctx context.Context, id *identity.Identity,
 	if err := record(c, first); err != nil {
 		return err
 	}
-	return s.loop(ctx, c, receive(c, recv, record), f)
+	return s.loop(ctx, c, receive(c, recv, record, wake), f)
 }
 
 // receive starts a stream's receive loop: it records each request and
-// signals the send loop, and never waits on a send or an encode. It ends
-// with the stream, reporting why on the returned channel.
-func receive[R any](c *conn, recv func() (R, error), record func(*conn, R) error) <-chan error {
+// signals the send loop (where wake, if set, says the request may have
+// made a push due), and never waits on a send or an encode. It ends with
+// the stream, reporting why on the returned channel.
+func receive[R any](c *conn, recv func() (R, error), record func(*conn, R) error, wake func(*conn) bool) <-chan error {
 	recvErr := make(chan error, 1)
 	go func() {
 		for {
@@ -52,7 +57,9 @@ func receive[R any](c *conn, recv func() (R, error), record func(*conn, R) error
 				recvErr <- err
 				return
 			}
-			c.signal()
+			if wake == nil || wake(c) {
+				c.signal()
+			}
 		}
 	}()
 	return recvErr
@@ -142,6 +149,9 @@ type work struct {
 // encodes and sends, so a change that wakes every stream at once sends on
 // a bounded number of them at a time.
 func (s *Server) push(ctx context.Context, c *conn, f face) error {
+	if s.testPushHook != nil {
+		s.testPushHook()
+	}
 	snap := s.serving(c)
 	if c.view != snapshot.ViewMCP && snap == nil {
 		return nil // the tenant's first build is still running; wait for it
