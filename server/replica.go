@@ -41,7 +41,10 @@ type Config struct {
 	History   int // snapshot versions kept per tenant; 0 for snapshot.DefaultHistory
 	// PushConcurrency bounds the streams encoding and sending at once.
 	PushConcurrency int
-	Logger          *slog.Logger
+	// FullSotW sends every subscribed resource in each state-of-the-world
+	// EDS and RDS response (xds.Options.FullSotW).
+	FullSotW bool
+	Logger   *slog.Logger
 	// Registry receives every metric; nil for a new one with the Go and
 	// process collectors.
 	Registry *prometheus.Registry
@@ -224,7 +227,7 @@ func Start(ctx context.Context, cfg Config) (*Replica, error) {
 		name, _ = os.Hostname()
 	}
 	r.name = "xdshard-" + name
-	xopts := xds.Options{Resolver: r.mesh, Logger: r.log, Registry: r.reg, PushConcurrency: cfg.PushConcurrency, Identity: r.name,
+	xopts := xds.Options{Resolver: r.mesh, Logger: r.log, Registry: r.reg, PushConcurrency: cfg.PushConcurrency, FullSotW: cfg.FullSotW, Identity: r.name,
 		Rollout: cfg.Rollout, DebugPages: func(page string) ([]byte, error) { return r.debugPage(page) }}
 	if xopts.Rollout.Compile == nil {
 		xopts.Rollout.Compile = labelMatcher

@@ -42,6 +42,7 @@ type serveConfig struct {
 	logFormat string
 
 	pushConcurrency int
+	fullSotW        bool
 	maxFileBytes    int64
 	kubeconfig      string
 	kubeContext     string
@@ -124,6 +125,7 @@ func bindServeFlags(fs *pflag.FlagSet) (finish func(args []string) (*serveConfig
 	fs.DurationVar(&c.maxDelay, "max-delay", time.Second, "longest a tenant's change waits during a burst of changes")
 	fs.IntVar(&c.history, "history", snapshot.DefaultHistory, "snapshot versions kept per tenant for rollback")
 	fs.IntVar(&c.pushConcurrency, "push-concurrency", xds.DefaultPushConcurrency, "streams that may encode and send at once; a change that wakes every proxy is sent this many at a time (istiod's PILOT_PUSH_THROTTLE)")
+	fs.BoolVar(&c.fullSotW, "full-sotw", false, "send every subscribed resource in each state-of-the-world EDS and RDS response, as go-control-plane does, for clients that take one as the whole state; by default a proxy that ACKed the type's last response gets only the resources that changed since, as istiod sends endpoints")
 	fs.Int64Var(&c.maxFileBytes, "max-file-bytes", 8<<20, "largest manifest file read; a larger one is reported and keeps its last good objects")
 	fs.StringVar(&c.logFormat, "log-format", "text", "text or json")
 	fs.StringVar(&c.logLevel, "log-level", "info", "debug, info, warn or error")
@@ -344,7 +346,7 @@ func startServing(ctx context.Context, cfg *serveConfig, log *slog.Logger) (*ser
 	sc := server.Config{
 		Membership: members, Balance: balance, BalanceSettle: 2 * cfg.leaseRenew, FetchCacheBytes: cfg.fetchCache,
 		Source: src, XDSAddr: cfg.xdsAddr, AdminAddr: cfg.adminAddr,
-		Debounce: cfg.debounce, MaxDelay: cfg.maxDelay, History: cfg.history, PushConcurrency: cfg.pushConcurrency,
+		Debounce: cfg.debounce, MaxDelay: cfg.maxDelay, History: cfg.history, PushConcurrency: cfg.pushConcurrency, FullSotW: cfg.fullSotW,
 		Logger: log, ReplicaID: cfg.replicaID, PeerAddr: cfg.peerAddr, Peers: cfg.peers,
 		MCPIdentities: cfg.mcpIDs, PeerIdentities: cfg.peerIDs, AdminReaders: cfg.adminReaders, AdminWriters: cfg.adminWriters, AdminPprof: cfg.adminPprof, MaxConnections: cfg.maxConns,
 		Drain: cfg.drain, MaxConnectionAge: cfg.maxConnAge, Rollout: cfg.rollout,

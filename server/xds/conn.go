@@ -87,6 +87,15 @@ type typeState struct {
 	ackedAt time.Time
 	nack    *NACK
 
+	// SotW EDS and RDS (partialType): sentRef is the set the last response
+	// was made from; holds is the set whose resources, for the
+	// subscription hashed holdsHash, the client is known to hold: the set
+	// of the last response it ACKed, nil after a NACK. A response may then
+	// carry only the resources that differ from holds (partial.go).
+	sentRef   *snapshot.Set
+	holds     *snapshot.Set
+	holdsHash uint64
+
 	// Delta: the version of each resource the client holds, and the
 	// subscribed names already reported as missing.
 	known       map[string]string
@@ -196,9 +205,11 @@ func (s *Server) answered(c *conn, st *typeState, t, message string, nack bool, 
 		st.nack = &NACK{Version: st.sentVersion, Snapshot: st.sentSnap, Message: message, At: time.Now()}
 		s.metrics.nack(t)
 		s.log.Warn("config rejected by client", "node", c.node.GetId(), "tenant", c.tenant, "type", t, "version", st.sentVersion, "error", message)
+		st.holds = nil // what the client kept of the rejected response is unknown
 		return
 	}
 	st.acked, st.ackedAt = version, time.Now()
+	st.holds, st.holdsHash = st.sentRef, st.sentHash
 	s.metrics.ack(t, time.Since(st.sentAt))
 }
 

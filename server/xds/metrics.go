@@ -22,6 +22,7 @@ type Metrics struct {
 	stages   *prometheus.HistogramVec // xdshard_push_stage_seconds{stage}
 	inflight prometheus.Gauge         // xdshard_pushes_in_flight
 	shed     prometheus.Counter       // xdshard_shed_streams_total
+	partial  *prometheus.CounterVec   // xdshard_xds_partial_pushes_total{type}
 }
 
 var stageBuckets = []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10}
@@ -37,6 +38,7 @@ func newMetrics(reg prometheus.Registerer) *Metrics {
 		stages:   prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "xdshard_push_stage_seconds", Help: "Time spent per push stage: source (a file source reading and decoding, from its first watcher event), debounce, build, publish, queue, send, ack.", Buckets: stageBuckets}, []string{"stage"}),
 		inflight: prometheus.NewGauge(prometheus.GaugeOpts{Name: "xdshard_pushes_in_flight", Help: "Streams encoding or sending a push now; at most the push concurrency (--push-concurrency)."}),
 		shed:     prometheus.NewCounter(prometheus.CounterOpts{Name: "xdshard_shed_streams_total", Help: "Proxy streams ended to rebalance replicas (this replica held more than ceil(streams/members x 1.1))."}),
+		partial:  prometheus.NewCounterVec(prometheus.CounterOpts{Name: "xdshard_xds_partial_pushes_total", Help: "State-of-the-world responses that carried only the resources changed since the client's last ACKed response (EDS and RDS; serve --full-sotw turns them off), by type."}, []string{"type"}),
 	}
 	// A second server on one registry (the peer face beside the proxies')
 	// shares the collectors already registered.
@@ -49,6 +51,7 @@ func newMetrics(reg prometheus.Registerer) *Metrics {
 	m.stages = register(reg, m.stages)
 	m.inflight = register(reg, m.inflight)
 	m.shed = register(reg, m.shed)
+	m.partial = register(reg, m.partial)
 	return m
 }
 

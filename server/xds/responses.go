@@ -47,6 +47,7 @@ const maxKeysPerSet = 256
 
 type respKey struct {
 	set      weak.Pointer[snapshot.Set]
+	base     weak.Pointer[snapshot.Set] // a partial response's: the set the client holds
 	typeURL  string
 	wildcard bool
 	names    uint64 // hash of the sorted names
@@ -88,8 +89,9 @@ func (c *responseCache) drop(set weak.Pointer[snapshot.Set]) {
 
 // sotw returns the encoded DiscoveryResponse (without nonce) of set's
 // resources named in names (sorted; hash is theirs), or all of them for a
-// wildcard, for typeURL. set may be nil (empty).
-func (c *responseCache) sotw(typeURL string, set *snapshot.Set, names []string, hash uint64, wildcard bool) (body []byte, version string) {
+// wildcard, for typeURL. set may be nil (empty). Where base is set, the
+// response carries only those that differ from base's (partial.go).
+func (c *responseCache) sotw(typeURL string, set, base *snapshot.Set, names []string, hash uint64, wildcard bool) (body []byte, version string) {
 	key := respKey{typeURL: typeURL, wildcard: wildcard}
 	if !wildcard {
 		key.names = hash
@@ -102,10 +104,21 @@ func (c *responseCache) sotw(typeURL string, set *snapshot.Set, names []string, 
 		return encodeSotW(typeURL, version, nil), version
 	}
 	key.set = weak.Make(set)
+	if base != nil && !wildcard {
+		key.base = weak.Make(base)
+	} else {
+		base = nil
+	}
 	if b, ok := c.entries.get(key); ok {
 		return b, version
 	}
-	b := encodeSotW(typeURL, version, selectItems(set, names, wildcard))
+	var items []*snapshot.Resource
+	if base != nil {
+		items = changedItems(set, base, names)
+	} else {
+		items = selectItems(set, names, wildcard)
+	}
+	b := encodeSotW(typeURL, version, items)
 	c.entries.put(key, b)
 	c.track(set, key)
 	return b, version

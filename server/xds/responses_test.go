@@ -19,17 +19,17 @@ func TestResponseCacheDropsACollectedSetsResponses(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c.sotw(snapshot.ClusterType, live, nil, 0, true)
+	c.sotw(snapshot.ClusterType, live, nil, nil, 0, true)
 	for i := 0; i < 100; i++ {
 		set, err := snapshot.NewSet(snapshot.ClusterType, []*snapshot.Resource{snapshot.FromBytes(fmt.Sprint("c", i), snapshot.ClusterType, []byte{byte(i)})})
 		if err != nil {
 			t.Fatal(err)
 		}
-		c.sotw(snapshot.ClusterType, set, nil, 0, true)
-		c.sotw(snapshot.ClusterType, set, []string{fmt.Sprint("c", i)}, uint64(i), false)
+		c.sotw(snapshot.ClusterType, set, nil, nil, 0, true)
+		c.sotw(snapshot.ClusterType, set, nil, []string{fmt.Sprint("c", i)}, uint64(i), false)
 		// The live set's response is used again, so the dead ones are not
 		// all at the old end.
-		c.sotw(snapshot.ClusterType, live, nil, 0, true)
+		c.sotw(snapshot.ClusterType, live, nil, nil, 0, true)
 	}
 	deadline := time.Now().Add(10 * time.Second)
 	for c.len() > 1 && time.Now().Before(deadline) {

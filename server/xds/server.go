@@ -59,6 +59,12 @@ type Options struct {
 	Access Access
 	// Rollout picks canary proxies and says how long a candidate bakes.
 	Rollout Rollout
+	// FullSotW makes every state-of-the-world EDS and RDS response carry
+	// every subscribed resource, as go-control-plane does, for clients
+	// that take such a response as the whole state. By default a client
+	// that ACKed the type's last response is sent only the resources that
+	// changed since (partial.go), as istiod does for endpoints.
+	FullSotW bool
 	// DebugPages answers `istioctl x internal-debug PAGE` (type
 	// istio.io/debug): the page's body, as the admin port serves it.
 	DebugPages func(page string) ([]byte, error)

@@ -179,24 +179,50 @@ func (f *sotwFace) due(c *conn, snap *snapshot.Snapshot, t string, st *typeState
 	if st.nonce != "" && !st.force && v == st.sentSet && st.hash == st.sentHash && st.wildcard == st.sentWild {
 		return nil
 	}
-	w := &work{set: set, names: st.sorted, hash: st.hash, wildcard: st.wildcard}
+	w := &work{set: set, names: st.sorted, hash: st.hash, wildcard: st.wildcard, base: f.s.partialBase(c, t, st)}
+	if w.base != nil && f.parentDue(c, snap, t) {
+		w.base = nil // the CDS (LDS) response sent before it forces every resource
+	}
 	if v != st.sentSet {
 		w.built = snap.Built // a new version: its time in queue is worth measuring
 	}
 	return w
 }
 
+// parentDue tells whether the type t depends on (CDS for EDS, LDS for
+// RDS) is due in the same push, before t. Called with c.mu held.
+func (f *sotwFace) parentDue(c *conn, snap *snapshot.Snapshot, t string) bool {
+	parent := snapshot.ClusterType
+	if t == snapshot.RouteType {
+		parent = snapshot.ListenerType
+	}
+	st := c.types[parent]
+	return st != nil && st.requested && !st.awaiting && f.due(c, snap, parent, st) != nil
+}
+
 func (f *sotwFace) encode(w *work) {
 	if f.s.testEncodeHook != nil {
 		f.s.testEncodeHook()
 	}
-	w.body, w.version = f.s.cache.sotw(w.typeURL, w.set, w.names, w.hash, w.wildcard)
+	w.body, w.version = f.s.cache.sotw(w.typeURL, w.set, w.base, w.names, w.hash, w.wildcard)
 }
 
 func (f *sotwFace) commit(c *conn, w *work) any {
 	st := w.st
+	if w.base != nil && st.force {
+		// A CDS (LDS) response committed just before forced this type to
+		// carry every resource: pick it again.
+		c.signal()
+		return nil
+	}
 	st.nonce = c.nextNonceLocked()
 	st.sentVersion, st.sentSet, st.sentHash, st.sentWild = w.version, w.set.GetVersion(), w.hash, w.wildcard
+	if partialType(c.view, w.typeURL) {
+		st.sentRef = w.set
+	}
+	if w.base != nil {
+		f.s.metrics.partial.WithLabelValues(typeLabel(w.typeURL)).Inc()
+	}
 	st.sentAt, st.awaiting, st.force = time.Now(), true, false
 	if c.forceDependentsLocked(w.typeURL) {
 		c.signal()

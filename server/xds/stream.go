@@ -133,6 +133,7 @@ type work struct {
 	gen     uint64 // st.gen when picked
 
 	set      *snapshot.Set // SotW and delta
+	base     *snapshot.Set // SotW: the set the client holds, when the response may carry only what differs from it (partial.go)
 	names    []string      // the subscription (SotW), immutable
 	hash     uint64
 	wildcard bool

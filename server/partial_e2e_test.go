@@ -1,0 +1,130 @@
+package server_test
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/xdshard/xdshard/server"
+)
+
+// twoServicesYAML is tenant shop with two services, each one endpoint.
+const twoServicesYAML = `apiVersion: v1
+kind: Namespace
+metadata: {name: shop}
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: echo, namespace: shop}
+spec:
+  hosts: [echo.shop.svc.cluster.local]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports: [{number: 7070, name: grpc, protocol: GRPC}]
+  endpoints: [{address: 127.0.0.1, ports: {grpc: %d}}]
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: echo2, namespace: shop}
+spec:
+  hosts: [echo2.shop.svc.cluster.local]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports: [{number: 7070, name: grpc, protocol: GRPC}]
+  endpoints: [{address: 127.0.0.1, ports: {grpc: %d}}]
+`
+
+// TestGRPCXDSClientTakesPartialEndpoints: grpc-go's own xDS client, one
+// ADS stream for two services, is sent only the changed service's
+// endpoints when one moves (a partial state-of-the-world EDS response), and
+// keeps routing the other: grpc-go, like Envoy, keeps the
+// ClusterLoadAssignments a response leaves out.
+func TestGRPCXDSClientTakesPartialEndpoints(t *testing.T) {
+	a, b, c := startBackend(t, "a"), startBackend(t, "b"), startBackend(t, "c")
+	dir := t.TempDir()
+	file := filepath.Join(dir, "mesh.yaml")
+	write := func(p1, p2 int) {
+		t.Helper()
+		if err := os.WriteFile(file+".tmp~", fmt.Appendf(nil, twoServicesYAML, p1, p2), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(file+".tmp~", file); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write(a.port, b.port)
+	r := startReplica(t, dir)
+
+	rb := xdsResolver(t, r.XDSAddr(), "shop", "client-shop") // one xDS client, so one ADS stream for both
+	dial := func(target string) *grpc.ClientConn {
+		conn, err := grpc.NewClient("xds:///"+target, grpc.WithResolvers(rb), grpc.WithTransportCredentials(insecure.NewCredentials()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = conn.Close() })
+		return conn
+	}
+	echo, echo2 := dial("echo.shop.svc.cluster.local:7070"), dial("echo2.shop.svc.cluster.local:7070")
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	expect := func(conn *grpc.ClientConn, want string) {
+		t.Helper()
+		if got, err := who(ctx, conn); err != nil || got != want {
+			t.Fatalf("RPC answered by %q (err %v), want %q", got, err, want)
+		}
+	}
+	expect(echo, "a")
+	expect(echo2, "b")
+	before := partialPushes(t, r)
+
+	write(a.port, c.port)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		expect(echo, "a") // never interrupted
+		got, err := who(ctx, echo2)
+		if err != nil {
+			t.Fatalf("echo2 failed during the move: %v", err)
+		}
+		if got == "c" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("echo2 never moved to its new endpoint")
+		}
+	}
+	for range 20 {
+		expect(echo, "a")
+		expect(echo2, "c")
+	}
+	if after := partialPushes(t, r); after <= before {
+		t.Fatalf("no partial EDS response was sent (xdshard_xds_partial_pushes_total{type=eds} %v -> %v)", before, after)
+	}
+}
+
+// partialPushes reads xdshard_xds_partial_pushes_total{type="eds"}.
+func partialPushes(t *testing.T, r *server.Replica) float64 {
+	t.Helper()
+	mfs, err := r.Registry().Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != "xdshard_xds_partial_pushes_total" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "type" && l.GetValue() == "eds" {
+					return m.GetCounter().GetValue()
+				}
+			}
+		}
+	}
+	return 0
+}
