@@ -91,6 +91,9 @@ type fixed struct {
 	policyDiags []snapshot.Diagnostic // the generated policies' and the rollout setting's
 	rollout     snapshot.RolloutPolicy
 	mcp         *mcp.Last // for the next build's MCP view
+	// entries are the ServiceEntries made of the tenant's Services
+	// (MCPServices), for the next build to keep.
+	entries map[*model.Service]*model.Object
 }
 
 func (o Options) composeParts(v *model.TenantView, diags, rejected []snapshot.Diagnostic, last *fixed) (snap *snapshot.Snapshot, f *fixed, err error) {
@@ -104,14 +107,18 @@ func (o Options) composeParts(v *model.TenantView, diags, rejected []snapshot.Di
 	if err != nil {
 		return nil, nil, err
 	}
-	forMCP := generated
-	if o.MCPServices {
-		forMCP = append(slices.Clone(generated), mcp.ServiceEntries(v)...)
-	}
 	var lastMCP *mcp.Last
 	var lastKube *snapshot.Set
+	var lastEntries map[*model.Service]*model.Object
 	if last != nil {
-		lastMCP, lastKube = last.mcp, last.views[snapshot.ViewKube][snapshot.NetworkPolicyKey]
+		lastMCP, lastKube, lastEntries = last.mcp, last.views[snapshot.ViewKube][snapshot.NetworkPolicyKey], last.entries
+	}
+	forMCP := generated
+	var entries map[*model.Service]*model.Object
+	if o.MCPServices {
+		var ses []*model.Object
+		ses, entries = mcp.ServiceEntries(v, lastEntries)
+		forMCP = append(slices.Clone(generated), ses...)
 	}
 	var nextMCP *mcp.Last
 	views[snapshot.ViewMCP], views[snapshot.ViewMCPByRevision], nextMCP, err = mcp.Build(v, forMCP, o.mcpCache, lastMCP)
@@ -121,7 +128,7 @@ func (o Options) composeParts(v *model.TenantView, diags, rejected []snapshot.Di
 	if views[snapshot.ViewKube], err = kubeView(generated, lastKube); err != nil {
 		return nil, nil, fmt.Errorf("tenant %s: generated NetworkPolicies: %w", v.Tenant, err)
 	}
-	f = &fixed{policyDiags: policyDiags, views: map[snapshot.View]map[string]*snapshot.Set{}, mcp: nextMCP}
+	f = &fixed{policyDiags: policyDiags, views: map[snapshot.View]map[string]*snapshot.Set{}, mcp: nextMCP, entries: entries}
 	for _, fv := range []snapshot.View{snapshot.ViewMCP, snapshot.ViewMCPByRevision, snapshot.ViewKube} {
 		f.views[fv] = views[fv]
 	}

@@ -129,10 +129,18 @@ func TestForgetDropsAGoneTenant(t *testing.T) {
 // Service's ports changed, a Service deleted and added back, weights), a
 // tenant built by an Incremental, which takes unchanged services from its
 // cache, is byte for byte the snapshot a Compose without one makes.
+// With MCPServices, the ServiceEntries made of the tenants' Services are
+// kept with the build and checked the same way.
 func TestCachedBuildIsAWholeBuild(t *testing.T) {
+	for _, o := range []Options{{}, {MCPServices: true}} {
+		t.Run(fmt.Sprintf("MCPServices=%v", o.MCPServices), func(t *testing.T) { cachedBuildIsAWholeBuild(t, o) })
+	}
+}
+
+func cachedBuildIsAWholeBuild(t *testing.T, o Options) {
 	spec := fleet.Spec{Tenants: 4, Services: 5, Endpoints: 2, Seed: 31}
 	m := fleetMesh(t, spec)
-	inc := NewIncremental(Options{})
+	inc := NewIncremental(o)
 	for _, tn := range m.Tenants() {
 		if _, err := inc.Build(m.View(tn)); err != nil {
 			t.Fatal(err)
@@ -222,7 +230,7 @@ func TestCachedBuildIsAWholeBuild(t *testing.T) {
 		}
 		for tn := range m.Apply(changes) {
 			v := m.View(tn)
-			whole, err := Compose(v)
+			whole, err := o.Compose(v)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -268,17 +276,34 @@ func TestCachedBuildIsAWholeBuild(t *testing.T) {
 // weight change in one VirtualService changes the Envoy and gRPC route
 // configurations and istiod's VirtualServices, and nothing else.
 func TestUnchangedSetsAreReused(t *testing.T) {
+	for _, o := range []Options{{}, {MCPServices: true}} {
+		t.Run(fmt.Sprintf("MCPServices=%v", o.MCPServices), func(t *testing.T) { unchangedSetsAreReused(t, o) })
+	}
+}
+
+func unchangedSetsAreReused(t *testing.T, o Options) {
 	m := fleetMesh(t, fleet.Spec{Tenants: 3, Services: 4, Endpoints: 2, Seed: 3})
-	inc := NewIncremental(Options{})
+	inc := NewIncremental(o)
 	tn := fleet.Tenant(1)
 	before, err := inc.Build(m.View(tn))
 	if err != nil {
 		t.Fatal(err)
 	}
+	entries := inc.last[tn].entries
+	if o.MCPServices && len(entries) == 0 {
+		t.Fatal("no ServiceEntries kept with MCPServices")
+	}
 	m.Apply(fleet.ShiftWeight(1, 2, 35))
 	after, err := inc.Build(m.View(tn))
 	if err != nil {
 		t.Fatal(err)
+	}
+	// Every ServiceEntry made of a Service is the one made before: the
+	// Services did not change.
+	for s, e := range inc.last[tn].entries {
+		if entries[s] != e {
+			t.Errorf("the ServiceEntry of %s/%s was made again", s.Namespace, s.Name)
+		}
 	}
 	changed := map[snapshot.View]map[string]bool{
 		snapshot.ViewEnvoy: {snapshot.RouteType: true},
@@ -296,11 +321,31 @@ func TestUnchangedSetsAreReused(t *testing.T) {
 			}
 		}
 	}
-	whole, err := Compose(m.View(tn))
+	whole, err := o.Compose(m.View(tn))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if after.Version != whole.Version {
 		t.Fatalf("version %s, want the whole build's %s", after.Version, whole.Version)
+	}
+	if !o.MCPServices {
+		return
+	}
+	// An endpoint change makes that Service's entry alone again.
+	m.Apply(fleet.ScaleEndpoints(1, 2, 3, 7))
+	if _, err := inc.Build(m.View(tn)); err != nil {
+		t.Fatal(err)
+	}
+	remade := 0
+	for s, e := range inc.last[tn].entries {
+		if entries[s] != e {
+			remade++
+			if s.Name != "svc-02" {
+				t.Errorf("the ServiceEntry of unchanged %s/%s was made again", s.Namespace, s.Name)
+			}
+		}
+	}
+	if remade != 1 {
+		t.Errorf("%d ServiceEntries made again after one Service's endpoints changed, want 1", remade)
 	}
 }

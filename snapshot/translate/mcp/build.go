@@ -130,6 +130,9 @@ type generatedRes struct {
 // the same spec, labels, annotations and create time, which are all its
 // resource is made of.
 func sameGenerated(a, b *model.Object) bool {
+	if a == b {
+		return true // a generated object made once for an unchanged input (ServiceEntries)
+	}
 	am, ok1 := a.Body.(proto.Message)
 	bm, ok2 := b.Body.(proto.Message)
 	return ok1 && ok2 && proto.Equal(am, bm) &&
