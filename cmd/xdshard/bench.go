@@ -141,6 +141,16 @@ func bindBench(fs *pflag.FlagSet) func() error {
 			}
 			cfg.Baselines = nil
 		}
+		// The profile directories are made now, so a run does not end
+		// with its profiles lost to a missing directory.
+		for _, dir := range []string{cfg.CPUProfile, cfg.ServeProfile} {
+			if dir == "" {
+				continue
+			}
+			if err := os.MkdirAll(dir, 0o755); err != nil {
+				return fmt.Errorf("profile directory: %w", err)
+			}
+		}
 		if !*inProcess && cfg.Target == "" {
 			exe, err := os.Executable()
 			if err != nil {
