@@ -8,6 +8,7 @@ import (
 	"io/fs"
 	"maps"
 	"path"
+	"runtime"
 	"slices"
 	"strings"
 	"time"
@@ -61,6 +62,9 @@ type tree struct {
 	served map[model.Key]*model.Object // what the model has
 	diags  map[string][]snapshot.Diagnostic
 	now    func() time.Time
+	// workers is how many files are decoded at once (read.go): the
+	// cores, GOMAXPROCS.
+	workers int
 
 	claims  map[model.Key][]string                       // key -> the files defining it, by path
 	dups    map[string]map[model.Key]snapshot.Diagnostic // file -> its ignored second definitions
@@ -84,7 +88,7 @@ type fileState struct {
 
 func newTree(limits Limits) *tree {
 	return &tree{limits: limits.withDefaults(), files: map[string]*fileState{}, owner: map[model.Key]string{},
-		served: map[model.Key]*model.Object{}, diags: map[string][]snapshot.Diagnostic{}, now: time.Now,
+		served: map[model.Key]*model.Object{}, diags: map[string][]snapshot.Diagnostic{}, now: time.Now, workers: runtime.GOMAXPROCS(0),
 		claims: map[model.Key][]string{}, dups: map[string]map[model.Key]snapshot.Diagnostic{},
 		touched: map[model.Key]bool{}, redo: map[string]bool{}, extra: map[string][]snapshot.Diagnostic{}}
 }
@@ -133,13 +137,8 @@ func (t *tree) scan(ctx context.Context, fsys fs.FS) (ev model.Event, retry bool
 	if err != nil {
 		return model.Event{}, false, err
 	}
-	for _, p := range present {
-		if ctx.Err() != nil {
-			return model.Event{}, false, ctx.Err()
-		}
-		if t.refresh(ctx, fsys, p) {
-			retry = true
-		}
+	if retry, err = t.refreshAll(ctx, fsys, present, nil); err != nil {
+		return model.Event{}, false, err
 	}
 	// A file that is gone is deleted, unless it sits in a folder that could
 	// not be read (then nothing is known of it, and it keeps serving).
@@ -172,19 +171,18 @@ func (t *tree) scanPaths(ctx context.Context, fsys fs.FS, paths []string, comple
 	if _, err := fs.Stat(fsys, "."); err != nil {
 		return model.Event{}, false, fmt.Errorf("%w: %v", errRootGone, err)
 	}
+	var there []string
 	for _, p := range paths {
-		if ctx.Err() != nil {
-			return model.Event{}, false, ctx.Err()
-		}
 		// Gone is the entry itself gone: a link to nothing is a file that
 		// cannot be read, and keeps its objects.
 		if _, err := fs.Lstat(fsys, p); errors.Is(err, fs.ErrNotExist) {
 			t.forget(p)
 			continue
 		}
-		if t.refreshWith(ctx, fsys, p, complete[p]) {
-			retry = true
-		}
+		there = append(there, p)
+	}
+	if retry, err = t.refreshAll(ctx, fsys, there, complete); err != nil {
+		return model.Event{}, false, err
 	}
 	return t.resolve(), retry, nil
 }
@@ -233,64 +231,11 @@ func under(p string, dirs []string) bool {
 	return false
 }
 
-// refresh reads p again if it changed, keeping its last good objects when
-// it cannot be read. It reports whether p must be looked at again later.
-func (t *tree) refresh(ctx context.Context, fsys fs.FS, p string) (retry bool) {
-	return t.refreshWith(ctx, fsys, p, false)
-}
-
-// refreshWith is refresh; a file known to be whole (it was renamed into
-// place) is read without waiting for it to settle.
-func (t *tree) refreshWith(ctx context.Context, fsys fs.FS, p string, whole bool) (retry bool) {
-	st := t.files[p]
-	if st == nil {
-		st = &fileState{objs: map[model.Key]*model.Object{}, hash: map[model.Key]string{}}
-		t.files[p] = st
-	}
-	fail := func(format string, args ...any) bool {
-		st.warn = &snapshot.Diagnostic{Severity: snapshot.SeverityError, Origin: p,
-			Message: fmt.Sprintf(format, args...)}
-		st.read = false
-		t.redo[p] = true
-		return false
-	}
-	info, err := fs.Stat(fsys, p) // follows symbolic links
-	if err != nil {
-		return fail("cannot be read (%v); its objects are kept as last read", err)
-	}
-	if !info.Mode().IsRegular() {
-		return fail("is not a regular file (%s); only regular files are read, and its objects are kept as last read", info.Mode().Type())
-	}
-	if info.Size() > t.limits.FileBytes {
-		return fail("is %d bytes, more than the %d a manifest file may have (--max-file-bytes); split it; its objects are kept as last read", info.Size(), t.limits.FileBytes)
-	}
-	if st.read && info.Size() == st.size && info.ModTime().Equal(st.mtime) {
-		return false // unchanged since it was decoded
-	}
-	if !whole && t.limits.Settle > 0 && t.now().Sub(info.ModTime()) < t.limits.Settle {
-		return true // being written: decode it once it is left alone
-	}
-	data, err := readFile(ctx, fsys, p, t.limits)
-	if err != nil {
-		return fail("cannot be read (%v); its objects are kept as last read", err)
-	}
-	if after, err := fs.Stat(fsys, p); err != nil || after.Size() != info.Size() || !after.ModTime().Equal(info.ModTime()) || int64(len(data)) != info.Size() {
-		return true // changed while it was read
-	}
-	st.size, st.mtime, st.read, st.warn = info.Size(), info.ModTime(), true, nil
-	old := st.order
-	t.decode(st, p, data)
-	t.setKeys(p, old, st.order)
-	return false
-}
-
-// decode replaces st's objects by those of data. A document that names an
-// object but no longer decodes keeps that object's last good copy.
-func (t *tree) decode(st *fileState, p string, data []byte) {
+// replace replaces st's objects by those decoded. A document that names
+// an object but no longer decodes keeps that object's last good copy.
+func (t *tree) replace(st *fileState, decoded []Decoded) {
 	objs, hash, order := map[model.Key]*model.Object{}, map[model.Key]string{}, []model.Key(nil)
 	st.diags = nil
-	var decoded []Decoded
-	decoded, st.docs = decodeDocs(p, data, t.limits, st.docs)
 	for _, d := range decoded {
 		if d.Diag != nil {
 			st.diags = append(st.diags, *d.Diag)

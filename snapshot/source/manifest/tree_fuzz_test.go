@@ -3,11 +3,14 @@ package manifest
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"io/fs"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 	"testing"
 	"testing/fstest"
 	"time"
@@ -61,12 +64,17 @@ func FuzzTree(f *testing.F) {
 	f.Fuzz(func(t *testing.T, data []byte, cut uint16, turn byte) {
 		limits := Limits{FileBytes: 64 << 10, DocumentBytes: 16 << 10}
 		tr := newTree(limits)
+		tr.workers = 3 // files decoded side by side (read.go) ...
+		serial := newTree(limits)
+		serial.workers = 1 // ... read as one by one
 		t0 := time.Unix(1e9, 0)
 		first := fuzzTree(data, t0)
-		if _, _, err := tr.scan(context.Background(), first); err != nil {
+		ev, _, err := tr.scan(context.Background(), first)
+		if err != nil {
 			t.Fatalf("first scan: %v", err)
 		}
 		checkTree(t, tr)
+		sameAsSerial(t, serial, first, ev)
 		servedBy := map[model.Key]string{}
 		for k := range tr.served {
 			servedBy[k] = tr.owner[k]
@@ -88,16 +96,47 @@ func FuzzTree(f *testing.F) {
 			second[name] = &f
 			i++
 		}
-		if _, _, err := tr.scan(context.Background(), second); err != nil {
+		ev, _, err = tr.scan(context.Background(), second)
+		if err != nil {
 			t.Fatalf("second scan: %v", err)
 		}
 		checkTree(t, tr)
+		sameAsSerial(t, serial, second, ev)
 		for k, file := range servedBy {
 			if turned[file] && tr.served[k] == nil {
 				t.Fatalf("%s was served from %s, which turned unreadable, and is served no more", k, file)
 			}
 		}
 	})
+}
+
+// sameAsSerial scans fsys with serial, a tree decoding one file at a
+// time, and checks its event is ev: decoding files side by side changes
+// nothing of what is served or said.
+func sameAsSerial(t *testing.T, serial *tree, fsys fs.FS, ev model.Event) {
+	t.Helper()
+	want, _, err := serial.scan(context.Background(), fsys)
+	if err != nil {
+		t.Fatalf("serial scan: %v", err)
+	}
+	if got, want := eventSummary(ev), eventSummary(want); got != want {
+		t.Fatalf("decoded side by side:\n%s\none by one:\n%s", got, want)
+	}
+}
+
+func eventSummary(ev model.Event) string {
+	var b strings.Builder
+	for _, c := range ev.Changes {
+		fmt.Fprintf(&b, "%s %v", c.Key, c.Object != nil)
+		if c.Object != nil {
+			fmt.Fprintf(&b, " at %s %v", c.Object.Origin, c.Object.Body)
+		}
+		b.WriteByte('\n')
+	}
+	for _, f := range slices.Sorted(maps.Keys(ev.Diagnostics)) {
+		fmt.Fprintf(&b, "%s: %v\n", f, ev.Diagnostics[f])
+	}
+	return b.String()
 }
 
 func sortedNames(m fstest.MapFS) []string {
