@@ -24,23 +24,24 @@ spec:
       weight: 24
 `
 
-// BenchmarkDecodeVirtualService decodes one small VirtualService document.
+// BenchmarkDecodeVirtualService decodes one small VirtualService document
+// of a file, as the source decodes an edited document (decodeChunk).
 // TestDecodeVirtualServiceBench checks what it decodes.
 func BenchmarkDecodeVirtualService(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
-		if d := Decode("bench.yaml", []byte(vsDoc)); len(d) != 1 || d[0].Object == nil {
+		if d := decodeChunk("bench.yaml", chunk{line: 40, body: []byte(vsDoc)}, Limits{}); len(d) != 1 || d[0].Object == nil {
 			b.Fatal(d)
 		}
 	}
 }
 
 func TestDecodeVirtualServiceBench(t *testing.T) {
-	d := Decode("bench.yaml", []byte(vsDoc))
+	d := decodeChunk("bench.yaml", chunk{line: 40, body: []byte(vsDoc)}, Limits{})
 	if len(d) != 1 || d[0].Object == nil || d[0].Diag != nil {
 		t.Fatalf("decoded %+v", d)
 	}
-	if o := d[0].Object; o.Key.Name != "svc-00" || o.Key.Namespace != "tenant-000" || o.Origin.Line != 1 {
+	if o := d[0].Object; o.Key.Name != "svc-00" || o.Key.Namespace != "tenant-000" || o.Origin.Line != 40 {
 		t.Fatalf("decoded %+v", o)
 	}
 }
