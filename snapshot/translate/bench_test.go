@@ -1,6 +1,7 @@
 package translate
 
 import (
+	"fmt"
 	"maps"
 	"runtime"
 	"slices"
@@ -217,5 +218,42 @@ func BenchmarkMeshWideEndpoints(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+// fileSpec is the file-driven bench's fleet: 50 tenants x 50 services x 5
+// endpoints, served from files (so with MCPServices, as serve --config).
+var fileSpec = fleet.Spec{Tenants: 50, Services: 50, Endpoints: 5, Seed: 1}
+
+// BenchmarkEveryTenantFileWeights is the file-driven bench's "every
+// tenant's file" as builds: in each tenant three VirtualServices in four
+// get new weights, and every tenant is rebuilt through an Incremental with
+// MCPServices, as serve --config builds them. TestFleetBuildsCleanly
+// checks the fleet's builds.
+func BenchmarkEveryTenantFileWeights(b *testing.B) {
+	m := fleetMesh(b, fileSpec)
+	inc := NewIncremental(Options{MCPServices: true})
+	for _, t := range m.Tenants() {
+		if _, err := inc.Build(m.View(t)); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportAllocs()
+	gen := 0
+	for b.Loop() {
+		gen++
+		var changes []model.Change
+		for i := range fileSpec.Tenants {
+			for j := range fileSpec.Services {
+				if j%4 != 3 {
+					changes = append(changes, model.Adds([]*model.Object{fleet.VirtualService(fleet.Tenant(i), fmt.Sprintf("svc-%02d", j), 10+gen%80)})...)
+				}
+			}
+		}
+		for t := range m.Apply(changes) {
+			if _, err := inc.Build(m.View(t)); err != nil {
+				b.Fatal(err)
+			}
+		}
 	}
 }
