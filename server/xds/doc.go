@@ -13,7 +13,10 @@
 // shape (stream.go): pick what is due under the stream's lock, encode
 // outside it, commit under it, send holding a slot of the push semaphore.
 // Responses are encoded once per (type set, subscription) and shared by
-// every stream of the tenant; only the nonce is added per stream.
+// every stream of the tenant; only the nonce is added per stream. A SotW
+// EDS or RDS response to a client that ACKed the type's last one carries
+// only the resources that changed since (partial.go), as istiod sends
+// endpoints; LDS and CDS always carry the whole state.
 //
 // This package imports only the root snapshot package: never Istio or
 // Kubernetes config types, nor the builders.
