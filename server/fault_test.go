@@ -127,7 +127,7 @@ func TestBadConfigIsVisibleAndCostsOnlyItself(t *testing.T) {
 		t.Fatalf("/readyz %v %v, want 200: proxies must keep their config", resp.Status, err)
 	}
 	resp.Body.Close()
-	if n := gauge(t, r, "file", "error"); n != 1 {
+	if n := metric(t, r, "xdshard_config_diagnostics", map[string]string{"kind": "file", "severity": "error"}); n != 1 {
 		t.Errorf("xdshard_config_diagnostics{kind=file,severity=error} = %v, want 1", n)
 	}
 	if n := logs.count("Service acme-web/huge: left out"); n != 1 {
@@ -149,24 +149,33 @@ func TestBadConfigIsVisibleAndCostsOnlyItself(t *testing.T) {
 	}
 }
 
-func gauge(t *testing.T, r *server.Replica, kind, severity string) float64 {
+// metric reads the value of a replica's gauge or counter name whose
+// labels include want; 0 when it has no such sample.
+func metric(t *testing.T, r *server.Replica, name string, want map[string]string) float64 {
 	t.Helper()
 	mfs, err := r.Registry().Gather()
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, mf := range mfs {
-		if mf.GetName() != "xdshard_config_diagnostics" {
+		if mf.GetName() != name {
 			continue
 		}
+	samples:
 		for _, m := range mf.GetMetric() {
 			labels := map[string]string{}
 			for _, l := range m.GetLabel() {
 				labels[l.GetName()] = l.GetValue()
 			}
-			if labels["kind"] == kind && labels["severity"] == severity {
+			for k, v := range want {
+				if labels[k] != v {
+					continue samples
+				}
+			}
+			if m.GetGauge() != nil {
 				return m.GetGauge().GetValue()
 			}
+			return m.GetCounter().GetValue()
 		}
 	}
 	return 0

@@ -10,35 +10,27 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
-
-	"github.com/xdshard/xdshard/server"
 )
 
-// twoServicesYAML is tenant shop with two services, each one endpoint.
-const twoServicesYAML = `apiVersion: v1
-kind: Namespace
-metadata: {name: shop}
----
+// twoServices is tenant shop with two services, echo and echo2, each one
+// endpoint on 127.0.0.1 at the given ports.
+func twoServices(p1, p2 int) []byte {
+	out := "apiVersion: v1\nkind: Namespace\nmetadata: {name: shop}\n"
+	for name, port := range map[string]int{"echo": p1, "echo2": p2} {
+		out += fmt.Sprintf(`---
 apiVersion: networking.istio.io/v1
 kind: ServiceEntry
-metadata: {name: echo, namespace: shop}
+metadata: {name: %[1]s, namespace: shop}
 spec:
-  hosts: [echo.shop.svc.cluster.local]
+  hosts: [%[1]s.shop.svc.cluster.local]
   location: MESH_INTERNAL
   resolution: STATIC
   ports: [{number: 7070, name: grpc, protocol: GRPC}]
-  endpoints: [{address: 127.0.0.1, ports: {grpc: %d}}]
----
-apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata: {name: echo2, namespace: shop}
-spec:
-  hosts: [echo2.shop.svc.cluster.local]
-  location: MESH_INTERNAL
-  resolution: STATIC
-  ports: [{number: 7070, name: grpc, protocol: GRPC}]
-  endpoints: [{address: 127.0.0.1, ports: {grpc: %d}}]
-`
+  endpoints: [{address: 127.0.0.1, ports: {grpc: %[2]d}}]
+`, name, port)
+	}
+	return []byte(out)
+}
 
 // TestGRPCXDSClientTakesPartialEndpoints: grpc-go's own xDS client, one
 // ADS stream for two services, is sent only the changed service's
@@ -51,7 +43,7 @@ func TestGRPCXDSClientTakesPartialEndpoints(t *testing.T) {
 	file := filepath.Join(dir, "mesh.yaml")
 	write := func(p1, p2 int) {
 		t.Helper()
-		if err := os.WriteFile(file+".tmp~", fmt.Appendf(nil, twoServicesYAML, p1, p2), 0o644); err != nil {
+		if err := os.WriteFile(file+".tmp~", twoServices(p1, p2), 0o644); err != nil {
 			t.Fatal(err)
 		}
 		if err := os.Rename(file+".tmp~", file); err != nil {
@@ -81,7 +73,7 @@ func TestGRPCXDSClientTakesPartialEndpoints(t *testing.T) {
 	}
 	expect(echo, "a")
 	expect(echo2, "b")
-	before := partialPushes(t, r)
+	before := metric(t, r, "xdshard_xds_partial_pushes_total", map[string]string{"type": "eds"})
 
 	write(a.port, c.port)
 	deadline := time.Now().Add(10 * time.Second)
@@ -102,29 +94,7 @@ func TestGRPCXDSClientTakesPartialEndpoints(t *testing.T) {
 		expect(echo, "a")
 		expect(echo2, "c")
 	}
-	if after := partialPushes(t, r); after <= before {
+	if after := metric(t, r, "xdshard_xds_partial_pushes_total", map[string]string{"type": "eds"}); after <= before {
 		t.Fatalf("no partial EDS response was sent (xdshard_xds_partial_pushes_total{type=eds} %v -> %v)", before, after)
 	}
-}
-
-// partialPushes reads xdshard_xds_partial_pushes_total{type="eds"}.
-func partialPushes(t *testing.T, r *server.Replica) float64 {
-	t.Helper()
-	mfs, err := r.Registry().Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() != "xdshard_xds_partial_pushes_total" {
-			continue
-		}
-		for _, m := range mf.GetMetric() {
-			for _, l := range m.GetLabel() {
-				if l.GetName() == "type" && l.GetValue() == "eds" {
-					return m.GetCounter().GetValue()
-				}
-			}
-		}
-	}
-	return 0
 }
