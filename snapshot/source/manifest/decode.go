@@ -132,16 +132,22 @@ func decodeDoc(file string, doc *yaml.Node, limits Limits) (Decoded, bool) {
 	if n := expandedSize(root, limits.DocumentBytes); n > limits.DocumentBytes {
 		return fail(nil, root.Line, "document is more than %d bytes once its YAML aliases are expanded (the limit is %d); remove the aliases (&anchor / *alias) or split the document", n-1, limits.DocumentBytes)
 	}
-	var generic any
-	if err := root.Decode(&generic); err != nil {
-		return fail(nil, root.Line, "invalid YAML: %v", err)
-	}
-	data, err := json.Marshal(jsonable(generic))
-	if err != nil {
-		return fail(nil, root.Line, "cannot be represented as JSON: %v", err)
+	data, plain := nodeJSON(make([]byte, 0, 1024), root, 0)
+	if !plain {
+		var generic any
+		if err := root.Decode(&generic); err != nil {
+			return fail(nil, root.Line, "invalid YAML: %v", err)
+		}
+		var err error
+		if data, err = json.Marshal(jsonable(generic)); err != nil {
+			return fail(nil, root.Line, "cannot be represented as JSON: %v", err)
+		}
 	}
 	var h header
-	if err := json.Unmarshal(data, &h); err != nil {
+	env := istioEnvelope(root, data)
+	if env != nil {
+		h = header{APIVersion: env.APIVersion, Kind: env.Kind, Metadata: env.Metadata}
+	} else if err := json.Unmarshal(data, &h); err != nil {
 		return fail(nil, lineOf(root, "metadata"), "bad header: %v", err)
 	}
 	kind, err := model.KindFor(h.APIVersion, h.Kind)
@@ -158,7 +164,7 @@ func decodeDoc(file string, doc *yaml.Node, limits Limits) (Decoded, bool) {
 	}
 	obj := &model.Object{Key: key, APIVersion: h.APIVersion, Meta: h.Metadata, Origin: origin}
 	if info.Istio {
-		err = decodeIstio(data, root, obj, info)
+		err = decodeIstio(data, env, obj, info)
 	} else {
 		err = decodeK8s(data, obj, info)
 	}
@@ -223,14 +229,45 @@ type istioDoc struct {
 	Status     json.RawMessage   `json:"status,omitempty"`
 }
 
-func decodeIstio(data []byte, root *yaml.Node, obj *model.Object, info model.KindInfo) error {
-	var d istioDoc
-	strict, err := k8sjson.UnmarshalStrict(data, &d)
-	if err != nil {
-		return fmt.Errorf("%s", cleanJSONErr(err))
+// istioEnvelope decodes, strictly, the envelope of a document whose
+// top-level apiVersion and kind name an Istio kind, so the header need not
+// be decoded apart first: nil for any other document, or where anything
+// in it is wrong (the header's decoding then says what).
+func istioEnvelope(root *yaml.Node, data []byte) *istioDoc {
+	apiVersion, kind := topScalar(root, "apiVersion"), topScalar(root, "kind")
+	k, err := model.KindFor(apiVersion, kind)
+	if err != nil || !model.Kinds[k].Istio {
+		return nil
 	}
-	if len(strict) > 0 {
-		return fmt.Errorf("%s", cleanJSONErr(errors.Join(strict...)))
+	var d istioDoc
+	if strict, err := k8sjson.UnmarshalStrict(data, &d); err != nil || len(strict) > 0 || d.APIVersion != apiVersion || d.Kind != kind {
+		return nil
+	}
+	return &d
+}
+
+// topScalar is the value of a top-level key that is a plain string, or "".
+func topScalar(root *yaml.Node, key string) string {
+	for i := 0; i+1 < len(root.Content); i += 2 {
+		if k, v := root.Content[i], root.Content[i+1]; k.Value == key && v.Kind == yaml.ScalarNode && v.ShortTag() == "!!str" {
+			return v.Value
+		}
+	}
+	return ""
+}
+
+// decodeIstio decodes an Istio kind's spec as its proto; d is its
+// envelope, when istioEnvelope decoded it already.
+func decodeIstio(data []byte, d *istioDoc, obj *model.Object, info model.KindInfo) error {
+	if d == nil {
+		d = &istioDoc{}
+		strict, err := k8sjson.UnmarshalStrict(data, d)
+		if err != nil {
+			return fmt.Errorf("%s", cleanJSONErr(err))
+		}
+		if len(strict) > 0 {
+			return fmt.Errorf("%s", cleanJSONErr(errors.Join(strict...)))
+		}
 	}
 	spec := info.New().(proto.Message)
 	if len(d.Spec) > 0 && string(d.Spec) != "null" {
