@@ -152,7 +152,33 @@ func (t *tree) apply(job *pending) {
 	st := job.st
 	st.size, st.mtime, st.read, st.warn = job.info.Size(), job.info.ModTime(), true, nil
 	st.docs = job.docs
-	old := st.order
+	old, oldObjs := st.order, st.objs
 	t.replace(st, job.decoded)
-	t.setKeys(job.p, old, st.order)
+	if t.touchAll {
+		t.setKeys(job.p, old, st.order)
+		return
+	}
+	t.setChanged(job.p, old, oldObjs, st)
+}
+
+// setChanged is setKeys for a file read again, touching only the keys
+// whose object it added, dropped or changed: a document whose bytes did
+// not change keeps its decoded object, and its key need not be resolved
+// again (a file of 439 documents, 38 of them edited, touched all 439).
+func (t *tree) setChanged(p string, old []model.Key, oldObjs map[model.Key]*model.Object, st *fileState) {
+	var gone, changed []model.Key
+	for _, k := range old {
+		if n, ok := st.objs[k]; !ok {
+			gone = append(gone, k)
+		} else if n != oldObjs[k] {
+			changed = append(changed, k)
+		}
+	}
+	for _, k := range st.order {
+		if _, ok := oldObjs[k]; !ok {
+			changed = append(changed, k)
+		}
+	}
+	t.setKeys(p, gone, nil)
+	t.setKeys(p, nil, changed)
 }

@@ -65,6 +65,10 @@ type tree struct {
 	// workers is how many files are decoded at once (read.go): the
 	// cores, GOMAXPROCS.
 	workers int
+	// touchAll resolves again every key of a file read again, not only
+	// those whose object changed (read.go): the reference FuzzTree
+	// checks the tree against.
+	touchAll bool
 
 	claims  map[model.Key][]string                       // key -> the files defining it, by path
 	dups    map[string]map[model.Key]snapshot.Diagnostic // file -> its ignored second definitions

@@ -66,7 +66,8 @@ func FuzzTree(f *testing.F) {
 		tr := newTree(limits)
 		tr.workers = 3 // files decoded side by side (read.go) ...
 		serial := newTree(limits)
-		serial.workers = 1 // ... read as one by one
+		serial.workers = 1     // ... read as one by one,
+		serial.touchAll = true // every key of a file read resolved again
 		t0 := time.Unix(1e9, 0)
 		first := fuzzTree(data, t0)
 		ev, _, err := tr.scan(context.Background(), first)
@@ -111,8 +112,9 @@ func FuzzTree(f *testing.F) {
 }
 
 // sameAsSerial scans fsys with serial, a tree decoding one file at a
-// time, and checks its event is ev: decoding files side by side changes
-// nothing of what is served or said.
+// time and resolving every key of each file read, and checks its event is
+// ev: decoding files side by side, and resolving only the keys whose
+// object changed, change nothing of what is served or said.
 func sameAsSerial(t *testing.T, serial *tree, fsys fs.FS, ev model.Event) {
 	t.Helper()
 	want, _, err := serial.scan(context.Background(), fsys)
