@@ -11,13 +11,13 @@ import (
 	"github.com/xdshard/xdshard/snapshot/model"
 )
 
-// fleetFiles is the file-driven bench's fleet (50 tenants x 50 services x
-// 5 endpoints) as one file per namespace, with every VirtualService's
-// weight set to weight.
-func fleetFiles(tb testing.TB, weight int, at time.Time) fstest.MapFS {
+// fleetFiles is the file-driven bench's fleet (tenants x 50 services x 5
+// endpoints; the bench runs 50 tenants) as one file per namespace, with
+// every VirtualService's weight set to weight.
+func fleetFiles(tb testing.TB, tenants, weight int, at time.Time) fstest.MapFS {
 	tb.Helper()
 	byNS := map[string][]*model.Object{}
-	for _, o := range fleet.Generate(fleet.Spec{Tenants: 50, Services: 50, Endpoints: 5, Seed: 1}) {
+	for _, o := range fleet.Generate(fleet.Spec{Tenants: tenants, Services: 50, Endpoints: 5, Seed: 1}) {
 		if o.Kind == model.KindVirtualService {
 			o = fleet.VirtualService(o.Namespace, o.Name, weight)
 		}
@@ -44,7 +44,7 @@ func fleetFiles(tb testing.TB, weight int, at time.Time) fstest.MapFS {
 // TestRescanEditedFiles checks what it yields.
 func BenchmarkRescanEditedFiles(b *testing.B) {
 	t0 := time.Unix(1e9, 0)
-	versions := []fstest.MapFS{fleetFiles(b, 30, t0), fleetFiles(b, 70, t0)}
+	versions := []fstest.MapFS{fleetFiles(b, 50, 30, t0), fleetFiles(b, 50, 70, t0)}
 	tr := newTree(Limits{})
 	if _, _, err := tr.scan(context.Background(), versions[0]); err != nil {
 		b.Fatal(err)
@@ -66,7 +66,7 @@ func BenchmarkRescanEditedFiles(b *testing.B) {
 
 func TestRescanEditedFiles(t *testing.T) {
 	t0 := time.Unix(1e9, 0)
-	first, second := fleetFiles(t, 30, t0), fleetFiles(t, 70, t0.Add(time.Second))
+	first, second := fleetFiles(t, 5, 30, t0), fleetFiles(t, 5, 70, t0.Add(time.Second))
 	tr := newTree(Limits{})
 	if _, _, err := tr.scan(context.Background(), first); err != nil {
 		t.Fatal(err)
@@ -82,7 +82,7 @@ func TestRescanEditedFiles(t *testing.T) {
 		}
 		vs++
 	}
-	if want := 50 * 38; vs != want {
+	if want := 5 * 38; vs != want {
 		t.Fatalf("%d VirtualServices changed, want %d", vs, want)
 	}
 	if len(ev.Diagnostics) != 0 {
