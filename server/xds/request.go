@@ -77,8 +77,12 @@ const (
 // protobuf's decoder would report an error.
 func (r *sotwRequests) fast(b []byte) bool {
 	var version, typeURL, nonce []byte
-	h := xxhash.New()
 	count := 0
+	// The names' fields (tag, length and bytes: unambiguous) are hashed
+	// in one call where they stand back to back, as every encoder writes
+	// a repeated field; the same bytes through a streaming digest
+	// otherwise, which gives the same hash.
+	namesStart, namesEnd, together := 0, 0, true
 	for rest := b; len(rest) > 0; {
 		num, typ, n := protowire.ConsumeTag(rest)
 		if n < 0 || typ != protowire.BytesType {
@@ -98,7 +102,15 @@ func (r *sotwRequests) fast(b []byte) bool {
 		case reqVersionInfo:
 			version = v
 		case reqResourceNames:
-			_, _ = h.Write(rest[:n+m]) // tag, length and bytes: unambiguous
+			at := len(b) - len(rest)
+			switch {
+			case count == 0:
+				namesStart, namesEnd = at, at+n+m
+			case at == namesEnd:
+				namesEnd = at + n + m
+			default:
+				together = false
+			}
 			count++
 		case reqTypeURL:
 			typeURL = v
@@ -109,7 +121,21 @@ func (r *sotwRequests) fast(b []byte) bool {
 		}
 		rest = rest[n+m:]
 	}
-	r.hash, r.count = h.Sum64(), count
+	if together {
+		r.hash = xxhash.Sum64(b[namesStart:namesEnd])
+	} else {
+		h := xxhash.New()
+		for rest := b; len(rest) > 0; {
+			num, _, n := protowire.ConsumeTag(rest)
+			_, m := protowire.ConsumeBytes(rest[n:])
+			if num == reqResourceNames {
+				_, _ = h.Write(rest[:n+m])
+			}
+			rest = rest[n+m:]
+		}
+		r.hash = h.Sum64()
+	}
+	r.count = count
 	req := r.req
 	for _, a := range r.applied {
 		if a.typeURL == string(typeURL) { // compared without a copy

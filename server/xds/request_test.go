@@ -1,6 +1,7 @@
 package xds
 
 import (
+	"slices"
 	"testing"
 
 	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -9,6 +10,7 @@ import (
 	"google.golang.org/grpc/encoding"
 	grpcproto "google.golang.org/grpc/encoding/proto"
 	"google.golang.org/grpc/mem"
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 )
 
@@ -90,5 +92,31 @@ func TestSotWRequestReusesNames(t *testing.T) {
 	t.Logf("allocations per ACK: %v decoding its names, %v reusing them", allocs, reusing)
 	if reusing >= allocs {
 		t.Fatalf("reusing the names allocates %v times per request, decoding them %v", reusing, allocs)
+	}
+}
+
+// TestNamesHashIgnoresWhereTheNamesStand: the names' hash is the same
+// whether their fields stand back to back (hashed in one call) or
+// between other fields (hashed one by one), so an ACK's names are known
+// for the subscription's however the client's encoder placed them.
+func TestNamesHashIgnoresWhereTheNamesStand(t *testing.T) {
+	field := func(num protowire.Number, v string) []byte {
+		return protowire.AppendString(protowire.AppendTag(nil, num, protowire.BytesType), v)
+	}
+	together := slices.Concat(field(reqTypeURL, "t"), field(reqResourceNames, "a"), field(reqResourceNames, "b"), field(reqResourceNames, "c"), field(reqResponseNonce, "1"))
+	apart := slices.Concat(field(reqResourceNames, "a"), field(reqTypeURL, "t"), field(reqResourceNames, "b"), field(reqResponseNonce, "1"), field(reqResourceNames, "c"))
+	other := slices.Concat(field(reqTypeURL, "t"), field(reqResourceNames, "a"), field(reqResourceNames, "bc"), field(reqResponseNonce, "1"))
+	hash := func(b []byte) uint64 {
+		r := &sotwRequests{req: &discovery.DiscoveryRequest{}}
+		if !r.fast(b) || r.count < 2 {
+			t.Fatalf("%x not decoded by the fast path", b)
+		}
+		return r.hash
+	}
+	if hash(together) != hash(apart) {
+		t.Fatal("the same names hash differently apart and together")
+	}
+	if hash(together) == hash(other) {
+		t.Fatal("other names hash the same")
 	}
 }
