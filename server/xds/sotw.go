@@ -43,7 +43,11 @@ func (s *Server) StreamAggregatedResources(stream discovery.AggregatedDiscoveryS
 		}
 		return reqs.req, nil
 	}
-	record := func(c *conn, req *discovery.DiscoveryRequest) error { return s.recordSotWFrom(c, req, reqs) }
+	record := func(c *conn, req *discovery.DiscoveryRequest) error {
+		err := s.recordSotWFrom(c, req, reqs)
+		reqs.req = nil // recorded: an idle stream keeps no request
+		return err
+	}
 	face := &sotwFace{s: s, stream: stream}
 	wake := func(c *conn) bool { return s.mayPushSotW(c, face, reqs.typeURL) }
 	return runStream(s, stream.Context(), id, first, false, recv, record, wake, face)
