@@ -23,6 +23,8 @@ type Metrics struct {
 	inflight prometheus.Gauge         // xdshard_pushes_in_flight
 	shed     prometheus.Counter       // xdshard_shed_streams_total
 	partial  *prometheus.CounterVec   // xdshard_xds_partial_pushes_total{type}
+
+	partialEDS, partialRDS prometheus.Counter // partial's two series, resolved once: counted under a stream's lock
 }
 
 var stageBuckets = []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10}
@@ -52,6 +54,7 @@ func newMetrics(reg prometheus.Registerer) *Metrics {
 	m.inflight = register(reg, m.inflight)
 	m.shed = register(reg, m.shed)
 	m.partial = register(reg, m.partial)
+	m.partialEDS, m.partialRDS = m.partial.WithLabelValues("eds"), m.partial.WithLabelValues("rds")
 	return m
 }
 
@@ -86,6 +89,15 @@ func (m *Metrics) sent(t string, size int, d time.Duration) {
 	m.bytes.WithLabelValues(l).Add(float64(size))
 	m.sendTime.WithLabelValues(l).Observe(d.Seconds())
 	m.stage("send", d)
+}
+
+// partialPush counts a partial response of t (EDS or RDS, partialType).
+func (m *Metrics) partialPush(t string) {
+	if t == snapshot.RouteType {
+		m.partialRDS.Inc()
+		return
+	}
+	m.partialEDS.Inc()
 }
 
 func (m *Metrics) ack(t string, d time.Duration) { m.stage("ack", d) }

@@ -105,7 +105,8 @@ func TestPartialEDSCarriesOnlyChanges(t *testing.T) {
 	c.ack(r, "a-c1", "a-c2", "a-c3")
 	e.waitType(eds, func(st TypeStatus) bool { return st.AckedVersion == r.VersionInfo })
 
-	// A new subscription is answered whole, and so is the next change for it.
+	// A new subscription is answered whole; once it is ACKed, the next
+	// change is partial again.
 	c.send(eds, r.VersionInfo, r.Nonce, "a-c1", "a-c3")
 	if r = c.recv(); !slices.Equal(names(r.Resources), []string{"a-c1", "a-c3"}) {
 		t.Fatalf("after unsubscribing a-c2: %v", names(r.Resources))

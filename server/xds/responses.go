@@ -57,7 +57,12 @@ type respKey struct {
 // used first out: the keys are the client's subscriptions, so the cache
 // must be bounded whatever clients ask for.
 func newResponseCache(maxBytes int64) *responseCache {
-	return &responseCache{entries: newLRU(maxBytes, func(k respKey) bool { return k.set.Value() == nil }),
+	// An entry is stale once its set is gone, or the set a partial
+	// response was made against (no stream holds it any more).
+	stale := func(k respKey) bool {
+		return k.set.Value() == nil || k.base != (weak.Pointer[snapshot.Set]{}) && k.base.Value() == nil
+	}
+	return &responseCache{entries: newLRU(maxBytes, stale),
 		bySet: map[weak.Pointer[snapshot.Set]][]respKey{}}
 }
 

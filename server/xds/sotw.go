@@ -225,7 +225,7 @@ func (f *sotwFace) commit(c *conn, w *work) any {
 		st.sentRef = w.set
 	}
 	if w.base != nil {
-		f.s.metrics.partial.WithLabelValues(typeLabel(w.typeURL)).Inc()
+		f.s.metrics.partialPush(w.typeURL)
 	}
 	st.sentAt, st.awaiting, st.force = time.Now(), true, false
 	if c.forceDependentsLocked(w.typeURL) {

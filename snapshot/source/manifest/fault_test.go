@@ -325,3 +325,50 @@ func TestRenamedFileIsReadAtOnce(t *testing.T) {
 	}
 	waitFor(t, events, "api's edit once settled", changes("api", false))
 }
+
+// TestDecoderPanicKeepsTheFilesObjects: a file whose decoding panics
+// (decoding recovers its own panics; this is the guard around a file
+// decoded on another goroutine) keeps serving its last good objects, says
+// so on the file, costs no other file its edit, and is read again once
+// it decodes.
+func TestDecoderPanicKeepsTheFilesObjects(t *testing.T) {
+	svc := func(name string, port int) []byte {
+		return fmt.Appendf(nil, svcYAML, name, port)
+	}
+	fsys := fstest.MapFS{"a.yaml": {Data: svc("a", 80)}, "b.yaml": {Data: svc("b", 80)}}
+	tr := newTree(Limits{})
+	tr.workers = 2
+	if _, _, err := tr.scan(context.Background(), fsys); err != nil {
+		t.Fatal(err)
+	}
+	real := decodeFile
+	t.Cleanup(func() { decodeFile = real })
+	decodeFile = func(file string, data []byte, l Limits, c docCache) ([]Decoded, docCache) {
+		if file == "a.yaml" {
+			panic("poison")
+		}
+		return real(file, data, l, c)
+	}
+	now := time.Now()
+	fsys["a.yaml"] = &fstest.MapFile{Data: svc("a", 81), ModTime: now}
+	fsys["b.yaml"] = &fstest.MapFile{Data: svc("b", 81), ModTime: now}
+	ev, _, err := tr.scanPaths(context.Background(), fsys, []string{"a.yaml", "b.yaml"}, map[string]bool{"a.yaml": true, "b.yaml": true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	noDeletes(t, ev)
+	if len(ev.Changes) != 1 || ev.Changes[0].Key.Name != "b" {
+		t.Fatalf("changes %v, want b's edit only", ev.Changes)
+	}
+	if !diagnosed("a.yaml", "could not be decoded (internal error: poison)")(ev) {
+		t.Fatalf("diagnostics %v, want one on a.yaml", ev.Diagnostics)
+	}
+	decodeFile = real
+	ev, _, err = tr.scanPaths(context.Background(), fsys, []string{"a.yaml"}, map[string]bool{"a.yaml": true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ev.Changes) != 1 || ev.Changes[0].Key.Name != "a" || ev.Diagnostics["a.yaml"] != nil {
+		t.Fatalf("once it decodes: changes %v, diagnostics %v; want a's edit and the diagnostic cleared", ev.Changes, ev.Diagnostics)
+	}
+}

@@ -27,7 +27,11 @@ type pending struct {
 
 	decoded []Decoded // set by decode
 	docs    docCache
+	failed  string // set by decode when decoding panicked
 }
+
+// decodeFile decodes one file; a variable so a test can make it fail.
+var decodeFile = decodeDocs
 
 // batchBytes bounds the bytes of the files held read at once, so the first
 // read of a large directory does not hold all of it in memory.
@@ -137,19 +141,28 @@ func decodeAll(jobs []*pending, limits Limits, workers int) {
 
 // decode decodes the file, reusing its documents' last decodings. A panic
 // (decoding recovers its own; this is the last guard, since a goroutine's
-// panic would end the process) is the file's diagnostic.
+// panic would end the process) fails the file as an unreadable one does.
 func (job *pending) decode(limits Limits) {
 	defer func() {
 		if r := recover(); r != nil {
-			job.decoded, job.docs = []Decoded{{Diag: ptr(model.Problem(model.Origin{File: job.p}, nil, fmt.Sprintf("could not decode (internal error: %v); please report this file", r)))}}, nil
+			job.failed = fmt.Sprint(r)
 		}
 	}()
-	job.decoded, job.docs = decodeDocs(job.p, job.data, limits, job.st.docs)
+	job.decoded, job.docs = decodeFile(job.p, job.data, limits, job.st.docs)
 }
 
-// apply records what a decoded file defines.
+// apply records what a decoded file defines. A file whose decoding failed
+// keeps its last good objects, with a diagnostic, and is read again on
+// the next change.
 func (t *tree) apply(job *pending) {
 	st := job.st
+	if job.failed != "" {
+		st.warn = &snapshot.Diagnostic{Severity: snapshot.SeverityError, Origin: job.p,
+			Message: fmt.Sprintf("could not be decoded (internal error: %s); its objects are kept as last read; please report this file", job.failed)}
+		st.read = false
+		t.redo[job.p] = true
+		return
+	}
 	st.size, st.mtime, st.read, st.warn = job.info.Size(), job.info.ModTime(), true, nil
 	st.docs = job.docs
 	old, oldObjs := st.order, st.objs
