@@ -280,12 +280,19 @@ func TestUnreadableFolderKeepsItsFiles(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	editAndDiagnostic(t, ev, "web", "bad", "folder cannot be read")
+}
+
+// editAndDiagnostic checks ev is the edit of the object named edited alone,
+// deleting nothing, with a diagnostic on file that says says.
+func editAndDiagnostic(t *testing.T, ev model.Event, edited, file, says string) {
+	t.Helper()
 	noDeletes(t, ev)
-	if len(ev.Changes) != 1 || ev.Changes[0].Key.Name != "web" {
-		t.Fatalf("changes %v, want web's edit only", ev.Changes)
+	if len(ev.Changes) != 1 || ev.Changes[0].Key.Name != edited {
+		t.Fatalf("changes %v, want %s's edit only", ev.Changes, edited)
 	}
-	if !diagnosed("bad", "folder cannot be read")(ev) {
-		t.Fatalf("diagnostics %v, want one on folder bad", ev.Diagnostics)
+	if !diagnosed(file, says)(ev) {
+		t.Fatalf("diagnostics %v, want one on %s saying %q", ev.Diagnostics, file, says)
 	}
 }
 
@@ -356,13 +363,7 @@ func TestDecoderPanicKeepsTheFilesObjects(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	noDeletes(t, ev)
-	if len(ev.Changes) != 1 || ev.Changes[0].Key.Name != "b" {
-		t.Fatalf("changes %v, want b's edit only", ev.Changes)
-	}
-	if !diagnosed("a.yaml", "could not be decoded (internal error: poison)")(ev) {
-		t.Fatalf("diagnostics %v, want one on a.yaml", ev.Diagnostics)
-	}
+	editAndDiagnostic(t, ev, "b", "a.yaml", "could not be decoded (internal error: poison)")
 	decodeFile = real
 	ev, _, err = tr.scanPaths(context.Background(), fsys, []string{"a.yaml"}, map[string]bool{"a.yaml": true})
 	if err != nil {
