@@ -186,54 +186,49 @@ func TestIstiodConfigSource(t *testing.T) {
 	all.quiet()
 }
 
-func TestRevisionScopedIstiod(t *testing.T) {
+// TestRevisionFollowsObjectLabels: moving a namespace to another
+// revision (its istio.io/rev label) changes which istiod injects its
+// proxies, not which istiod sees its config: both keep it. Labelling an
+// object for a revision takes it from every other revision's istiod, and
+// the label's removal gives it back.
+func TestRevisionFollowsObjectLabels(t *testing.T) {
 	dir := copyDemo(t)
 	r := startReplica(t, dir)
-	rev30 := connectIstiod(t, r.XDSAddr(), "1-30")
-	rev31 := connectIstiod(t, r.XDSAddr(), "1-31")
-	allowed := map[string][]string{"1-30": {"acme-web", "acme-data", "istio-system"}, "1-31": {"globex", "istio-system"}}
-	check := func(name string, c *istiod, want []string) {
-		t.Helper()
-		total := 0
-		for typeURL, objs := range c.state {
-			for _, o := range objs {
-				ns, _, _ := strings.Cut(o.Metadata.Name, "/")
-				if !slices.Contains(want, ns) {
-					t.Fatalf("istiod %s received %s %s of a namespace outside its revision", name, typeURL, o.Metadata.Name)
-				}
-				total++
-			}
-		}
-		if total == 0 {
-			t.Fatalf("istiod %s received nothing", name)
+	rev30 := connectIstiod(t, mcpAddr(r), "1-30")
+	rev31 := connectIstiod(t, mcpAddr(r), "1-31")
+	for name, c := range map[string]*istiod{"1-30": rev30, "1-31": rev31} {
+		if got := c.names(vsType); !slices.Equal(got, []string{"acme-web/reviews", "initech/legacy"}) {
+			t.Fatalf("istiod %s: VirtualServices %v, want every tenant's (none is labelled for a revision)", name, got)
 		}
 	}
-	check("1-30", rev30, allowed["1-30"])
-	check("1-31", rev31, allowed["1-31"])
 
-	// Moving acme-data to revision 1-31 moves its config to that istiod.
 	path := filepath.Join(dir, "00-namespaces.yaml")
 	b, _ := os.ReadFile(path)
-	moved := strings.Replace(string(b), "name: acme-data\n  labels:\n    xdshard.io/tenant: acme\n    istio.io/rev: \"1-30\"", "name: acme-data\n  labels:\n    xdshard.io/tenant: acme\n    istio.io/rev: \"1-31\"", 1)
+	moved := strings.Replace(string(b), "name: acme-web\n  labels:\n    xdshard.io/tenant: acme\n    istio.io/rev: \"1-30\"", "name: acme-web\n  labels:\n    xdshard.io/tenant: acme\n    istio.io/rev: \"1-31\"", 1)
 	if moved == string(b) {
-		t.Fatal("test setup: acme-data's label not found")
+		t.Fatal("test setup: acme-web's label not found")
 	}
 	writeAtomic(t, path, moved)
-	deadline := time.Now().Add(10 * time.Second)
-	for !slices.Contains(rev31.names(apType), "acme-data/db-from-web") {
-		if time.Now().After(deadline) {
-			t.Fatalf("1-31 never received acme-data's AuthorizationPolicy: %v", rev31.names(apType))
-		}
-		rev31.next()
+	rev30.quiet() // nothing of the mesh's config changed for either istiod
+	rev31.quiet()
+
+	path = filepath.Join(dir, "40-initech.yaml")
+	b, _ = os.ReadFile(path)
+	labelled := strings.Replace(string(b), "kind: VirtualService\nmetadata:\n  name: legacy\n  namespace: initech\n", "kind: VirtualService\nmetadata:\n  name: legacy\n  namespace: initech\n  labels: {istio.io/rev: \"1-31\"}\n", 1)
+	if labelled == string(b) {
+		t.Fatal("test setup: initech's VirtualService not found")
 	}
-	for slices.Contains(rev30.names(apType), "acme-data/db-from-web") {
-		if time.Now().After(deadline) {
-			t.Fatal("1-30 kept acme-data's AuthorizationPolicy")
-		}
-		rev30.next()
+	writeAtomic(t, path, labelled)
+	if resp := rev30.next(); resp.TypeUrl != vsType || !slices.Equal(rev30.names(vsType), []string{"acme-web/reviews"}) {
+		t.Fatalf("1-30 after initech/legacy was labelled for 1-31: %s %v", resp.TypeUrl, rev30.names(vsType))
 	}
-	allowed["1-31"] = append(allowed["1-31"], "acme-data")
-	check("1-31", rev31, allowed["1-31"])
+	if resp := rev31.next(); resp.TypeUrl != vsType || !slices.Equal(rev31.names(vsType), []string{"acme-web/reviews", "initech/legacy"}) {
+		t.Fatalf("1-31 after initech/legacy was labelled for it: %s %v", resp.TypeUrl, rev31.names(vsType))
+	}
+	writeAtomic(t, path, string(b))
+	if resp := rev30.next(); resp.TypeUrl != vsType || !slices.Equal(rev30.names(vsType), []string{"acme-web/reviews", "initech/legacy"}) {
+		t.Fatalf("1-30 after the label was removed: %s %v", resp.TypeUrl, rev30.names(vsType))
+	}
 }
 
 // writeAtomic replaces a file by rename, as kubectl-style tools and
@@ -249,23 +244,31 @@ func writeAtomic(t *testing.T, path, content string) {
 	}
 }
 
-// TestRevisionPropertyOnRandomMeshes: over random meshes with random
-// revision labels, no revision-scoped istiod receives an object of a
-// namespace outside its revision (istio-system aside).
+// TestRevisionPropertyOnRandomMeshes: over random meshes whose
+// namespaces and objects carry random revision labels, every istiod
+// receives exactly the objects Istio's LabelsInRevision keeps for its
+// revision: the unlabelled ones and its own.
 func TestRevisionPropertyOnRandomMeshes(t *testing.T) {
 	revs := []string{"", "1-30", "1-31"}
-	served := 0
+	labelled := 0
 	for seed := uint64(1); seed <= 4; seed++ {
 		rng := rand.New(rand.NewPCG(seed, 99))
 		objs := fleet.Generate(fleet.Spec{Tenants: 6, Services: 3, Endpoints: 1, Seed: seed})
-		revOf := map[string]string{}
+		revOf := map[string]string{} // "Kind namespace/name" of an Istio object -> its label
 		for _, o := range objs {
-			if o.Kind != model.KindNamespace || o.Name == model.SharedNamespace {
+			if o.Kind != model.KindNamespace && !model.Kinds[o.Kind].Istio {
 				continue
 			}
-			if rev := revs[rng.IntN(len(revs))]; rev != "" {
-				o.Meta.Labels[model.RevisionLabel] = rev
-				revOf[o.Name] = rev
+			rev := revs[rng.IntN(len(revs))]
+			if rev == "" {
+				continue
+			}
+			if o.Meta.Labels == nil {
+				o.Meta.Labels = map[string]string{}
+			}
+			o.Meta.Labels[model.RevisionLabel] = rev
+			if o.Kind != model.KindNamespace {
+				revOf[string(o.Kind)+" "+o.Namespace+"/"+o.Name] = rev
 			}
 		}
 		dir := t.TempDir()
@@ -278,22 +281,26 @@ func TestRevisionPropertyOnRandomMeshes(t *testing.T) {
 		}
 		f.Close()
 		r := startReplica(t, dir)
+		whole := connectIstiod(t, mcpAddr(r), "")
 		for _, rev := range revs[1:] {
-			c := connectIstiod(t, r.XDSAddr(), rev)
-			for typeURL, items := range c.state {
+			c := connectIstiod(t, mcpAddr(r), rev)
+			for typeURL, items := range whole.state {
+				kind := typeURL[strings.LastIndex(typeURL, "/")+1:]
+				var want []string
 				for _, o := range items {
-					ns, _, _ := strings.Cut(o.Metadata.Name, "/")
-					if ns != model.SharedNamespace && revOf[ns] != rev {
-						t.Fatalf("seed %d: istiod %s received %s %s of namespace revision %q", seed, rev, typeURL, o.Metadata.Name, revOf[ns])
+					if l := revOf[kind+" "+o.Metadata.Name]; l == "" || l == rev {
+						want = append(want, o.Metadata.Name)
+					} else {
+						labelled++
 					}
-					if ns != model.SharedNamespace {
-						served++
-					}
+				}
+				if got := c.names(typeURL); !slices.Equal(got, want) {
+					t.Fatalf("seed %d: istiod %s received %s %v, want %v", seed, rev, typeURL, got, want)
 				}
 			}
 		}
 	}
-	if served == 0 {
-		t.Fatal("no tenant object reached any revision-scoped istiod: the property held vacuously")
+	if labelled == 0 {
+		t.Fatal("no object was labelled for another revision: the property held vacuously")
 	}
 }

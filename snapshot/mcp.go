@@ -26,27 +26,26 @@ const ViewKube View = "kube"
 // ViewKube.
 const NetworkPolicyKey = "networking.k8s.io/v1/NetworkPolicy"
 
-// ViewMCPByRevision holds ViewMCP again, partitioned by the istiod
-// revision each object goes to, under MCPPartitionKey. Translation decides
-// the partition of every object (its namespace's istio.io/rev, or
-// AllRevisions for mesh-wide config), so serving never parses a resource
-// name to find its namespace.
+// ViewMCPByRevision holds ViewMCP again, partitioned by the value of each
+// object's own istio.io/rev label ("" for objects without one), under
+// MCPPartitionKey, so serving an istiod of a revision picks partitions and
+// never looks inside a resource.
 const ViewMCPByRevision View = "mcp-revision"
 
-// AllRevisions is the partition every istiod receives, whatever its
-// revision: the Istio root namespace's config.
-const AllRevisions = "*"
-
-// MCPPartitionKey is the key in ViewMCPByRevision of typeURL's objects that
-// go to istiods of revision ("" for namespaces without a revision label).
+// MCPPartitionKey is the key in ViewMCPByRevision of typeURL's objects
+// labelled istio.io/rev=revision ("" for unlabelled objects).
 func MCPPartitionKey(typeURL, revision string) string {
 	return MCPKey(typeURL) + "@" + revision
 }
 
-// MCPSets returns the sets of typeURL that an istiod of revision receives
-// from this snapshot: the whole type for an istiod without a revision;
-// otherwise its revision's partition and the AllRevisions one. Empty sets
-// are left out. Safe on a nil Snapshot.
+// MCPSets returns the sets of typeURL that an istiod of revision keeps, by
+// Istio's rule (istio.io/istio pkg/config/model.go, LabelsInRevision, which
+// istiod's Kubernetes config store and its MCP client both apply): an
+// istiod without a revision keeps every object; one of revision R keeps
+// the objects without an istio.io/rev label and those labelled R. A
+// namespace's label plays no part, and revision tags are no revisions
+// (istiod's config stores do not resolve them). Empty sets are left out.
+// Safe on a nil Snapshot.
 func (s *Snapshot) MCPSets(typeURL, revision string) []*Set {
 	if s == nil {
 		return nil
@@ -58,11 +57,7 @@ func (s *Snapshot) MCPSets(typeURL, revision string) []*Set {
 		}
 		return out
 	}
-	parts := []string{AllRevisions}
-	if revision != AllRevisions {
-		parts = append(parts, revision)
-	}
-	for _, part := range parts {
+	for _, part := range []string{"", revision} {
 		if set := s.Views[ViewMCPByRevision][MCPPartitionKey(typeURL, part)]; set.Len() > 0 {
 			out = append(out, set)
 		}

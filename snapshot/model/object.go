@@ -40,7 +40,10 @@ const (
 	RolloutAnnotation         = "xdshard.io/rollout"
 	RolloutPercentAnnotation  = "xdshard.io/rollout-percent"
 	RolloutSelectorAnnotation = "xdshard.io/rollout-selector"
-	// RevisionLabel on a Namespace names the istiod revision serving it.
+	// RevisionLabel on an Istio config object names the one istiod
+	// revision that reads it (Istio's LabelsInRevision: unlabelled objects
+	// are read by every istiod). On a Namespace it names the revision that
+	// injects and serves the namespace's proxies, not who reads its config.
 	RevisionLabel = "istio.io/rev"
 	// GeneratedLabel "true" marks what xdshard made (generated policies).
 	// A source never reads such an object back as input: it is xdshard's

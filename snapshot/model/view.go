@@ -34,9 +34,6 @@ type TenantView struct {
 	// Trusted maps each tenant this one trusts (annotation TrustAnnotation
 	// on its namespaces) to that tenant's namespaces.
 	Trusted map[string][]string
-	// Revisions maps each of the tenant's namespaces to its istio.io/rev
-	// label, when it has one.
-	Revisions map[string]string
 }
 
 // OwnObjects returns the tenant's own objects of kind k.
@@ -74,12 +71,7 @@ func (m *Mesh) View(tenant string) *TenantView {
 			}
 		}
 	}
-	v.Trusted, v.Revisions = m.trustLocked(v.NamespaceObjects), map[string]string{}
-	for _, o := range v.NamespaceObjects {
-		if rev := o.Meta.Labels[RevisionLabel]; rev != "" {
-			v.Revisions[o.Name] = rev
-		}
-	}
+	v.Trusted = m.trustLocked(v.NamespaceObjects)
 	slices.SortStableFunc(v.Services, func(a, b *Service) int { return strings.Compare(a.Hostname, b.Hostname) })
 	sortObjects(v.VirtualServices)
 	sortObjects(v.DestinationRules)

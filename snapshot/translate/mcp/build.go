@@ -31,9 +31,10 @@ func Key(k model.Kind) string { return model.Kinds[k].Group + "/" + string(k) }
 // tenant, so each object is served by exactly one tenant.
 //
 // It returns them twice: whole (for an istiod without a revision), and
-// partitioned by the revision each object's namespace is labelled with
-// (snapshot.AllRevisions for the Istio root namespace, whose config every
-// istiod reads), so serving picks partitions and never looks inside.
+// partitioned by each object's own istio.io/rev label ("" for none, which
+// every istiod reads), so serving picks partitions and never looks inside
+// (snapshot.MCPSets). Generated policies carry no revision label: every
+// istiod, a canary's too, enforces them.
 //
 // cache, when set, keeps each input object's encoded resource while the
 // object lives. last, when set, is what Build made of the tenant last
@@ -99,7 +100,7 @@ func Build(v *model.TenantView, generated []*model.Object, cache *Cache, last *L
 				return nil, nil, nil, err
 			}
 			items = append(items, r)
-			rev := partition(v, o.Namespace)
+			rev := o.Meta.Labels[model.RevisionLabel]
 			parts[rev] = append(parts[rev], r)
 		}
 		if err := set(all, last.all, Key(k), Key(k), items); err != nil {
@@ -169,14 +170,6 @@ func NewCache() *Cache { return objcache.New[Encoded]() }
 func encode(o *model.Object) Encoded {
 	r, err := resource(o)
 	return Encoded{r, err}
-}
-
-// partition is the istiod revision that receives the config of namespace.
-func partition(v *model.TenantView, namespace string) string {
-	if namespace == model.SharedNamespace {
-		return snapshot.AllRevisions
-	}
-	return v.Revisions[namespace]
 }
 
 // resource wraps an object as istiod reads it. Its version is a hash of
