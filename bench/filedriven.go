@@ -105,7 +105,7 @@ func startServe(ctx context.Context, cfg Config, objs []*model.Object, stderr io
 	if t.admin, err = freePort(); err != nil {
 		return fail(err)
 	}
-	t.cmd = exec.CommandContext(ctx, cfg.Exe, "serve", "--config", dir, "--xds-addr", t.xds, "--admin-addr", t.admin,
+	t.cmd = exec.CommandContext(ctx, cfg.Exe, "serve", "--config", dir, "--xds-addr", t.xds, "--mcp-addr", "", "--admin-addr", t.admin,
 		"--log-level", "warn", "--debounce", cfg.Debounce.String(), "--max-delay", max(time.Second, cfg.Debounce).String())
 	t.cmd.Stdout, t.cmd.Stderr = io.Discard, stderr // stdout: serve's banner
 	t.cmd.WaitDelay = 5 * time.Second

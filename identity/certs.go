@@ -180,6 +180,18 @@ func (c *Certs) ServerConfig() *tls.Config {
 	}
 }
 
+// ServerOnlyConfig is the TLS configuration of a face whose clients cannot
+// present a certificate (istiod dialling its config source): the current
+// certificate, and no client certificate asked for.
+func (c *Certs) ServerOnlyConfig() *tls.Config {
+	return &tls.Config{
+		MinVersion:     tls.VersionTLS12,
+		NextProtos:     []string{"h2"},
+		ClientAuth:     tls.NoClientCert,
+		GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) { cert, _ := c.current(); return cert, nil },
+	}
+}
+
 // ClientConfig is the TLS configuration a replica dials its peers with:
 // its own certificate, and the peer's verified against the client CA and
 // required to carry an identity on allow.

@@ -157,13 +157,13 @@ func TestMCPServicesForIstiod(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	r, err := server.Start(ctx, server.Config{Source: memory.New(objs), XDSAddr: "127.0.0.1:0", Build: translate.Options{MCPServices: true}.Compose})
+	r, err := server.Start(ctx, server.Config{Source: memory.New(objs), XDSAddr: "127.0.0.1:0", MCPAddr: "127.0.0.1:0", Build: translate.Options{MCPServices: true}.Compose})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer r.Close()
 	<-r.Synced()
-	ist := connectIstiod(t, r.XDSAddr(), "")
+	ist := connectIstiod(t, r.MCPAddr(), "")
 	entries := map[string]*networking.ServiceEntry{}
 	for _, res := range ist.state["networking.istio.io/v1/ServiceEntry"] {
 		se := &networking.ServiceEntry{}

@@ -90,7 +90,7 @@ func startWith(t *testing.T, src model.Source, log *slog.Logger) *server.Replica
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	r, err := server.Start(ctx, server.Config{
-		Source: src, XDSAddr: "127.0.0.1:0", AdminAddr: "127.0.0.1:0",
+		Source: src, XDSAddr: "127.0.0.1:0", MCPAddr: "127.0.0.1:0", AdminAddr: "127.0.0.1:0",
 		Debounce: 20 * time.Millisecond, MaxDelay: 200 * time.Millisecond, History: 5, Logger: log,
 	})
 	if err != nil {

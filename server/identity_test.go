@@ -61,7 +61,7 @@ func startTLSReplica(t *testing.T, tenants int, tweak func(*server.Config)) *tls
 	}
 	logs := &syncBuffer{}
 	cfg := server.Config{Source: memory.New(fleet.Generate(fleet.Spec{Tenants: tenants, Services: 2, Endpoints: 1, Seed: 9})),
-		XDSAddr: "127.0.0.1:0", AdminAddr: "127.0.0.1:0", TLS: certs, Logger: slog.New(slog.NewTextHandler(logs, nil)),
+		XDSAddr: "127.0.0.1:0", MCPAddr: "127.0.0.1:0", AdminAddr: "127.0.0.1:0", TLS: certs, Logger: slog.New(slog.NewTextHandler(logs, nil)),
 		Debounce: 20 * time.Millisecond, MaxDelay: 200 * time.Millisecond}
 	if tweak != nil {
 		tweak(&cfg)
@@ -139,8 +139,9 @@ func wantCode(t *testing.T, what string, err error, code codes.Code) {
 // namespace its certificate proves, not what its node claims; a
 // certificate of namespace A claiming B, no credentials, a certificate
 // of another CA, an expired one and one without a SPIFFE identity are
-// refused, each with its own reason in the metrics and the log; only
-// istiod's identities read MCP, each its own revision; a debug caller sees
+// refused, each with its own reason in the metrics and the log; MCP is
+// served on its own port only, over server-side TLS, to a client without
+// a certificate (istiod has none to give); a debug caller sees
 // only its own namespace's proxies; and a rotated certificate and CA are
 // picked up from their files.
 func TestTLSIdentityDecidesTenant(t *testing.T) {
@@ -177,23 +178,26 @@ func TestTLSIdentityDecidesTenant(t *testing.T) {
 	_, err = firstResponse(dialTLS(t, e.r.XDSAddr(), e.ca, &anonymous, ""), a, nil, clusterType)
 	wantCode(t, "a certificate without a SPIFFE identity", err, codes.Unauthenticated)
 
-	// MCP: istiod's identity reads it, a proxy's does not, and a revision's
-	// istiod reads only its revision.
+	// MCP: refused on the proxies' port whoever asks, istiod's identity
+	// included; served on the MCP port over server-side TLS to a client
+	// that presents no certificate, as istiod dials its config source
+	// (tlsSettings mode SIMPLE: the server's certificate checked against
+	// the CA, nothing presented).
 	const pa = "security.istio.io/v1/PeerAuthentication"
-	api := map[string]any{"GENERATOR": "api"}
+	api := map[string]any{"GENERATOR": "api", "ISTIO_REVISION": "default"}
 	istiod := e.ca.TLS(t, testpki.Spec{SPIFFE: spiffe("istio-system", "istiod")})
-	if _, err := firstResponse(dialTLS(t, e.r.XDSAddr(), e.ca, &istiod, ""), "istio-system", api, pa); err != nil {
-		t.Fatalf("istiod reading MCP: %v", err)
-	}
+	_, err = firstResponse(dialTLS(t, e.r.XDSAddr(), e.ca, &istiod, ""), "istio-system", api, pa)
+	wantCode(t, "istiod's identity reading MCP on the proxies' port", err, codes.PermissionDenied)
 	_, err = firstResponse(conn, a, api, pa)
-	wantCode(t, "a proxy's identity reading MCP", err, codes.PermissionDenied)
-	canary := e.ca.TLS(t, testpki.Spec{SPIFFE: spiffe("istio-system", "istiod-canary")})
-	cconn := dialTLS(t, e.r.XDSAddr(), e.ca, &canary, "")
-	_, err = firstResponse(cconn, "istio-system", api, pa)
-	wantCode(t, "istiod-canary reading the default revision", err, codes.PermissionDenied)
-	if _, err := firstResponse(cconn, "istio-system", map[string]any{"GENERATOR": "api", "ISTIO_REVISION": "canary"}, pa); err != nil {
-		t.Fatalf("istiod-canary reading its revision: %v", err)
+	wantCode(t, "a proxy's identity reading MCP on the proxies' port", err, codes.PermissionDenied)
+	if counterWith(t, e.r, "xdshard_refused_requests_total", "mcp_wrong_port") != 2 {
+		t.Fatal("the refusals were not counted as mcp_wrong_port")
 	}
+	if resp, err := firstResponse(dialTLS(t, e.r.MCPAddr(), e.ca, nil, ""), "istio-system", api, pa); err != nil || len(resp.Resources) == 0 {
+		t.Fatalf("istiod without a certificate reading MCP on the MCP port over TLS: %v (%d resources)", err, len(resp.GetResources()))
+	}
+	_, err = firstResponse(dialTLS(t, e.r.MCPAddr(), e.ca, &certA, ""), a, nil, clusterType)
+	wantCode(t, "a proxy on the MCP port", err, codes.PermissionDenied)
 
 	// Debug: a caller of namespace a that claims istio-system sees a's
 	// proxies only.
@@ -220,7 +224,7 @@ func TestTLSIdentityDecidesTenant(t *testing.T) {
 	}
 
 	// Each refusal has its own reason, counted and logged.
-	for _, reason := range []string{"claims_other_namespace", "no_credentials", "no_spiffe_id", "mcp_not_allowed"} {
+	for _, reason := range []string{"claims_other_namespace", "no_credentials", "no_spiffe_id", "mcp_wrong_port"} {
 		if counterWith(t, e.r, "xdshard_refused_requests_total", reason) == 0 {
 			t.Errorf("no refusal counted with reason %s", reason)
 		}
@@ -230,7 +234,7 @@ func TestTLSIdentityDecidesTenant(t *testing.T) {
 			t.Errorf("no refused handshake counted with reason %s", reason)
 		}
 	}
-	for _, reason := range []string{"claims_other_namespace", "no_credentials", "no_spiffe_id", "mcp_not_allowed", "unknown_authority", "expired_certificate"} {
+	for _, reason := range []string{"claims_other_namespace", "no_credentials", "no_spiffe_id", "mcp_wrong_port", "unknown_authority", "expired_certificate"} {
 		if e.logs.count("reason="+reason) == 0 {
 			t.Errorf("no log line with reason=%s", reason)
 		}
@@ -252,18 +256,6 @@ func TestTLSIdentityDecidesTenant(t *testing.T) {
 	})
 	_, err = firstResponse(dialTLS(t, e.r.XDSAddr(), e.ca, &certA, ""), a, nil, clusterType)
 	wantCode(t, "a client of the replaced CA after rotation", err, codes.Unavailable)
-}
-
-// TestMCPAllowListIsEnforced: an identity taken off the MCP allow-list
-// (here: istiod, replaced by another) is refused.
-func TestMCPAllowListIsEnforced(t *testing.T) {
-	e := startTLSReplica(t, 1, func(c *server.Config) { c.MCPIdentities = identity.AllowList{"istio-system/istiod-blue"} })
-	istiod := e.ca.TLS(t, testpki.Spec{SPIFFE: spiffe("istio-system", "istiod")})
-	_, err := firstResponse(dialTLS(t, e.r.XDSAddr(), e.ca, &istiod, ""), "istio-system", map[string]any{"GENERATOR": "api"}, "security.istio.io/v1/PeerAuthentication")
-	wantCode(t, "istiod off the allow-list", err, codes.PermissionDenied)
-	if counterWith(t, e.r, "xdshard_refused_requests_total", "mcp_not_allowed") != 1 {
-		t.Fatal("the refusal was not counted as mcp_not_allowed")
-	}
 }
 
 // TestAdminNeedsIdentityBeyondLoopback: the admin port asks for an

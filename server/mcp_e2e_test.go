@@ -159,7 +159,7 @@ const apType = "security.istio.io/v1/AuthorizationPolicy"
 func TestIstiodConfigSource(t *testing.T) {
 	dir := copyDemo(t)
 	r := startReplica(t, dir)
-	all := connectIstiod(t, r.XDSAddr(), "")
+	all := connectIstiod(t, r.MCPAddr(), "")
 	all.quiet() // everything ACKed: nothing more until something changes
 
 	if n := len(all.state["core/v1alpha1/MeshConfig"]); n != 0 {
@@ -194,8 +194,8 @@ func TestIstiodConfigSource(t *testing.T) {
 func TestRevisionFollowsObjectLabels(t *testing.T) {
 	dir := copyDemo(t)
 	r := startReplica(t, dir)
-	rev30 := connectIstiod(t, mcpAddr(r), "1-30")
-	rev31 := connectIstiod(t, mcpAddr(r), "1-31")
+	rev30 := connectIstiod(t, r.MCPAddr(), "1-30")
+	rev31 := connectIstiod(t, r.MCPAddr(), "1-31")
 	for name, c := range map[string]*istiod{"1-30": rev30, "1-31": rev31} {
 		if got := c.names(vsType); !slices.Equal(got, []string{"acme-web/reviews", "initech/legacy"}) {
 			t.Fatalf("istiod %s: VirtualServices %v, want every tenant's (none is labelled for a revision)", name, got)
@@ -281,9 +281,9 @@ func TestRevisionPropertyOnRandomMeshes(t *testing.T) {
 		}
 		f.Close()
 		r := startReplica(t, dir)
-		whole := connectIstiod(t, mcpAddr(r), "")
+		whole := connectIstiod(t, r.MCPAddr(), "")
 		for _, rev := range revs[1:] {
-			c := connectIstiod(t, mcpAddr(r), rev)
+			c := connectIstiod(t, r.MCPAddr(), rev)
 			for typeURL, items := range whole.state {
 				kind := typeURL[strings.LastIndex(typeURL, "/")+1:]
 				var want []string

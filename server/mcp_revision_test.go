@@ -88,7 +88,7 @@ func TestMCPRevisionTable(t *testing.T) {
 	}
 	r := startReplica(t, dir)
 	for col, rev := range []string{"", "default", "canary"} {
-		got := connectIstiod(t, mcpAddr(r), rev)
+		got := connectIstiod(t, r.MCPAddr(), rev)
 		var want []string
 		for i, o := range objects {
 			if kept[i][col] {
@@ -108,6 +108,3 @@ func TestMCPRevisionTable(t *testing.T) {
 		}
 	}
 }
-
-// mcpAddr is where r serves istiod's MCP.
-func mcpAddr(r interface{ XDSAddr() string }) string { return r.XDSAddr() }

@@ -111,7 +111,7 @@ func startProc(t *testing.T, id string, peer string, args ...string) *replicaPro
 
 func (p *replicaProc) start(t *testing.T) {
 	t.Helper()
-	args := append([]string{"serve", "--replica-id", p.id, "--xds-addr", p.xds, "--admin-addr", p.admin, "--peer-addr", p.peer,
+	args := append([]string{"serve", "--replica-id", p.id, "--xds-addr", p.xds, "--mcp-addr", "127.0.0.1:0", "--admin-addr", p.admin, "--peer-addr", p.peer,
 		"--debounce", "20ms", "--max-delay", "200ms", "--log-level", "debug"}, p.args...)
 	p.log = &procLog{}
 	p.cmd = exec.Command(p.bin, args...)

@@ -77,18 +77,23 @@ type Config struct {
 	// grace period with no local client: past it, the least recently left
 	// go at once. Default 256 MiB.
 	FetchCacheBytes int64
+	// MCPAddr is where istiod's config-source (MCP) streams are served,
+	// and nowhere else; "" serves none. istiod proves no identity to a
+	// config source, so this port asks for none: the network protects it
+	// (see xds.Server.RegisterMCP).
+	MCPAddr string
 	// TLS, when set, serves the xDS, peer and admin ports over TLS with
 	// these (reloaded) certificates, and clients are who they prove to be:
 	// a client certificate's SPIFFE identity, or a service-account token
 	// verified by Tokens. A proxy reads only its own namespace's tenant,
-	// istiod's identities (MCPIdentities) alone read MCP, replicas
-	// (PeerIdentities, default this replica's own identity) alone fetch
-	// snapshots, and off loopback the admin port answers AdminReaders
-	// (default the system namespace's identities) only. Without TLS,
-	// nodes' claims are trusted: loopback, or --insecure.
+	// replicas (PeerIdentities, default this replica's own identity) alone
+	// fetch snapshots, and off loopback the admin port answers
+	// AdminReaders (default the system namespace's identities) only. The
+	// MCP port serves TLS with the same certificate and asks for no client
+	// certificate. Without TLS, nodes' claims are trusted: loopback, or
+	// --insecure.
 	TLS            *identity.Certs
 	Tokens         identity.TokenVerifier
-	MCPIdentities  identity.AllowList
 	PeerIdentities identity.AllowList
 	AdminReaders   identity.AllowList
 	// AdminWriters may roll back and unpin beyond loopback (over TLS);
@@ -160,6 +165,7 @@ type Replica struct {
 	builder   *builder.Builder
 	xds       *xds.Server
 	grpc      *grpc.Server
+	mcpGRPC   *grpc.Server // nil without an MCP address
 	http      *http.Server
 	peerGRPC  *grpc.Server
 	fetcher   *sharding.Fetcher
@@ -176,15 +182,15 @@ type Replica struct {
 	xdsConns  *connTracker
 	pages     http.Handler // the admin pages, served in process to istio.io/debug
 
-	xdsAddr, adminAddr string
-	name               string // "xdshard-<replica>", as istioctl's ISTIOD column says it
-	draining           atomic.Bool
-	surplusSince       time.Time     // when this replica's stream surplus began; balance's goroutine only
-	synced             chan struct{} // closed once the first full state is built
-	errc               chan error    // a stage that ended on its own
-	cancel             context.CancelFunc
-	done               sync.WaitGroup
-	closeOnce          sync.Once
+	xdsAddr, mcpAddr, adminAddr string
+	name                        string // "xdshard-<replica>", as istioctl's ISTIOD column says it
+	draining                    atomic.Bool
+	surplusSince                time.Time     // when this replica's stream surplus began; balance's goroutine only
+	synced                      chan struct{} // closed once the first full state is built
+	errc                        chan error    // a stage that ended on its own
+	cancel                      context.CancelFunc
+	done                        sync.WaitGroup
+	closeOnce                   sync.Once
 }
 
 // Start opens the listeners and starts the pipeline. It returns once both
@@ -235,7 +241,7 @@ func Start(ctx context.Context, cfg Config) (*Replica, error) {
 	r.store.SetRollout(cfg.Rollout.On())
 	if cfg.TLS != nil {
 		r.secure()
-		xopts.Access = xds.Access{Authenticate: (&identity.Authenticator{Tokens: cfg.Tokens}).Authenticate, MCP: cfg.MCPIdentities}
+		xopts.Access = xds.Access{Authenticate: (&identity.Authenticator{Tokens: cfg.Tokens}).Authenticate}
 	}
 	if len(cfg.Peers) > 0 || cfg.Membership != nil {
 		xopts.MCPComplete = r.holdsEveryTenant
@@ -262,13 +268,13 @@ func Start(ctx context.Context, cfg Config) (*Replica, error) {
 		loads.ReportStreams(r.xds.ProxyStreams)
 		go r.balance(runCtx, loads)
 	}
-	xdsLis, err := net.Listen("tcp", cfg.XDSAddr)
+	xdsLis, mcpLis, adminLis, err := listen(cfg)
 	if err != nil {
 		cancel()
 		if r.peerGRPC != nil {
 			r.peerGRPC.Stop()
 		}
-		return nil, fmt.Errorf("xDS address %s: %w (is another xdshard running? pick a free port)", cfg.XDSAddr, err)
+		return nil, err
 	}
 	if cfg.MaxConnections <= 0 {
 		cfg.MaxConnections = DefaultMaxConnections
@@ -282,16 +288,7 @@ func Start(ctx context.Context, cfg Config) (*Replica, error) {
 	})
 	xdsLis = r.xdsConns
 	r.xdsAddr = xdsLis.Addr().String()
-	var adminLis net.Listener
-	if cfg.AdminAddr != "" {
-		if adminLis, err = net.Listen("tcp", cfg.AdminAddr); err != nil {
-			cancel()
-			if r.peerGRPC != nil {
-				r.peerGRPC.Stop()
-			}
-			xdsLis.Close()
-			return nil, fmt.Errorf("admin address %s: %w (pick a free port)", cfg.AdminAddr, err)
-		}
+	if adminLis != nil {
 		r.adminAddr = adminLis.Addr().String()
 	}
 	r.grpc = grpc.NewServer(r.grpcOptions(false)...)
@@ -302,7 +299,13 @@ func Start(ctx context.Context, cfg Config) (*Replica, error) {
 	// rollout on whatever the replica's.
 	go r.xds.RunRollouts(runCtx, 200*time.Millisecond)
 	r.goStage(func() error { return r.builder.Run(runCtx) })
-	r.goStage(func() error { return r.serveXDS(runCtx, xdsLis) })
+	r.goStage(func() error { return r.serveXDS(runCtx, r.grpc, xdsLis) })
+	if mcpLis != nil {
+		r.mcpAddr = mcpLis.Addr().String()
+		r.mcpGRPC = grpc.NewServer(r.mcpGRPCOptions()...)
+		r.xds.RegisterMCP(r.mcpGRPC)
+		r.goStage(func() error { return r.serveXDS(runCtx, r.mcpGRPC, mcpLis) })
+	}
 	if adminLis != nil {
 		// HTTP/1.1 and HTTP/2 (h2c in plaintext) on one address: the admin
 		// gRPC service needs HTTP/2; curl and kubelet probes speak 1.1.
@@ -376,19 +379,46 @@ func (r *Replica) runSource(ctx context.Context) error {
 	return nil
 }
 
-// serveXDS opens the xDS port once the first full state is built, as
-// istiod waits for its caches: a proxy connecting earlier would be refused
-// as a member of no tenant. Until then its connection waits in the backlog.
-func (r *Replica) serveXDS(ctx context.Context, lis net.Listener) error {
+// serveXDS opens the xDS (or MCP) port once the first full state is
+// built, as istiod waits for its caches: a proxy connecting earlier would
+// be refused as a member of no tenant, and an istiod would be sent an empty
+// state and delete its config. Until then a connection waits in the backlog.
+func (r *Replica) serveXDS(ctx context.Context, g *grpc.Server, lis net.Listener) error {
 	select {
 	case <-r.synced:
 	case <-ctx.Done():
 		return lis.Close()
 	}
-	if err := r.grpc.Serve(lis); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
-		return fmt.Errorf("xDS server: %w", err)
+	if err := g.Serve(lis); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+		return fmt.Errorf("xDS server %s: %w", lis.Addr(), err)
 	}
 	return nil
+}
+
+// listen opens the replica's listeners: xDS, and MCP and admin when
+// configured. On an error none is left open.
+func listen(cfg Config) (xdsLis, mcpLis, adminLis net.Listener, err error) {
+	var opened []net.Listener
+	open := func(what, addr string) net.Listener {
+		if err != nil || addr == "" {
+			return nil
+		}
+		l, lerr := net.Listen("tcp", addr)
+		if lerr != nil {
+			err = fmt.Errorf("%s address %s: %w (is another xdshard running? pick a free port)", what, addr, lerr)
+			return nil
+		}
+		opened = append(opened, l)
+		return l
+	}
+	xdsLis, mcpLis, adminLis = open("xDS", cfg.XDSAddr), open("MCP", cfg.MCPAddr), open("admin", cfg.AdminAddr)
+	if err != nil {
+		for _, l := range opened {
+			l.Close()
+		}
+		return nil, nil, nil, err
+	}
+	return xdsLis, mcpLis, adminLis, nil
 }
 
 // built records a build's diagnostics and outcome for status and health.
@@ -507,6 +537,9 @@ func (r *Replica) Drain(period time.Duration) {
 	}
 	start := time.Now()
 	go r.grpc.GracefulStop()
+	if r.mcpGRPC != nil {
+		go r.mcpGRPC.GracefulStop()
+	}
 	r.xds.Drain(period)
 	r.log.Info("drained", "took", time.Since(start).Round(time.Millisecond))
 }
@@ -523,6 +556,9 @@ func (r *Replica) stop() {
 		r.cancel()
 		r.xds.Close()
 		r.grpc.GracefulStop()
+		if r.mcpGRPC != nil {
+			r.mcpGRPC.Stop()
+		}
 		if r.peerGRPC != nil {
 			r.peerGRPC.Stop()
 		}
@@ -538,6 +574,9 @@ func (r *Replica) stop() {
 
 // XDSAddr is the bound xDS address.
 func (r *Replica) XDSAddr() string { return r.xdsAddr }
+
+// MCPAddr is the bound MCP address, "" without one.
+func (r *Replica) MCPAddr() string { return r.mcpAddr }
 
 // AdminAddr is the bound admin address, "" without one.
 func (r *Replica) AdminAddr() string { return r.adminAddr }

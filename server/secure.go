@@ -44,6 +44,16 @@ func (r *Replica) grpcOptions(peers bool) []grpc.ServerOption {
 	return opts
 }
 
+// mcpGRPCOptions are the MCP port's gRPC options: xds's, and server-side
+// TLS when set, asking for no client certificate (istiod has none to give).
+func (r *Replica) mcpGRPCOptions() []grpc.ServerOption {
+	opts := xds.GRPCOptions()
+	if r.cfg.TLS != nil {
+		opts = append(opts, grpc.Creds(credentials.NewTLS(r.cfg.TLS.ServerOnlyConfig())))
+	}
+	return opts
+}
+
 // peerIdentities are the identities that may fetch snapshots: the
 // configured ones, or this replica's own (replicas share an identity).
 func (r *Replica) peerIdentities() identity.AllowList {

@@ -52,7 +52,7 @@ func TestStaticPeersBuildOnceServeEverywhere(t *testing.T) {
 	for i := range peers {
 		src := memory.New(objs)
 		ctx, cancel := context.WithCancel(context.Background())
-		r, err := server.Start(ctx, server.Config{Source: src, XDSAddr: "127.0.0.1:0", Debounce: 20 * time.Millisecond, MaxDelay: 200 * time.Millisecond,
+		r, err := server.Start(ctx, server.Config{Source: src, XDSAddr: "127.0.0.1:0", MCPAddr: "127.0.0.1:0", Debounce: 20 * time.Millisecond, MaxDelay: 200 * time.Millisecond,
 			ReplicaID: peers[i].ID, PeerAddr: peers[i].Addr, Peers: peers, FetchGrace: 200 * time.Millisecond})
 		if err != nil {
 			t.Fatal(err)
@@ -157,7 +157,7 @@ func TestStaticPeersBuildOnceServeEverywhere(t *testing.T) {
 	// An istiod on a replica that owns only some tenants gets, in its first
 	// answer, every tenant's config: the replica fetches the others before
 	// it answers, since an MCP response is the full state of its type.
-	ist := connectIstiod(t, replicas[0].XDSAddr(), "")
+	ist := connectIstiod(t, replicas[0].MCPAddr(), "")
 	namespaces := map[string]bool{}
 	for _, o := range ist.state["security.istio.io/v1/PeerAuthentication"] {
 		ns, _, _ := strings.Cut(o.Metadata.Name, "/")

@@ -39,7 +39,7 @@ func TestServeFlagsRejectBadInput(t *testing.T) {
 		"stray argument":             {[]string{"extra"}, "takes no arguments"},
 		"half of TLS":                {[]string{"--tls-cert", "c.pem"}, "TLS needs all of"},
 		"TLS and --insecure":         {[]string{"--tls-cert", "c", "--tls-key", "k", "--client-ca", "ca", "--insecure"}, "--insecure and TLS both"},
-		"bad allow-list entry":       {[]string{"--mcp-identities", "istiod"}, "want namespace/service-account"},
+		"bad allow-list entry":       {[]string{"--peer-identities", "istiod"}, "want namespace/service-account"},
 		"bad SPIFFE allow entry":     {[]string{"--peer-identities", "spiffe://td/xdshard"}, "Istio's shape"},
 		"bad rollout mode":           {[]string{"--rollout", "yes"}, "want canary or off"},
 		"rollout off with a percent": {[]string{"--rollout", "off", "--rollout-percent", "5"}, "drop those"},
@@ -271,7 +271,7 @@ func serveDemo(t *testing.T, args ...string) *server.Replica {
 	if err := demo.WriteTo(dir); err != nil {
 		t.Fatal(err)
 	}
-	cfg, err := serveFlags(append([]string{"--config", dir, "--xds-addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0"}, args...))
+	cfg, err := serveFlags(append([]string{"--config", dir, "--xds-addr", "127.0.0.1:0", "--mcp-addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0"}, args...))
 	if err != nil {
 		t.Fatal(err)
 	}

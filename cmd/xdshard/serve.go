@@ -33,6 +33,7 @@ import (
 type serveConfig struct {
 	config    string
 	xdsAddr   string
+	mcpAddr   string
 	adminAddr string
 	insecure  bool
 	debounce  time.Duration
@@ -60,7 +61,6 @@ type serveConfig struct {
 	trustDomain     string
 	audiences       []string
 	tokens          bool
-	mcpIDs          identity.AllowList
 	peerIDs         identity.AllowList
 	adminReaders    identity.AllowList
 	adminPprof      bool
@@ -102,7 +102,6 @@ func bindServeFlags(fs *pflag.FlagSet) (finish func(args []string) (*serveConfig
 	fs.StringVar(&c.tls.ClientCA, "client-ca", "", "with --tls-cert: the CA bundle clients' and peers' certificates must chain to (the mesh's root, e.g. istio-ca-root-cert's root-cert.pem)")
 	fs.StringVar(&c.trustDomain, "trust-domain", "cluster.local", "the trust domain of identities proven by service-account tokens")
 	audiences := fs.String("token-audiences", "istio-ca", "with TLS and Kubernetes: accept service-account tokens (authorization: Bearer) for these audiences, verified by TokenReview, as istiod accepts istio-agent's; comma-separated, empty to accept certificates only")
-	mcpIDs := fs.String("mcp-identities", "istio-system/istiod,istio-system/istiod-*", "with TLS: who may read istiod's config (MCP): namespace/service-account, namespace/*, or SPIFFE URIs; istiod-<rev> reads only revision <rev>")
 	peerIDs := fs.String("peer-identities", "", "with TLS: who may fetch snapshots on the peer port (default: this replica's own certificate identity)")
 	adminWriters := fs.String("admin-writers", "", "with TLS: who may roll back and unpin tenants beyond loopback (default nobody; loopback callers always may)")
 	adminReaders := fs.String("admin-readers", "istio-system/*", "with TLS: who may read the admin port's debug and status pages beyond loopback (/healthz, /readyz and /metrics are open)")
@@ -119,6 +118,7 @@ func bindServeFlags(fs *pflag.FlagSet) (finish func(args []string) (*serveConfig
 	peers := fs.String("peers", "", "shard tenants over these replicas, this one included: ID=HOST:PORT,... (their --peer-addr); each builds only the tenants it owns and fetches the others' from their owners")
 	fs.BoolVar(&c.applyNetpols, "apply-network-policies", false, "with Kubernetes as the source: apply each tenant's generated NetworkPolicies (server-side apply, field manager xdshard) and delete them when the tenant opts out or goes away")
 	fs.StringVar(&c.xdsAddr, "xds-addr", "127.0.0.1:15010", "HOST:PORT of the gRPC ADS server")
+	fs.StringVar(&c.mcpAddr, "mcp-addr", "127.0.0.1:15011", "HOST:PORT serving istiod's config-source (MCP) streams, and only those (\"\" for none): point istiod's meshConfig.configSources at xds://HOST:PORT. istiod presents no client identity to a config source, so this port asks for none: with TLS it serves the replica's certificate (istiod's tlsSettings mode SIMPLE) and admits any client; beyond loopback, let only istiod reach it (the Helm chart's NetworkPolicy)")
 	fs.StringVar(&c.adminAddr, "admin-addr", "127.0.0.1:15014", "HOST:PORT of the HTTP admin server (/healthz, /readyz, /metrics, /debug/pprof, /debug/syncz)")
 	fs.BoolVar(&c.insecure, "insecure", false, "allow plaintext serving on non-loopback addresses")
 	fs.DurationVar(&c.debounce, "debounce", 100*time.Millisecond, "quiet time after a tenant's last change before it is rebuilt")
@@ -133,7 +133,7 @@ func bindServeFlags(fs *pflag.FlagSet) (finish func(args []string) (*serveConfig
 		if err := c.rolloutMode(*rollout); err != nil {
 			return nil, err
 		}
-		return c.check(args, *peers, *mcpIDs, *peerIDs, *adminReaders, *adminWriters, *audiences, *mcpServices)
+		return c.check(args, *peers, *peerIDs, *adminReaders, *adminWriters, *audiences, *mcpServices)
 	}
 }
 
@@ -173,7 +173,7 @@ func (c *serveConfig) rolloutMode(mode string) error {
 
 // check completes c from the flags that need parsing and refuses
 // combinations serve cannot run with.
-func (c *serveConfig) check(args []string, peers, mcpIDs, peerIDs, adminReaders, adminWriters, audiences, mcpServices string) (*serveConfig, error) {
+func (c *serveConfig) check(args []string, peers, peerIDs, adminReaders, adminWriters, audiences, mcpServices string) (*serveConfig, error) {
 	if len(args) > 0 {
 		return nil, fmt.Errorf("serve takes no arguments, got %q; see xdshard serve --help", args)
 	}
@@ -188,7 +188,7 @@ func (c *serveConfig) check(args []string, peers, mcpIDs, peerIDs, adminReaders,
 	for _, l := range []struct {
 		flag, val string
 		dst       *identity.AllowList
-	}{{"mcp-identities", mcpIDs, &c.mcpIDs}, {"peer-identities", peerIDs, &c.peerIDs}, {"admin-readers", adminReaders, &c.adminReaders}, {"admin-writers", adminWriters, &c.adminWriters}} {
+	}{{"peer-identities", peerIDs, &c.peerIDs}, {"admin-readers", adminReaders, &c.adminReaders}, {"admin-writers", adminWriters, &c.adminWriters}} {
 		if *l.dst, err = identity.ParseAllowList(l.val); err != nil {
 			return nil, fmt.Errorf("--%s: %w", l.flag, err)
 		}
@@ -234,6 +234,11 @@ func (c *serveConfig) check(args []string, peers, mcpIDs, peerIDs, adminReaders,
 	}
 	if err := checkListenAddr("admin-addr", c.adminAddr, plain); err != nil {
 		return nil, err
+	}
+	if c.mcpAddr != "" {
+		if err := checkListenAddr("mcp-addr", c.mcpAddr, plain); err != nil {
+			return nil, err
+		}
 	}
 	if c.config != "" && c.kubeconfig != "" {
 		return nil, fmt.Errorf("--config and --kubeconfig both given; xdshard reads one source: pick one")
@@ -345,10 +350,10 @@ func startServing(ctx context.Context, cfg *serveConfig, log *slog.Logger) (*ser
 	}
 	sc := server.Config{
 		Membership: members, Balance: balance, BalanceSettle: 2 * cfg.leaseRenew, FetchCacheBytes: cfg.fetchCache,
-		Source: src, XDSAddr: cfg.xdsAddr, AdminAddr: cfg.adminAddr,
+		Source: src, XDSAddr: cfg.xdsAddr, MCPAddr: cfg.mcpAddr, AdminAddr: cfg.adminAddr,
 		Debounce: cfg.debounce, MaxDelay: cfg.maxDelay, History: cfg.history, PushConcurrency: cfg.pushConcurrency, FullSotW: cfg.fullSotW,
 		Logger: log, ReplicaID: cfg.replicaID, PeerAddr: cfg.peerAddr, Peers: cfg.peers,
-		MCPIdentities: cfg.mcpIDs, PeerIdentities: cfg.peerIDs, AdminReaders: cfg.adminReaders, AdminWriters: cfg.adminWriters, AdminPprof: cfg.adminPprof, MaxConnections: cfg.maxConns,
+		PeerIdentities: cfg.peerIDs, AdminReaders: cfg.adminReaders, AdminWriters: cfg.adminWriters, AdminPprof: cfg.adminPprof, MaxConnections: cfg.maxConns,
 		Drain: cfg.drain, MaxConnectionAge: cfg.maxConnAge, Rollout: cfg.rollout,
 	}
 	inc := translate.NewIncremental(translate.Options{MCPServices: cfg.mcpServices})
@@ -408,6 +413,9 @@ func printBanner(w io.Writer, cfg *serveConfig, r *server.Replica) {
 	scheme := "http"
 	if cfg.tls != (identity.Files{}) {
 		scheme = "https"
+	}
+	if r.MCPAddr() != "" {
+		fmt.Fprintf(w, "  MCP for istiod: %s (meshConfig.configSources: [{address: xds://%s}])\n", r.MCPAddr(), r.MCPAddr())
 	}
 	fmt.Fprintf(w, "  xDS (ADS, SotW and delta): %s\n  admin: %s://%s/ (healthz, readyz, statusz, metrics, debug/pprof, debug/syncz, debug/tenantz)\n", r.XDSAddr(), scheme, r.AdminAddr())
 	if scheme == "https" {

@@ -18,16 +18,9 @@ import (
 // they are: plaintext serving, on loopback or with --insecure.
 type Access struct {
 	Authenticate func(ctx context.Context) (identity.Identity, error)
-	// MCP may read istiod's config (MCP); default istio-system/istiod.
-	MCP identity.AllowList
 	// Peers may fetch snapshots on the peer face.
 	Peers identity.AllowList
 }
-
-// DefaultMCPIdentities are the identities allowed to read MCP by default:
-// istiod's service accounts in istio-system (istiod, and istiod-<rev> for
-// revisions).
-var DefaultMCPIdentities = identity.AllowList{"istio-system/istiod", "istio-system/istiod-*"}
 
 // who authenticates a stream's client: nil when the server trusts claims.
 func (s *Server) who(ctx context.Context) (*identity.Identity, error) {
@@ -48,29 +41,6 @@ func (s *Server) who(ctx context.Context) (*identity.Identity, error) {
 		return nil, s.refused.refuse(reason, codes.Unauthenticated, "client %s: %s", from, err)
 	}
 	return &id, nil
-}
-
-// allowsMCP says whether an identity on the MCP allow-list may read
-// revision: istiod-<rev> reads only its own revision, and istiod only
-// the default one.
-func allowsMCP(list identity.AllowList, id identity.Identity, revision string) bool {
-	if !allowed(list, DefaultMCPIdentities, id) {
-		return false
-	}
-	if rev, ok := strings.CutPrefix(id.ServiceAccount, "istiod-"); ok {
-		return revision == rev
-	}
-	if id.ServiceAccount == "istiod" {
-		return revision == "" || revision == "default"
-	}
-	return true
-}
-
-func allowed(list, fallback identity.AllowList, id identity.Identity) bool {
-	if len(list) == 0 {
-		list = fallback
-	}
-	return list.Allows(id)
 }
 
 // checkClaims refuses a proxy whose node claims a namespace other than

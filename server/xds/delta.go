@@ -6,8 +6,6 @@ import (
 	"time"
 
 	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 
 	"github.com/xdshard/xdshard/snapshot"
 )
@@ -23,7 +21,7 @@ func (s *Server) DeltaAggregatedResources(stream discovery.AggregatedDiscoverySe
 		return err
 	}
 	if metaString(first.GetNode(), "GENERATOR") == GeneratorAPI {
-		return status.Error(codes.Unimplemented, "MCP (GENERATOR: api) is served over state-of-the-world ADS only, as istiod uses it")
+		return s.refuseMCP()
 	}
 	return runStream(s, stream.Context(), id, first, true, stream.Recv, s.recordDelta, nil, &deltaFace{stream: stream})
 }

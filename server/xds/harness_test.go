@@ -28,13 +28,14 @@ import (
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 // env is a real xdshard ADS server on 127.0.0.1 with tenants a and b
-// (namespaces of the same names).
+// (namespaces of the same names): conn dials its proxies' port, mcp its
+// MCP port.
 type env struct {
-	t     *testing.T
-	store *snapshot.Store
-	srv   *Server
-	conn  *grpc.ClientConn
-	grpc  *grpc.Server
+	t             *testing.T
+	store         *snapshot.Store
+	srv           *Server
+	conn, mcp     *grpc.ClientConn
+	grpc, mcpGRPC *grpc.Server
 }
 
 func newEnv(t *testing.T) *env {
@@ -44,7 +45,13 @@ func newEnv(t *testing.T) *env {
 	return e
 }
 
-func (e *env) close() { e.conn.Close(); e.srv.Close(); e.grpc.Stop() }
+func (e *env) close() {
+	e.conn.Close()
+	e.mcp.Close()
+	e.srv.Close()
+	e.grpc.Stop()
+	e.mcpGRPC.Stop()
+}
 
 func newEnvNoCleanup(t *testing.T) *env {
 	return newEnvWith(t, Options{Resolver: ResolverFunc(func(ns string) (string, bool) {
@@ -60,8 +67,15 @@ func newEnvWith(t *testing.T, opts Options, prepare func(*Server)) *env {
 	if prepare != nil {
 		prepare(srv)
 	}
-	g := grpc.NewServer(GRPCOptions()...)
-	srv.Register(g)
+	e := &env{t: t, store: store, srv: srv, grpc: grpc.NewServer(GRPCOptions()...), mcpGRPC: grpc.NewServer(GRPCOptions()...)}
+	srv.Register(e.grpc)
+	srv.RegisterMCP(e.mcpGRPC)
+	e.conn, e.mcp = serveOn(t, e.grpc), serveOn(t, e.mcpGRPC)
+	return e
+}
+
+// serveOn serves g on a free loopback port and dials it.
+func serveOn(t *testing.T, g *grpc.Server) *grpc.ClientConn {
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -71,7 +85,7 @@ func newEnvWith(t *testing.T, opts Options, prepare func(*Server)) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &env{t: t, store: store, srv: srv, conn: conn, grpc: g}
+	return conn
 }
 
 func node(ns string, meta map[string]any) *core.Node {

@@ -11,6 +11,7 @@ import (
 	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -27,9 +28,15 @@ import (
 // stream ends with (nil if it is still open after the last request).
 func streamErr(t *testing.T, e *env, reqs ...*discovery.DiscoveryRequest) error {
 	t.Helper()
+	return streamErrOn(t, e.conn, reqs...)
+}
+
+// streamErrOn is streamErr on the port conn dials.
+func streamErrOn(t *testing.T, conn *grpc.ClientConn, reqs ...*discovery.DiscoveryRequest) error {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	st, err := discovery.NewAggregatedDiscoveryServiceClient(e.conn).StreamAggregatedResources(ctx)
+	st, err := discovery.NewAggregatedDiscoveryServiceClient(conn).StreamAggregatedResources(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -115,10 +122,46 @@ func TestRequestRateIsBounded(t *testing.T) {
 func TestMCPTypeURLsAreChecked(t *testing.T) {
 	e := newEnv(t)
 	api := map[string]any{"GENERATOR": "api"}
-	err := streamErr(t, e, &discovery.DiscoveryRequest{Node: node("a", api), TypeUrl: "evil.example.com/v1/Payload"})
+	err := streamErrOn(t, e.mcp, &discovery.DiscoveryRequest{Node: node("a", api), TypeUrl: "evil.example.com/v1/Payload"})
 	wantRefused(t, e.srv, err, codes.InvalidArgument, "bad_type_url", "not group/version/Kind of an Istio API group")
-	err = streamErr(t, e, &discovery.DiscoveryRequest{Node: node("a", map[string]any{"GENERATOR": "api", "ISTIO_REVISION": strings.Repeat("R", 100)}), TypeUrl: "networking.istio.io/v1/VirtualService"})
+	err = streamErrOn(t, e.mcp, &discovery.DiscoveryRequest{Node: node("a", map[string]any{"GENERATOR": "api", "ISTIO_REVISION": strings.Repeat("R", 100)}), TypeUrl: "networking.istio.io/v1/VirtualService"})
 	wantRefused(t, e.srv, err, codes.InvalidArgument, "bad_revision", "is not a revision name")
+}
+
+// TestMCPOnlyOnItsPort: istiod's config source is served on the MCP port
+// alone: an MCP stream on the proxies' port (or the peers', the same
+// code) is refused, as are a proxy's stream and a delta stream on the MCP
+// port; an istiod-shaped stream there is answered.
+func TestMCPOnlyOnItsPort(t *testing.T) {
+	e := newEnv(t)
+	e.mesh("a", 1, 0)
+	api := map[string]any{"GENERATOR": "api", "ISTIO_REVISION": "default"}
+	vs := "networking.istio.io/v1/VirtualService"
+	err := streamErr(t, e, &discovery.DiscoveryRequest{Node: node("istio-system", api), TypeUrl: vs})
+	wantRefused(t, e.srv, err, codes.PermissionDenied, "mcp_wrong_port", "served on xdshard's MCP port")
+	err = streamErrOn(t, e.mcp, &discovery.DiscoveryRequest{Node: node("a", nil), TypeUrl: cds})
+	wantRefused(t, e.srv, err, codes.PermissionDenied, "not_mcp", "is a proxy: dial the xDS port")
+
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	delta, err := discovery.NewAggregatedDiscoveryServiceClient(e.mcp).DeltaAggregatedResources(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = delta.Send(&discovery.DeltaDiscoveryRequest{Node: node("istio-system", api), TypeUrl: vs})
+	if _, err := delta.Recv(); status.Code(err) != codes.Unimplemented {
+		t.Fatalf("delta on the MCP port: %v, want Unimplemented", err)
+	}
+	st, err := discovery.NewAggregatedDiscoveryServiceClient(e.mcp).StreamAggregatedResources(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Send(&discovery.DiscoveryRequest{Node: node("istio-system", api), TypeUrl: vs, ResponseNonce: "2026-12-06T09:00:00Z"}); err != nil {
+		t.Fatal(err)
+	}
+	if resp, err := st.Recv(); err != nil || resp.TypeUrl != vs {
+		t.Fatalf("an istiod-shaped stream on the MCP port: %v %v", resp, err)
+	}
 }
 
 // TestFreshNameSubscriptionsStayBounded: thousands of subscriptions to
@@ -266,7 +309,7 @@ func TestClientChosenKeysLeaveNoMemory(t *testing.T) {
 	client := discovery.NewAggregatedDiscoveryServiceClient(e.conn)
 	var streams []discovery.AggregatedDiscoveryService_StreamAggregatedResourcesClient
 	for i := 0; i < 150; i++ {
-		st, err := client.StreamAggregatedResources(ctx)
+		st, err := discovery.NewAggregatedDiscoveryServiceClient(e.mcp).StreamAggregatedResources(ctx)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -5,9 +5,7 @@ import (
 	"time"
 
 	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
-	"google.golang.org/grpc/codes"
 
-	"github.com/xdshard/xdshard/identity"
 	"github.com/xdshard/xdshard/snapshot"
 )
 
@@ -23,12 +21,7 @@ func (s *Server) StreamAggregatedResources(stream discovery.AggregatedDiscoveryS
 	}
 	switch metaString(first.GetNode(), "GENERATOR") {
 	case GeneratorAPI:
-		if id != nil && !allowsMCP(s.opts.Access.MCP, *id, metaString(first.GetNode(), "ISTIO_REVISION")) {
-			return s.refused.refuse("mcp_not_allowed", codes.PermissionDenied,
-				"%s may not read istiod's config (MCP) of revision %.64q; only istiod's identities may (%v), each its own revision",
-				id.SPIFFE(), metaString(first.GetNode(), "ISTIO_REVISION"), s.mcpList())
-		}
-		return s.opts.MCP.StreamMCP(stream, first)
+		return s.refuseMCP()
 	case GeneratorEvent:
 		caller := metaString(first.GetNode(), "NAMESPACE")
 		if id != nil {
@@ -71,13 +64,6 @@ func (s *Server) mayPushSotW(c *conn, f *sotwFace, typeURL string) bool {
 		return false // the first build wakes the loop
 	}
 	return f.due(c, snap, typeURL, st) != nil
-}
-
-func (s *Server) mcpList() identity.AllowList {
-	if len(s.opts.Access.MCP) > 0 {
-		return s.opts.Access.MCP
-	}
-	return DefaultMCPIdentities
 }
 
 // recordSotW applies one request to the stream's state: ACK or NACK of the
