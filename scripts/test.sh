@@ -4,12 +4,12 @@
 # target. Needs only Go; everything
 # else comes from the Go module proxy and is cached in the module cache. The
 # tests against a real Kubernetes API server use kube-apiserver and etcd,
-# which scripts/kube-bins.sh builds once (about 12 minutes on 2 cores) and
-# caches outside the clone.
+# which scripts/kube-bins.sh builds once (about 7 minutes on 2 cores); the
+# system test (systest/) and the istioctl test run the unmodified istiod,
+# istio-agent and istioctl, and helm, which scripts/istio-bins.sh builds once
+# (about 15 minutes); both cache outside the clone.
 #   FUZZTIME=30s scripts/test.sh   fuzz longer
-#   LONG=1 scripts/test.sh         also run the long suites (tests that check LONG),
-#                                  and the real istioctl against xdshard
-#                                  (scripts/istioctl-bin.sh builds it once)
+#   LONG=1 scripts/test.sh         also run the long suites (tests that check LONG)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 FUZZTIME="${FUZZTIME:-5s}"
@@ -27,11 +27,10 @@ echo "== kube-apiserver and etcd for the Kubernetes tests"
 XDSHARD_KUBE_BIN="$(./scripts/kube-bins.sh)"
 export XDSHARD_KUBE_BIN
 
-if [ -n "${LONG:-}" ]; then
-  echo "== istioctl for the test against the real program (LONG)"
-  XDSHARD_ISTIOCTL="$(./scripts/istioctl-bin.sh)"
-  export XDSHARD_ISTIOCTL
-fi
+echo "== istiod, istio-agent, istioctl and helm for the system test"
+XDSHARD_ISTIO_BIN="$(./scripts/istio-bins.sh)"
+XDSHARD_ISTIOCTL="$XDSHARD_ISTIO_BIN/istioctl"
+export XDSHARD_ISTIO_BIN XDSHARD_ISTIOCTL
 
 echo "== go vet"
 go vet ./...

@@ -7,6 +7,8 @@ import (
 	"log/slog"
 	"math"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -478,19 +480,60 @@ func TestLeaseMembershipMovesTenants(t *testing.T) {
 }
 
 // TestDeployManifestApplies: the API server accepts every object of
-// deploy/xdshard.yaml as written (schema, RBAC rules, PDB, HPA).
+// deploy/xdshard.yaml as written (schema, RBAC rules, PDB, HPA,
+// NetworkPolicy), and of the chart rendered without TLS.
 func TestDeployManifestApplies(t *testing.T) {
 	c := cluster(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	raw, err := os.ReadFile("../deploy/xdshard.yaml")
-	if err != nil {
-		t.Fatal(err)
-	}
 	if err := c.Apply(ctx, "apiVersion: v1\nkind: Namespace\nmetadata: {name: istio-system}\n"); err != nil {
 		t.Fatal(err)
 	}
-	if err := c.Apply(ctx, string(raw)); err != nil {
-		t.Fatalf("deploy/xdshard.yaml: %v", err)
+	t.Run("deploy/xdshard.yaml", func(t *testing.T) {
+		raw, err := os.ReadFile("../deploy/xdshard.yaml")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := c.Apply(ctx, string(raw)); err != nil {
+			t.Fatalf("deploy/xdshard.yaml: %v", err)
+		}
+	})
+	t.Run("chart without TLS", func(t *testing.T) {
+		manifests := helmTemplate(t, "tls.enabled=false", "tls.certManager.enabled=false")
+		if !strings.Contains(manifests, "--insecure") {
+			t.Fatalf("the chart with tls.enabled=false does not serve plaintext:\n%s", manifests)
+		}
+		if err := c.Apply(ctx, manifests); err != nil {
+			t.Fatalf("the chart with tls.enabled=false: %v", err)
+		}
+	})
+}
+
+// helmTemplate renders deploy/chart/xdshard as release xdshard in
+// istio-system with these --set values, by $XDSHARD_ISTIO_BIN/helm.
+// Without the variable the test is skipped, and under CI=true it fails,
+// as kubetest.Binaries does.
+func helmTemplate(t *testing.T, set ...string) string {
+	t.Helper()
+	dir := os.Getenv("XDSHARD_ISTIO_BIN")
+	if dir == "" {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("XDSHARD_ISTIO_BIN is not set under CI: scripts/test.sh builds helm and sets it")
+		}
+		t.Skip("no helm: run scripts/test.sh, or set XDSHARD_ISTIO_BIN=$(scripts/istio-bins.sh)")
 	}
+	args := []string{"template", "xdshard", "../deploy/chart/xdshard", "--namespace", "istio-system"}
+	for _, s := range set {
+		args = append(args, "--set", s)
+	}
+	home := t.TempDir()
+	cmd := exec.Command(filepath.Join(dir, "helm"), args...)
+	cmd.Env = append(os.Environ(), "HELM_CACHE_HOME="+home+"/cache", "HELM_CONFIG_HOME="+home+"/config", "HELM_DATA_HOME="+home+"/data")
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("helm %q: %v: %s", args, err, stderr.String())
+	}
+	return string(out)
 }

@@ -97,9 +97,20 @@ func Binaries(tb testing.TB) string {
 }
 
 // Start runs etcd and an API server in dir (a test's temp folder) and
-// waits until the API server is ready and Istio's CRDs are established.
-// Stop it with Stop; its processes also die with the test binary.
+// waits until the API server is ready and Istio's CRDs (of the istio.io/api
+// module the project builds with) are established. Stop it with Stop; its
+// processes also die with the test binary.
 func Start(ctx context.Context, bin, dir string) (*Cluster, error) {
+	crds, err := IstioCRDs()
+	if err != nil {
+		return nil, err
+	}
+	return StartWithCRDs(ctx, bin, dir, crds)
+}
+
+// StartWithCRDs is Start with these CRDs installed instead of
+// istio.io/api's (a real istiod's own, say).
+func StartWithCRDs(ctx context.Context, bin, dir string, crds []*unstructured.Unstructured) (*Cluster, error) {
 	c := &Cluster{bin: bin, dir: dir, Token: "xdshard-test-admin-token", logs: &logBuffer{}}
 	ports, err := freePorts(3)
 	if err != nil {
@@ -124,7 +135,7 @@ func Start(ctx context.Context, bin, dir string) (*Cluster, error) {
 		c.Stop()
 		return nil, err
 	}
-	if err := c.installIstioCRDs(ctx); err != nil {
+	if err := c.InstallCRDs(ctx, crds, nil); err != nil {
 		c.Stop()
 		return nil, err
 	}
@@ -256,7 +267,12 @@ func IstioCRDs() ([]*unstructured.Unstructured, error) {
 	if err != nil {
 		return nil, fmt.Errorf("finding istio.io/api: %w", err)
 	}
-	data, err := os.ReadFile(filepath.Join(strings.TrimSpace(string(out)), "kubernetes", "customresourcedefinitions.gen.yaml"))
+	return CRDsFromFile(filepath.Join(strings.TrimSpace(string(out)), "kubernetes", "customresourcedefinitions.gen.yaml"))
+}
+
+// CRDsFromFile reads the CRDs of a multi-document YAML file.
+func CRDsFromFile(path string) ([]*unstructured.Unstructured, error) {
+	data, err := os.ReadFile(path)
 	if err != nil {
 		return nil, err
 	}
@@ -274,14 +290,6 @@ func IstioCRDs() ([]*unstructured.Unstructured, error) {
 		}
 	}
 	return crds, nil
-}
-
-func (c *Cluster) installIstioCRDs(ctx context.Context) error {
-	crds, err := IstioCRDs()
-	if err != nil {
-		return err
-	}
-	return c.InstallCRDs(ctx, crds, nil)
 }
 
 // InstallCRDs creates the CRDs for which keep says yes (nil: all) and

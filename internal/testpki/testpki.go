@@ -55,6 +55,7 @@ type Spec struct {
 	SPIFFE    string // URI SAN; "" for none
 	NotBefore time.Time
 	NotAfter  time.Time // zero: a day from now
+	DNS       []string  // DNS SANs beside localhost
 }
 
 // Issue signs a workload certificate (client and server auth, SAN
@@ -74,7 +75,7 @@ func (ca *CA) Issue(tb testing.TB, s Spec) (certPEM, keyPEM []byte) {
 	tmpl := &x509.Certificate{SerialNumber: next(), Subject: pkix.Name{Organization: []string{"xdshard tests"}},
 		NotBefore: s.NotBefore, NotAfter: s.NotAfter, KeyUsage: x509.KeyUsageDigitalSignature,
 		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
-		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback}, DNSNames: []string{"localhost"}}
+		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback}, DNSNames: append([]string{"localhost"}, s.DNS...)}
 	if s.SPIFFE != "" {
 		u, err := url.Parse(s.SPIFFE)
 		if err != nil {
@@ -102,6 +103,17 @@ func (ca *CA) TLS(tb testing.TB, s Spec) tls.Certificate {
 		tb.Fatal(err)
 	}
 	return cert
+}
+
+// KeyPEM is the CA's private key as PEM, for a program that signs with it
+// (istiod's plugged-in CA, etc/cacerts/ca-key.pem).
+func (ca *CA) KeyPEM(tb testing.TB) []byte {
+	tb.Helper()
+	kb, err := x509.MarshalECPrivateKey(ca.key)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kb})
 }
 
 // Pool is a pool holding the CA.
