@@ -7,8 +7,6 @@ import (
 	"log/slog"
 	"math"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -24,7 +22,9 @@ import (
 
 	"github.com/xdshard/xdshard/bench/fleet"
 	"github.com/xdshard/xdshard/bench/proxy"
+	"github.com/xdshard/xdshard/internal/helmtest"
 	"github.com/xdshard/xdshard/internal/kubetest"
+	"github.com/xdshard/xdshard/internal/proc"
 	"github.com/xdshard/xdshard/server"
 	"github.com/xdshard/xdshard/server/admin"
 	"github.com/xdshard/xdshard/sharding"
@@ -61,7 +61,7 @@ func cluster(t *testing.T) *kubetest.Cluster {
 func TestMain(m *testing.M) {
 	code := m.Run()
 	stopCluster()
-	removeBinary()
+	proc.RemoveXDShard()
 	os.Exit(code)
 }
 
@@ -515,25 +515,9 @@ func TestDeployManifestApplies(t *testing.T) {
 // as kubetest.Binaries does.
 func helmTemplate(t *testing.T, set ...string) string {
 	t.Helper()
-	dir := os.Getenv("XDSHARD_ISTIO_BIN")
-	if dir == "" {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("XDSHARD_ISTIO_BIN is not set under CI: scripts/test.sh builds helm and sets it")
-		}
-		t.Skip("no helm: run scripts/test.sh, or set XDSHARD_ISTIO_BIN=$(scripts/istio-bins.sh)")
-	}
-	args := []string{"template", "xdshard", "../deploy/chart/xdshard", "--namespace", "istio-system"}
+	var args []string
 	for _, s := range set {
 		args = append(args, "--set", s)
 	}
-	home := t.TempDir()
-	cmd := exec.Command(filepath.Join(dir, "helm"), args...)
-	cmd.Env = append(os.Environ(), "HELM_CACHE_HOME="+home+"/cache", "HELM_CONFIG_HOME="+home+"/config", "HELM_DATA_HOME="+home+"/data")
-	var stderr strings.Builder
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
-	if err != nil {
-		t.Fatalf("helm %q: %v: %s", args, err, stderr.String())
-	}
-	return string(out)
+	return helmtest.Template(t, "xdshard", "../deploy/chart/xdshard", "istio-system", args...)
 }

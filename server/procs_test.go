@@ -2,14 +2,11 @@ package server_test
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"fmt"
 	"math/rand/v2"
 	"net/http"
-	"os"
 	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -22,73 +19,22 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/xdshard/xdshard/bench/proxy"
+	"github.com/xdshard/xdshard/internal/proc"
 )
 
 // The tests of a sharded deployment run each replica as its own
 // `xdshard serve` process, built from this tree once per test binary, so
 // a replica can be killed with SIGKILL in the middle of a push.
 
-var (
-	binOnce sync.Once
-	binPath string
-	binErr  error
-)
-
-// xdshardBinary builds cmd/xdshard into a temporary directory, once.
-func xdshardBinary(t *testing.T) string {
-	t.Helper()
-	binOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "xdshard-bin")
-		if err != nil {
-			binErr = err
-			return
-		}
-		binPath = filepath.Join(dir, "xdshard")
-		out, err := exec.Command("go", "build", "-o", binPath, "../cmd/xdshard").CombinedOutput()
-		if err != nil {
-			binErr = fmt.Errorf("go build ./cmd/xdshard: %v\n%s", err, out)
-		}
-	})
-	if binErr != nil {
-		t.Fatal(binErr)
-	}
-	return binPath
-}
-
-func removeBinary() {
-	if binPath != "" {
-		os.RemoveAll(filepath.Dir(binPath))
-	}
-}
-
-// procLog keeps a process's output for the failure message.
-type procLog struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (l *procLog) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.buf.Len() > 4<<20 {
-		l.buf.Reset()
-	}
-	return l.buf.Write(p)
-}
-
-func (l *procLog) tail(n int) string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	lines := strings.Split(strings.TrimSpace(l.buf.String()), "\n")
-	return strings.Join(lines[max(0, len(lines)-n):], "\n")
-}
+// xdshardBinary builds cmd/xdshard once per test binary.
+func xdshardBinary(t *testing.T) string { return proc.XDShard(t, "../cmd/xdshard") }
 
 // replicaProc is one `xdshard serve` process.
 type replicaProc struct {
 	id               string
 	xds, admin, peer string
 	cmd              *exec.Cmd
-	log              *procLog
+	log              *proc.Log
 	dead             atomic.Bool
 	exited           chan struct{}
 	args             []string
@@ -113,7 +59,7 @@ func (p *replicaProc) start(t *testing.T) {
 	t.Helper()
 	args := append([]string{"serve", "--replica-id", p.id, "--xds-addr", p.xds, "--mcp-addr", "127.0.0.1:0", "--admin-addr", p.admin, "--peer-addr", p.peer,
 		"--debounce", "20ms", "--max-delay", "200ms", "--log-level", "debug"}, p.args...)
-	p.log = &procLog{}
+	p.log = &proc.Log{}
 	p.cmd = exec.Command(p.bin, args...)
 	p.cmd.Stdout, p.cmd.Stderr = p.log, p.log
 	p.exited = make(chan struct{})
@@ -133,11 +79,11 @@ func (p *replicaProc) start(t *testing.T) {
 		}
 		select {
 		case <-p.exited:
-			t.Fatalf("replica %s exited before it was ready:\n%s", p.id, p.log.tail(40))
+			t.Fatalf("replica %s exited before it was ready:\n%s", p.id, p.log.Tail(40))
 		case <-time.After(50 * time.Millisecond):
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("replica %s not ready in 60 s:\n%s", p.id, p.log.tail(40))
+			t.Fatalf("replica %s not ready in 60 s:\n%s", p.id, p.log.Tail(40))
 		}
 	}
 }
@@ -357,7 +303,7 @@ func (d *deployment) waitFor(what string, limit time.Duration, cond func() bool)
 		if time.Since(start) > limit {
 			var logs []string
 			for _, p := range d.procs {
-				logs = append(logs, fmt.Sprintf("--- %s (dead %v):\n%s", p.id, p.dead.Load(), p.log.tail(15)))
+				logs = append(logs, fmt.Sprintf("--- %s (dead %v):\n%s", p.id, p.dead.Load(), p.log.Tail(15)))
 			}
 			d.t.Fatalf("%s: not within %s\n%s", what, limit, strings.Join(logs, "\n"))
 		}

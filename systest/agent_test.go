@@ -29,7 +29,7 @@ import (
 // client reads.
 type agent struct {
 	dir  string
-	proc *proc
+	proc *process
 }
 
 // startAgent runs an agent for pod (of namespace ns and service account
@@ -75,7 +75,7 @@ func startAgent(t *testing.T, ctx context.Context, c *kubetest.Cluster, bin stri
 	a.proc = start(t, "istio-agent "+ns+"/"+pod, a.dir, env, filepath.Join(bin, "pilot-agent"), "proxy", "sidecar", "--domain", ns+".svc.cluster.local")
 	eventually(t, 60*time.Second, "istio-agent "+pod+" ready (its certificate from istiod, its bootstrap written)", func() error {
 		if a.proc.exited() {
-			t.Fatalf("istio-agent exited:\n%s", tail(a.proc.log.String(), 40))
+			t.Fatalf("istio-agent exited:\n%s", a.proc.log.Tail(40))
 		}
 		resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/healthz/ready", statusPort))
 		if err != nil {

@@ -1,9 +1,7 @@
 package systest
 
 import (
-	"bytes"
 	"context"
-	"errors"
 	"io"
 	"math/rand/v2"
 	"net"
@@ -17,28 +15,16 @@ import (
 	"time"
 
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 
+	"github.com/xdshard/xdshard/internal/helmtest"
 	"github.com/xdshard/xdshard/internal/kubetest"
+	"github.com/xdshard/xdshard/internal/proc"
 )
 
-// istioBin is the folder of pilot-discovery, pilot-agent, istioctl and
-// helm (scripts/istio-bins.sh), or the test is skipped (a failure under
-// CI, so a broken install is never a silent skip).
+// istioBin is the folder of pilot-discovery, pilot-agent and helm
+// (scripts/istio-bins.sh).
 func istioBin(tb testing.TB) string {
-	dir := os.Getenv("XDSHARD_ISTIO_BIN")
-	if dir == "" {
-		if os.Getenv("CI") == "true" {
-			tb.Fatal("XDSHARD_ISTIO_BIN is not set under CI: scripts/test.sh builds istiod, istio-agent and helm and sets it")
-		}
-		tb.Skip("no istiod: run scripts/test.sh, or set XDSHARD_ISTIO_BIN=$(scripts/istio-bins.sh)")
-	}
-	for _, b := range []string{"pilot-discovery", "pilot-agent", "helm"} {
-		if _, err := os.Stat(filepath.Join(dir, b)); err != nil {
-			tb.Fatalf("XDSHARD_ISTIO_BIN=%s: %v", dir, err)
-		}
-	}
-	return dir
+	return helmtest.Programs(tb, "pilot-discovery", "pilot-agent", "helm")
 }
 
 // istioModule is the source of istio.io/istio at the version the programs
@@ -54,34 +40,17 @@ func istioModule(tb testing.TB) string {
 
 // proc is a program the test runs, killed when the test ends; its output
 // is kept and shown when the test fails.
-type proc struct {
+type process struct {
 	name string
 	cmd  *exec.Cmd
-	log  *logBuf
+	log  *proc.Log
 	done chan struct{}
 }
 
-type logBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuf) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuf) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // start runs bin with args in dir, with env added to the test's.
-func start(t *testing.T, name, dir string, env []string, bin string, args ...string) *proc {
+func start(t *testing.T, name, dir string, env []string, bin string, args ...string) *process {
 	t.Helper()
-	p := &proc{name: name, log: &logBuf{}, done: make(chan struct{})}
+	p := &process{name: name, log: &proc.Log{}, done: make(chan struct{})}
 	p.cmd = exec.Command(bin, args...)
 	p.cmd.Dir = dir
 	p.cmd.Env = append(os.Environ(), env...)
@@ -94,20 +63,20 @@ func start(t *testing.T, name, dir string, env []string, bin string, args ...str
 	t.Cleanup(func() {
 		p.kill()
 		if t.Failed() {
-			t.Logf("--- %s's last output:\n%s", name, tail(p.log.String(), 40))
+			t.Logf("--- %s's last output:\n%s", name, p.log.Tail(40))
 		}
 	})
 	return p
 }
 
 // kill ends the program at once (SIGKILL) and waits for it.
-func (p *proc) kill() {
+func (p *process) kill() {
 	_ = p.cmd.Process.Signal(syscall.SIGKILL)
 	<-p.done
 }
 
 // exited says whether the program has ended.
-func (p *proc) exited() bool {
+func (p *process) exited() bool {
 	select {
 	case <-p.done:
 		return true
@@ -116,43 +85,15 @@ func (p *proc) exited() bool {
 	}
 }
 
-func tail(s string, n int) string {
-	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
-}
-
 // helmTemplate renders chart with values (YAML) as release name in
 // namespace, and returns its objects.
-func helmTemplate(t *testing.T, helm, name, chart, namespace, values string) []*unstructured.Unstructured {
+func helmTemplate(t *testing.T, name, chart, namespace, values string) []*unstructured.Unstructured {
 	t.Helper()
 	vf := filepath.Join(t.TempDir(), "values.yaml")
 	if err := os.WriteFile(vf, []byte(values), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	var stderr bytes.Buffer
-	cmd := exec.Command(helm, "template", name, chart, "--namespace", namespace, "--values", vf)
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
-	if err != nil {
-		t.Fatalf("helm template %s: %v\n%s", chart, err, stderr.String())
-	}
-	var objs []*unstructured.Unstructured
-	dec := utilyaml.NewYAMLOrJSONDecoder(bytes.NewReader(out), 4096)
-	for {
-		var m map[string]any
-		if err := dec.Decode(&m); errors.Is(err, io.EOF) {
-			break
-		} else if err != nil {
-			t.Fatalf("helm template %s: %v", chart, err)
-		}
-		if m != nil {
-			objs = append(objs, &unstructured.Unstructured{Object: m})
-		}
-	}
-	return objs
+	return helmtest.Objects(t, helmtest.Template(t, name, chart, namespace, "--values", vf))
 }
 
 // find returns the rendered object of kind and name.
@@ -216,7 +157,7 @@ func startCluster(t *testing.T, ctx context.Context, module string) *kubetest.Cl
 	}
 	t.Cleanup(func() {
 		if t.Failed() {
-			t.Logf("--- the API server's last output:\n%s", tail(c.Logs(), 20))
+			t.Logf("--- the API server's last output:\n%s", c.LogTail(20))
 		}
 		c.Stop()
 	})
@@ -230,8 +171,9 @@ type service struct {
 	lis       net.Listener
 	endpoints []string // HOST:PORT
 
-	mu    sync.Mutex
-	conns map[net.Conn]string // open connections, to the endpoint each goes to ("" for a client's side)
+	mu     sync.Mutex
+	prefer string              // an endpoint tried first while it accepts, "" for none
+	conns  map[net.Conn]string // open connections, to the endpoint each goes to ("" for a client's side)
 }
 
 func newService(t *testing.T, addr string, endpoints ...string) *service {
@@ -266,10 +208,19 @@ func (s *service) serve() {
 func (s *service) forward(in net.Conn) {
 	var out net.Conn
 	var to string
+	s.mu.Lock()
+	order := []string{s.prefer}
+	s.mu.Unlock()
 	for _, i := range rand.Perm(len(s.endpoints)) {
-		c, err := net.DialTimeout("tcp", s.endpoints[i], time.Second)
+		order = append(order, s.endpoints[i])
+	}
+	for _, ep := range order {
+		if ep == "" {
+			continue
+		}
+		c, err := net.DialTimeout("tcp", ep, time.Second)
 		if err == nil {
-			out, to = c, s.endpoints[i]
+			out, to = c, ep
 			break
 		}
 	}
@@ -304,6 +255,14 @@ func (s *service) serving(endpoint string) bool {
 		}
 	}
 	return false
+}
+
+// sendNewTo makes new connections go to endpoint while it accepts them
+// (a test's way to pick where a client lands).
+func (s *service) sendNewTo(endpoint string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.prefer = endpoint
 }
 
 // open counts the connections through the service.

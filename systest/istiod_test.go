@@ -24,7 +24,7 @@ import (
 type istiod struct {
 	revision string // "" for the chart's default install (REVISION=default)
 	ip       string
-	proc     *proc
+	proc     *process
 }
 
 // istiodValues are the istio-discovery chart's values the test installs
@@ -58,7 +58,7 @@ meshConfig:
 // ca as its plugged-in CA (the cacerts Secret's files).
 func startIstiod(t *testing.T, c *kubetest.Cluster, bin, module, revision, ip, mcpAddr string, ca *testpki.CA) *istiod {
 	t.Helper()
-	objs := helmTemplate(t, filepath.Join(bin, "helm"), "istiod", filepath.Join(module, "manifests", "charts", "istio-control", "istio-discovery"),
+	objs := helmTemplate(t, "istiod", filepath.Join(module, "manifests", "charts", "istio-control", "istio-discovery"),
 		"istio-system", istiodValues(revision, ip, mcpAddr))
 	name, cm := "istiod", "istio"
 	if revision != "" {
@@ -92,7 +92,7 @@ func startIstiod(t *testing.T, c *kubetest.Cluster, bin, module, revision, ip, m
 	// response to each type istiod asked for.
 	eventually(t, 90*time.Second, name+" ready", func() error {
 		if d.proc.exited() {
-			t.Fatalf("%s exited:\n%s", name, tail(d.proc.log.String(), 40))
+			t.Fatalf("%s exited:\n%s", name, d.proc.log.Tail(40))
 		}
 		resp, err := http.Get("http://" + ip + ":8080/ready")
 		if err != nil {

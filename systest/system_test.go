@@ -140,7 +140,7 @@ func TestStockIstiod(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	chartArgs, tlsDir := installXDShard(t, ctx, c, filepath.Join(bin, "helm"), ca)
+	chartArgs, tlsDir := installXDShard(t, ctx, c, ca)
 	replicas := make([]*replica, len(replicaIPs))
 	var mcpEndpoints, xdsEndpoints []string
 	for i, ip := range replicaIPs {
@@ -222,23 +222,30 @@ func TestStockIstiod(t *testing.T) {
 	converge(t, ctx, back, 0.50, "the client of istiod after the rollback")
 	t.Log("4: a namespace moved to the canary revision and back keeps its routing")
 
-	// 5. The replica istiod streams MCP from is killed: istiod
-	// reconnects through the Service to another, which answers only with
-	// every tenant's state; no object is lost meanwhile, and a later edit
-	// reaches every client.
-	victim := -1
+	// 5. The replica istiod streams MCP from is killed. istiod
+	// reconnects through the Service, here to a replica that served no MCP
+	// stream, so holds only its own tenants and those its proxies read: it
+	// must answer only once it holds every tenant's state (an MCP response
+	// is the whole state of its type; a partial one would delete the rest
+	// in istiod). No object is lost meanwhile, and a later edit reaches
+	// every client.
+	victim, fresh := -1, -1
 	for i, r := range replicas {
-		if mcpService.serving(r.ip + ":15011") {
+		switch serving := mcpService.serving(r.ip + ":15011"); {
+		case serving && victim < 0:
 			victim = i
+		case !serving:
+			fresh = i
 		}
 	}
-	if victim < 0 {
-		t.Fatal("no replica serves an MCP connection through the Service")
+	if victim < 0 || fresh < 0 {
+		t.Fatalf("MCP connections through the Service: victim %d, a replica without one %d", victim, fresh)
 	}
+	mcpService.sendNewTo(replicas[fresh].ip + ":15011")
 	replicas[victim].proc.kill()
 	eventually(t, 60*time.Second, "istiod's MCP streams on the live replicas", func() error {
-		if mcpService.serving(replicas[victim].ip+":15011") || mcpService.open() < 2 {
-			return fmt.Errorf("%d MCP connections open", mcpService.open())
+		if mcpService.serving(replicas[victim].ip+":15011") || !mcpService.serving(replicas[fresh].ip+":15011") {
+			return fmt.Errorf("%d MCP connections open, none yet on %s", mcpService.open(), replicas[fresh].name)
 		}
 		return nil
 	})

@@ -5,16 +5,14 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
-	"os/exec"
-	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 
 	"github.com/xdshard/xdshard/internal/kubetest"
+	"github.com/xdshard/xdshard/internal/proc"
 	"github.com/xdshard/xdshard/internal/testpki"
 )
 
@@ -31,36 +29,15 @@ lease: {duration: 5s, renew: 1s}
 // own loopback IP.
 type replica struct {
 	name, ip string
-	proc     *proc
-}
-
-var (
-	binOnce sync.Once
-	binPath string
-	binErr  error
-)
-
-// xdshardBinary builds cmd/xdshard once per test binary.
-func xdshardBinary(t *testing.T) string {
-	t.Helper()
-	binOnce.Do(func() {
-		binPath = filepath.Join(t.TempDir(), "xdshard")
-		if out, err := exec.Command("go", "build", "-o", binPath, "../cmd/xdshard").CombinedOutput(); err != nil {
-			binErr = fmt.Errorf("go build ./cmd/xdshard: %v\n%s", err, out)
-		}
-	})
-	if binErr != nil {
-		t.Fatal(binErr)
-	}
-	return binPath
+	proc     *process
 }
 
 // installXDShard renders xdshard's chart, applies it to the API server
 // (with the Secret cert-manager would make, signed by the mesh's root
 // ca), and returns the Deployment's container arguments.
-func installXDShard(t *testing.T, ctx context.Context, c *kubetest.Cluster, helm string, ca *testpki.CA) (args []string, tlsDir string) {
+func installXDShard(t *testing.T, ctx context.Context, c *kubetest.Cluster, ca *testpki.CA) (args []string, tlsDir string) {
 	t.Helper()
-	objs := helmTemplate(t, helm, "xdshard", "../deploy/chart/xdshard", "istio-system", xdshardValues)
+	objs := helmTemplate(t, "xdshard", "../deploy/chart/xdshard", "istio-system", xdshardValues)
 	crt, key := ca.Issue(t, testpki.Spec{SPIFFE: "spiffe://cluster.local/ns/istio-system/sa/xdshard",
 		DNS: []string{"xdshard.istio-system.svc", "xdshard.istio-system.svc.cluster.local"}})
 	secret := fmt.Sprintf(`apiVersion: v1
@@ -103,10 +80,10 @@ func startReplica(t *testing.T, c *kubetest.Cluster, chartArgs []string, tlsDir,
 	}
 	args = append(args, "--kubeconfig", c.Kubeconfig)
 	r := &replica{name: name, ip: ip}
-	r.proc = start(t, name, t.TempDir(), nil, xdshardBinary(t), args...)
+	r.proc = start(t, name, t.TempDir(), nil, proc.XDShard(t, "../cmd/xdshard"), args...)
 	eventually(t, 60*time.Second, name+" ready", func() error {
 		if r.proc.exited() {
-			t.Fatalf("%s exited:\n%s", name, tail(r.proc.log.String(), 40))
+			t.Fatalf("%s exited:\n%s", name, r.proc.log.Tail(40))
 		}
 		return r.ready()
 	})

@@ -1,12 +1,10 @@
 package main
 
 import (
-	"bytes"
 	"flag"
 	"fmt"
 	"io/fs"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"reflect"
 	"slices"
@@ -27,6 +25,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/xdshard/xdshard/identity"
+	"github.com/xdshard/xdshard/internal/helmtest"
 )
 
 // The chart in deploy/chart/xdshard, rendered by the real helm; and the
@@ -60,48 +59,11 @@ const certificateHeader = `# GENERATED from the Helm chart deploy/chart/xdshard
 # The Certificate for deploy/xdshard.yaml's Secret xdshard-tls.
 `
 
-// helmBin returns $XDSHARD_ISTIO_BIN/helm. Without the variable the chart
-// tests are skipped, and under CI=true they fail, so a broken install
-// never turns into silently skipped tests (as kubetest.Binaries).
-func helmBin(t *testing.T) string {
-	t.Helper()
-	dir := os.Getenv("XDSHARD_ISTIO_BIN")
-	if dir == "" {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("XDSHARD_ISTIO_BIN is not set under CI: scripts/test.sh builds helm and sets it")
-		}
-		t.Skip("no helm: run scripts/test.sh, or set XDSHARD_ISTIO_BIN=$(scripts/istio-bins.sh)")
-	}
-	bin := filepath.Join(dir, "helm")
-	if _, err := os.Stat(bin); err != nil {
-		t.Fatalf("XDSHARD_ISTIO_BIN=%s: %v", dir, err)
-	}
-	return bin
-}
-
 // helmTemplate runs helm template on chart as release xdshard in
 // namespace ns; a failure fails t with helm's message.
 func helmTemplate(t *testing.T, chart, ns string, args ...string) string {
 	t.Helper()
-	out, err := runHelm(t, append([]string{"template", "xdshard", chart, "--namespace", ns}, args...)...)
-	if err != nil {
-		t.Fatalf("helm template %s %q: %v", chart, args, err)
-	}
-	return out
-}
-
-// runHelm runs helm with its caches and config in a temporary folder.
-func runHelm(t *testing.T, args ...string) (string, error) {
-	t.Helper()
-	home := t.TempDir()
-	cmd := exec.Command(helmBin(t), args...)
-	cmd.Env = append(os.Environ(), "HELM_CACHE_HOME="+home+"/cache", "HELM_CONFIG_HOME="+home+"/config", "HELM_DATA_HOME="+home+"/data")
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	if err := cmd.Run(); err != nil {
-		return "", fmt.Errorf("%v: %s", err, stderr.String())
-	}
-	return stdout.String(), nil
+	return helmtest.Template(t, "xdshard", chart, ns, args...)
 }
 
 // chartObjects maps "Kind/name" to each rendered object's YAML.
@@ -257,7 +219,7 @@ func TestChartRenders(t *testing.T) {
 // default install, which selects none of its pods, and keeps its Leases
 // in a namespace of its own (replicas sharing one form one ring).
 func TestChartRevision(t *testing.T) {
-	if _, err := runHelm(t, "template", "xdshard", chartDir, "--namespace", "istio-system", "--set", "revision=canary"); err == nil || !strings.Contains(err.Error(), "lease.namespace") {
+	if _, err := helmtest.Run(t, "template", "xdshard", chartDir, "--namespace", "istio-system", "--set", "revision=canary"); err == nil || !strings.Contains(err.Error(), "lease.namespace") {
 		t.Errorf("a revision with its Leases beside the default install's renders (%v); their replicas would form one ring", err)
 	}
 	objs := parseChart(t, helmTemplate(t, chartDir, "istio-system", "--set", "revision=canary", "--set", "lease.namespace=xdshard-canary"))
@@ -523,7 +485,7 @@ func TestChartNetworkPolicy(t *testing.T) {
 	if _, ok := objs["NetworkPolicy/xdshard"]; ok {
 		t.Error("networkPolicy.enabled=false still renders the NetworkPolicy")
 	}
-	if _, err := runHelm(t, "template", "xdshard", chartDir, "--namespace", "istio-system", "--set-json", "mcp.allowedClients=[]"); err == nil || !strings.Contains(err.Error(), "admits everyone") {
+	if _, err := helmtest.Run(t, "template", "xdshard", chartDir, "--namespace", "istio-system", "--set-json", "mcp.allowedClients=[]"); err == nil || !strings.Contains(err.Error(), "admits everyone") {
 		t.Errorf("an empty mcp.allowedClients renders (%v); a rule without peers admits every source", err)
 	}
 }

@@ -28,6 +28,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/xdshard/xdshard/internal/proc"
 	"go.yaml.in/yaml/v3"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -51,30 +52,11 @@ type Cluster struct {
 	etcdURL   string
 	apiserver *exec.Cmd
 	etcd      *exec.Cmd
-	logs      *logBuffer
+	logs      *proc.Log
 
 	clientsMu sync.Mutex
 	dyn       dynamic.Interface
 	mapper    *restmapper.DeferredDiscoveryRESTMapper
-}
-
-// logBuffer collects the processes' output; exec copies stdout and stderr
-// from goroutines of its own.
-type logBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 // Binaries returns the folder of kube-apiserver and etcd, or "" when the
@@ -111,7 +93,7 @@ func Start(ctx context.Context, bin, dir string) (*Cluster, error) {
 // StartWithCRDs is Start with these CRDs installed instead of
 // istio.io/api's (a real istiod's own, say).
 func StartWithCRDs(ctx context.Context, bin, dir string, crds []*unstructured.Unstructured) (*Cluster, error) {
-	c := &Cluster{bin: bin, dir: dir, Token: "xdshard-test-admin-token", logs: &logBuffer{}}
+	c := &Cluster{bin: bin, dir: dir, Token: "xdshard-test-admin-token", logs: &proc.Log{}}
 	ports, err := freePorts(3)
 	if err != nil {
 		return nil, err
@@ -231,6 +213,9 @@ func (c *Cluster) Stop() {
 
 // Logs is what the processes printed, for a failing test to show.
 func (c *Cluster) Logs() string { return c.logs.String() }
+
+// LogTail is the last n lines of the processes' output.
+func (c *Cluster) LogTail(n int) string { return c.logs.Tail(n) }
 
 func (c *Cluster) waitReady(ctx context.Context) error {
 	client := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}
