@@ -129,8 +129,7 @@ func TestMCPTypeURLsAreChecked(t *testing.T) {
 }
 
 // TestMCPOnlyOnItsPort: istiod's config source is served on the MCP port
-// alone: an MCP stream on the proxies' port (or the peers', the same
-// code) is refused, as are a proxy's stream and a delta stream on the MCP
+// alone: an MCP stream on the proxies' port or the peers' is refused, as are a proxy's stream and a delta stream on the MCP
 // port; an istiod-shaped stream there is answered.
 func TestMCPOnlyOnItsPort(t *testing.T) {
 	e := newEnv(t)
@@ -141,6 +140,10 @@ func TestMCPOnlyOnItsPort(t *testing.T) {
 	wantRefused(t, e.srv, err, codes.PermissionDenied, "mcp_wrong_port", "served on xdshard's MCP port")
 	err = streamErrOn(t, e.mcp, &discovery.DiscoveryRequest{Node: node("a", nil), TypeUrl: cds})
 	wantRefused(t, e.srv, err, codes.PermissionDenied, "not_mcp", "is a proxy: dial the xDS port")
+	peers := newEnvWith(t, Options{Peers: true}, nil)
+	t.Cleanup(peers.close)
+	err = streamErr(t, peers, &discovery.DiscoveryRequest{Node: node("istio-system", api), TypeUrl: vs})
+	wantRefused(t, peers.srv, err, codes.PermissionDenied, "mcp_wrong_port", "served on xdshard's MCP port")
 
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
