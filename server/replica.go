@@ -39,8 +39,11 @@ type Config struct {
 	Debounce  time.Duration
 	MaxDelay  time.Duration
 	History   int // snapshot versions kept per tenant; 0 for snapshot.DefaultHistory
-	// PushConcurrency bounds the streams encoding and sending at once.
+	// PushConcurrency bounds the streams encoding at once.
 	PushConcurrency int
+	// SendTimeout ends a stream whose client has not taken a response
+	// within it (xds.Options.SendTimeout).
+	SendTimeout time.Duration
 	// FullSotW sends every subscribed resource in each state-of-the-world
 	// EDS and RDS response (xds.Options.FullSotW).
 	FullSotW bool
@@ -233,7 +236,7 @@ func Start(ctx context.Context, cfg Config) (*Replica, error) {
 		name, _ = os.Hostname()
 	}
 	r.name = "xdshard-" + name
-	xopts := xds.Options{Resolver: r.mesh, Logger: r.log, Registry: r.reg, PushConcurrency: cfg.PushConcurrency, FullSotW: cfg.FullSotW, Identity: r.name,
+	xopts := xds.Options{Resolver: r.mesh, Logger: r.log, Registry: r.reg, PushConcurrency: cfg.PushConcurrency, SendTimeout: cfg.SendTimeout, FullSotW: cfg.FullSotW, Identity: r.name,
 		Rollout: cfg.Rollout, DebugPages: func(page string) ([]byte, error) { return r.debugPage(page) }}
 	if xopts.Rollout.Compile == nil {
 		xopts.Rollout.Compile = labelMatcher

@@ -43,6 +43,7 @@ type serveConfig struct {
 	logFormat string
 
 	pushConcurrency int
+	sendTimeout     time.Duration
 	fullSotW        bool
 	maxFileBytes    int64
 	kubeconfig      string
@@ -124,7 +125,8 @@ func bindServeFlags(fs *pflag.FlagSet) (finish func(args []string) (*serveConfig
 	fs.DurationVar(&c.debounce, "debounce", 100*time.Millisecond, "quiet time after a tenant's last change before it is rebuilt")
 	fs.DurationVar(&c.maxDelay, "max-delay", time.Second, "longest a tenant's change waits during a burst of changes")
 	fs.IntVar(&c.history, "history", snapshot.DefaultHistory, "snapshot versions kept per tenant for rollback")
-	fs.IntVar(&c.pushConcurrency, "push-concurrency", xds.DefaultPushConcurrency, "streams that may encode and send at once; a change that wakes every proxy is sent this many at a time (istiod's PILOT_PUSH_THROTTLE)")
+	fs.IntVar(&c.pushConcurrency, "push-concurrency", xds.DefaultPushConcurrency, "streams that may encode at once; a change that wakes every proxy is encoded this many at a time (istiod's PILOT_PUSH_THROTTLE). Sends hold no slot: a client that does not read holds up only its own stream")
+	fs.DurationVar(&c.sendTimeout, "send-timeout", xds.DefaultSendTimeout, "end a stream whose client has not taken a response within this long (it does not read: gRPC flow control holds the send); it is counted as xdshard_refused_requests_total{reason=\"send_timeout\"} and its client reconnects")
 	fs.BoolVar(&c.fullSotW, "full-sotw", false, "send every subscribed resource in each state-of-the-world EDS and RDS response, as go-control-plane does, for clients that take one as the whole state; by default a proxy that ACKed the type's last response gets only the resources that changed since, as istiod sends endpoints")
 	fs.Int64Var(&c.maxFileBytes, "max-file-bytes", 8<<20, "largest manifest file read; a larger one is reported and keeps its last good objects")
 	fs.StringVar(&c.logFormat, "log-format", "text", "text or json")
@@ -276,6 +278,9 @@ func (c *serveConfig) check(args []string, peers, peerIDs, adminReaders, adminWr
 	if c.maxFileBytes < 1 {
 		return nil, fmt.Errorf("--max-file-bytes %d: want at least 1", c.maxFileBytes)
 	}
+	if c.sendTimeout <= 0 {
+		return nil, fmt.Errorf("--send-timeout %s: want more than 0", c.sendTimeout)
+	}
 	if c.pushConcurrency < 1 {
 		return nil, fmt.Errorf("--push-concurrency %d: want at least 1", c.pushConcurrency)
 	}
@@ -351,7 +356,7 @@ func startServing(ctx context.Context, cfg *serveConfig, log *slog.Logger) (*ser
 	sc := server.Config{
 		Membership: members, Balance: balance, BalanceSettle: 2 * cfg.leaseRenew, FetchCacheBytes: cfg.fetchCache,
 		Source: src, XDSAddr: cfg.xdsAddr, MCPAddr: cfg.mcpAddr, AdminAddr: cfg.adminAddr,
-		Debounce: cfg.debounce, MaxDelay: cfg.maxDelay, History: cfg.history, PushConcurrency: cfg.pushConcurrency, FullSotW: cfg.fullSotW,
+		Debounce: cfg.debounce, MaxDelay: cfg.maxDelay, History: cfg.history, PushConcurrency: cfg.pushConcurrency, SendTimeout: cfg.sendTimeout, FullSotW: cfg.fullSotW,
 		Logger: log, ReplicaID: cfg.replicaID, PeerAddr: cfg.peerAddr, Peers: cfg.peers,
 		PeerIdentities: cfg.peerIDs, AdminReaders: cfg.adminReaders, AdminWriters: cfg.adminWriters, AdminPprof: cfg.adminPprof, MaxConnections: cfg.maxConns,
 		Drain: cfg.drain, MaxConnectionAge: cfg.maxConnAge, Rollout: cfg.rollout,

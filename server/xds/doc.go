@@ -1,7 +1,7 @@
 // Package xds serves per-tenant snapshots over gRPC ADS, both
 // state-of-the-world and delta, to Envoy sidecars, proxyless gRPC clients
-// and istio-agent (NDS), and hands istiod's config-source streams
-// (GENERATOR: api) to an MCP handler.
+// and istio-agent (NDS), and istiod's config-source streams (GENERATOR:
+// api, MCP) on a port of their own (mcpport.go), refused on the others.
 //
 // Each stream is bound to one tenant, from its node's namespace, and only
 // ever reads that tenant's snapshot; it ends when the namespace leaves the
@@ -11,7 +11,10 @@
 // changed, at most one un-ACKed response per type, so a newer version
 // simply replaces what was waiting. SotW, delta and MCP share one push
 // shape (stream.go): pick what is due under the stream's lock, encode
-// outside it, commit under it, send holding a slot of the push semaphore.
+// outside it holding a slot of the push semaphore, commit under it, and
+// send without the slot, within the send timeout (sendBounded in
+// stream.go says why a goroutine per send: grpc-go's SendMsg has no
+// deadline), so a client that does not read holds up only its stream.
 // Responses are encoded once per (type set, subscription) and shared by
 // every stream of the tenant; only the nonce is added per stream. A SotW
 // EDS or RDS response to a client that ACKed the type's last one carries

@@ -36,9 +36,15 @@ type Options struct {
 	// MCP serves istiod's config-source streams; nil uses the built-in
 	// MCP server over the store's ViewMCP.
 	MCP MCPHandler
-	// PushConcurrency bounds the streams encoding and sending at once;
-	// default DefaultPushConcurrency.
+	// PushConcurrency bounds the streams encoding at once; default
+	// DefaultPushConcurrency. A stream's send does not hold a slot: a
+	// client that does not read blocks only its own stream.
 	PushConcurrency int
+	// SendTimeout ends a stream whose response the client has not taken
+	// within it (Unavailable, counted as send_timeout): a client that
+	// does not read holds nothing of the server's longer than this.
+	// Default DefaultSendTimeout.
+	SendTimeout time.Duration
 	// Limits bound what a client may make the server hold or do.
 	Limits Limits
 	// Identity names this replica to istioctl (its ISTIOD column);
@@ -84,6 +90,10 @@ const (
 // DefaultPushConcurrency is istiod's default PILOT_PUSH_THROTTLE.
 const DefaultPushConcurrency = 100
 
+// DefaultSendTimeout is how long a response may wait for the client to
+// take it (gRPC flow control) before its stream is ended.
+const DefaultSendTimeout = 5 * time.Second
+
 // Server serves a snapshot.Store over ADS.
 type Server struct {
 	discovery.UnimplementedAggregatedDiscoveryServiceServer
@@ -99,7 +109,7 @@ type Server struct {
 	pushSem chan struct{} // a slot per stream encoding and sending
 
 	// Test hooks, set by tests before the first stream: testSendHook runs
-	// before each send while the stream holds its push slot,
+	// before each send (the push slot released),
 	// testEncodeHook before each state-of-the-world encode.
 	// testPushHook each time a send loop looks for what is due.
 	testSendHook, testEncodeHook, testPushHook func()
@@ -123,6 +133,9 @@ func New(store *snapshot.Store, opts Options) *Server {
 	}
 	if opts.PushConcurrency <= 0 {
 		opts.PushConcurrency = DefaultPushConcurrency
+	}
+	if opts.SendTimeout <= 0 {
+		opts.SendTimeout = DefaultSendTimeout
 	}
 	if opts.Registry == nil {
 		opts.Registry = prometheus.NewRegistry()

@@ -157,9 +157,10 @@ recorded:
 	}
 }
 
-// TestPushConcurrencyIsBounded: a change that wakes every stream sends on
-// at most PushConcurrency of them at a time, and the in-flight gauge shows
-// it; every stream is still served.
+// TestPushConcurrencyIsBounded: a change that wakes every stream encodes
+// on at most PushConcurrency of them at a time, and the in-flight gauge
+// shows it; every stream is still served. (A send holds no slot:
+// TestNonReadingStreamsHoldNoSlot.)
 func TestPushConcurrencyIsBounded(t *testing.T) {
 	const limit, streams = 2, 8
 	var cur, peak atomic.Int32
@@ -167,7 +168,7 @@ func TestPushConcurrencyIsBounded(t *testing.T) {
 	var srv *Server
 	e := newEnvWith(t, Options{Resolver: ResolverFunc(func(ns string) (string, bool) { return ns, ns == "a" }), PushConcurrency: limit}, func(s *Server) {
 		srv = s
-		s.testSendHook = func() {
+		s.testEncodeHook = func() {
 			n := cur.Add(1)
 			for p := peak.Load(); n > p && !peak.CompareAndSwap(p, n); p = peak.Load() {
 			}
@@ -195,7 +196,7 @@ func TestPushConcurrencyIsBounded(t *testing.T) {
 		c.recv()
 	}
 	if p := peak.Load(); p != limit {
-		t.Fatalf("at most %d streams sent at once, want exactly the limit %d", p, limit)
+		t.Fatalf("at most %d streams encoded at once, want exactly the limit %d", p, limit)
 	}
 	if g := gaugePeak.Load(); g < 1 || g > limit {
 		t.Fatalf("xdshard_pushes_in_flight peaked at %d, want 1..%d", g, limit)

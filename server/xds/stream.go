@@ -180,7 +180,6 @@ func (s *Server) push(ctx context.Context, c *conn, f face) error {
 	if err != nil {
 		return err
 	}
-	defer release()
 	for _, w := range todo {
 		f.encode(w)
 	}
@@ -204,6 +203,10 @@ func (s *Server) push(ctx context.Context, c *conn, f face) error {
 		}
 	}
 	c.mu.Unlock()
+	// The slot bounds encoding, the CPU of a push; the sends wait on the
+	// client alone, so a stream whose client does not read never holds
+	// up another's push (sendBounded).
+	release()
 	for _, o := range sends {
 		start := time.Now()
 		if !o.built.IsZero() {
@@ -212,13 +215,50 @@ func (s *Server) push(ctx context.Context, c *conn, f face) error {
 		if s.testSendHook != nil {
 			s.testSendHook()
 		}
-		size, err := f.send(o.msg)
+		size, err := s.sendBounded(c, f, o.msg, o.w.typeURL)
 		if err != nil {
 			return err
 		}
 		s.metrics.sent(metricType(c, o.w.typeURL), size, time.Since(start))
 	}
 	return nil
+}
+
+// sendBounded sends msg, and gives up on the stream when the client has
+// not taken it within SendTimeout.
+//
+// grpc-go's SendMsg blocks while the stream's flow-control window (the
+// client's) or its write quota is spent, which is how a client that does
+// not read holds a send, and it returns only when the client reads or
+// the stream ends; no deadline can be set on it, and the server's stream
+// context is not the server's to cancel. So the send runs in a goroutine
+// of its own, and on timeout the handler returns Unavailable: grpc-go
+// then resets the stream, which wakes the blocked SendMsg with an error
+// and ends that goroutine. One send is in flight per stream at a time,
+// and none starts after the handler returned. The stream is STALE in
+// syncz meanwhile (sent, not ACKed); newer versions are not queued behind
+// the blocked send, since the send loop picks the latest state only once
+// it returns.
+func (s *Server) sendBounded(c *conn, f face, msg any, typeURL string) (int, error) {
+	type result struct {
+		n   int
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		n, err := f.send(msg)
+		done <- result{n, err}
+	}()
+	timer := time.NewTimer(s.opts.SendTimeout)
+	defer timer.Stop()
+	select {
+	case r := <-done:
+		return r.n, r.err
+	case <-timer.C:
+		return 0, s.refused.refuse("send_timeout", codes.Unavailable,
+			"node %.256q did not take its %s response within %s (it does not read its stream); the stream is ended, reconnect (serve --send-timeout)",
+			c.node.GetId(), typeURL, s.opts.SendTimeout)
+	}
 }
 
 func metricType(c *conn, t string) string {

@@ -1,0 +1,138 @@
+package xds
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+)
+
+// nonReaders opens n SotW streams of tenant ns on one connection whose
+// flow-control windows are fixed at 64 KiB (no BDP growth), each asking
+// for CDS wildcard and never reading, and asking again with an empty
+// nonce every 20 ms (which makes a server send the whole type again),
+// until the test ends.
+func nonReaders(t *testing.T, e *env, ns string, n int) {
+	t.Helper()
+	conn, err := grpc.NewClient(e.conn.Target(), grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithInitialWindowSize(64<<10), grpc.WithInitialConnWindowSize(64<<10))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	t.Cleanup(func() { cancel(); <-done; conn.Close() })
+	var streams []discovery.AggregatedDiscoveryService_StreamAggregatedResourcesClient
+	for i := 0; i < n; i++ {
+		st, err := discovery.NewAggregatedDiscoveryServiceClient(conn).StreamAggregatedResources(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := st.Send(&discovery.DiscoveryRequest{Node: node(ns, nil), TypeUrl: cds}); err != nil {
+			t.Fatal(err)
+		}
+		streams = append(streams, st)
+	}
+	go func() {
+		defer close(done)
+		for round := 0; round < 3000; round++ { // bounded: a minute at most
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(20 * time.Millisecond):
+			}
+			for _, st := range streams {
+				_ = st.Send(&discovery.DiscoveryRequest{TypeUrl: cds})
+			}
+		}
+	}()
+}
+
+// firstConfig is how long a new, well-behaved client of tenant ns waits
+// for its first CDS response.
+func firstConfig(t *testing.T, e *env, ns string) time.Duration {
+	t.Helper()
+	start := time.Now()
+	c := e.sotw(ns, nil)
+	c.send(cds, "", "")
+	c.recv()
+	return time.Since(start)
+}
+
+// TestNonReadingStreamsHoldNoSlot: streams whose client does not read
+// (150 on one connection, more than the push concurrency) block only
+// themselves: a new client of another tenant gets its first config, and
+// a change, as it does without them, while they are still stuck (the
+// send timeout is far away). Before, each stuck send held a push slot
+// until the client read, and once the slots were taken no other stream
+// of the replica was pushed at all.
+func TestNonReadingStreamsHoldNoSlot(t *testing.T) {
+	e := newEnvWith(t, Options{Resolver: ResolverFunc(func(ns string) (string, bool) { return ns, ns == "a" || ns == "b" }),
+		PushConcurrency: 4, SendTimeout: time.Minute}, nil)
+	t.Cleanup(e.close)
+	e.mesh("a", 3000, 0) // a CDS response of several hundred KiB: more than the client's window
+	e.mesh("b", 2, 0)
+	var base time.Duration
+	for i := 0; i < 3; i++ {
+		base = max(base, firstConfig(t, e, "b"))
+	}
+
+	nonReaders(t, e, "a", 150)
+	stuck := func() int {
+		n := 0
+		for _, cs := range e.srv.Clients() {
+			if cs.Tenant == "a" {
+				n++
+			}
+		}
+		return n
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for stuck() < 150 {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of 150 non-reading streams bound", stuck())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	e.mesh("a", 3000, 1) // every stuck stream has a newer version to send
+
+	with := firstConfig(t, e, "b")
+	watcher := e.sotw("b", nil)
+	watcher.send(cds, "", "")
+	watcher.ack(watcher.recv())
+	start := time.Now()
+	e.mesh("b", 2, 1)
+	if r := watcher.recv(); r.TypeUrl != cds {
+		t.Fatalf("after tenant b's change: %s", r.TypeUrl)
+	}
+	change := time.Since(start)
+	t.Logf("tenant b's first config: %v alone (worst of 3), %v beside 150 non-reading streams; its change: %v", base, with, change)
+	// Generous: the point is that b is served at all while they hold
+	// their sends, which the timeout (a minute) has not ended.
+	if limit := max(50*base, time.Second); with > limit || change > limit {
+		t.Fatalf("beside 150 non-reading streams, tenant b waited %v for its first config and %v for a change (alone %v)", with, change, base)
+	}
+	if n := stuck(); n != 150 {
+		t.Fatalf("%d non-reading streams still open, want 150: the comparison must run while they are stuck", n)
+	}
+}
+
+// TestNonReadingStreamIsEnded: a stream whose client does not take its
+// response within the send timeout is ended (Unavailable), counted as
+// send_timeout, and holds nothing of the server's after it.
+func TestNonReadingStreamIsEnded(t *testing.T) {
+	e := newEnvWith(t, Options{Resolver: ResolverFunc(func(ns string) (string, bool) { return ns, ns == "a" }), SendTimeout: 300 * time.Millisecond}, nil)
+	t.Cleanup(e.close)
+	e.mesh("a", 3000, 0)
+	nonReaders(t, e, "a", 3)
+	deadline := time.Now().Add(20 * time.Second)
+	for refusedCount(e.srv, "send_timeout") < 3 || len(e.srv.Clients()) > 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("send_timeout counted %v times, %d streams still bound; want 3 and none", refusedCount(e.srv, "send_timeout"), len(e.srv.Clients()))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
