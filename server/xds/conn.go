@@ -202,6 +202,7 @@ func setFor(snap *snapshot.Snapshot, v snapshot.View, typeURL string) (*snapshot
 func (s *Server) answered(c *conn, st *typeState, t, message string, nack bool, version string) {
 	st.awaiting = false
 	if nack {
+		message = s.nackText(message)
 		st.nack = &NACK{Version: st.sentVersion, Snapshot: st.sentSnap, Message: message, At: time.Now()}
 		s.metrics.nack(t)
 		s.log.Warn("config rejected by client", "node", c.node.GetId(), "tenant", c.tenant, "type", t, "version", st.sentVersion, "error", message)

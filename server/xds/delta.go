@@ -16,7 +16,7 @@ func (s *Server) DeltaAggregatedResources(stream discovery.AggregatedDiscoverySe
 	if err != nil {
 		return err
 	}
-	first, err := stream.Recv()
+	first, err := recvFirst(s, stream.Recv)
 	if err != nil {
 		return err
 	}

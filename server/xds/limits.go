@@ -1,6 +1,7 @@
 package xds
 
 import (
+	"fmt"
 	"log/slog"
 	"strings"
 	"sync"
@@ -40,6 +41,13 @@ type Limits struct {
 	// CacheBytes bounds the shared state-of-the-world responses kept for
 	// reuse. Default 256 MiB.
 	CacheBytes int64
+	// FirstRequest bounds how long a new stream may wait before its first
+	// request (Envoy and grpc-go send it at once). Default 10 s.
+	FirstRequest time.Duration
+	// NACKBytes bounds the error text of a NACK kept per type (for
+	// syncz and proxy-status) and logged; the rest is cut, its length
+	// said. Default 4 KiB.
+	NACKBytes int
 }
 
 func (l Limits) withDefaults() Limits {
@@ -67,7 +75,48 @@ func (l Limits) withDefaults() Limits {
 	if l.CacheBytes <= 0 {
 		l.CacheBytes = 256 << 20
 	}
+	if l.FirstRequest <= 0 {
+		l.FirstRequest = 10 * time.Second
+	}
+	if l.NACKBytes <= 0 {
+		l.NACKBytes = 4 << 10
+	}
 	return l
+}
+
+// recvFirst receives a new stream's first request, or gives up on the
+// stream when none comes within FirstRequest. The receive runs in a
+// goroutine of its own, since grpc-go's RecvMsg has no deadline; when the
+// handler returns, grpc-go resets the stream, which ends that receive.
+func recvFirst[R any](s *Server, recv func() (R, error)) (R, error) {
+	type result struct {
+		r   R
+		err error
+	}
+	ch := make(chan result, 1)
+	go func() {
+		r, err := recv()
+		ch <- result{r, err}
+	}()
+	timer := time.NewTimer(s.limits.FirstRequest)
+	defer timer.Stop()
+	select {
+	case res := <-ch:
+		return res.r, res.err
+	case <-timer.C:
+		var zero R
+		return zero, s.refused.refuse("no_first_request", codes.DeadlineExceeded,
+			"the stream sent no request within %s of opening; a client's first request names its node and a type", s.limits.FirstRequest)
+	}
+}
+
+// nackText is a NACK's error text as kept and logged: at most NACKBytes,
+// with the length of what was cut.
+func (s *Server) nackText(msg string) string {
+	if len(msg) <= s.limits.NACKBytes {
+		return msg
+	}
+	return fmt.Sprintf("%s... (%d bytes in all)", strings.ToValidUTF8(msg[:s.limits.NACKBytes], ""), len(msg))
 }
 
 // refusals counts and logs refused requests by reason.

@@ -3,6 +3,7 @@ package xds
 import (
 	"context"
 	"fmt"
+	rpcstatus "google.golang.org/genproto/googleapis/rpc/status"
 	"runtime"
 	"strings"
 	"testing"
@@ -358,5 +359,56 @@ func TestClientChosenKeysLeaveNoMemory(t *testing.T) {
 	runtime.ReadMemStats(&after)
 	if grew := int64(after.HeapAlloc) - int64(before.HeapAlloc); grew > 8<<20 {
 		t.Fatalf("the heap grew by %d MiB after 300 streams of client-chosen kinds, revisions and metadata closed", grew>>20)
+	}
+}
+
+// TestStreamWithoutFirstRequestIsEnded: a stream that never sends its
+// first request is ended (DeadlineExceeded, no_first_request) rather than
+// holding its goroutine for ever.
+func TestStreamWithoutFirstRequestIsEnded(t *testing.T) {
+	e := newEnvWith(t, Options{Resolver: ResolverFunc(func(ns string) (string, bool) { return ns, ns == "a" }),
+		Limits: Limits{FirstRequest: 200 * time.Millisecond}}, nil)
+	t.Cleanup(e.close)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for name, conn := range map[string]*grpc.ClientConn{"xDS": e.conn, "MCP": e.mcp} {
+		st, err := discovery.NewAggregatedDiscoveryServiceClient(conn).StreamAggregatedResources(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := st.Recv(); status.Code(err) != codes.DeadlineExceeded || !strings.Contains(err.Error(), "no request within") {
+			t.Fatalf("%s port: a silent stream ended with %v, want DeadlineExceeded", name, err)
+		}
+	}
+	if refusedCount(e.srv, "no_first_request") != 2 {
+		t.Fatal("the silent streams were not counted as no_first_request")
+	}
+}
+
+// TestNACKTextIsBounded: a NACK's error text is kept (for syncz and
+// proxy-status) and logged cut to NACKBytes, with its length.
+func TestNACKTextIsBounded(t *testing.T) {
+	e := newEnv(t)
+	e.mesh("a", 1, 0)
+	c := e.sotw("a", nil)
+	c.send(cds, "", "")
+	r := c.recv()
+	_ = c.stream.Send(&discovery.DiscoveryRequest{TypeUrl: cds, ResponseNonce: r.Nonce, ErrorDetail: &rpcstatus.Status{Code: 3, Message: strings.Repeat("x", 1<<20)}})
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		var nack *NACK
+		for _, cs := range e.srv.Clients() {
+			nack = cs.Types[cds].LastNACK
+		}
+		if nack != nil {
+			if len(nack.Message) > 4<<10+64 || !strings.HasSuffix(nack.Message, "(1048576 bytes in all)") {
+				t.Fatalf("the NACK's text is kept as %d bytes ending %q", len(nack.Message), nack.Message[max(0, len(nack.Message)-40):])
+			}
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the NACK was not recorded")
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }

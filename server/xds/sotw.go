@@ -15,7 +15,7 @@ func (s *Server) StreamAggregatedResources(stream discovery.AggregatedDiscoveryS
 	if err != nil {
 		return err
 	}
-	first, err := stream.Recv()
+	first, err := recvFirst(s, stream.Recv)
 	if err != nil {
 		return err
 	}
