@@ -565,3 +565,28 @@ func TestPeersProveTheyAreReplicas(t *testing.T) {
 		t.Fatal("the intruder was not counted as peer_not_allowed")
 	}
 }
+
+// TestDebugPagesFollowAdminReaders: istio.io/debug on the xDS port shows
+// every tenant, so a proven caller must be one of --admin-readers, as on
+// the admin port: the system namespace's identities by default, only the
+// listed ones when the list is set.
+func TestDebugPagesFollowAdminReaders(t *testing.T) {
+	event := map[string]any{"GENERATOR": "event"}
+	page := func(e *tlsReplica, sa string) error {
+		cert := e.ca.TLS(t, testpki.Spec{SPIFFE: spiffe("istio-system", sa)})
+		_, err := firstResponse(dialTLS(t, e.r.XDSAddr(), e.ca, &cert, ""), "istio-system", event, "istio.io/debug", "tenantz")
+		return err
+	}
+	byDefault := startTLSReplica(t, 1, nil)
+	if err := page(byDefault, "anyone"); err != nil {
+		t.Fatalf("an istio-system identity reading istio.io/debug by default: %v", err)
+	}
+	listed := startTLSReplica(t, 1, func(c *server.Config) { c.AdminReaders = identity.AllowList{"istio-system/ops"} })
+	if err := page(listed, "ops"); err != nil {
+		t.Fatalf("an admin reader reading istio.io/debug: %v", err)
+	}
+	wantCode(t, "an identity off --admin-readers reading istio.io/debug", page(listed, "anyone"), codes.PermissionDenied)
+	if counterWith(t, listed.r, "xdshard_refused_requests_total", "debug_not_allowed") != 1 {
+		t.Fatal("the refusal was not counted as debug_not_allowed")
+	}
+}

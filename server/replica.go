@@ -244,7 +244,7 @@ func Start(ctx context.Context, cfg Config) (*Replica, error) {
 	r.store.SetRollout(cfg.Rollout.On())
 	if cfg.TLS != nil {
 		r.secure()
-		xopts.Access = xds.Access{Authenticate: (&identity.Authenticator{Tokens: cfg.Tokens}).Authenticate}
+		xopts.Access = xds.Access{Authenticate: (&identity.Authenticator{Tokens: cfg.Tokens}).Authenticate, DebugReaders: cfg.AdminReaders}
 	}
 	if len(cfg.Peers) > 0 || cfg.Membership != nil {
 		xopts.MCPComplete = r.holdsEveryTenant

@@ -20,6 +20,10 @@ type Access struct {
 	Authenticate func(ctx context.Context) (identity.Identity, error)
 	// Peers may fetch snapshots on the peer face.
 	Peers identity.AllowList
+	// DebugReaders may read the istio.io/debug pages (which show every
+	// tenant) with a proven identity; default istio-system/*. The
+	// replica gives it its admin readers.
+	DebugReaders identity.AllowList
 }
 
 // who authenticates a stream's client: nil when the server trusts claims.

@@ -23,6 +23,8 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/xdshard/xdshard/snapshot"
+
+	"github.com/xdshard/xdshard/identity"
 )
 
 // istioctl's debug requests (`istioctl proxy-status --xds-address`), as
@@ -50,11 +52,19 @@ const (
 	systemNamespace = "istio-system"
 )
 
+// debugReaders may read the istio.io/debug pages with a proven identity.
+func (s *Server) debugReaders() identity.AllowList {
+	if len(s.opts.Access.DebugReaders) > 0 {
+		return s.opts.Access.DebugReaders
+	}
+	return identity.AllowList{systemNamespace + "/*"}
+}
+
 // streamDebug answers istioctl's requests until the stream ends.
 //
 // caller is the namespace the caller may see the proxies of (istio-system:
 // all); verified says it was proven (TLS or a token), not claimed.
-func (s *Server) streamDebug(stream discovery.AggregatedDiscoveryService_StreamAggregatedResourcesServer, first *discovery.DiscoveryRequest, caller string, verified bool) error {
+func (s *Server) streamDebug(stream discovery.AggregatedDiscoveryService_StreamAggregatedResourcesServer, first *discovery.DiscoveryRequest, caller string, id *identity.Identity) error {
 	if err := s.checkNodeSize(first.GetNode()); err != nil {
 		return err
 	}
@@ -64,7 +74,7 @@ func (s *Server) streamDebug(stream discovery.AggregatedDiscoveryService_StreamA
 		if !rate.take(time.Now()) {
 			return s.refused.refuse("rate_limited", codes.ResourceExhausted, "more than %.0f debug requests per second", s.limits.Rate)
 		}
-		resp, err := s.debugResponse(req, caller, verified)
+		resp, err := s.debugResponse(req, caller, id)
 		if err != nil {
 			return err
 		}
@@ -84,7 +94,8 @@ func (s *Server) streamDebug(stream discovery.AggregatedDiscoveryService_StreamA
 	}
 }
 
-func (s *Server) debugResponse(req *discovery.DiscoveryRequest, caller string, verified bool) (*discovery.DiscoveryResponse, error) {
+func (s *Server) debugResponse(req *discovery.DiscoveryRequest, caller string, id *identity.Identity) (*discovery.DiscoveryResponse, error) {
+	verified := id != nil
 	resp := &discovery.DiscoveryResponse{TypeUrl: req.GetTypeUrl(), VersionInfo: strconv.FormatInt(time.Now().UnixNano(), 10), ControlPlane: s.controlPlane()}
 	switch req.GetTypeUrl() {
 	case SynczType:
@@ -94,12 +105,14 @@ func (s *Server) debugResponse(req *discovery.DiscoveryRequest, caller string, v
 		resp.Resources = s.configDump(req.GetResourceNames(), caller)
 		return resp, nil
 	case DebugType:
-		// The pages show every tenant: a proven caller must be of the
-		// system namespace; a claimed one is trusted only where claims
-		// are (plaintext on loopback, or --insecure).
-		if verified && caller != systemNamespace || s.opts.DebugPages == nil {
+		// The pages show every tenant: a proven caller must be one of
+		// the admin port's readers (--admin-readers, default the system
+		// namespace's identities), as on the admin port; a claimed one is
+		// trusted only where claims are (plaintext on loopback, or
+		// --insecure).
+		if verified && !s.debugReaders().Allows(*id) || s.opts.DebugPages == nil {
 			return nil, s.refused.refuse("debug_not_allowed", codes.PermissionDenied,
-				"istio.io/debug pages show every tenant: only callers of %s may read them", systemNamespace)
+				"istio.io/debug pages show every tenant: only the admin port's readers (%v, serve --admin-readers) may read them", s.debugReaders())
 		}
 		if len(req.GetResourceNames()) > 8 {
 			return nil, s.refused.refuse("too_many_names", codes.InvalidArgument, "at most 8 debug pages per request")

@@ -27,7 +27,7 @@ func (s *Server) StreamAggregatedResources(stream discovery.AggregatedDiscoveryS
 		if id != nil {
 			caller = id.Namespace
 		}
-		return s.streamDebug(stream, first, caller, id != nil)
+		return s.streamDebug(stream, first, caller, id)
 	}
 	reqs := &sotwRequests{}
 	recv := func() (*discovery.DiscoveryRequest, error) {
