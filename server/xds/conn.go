@@ -176,25 +176,36 @@ func (c *conn) forceDependentsLocked(t string) bool {
 // setFor returns the set a stream of view v is served for typeURL, and
 // whether the type is served at all.
 func setFor(snap *snapshot.Snapshot, v snapshot.View, typeURL string) (*snapshot.Set, bool) {
+	if !servedType(v, typeURL) {
+		return nil, false
+	}
 	switch typeURL {
 	case snapshot.NameTableType:
 		return snap.Set(snapshot.ViewNDS, typeURL), true
-	case snapshot.ClusterType, snapshot.EndpointType, snapshot.ListenerType, snapshot.RouteType:
-		if v == snapshot.ViewPeer {
-			return nil, false
-		}
-		return snap.Set(v, typeURL), true
 	case snapshot.PeerType:
-		if v != snapshot.ViewPeer {
-			return nil, false
-		}
 		set, err := snap.PeerSet()
 		if err != nil {
 			return nil, false
 		}
 		return set, true
 	}
-	return nil, false
+	return snap.Set(v, typeURL), true
+}
+
+// servedType says whether a stream of view v is served typeURL. A request
+// for another type is recorded (it counts against the stream's types) but
+// keeps no resource names and is never answered, so made-up types cost a
+// client's stream nothing but their count.
+func servedType(v snapshot.View, typeURL string) bool {
+	switch typeURL {
+	case snapshot.NameTableType:
+		return true
+	case snapshot.ClusterType, snapshot.EndpointType, snapshot.ListenerType, snapshot.RouteType:
+		return v != snapshot.ViewPeer
+	case snapshot.PeerType:
+		return v == snapshot.ViewPeer
+	}
+	return false
 }
 
 // answered records the client's answer to the last response of type t:

@@ -60,6 +60,10 @@ func (s *Server) recordDelta(c *conn, req *discovery.DeltaDiscoveryRequest) erro
 			s.answered(c, st, t, req.ErrorDetail.GetMessage(), req.ErrorDetail != nil, st.sentVersion)
 		}
 	}
+	if !servedType(c.view, t) {
+		st.requested = true // never answered: its names are not kept
+		return nil
+	}
 	if !st.requested {
 		st.requested, st.force = true, true // the first request is always answered
 		for n, v := range req.InitialResourceVersions {

@@ -412,3 +412,53 @@ func TestNACKTextIsBounded(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// TestUnservedTypesKeepNoNames: names subscribed for a type xdshard does
+// not serve are not kept (the stream's state for it is its count alone),
+// so made-up types cannot make a stream hold memory: a delta stream
+// subscribing 18,000 names (within the names limit) of 1,000 bytes to
+// each of two made-up types (36 MB were they kept) leaves the heap where
+// it was, while it is open.
+func TestUnservedTypesKeepNoNames(t *testing.T) {
+	e := newEnv(t)
+	e.mesh("a", 1, 0)
+	runtime.GC()
+	var before runtime.MemStats
+	runtime.ReadMemStats(&before)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	st, err := discovery.NewAggregatedDiscoveryServiceClient(e.conn).DeltaAggregatedResources(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pad := strings.Repeat("n", 990)
+	for k := 0; k < 2; k++ {
+		for r := 0; r < 6; r++ {
+			names := make([]string, 3000)
+			for i := range names {
+				names[i] = fmt.Sprintf("%s-%d-%d-%05d", pad, k, r, i)
+			}
+			req := &discovery.DeltaDiscoveryRequest{TypeUrl: fmt.Sprintf("type.googleapis.com/made.up.Kind%d", k), ResourceNamesSubscribe: names}
+			if k == 0 && r == 0 {
+				req.Node = node("a", nil)
+			}
+			if err := st.Send(req); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	// A served type's request after them: once it is answered, every
+	// earlier request was recorded.
+	if err := st.Send(&discovery.DeltaDiscoveryRequest{TypeUrl: cds}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.Recv(); err != nil {
+		t.Fatal(err)
+	}
+	runtime.GC()
+	var after runtime.MemStats
+	runtime.ReadMemStats(&after)
+	if grew := int64(after.HeapAlloc) - int64(before.HeapAlloc); grew > 16<<20 {
+		t.Fatalf("the heap grew by %d MiB while the stream subscribing made-up types is open, want it to keep no names", grew>>20)
+	}
+}

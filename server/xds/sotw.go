@@ -109,6 +109,9 @@ func (s *Server) recordSotWFrom(c *conn, req *discovery.DiscoveryRequest, reqs *
 		s.answered(c, st, t, req.ErrorDetail.GetMessage(), req.ErrorDetail != nil, req.VersionInfo)
 	}
 	names := req.ResourceNames
+	if !servedType(c.view, t) {
+		names = nil // never answered: its names are not kept
+	}
 	if !reused && (st.sorted == nil || !slices.Equal(names, st.sorted)) {
 		// Kept: share the snapshot's strings. An ACK repeating the
 		// subscription (every ACK, from Envoy) keeps nothing, so it is
