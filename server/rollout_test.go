@@ -245,3 +245,30 @@ func TestRolloutPolicies(t *testing.T) {
 		t.Fatal("a proxy outside the selector received the version taken back")
 	}
 }
+
+// TestSilentCanaryEndsRollout: a canary that stops answering (no ACK, no
+// NACK) cannot hold a rollout for ever: past the bake and the ACK timeout
+// it counts as rejecting the candidate, which is taken back and held out.
+func TestSilentCanaryEndsRollout(t *testing.T) {
+	src := memory.New(fleet.Generate(fleet.Spec{Tenants: 1, Services: 2, Endpoints: 1, Seed: 16}))
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	r, conn := startPlain(t, server.Config{Source: src, XDSAddr: "127.0.0.1:0", Debounce: 10 * time.Millisecond, MaxDelay: 100 * time.Millisecond,
+		Rollout: xds.Rollout{Percent: 100, Bake: 200 * time.Millisecond, AckTimeout: 300 * time.Millisecond}})
+	tenant := fleet.Tenant(0)
+	var ps []*proxy.Proxy
+	for i := 0; i < 2; i++ {
+		p := proxy.New(tenant, fmt.Sprint("p", i), i == 1)
+		go func() { _ = p.Run(ctx, conn) }()
+		<-p.Synced()
+		ps = append(ps, p)
+	}
+	ps[1].Silent.Store(true)
+	if err := src.Apply(ctx, fleet.ScaleEndpoints(0, 0, 2, 1)); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the rollout taken back for the silent canary", func() bool {
+		st := r.Store().Rollout(tenant)
+		return st.Candidate == nil && st.Held != nil && strings.Contains(st.HeldWhy, "did not acknowledge")
+	})
+}

@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -40,6 +41,9 @@ type Proxy struct {
 	// on a starved node. Neither may hold other proxies back.
 	NACK     bool
 	SlowRead time.Duration
+	// Silent, once set, makes the proxy answer no response at all (no ACK,
+	// no NACK), as a wedged Envoy: it still reads and records them.
+	Silent atomic.Bool
 	// Misbehaving marks a NACKing or slow proxy, left out of the figures.
 	Misbehaving bool
 
@@ -255,6 +259,9 @@ func (p *Proxy) runSotW(s discovery.AggregatedDiscoveryService_StreamAggregatedR
 		time.Sleep(p.SlowRead)
 		p.inspect(r.TypeUrl, r.Resources, true)
 		p.record(r.TypeUrl, r.VersionInfo)
+		if p.Silent.Load() {
+			continue
+		}
 		if p.NACK {
 			if err := s.Send(&discovery.DiscoveryRequest{TypeUrl: r.TypeUrl, ResponseNonce: r.Nonce, ResourceNames: subs[r.TypeUrl],
 				ErrorDetail: &status.Status{Code: 3, Message: "simulated rejection"}}); err != nil {
@@ -321,6 +328,9 @@ func (p *Proxy) runDelta(s discovery.AggregatedDiscoveryService_DeltaAggregatedR
 		time.Sleep(p.SlowRead)
 		p.hold(r, again)
 		p.record(r.TypeUrl, r.SystemVersionInfo)
+		if p.Silent.Load() {
+			continue
+		}
 		ack := &discovery.DeltaDiscoveryRequest{TypeUrl: r.TypeUrl, ResponseNonce: r.Nonce}
 		if p.NACK {
 			ack.ErrorDetail = &status.Status{Code: 3, Message: "simulated rejection"}

@@ -110,6 +110,7 @@ func bindServeFlags(fs *pflag.FlagSet) (finish func(args []string) (*serveConfig
 	rollout := fs.String("rollout", "", "canary rollout of config for every tenant: canary (a tenant's new version goes to its canaries first, is promoted once they all accepted it and --rollout-bake passed, and is taken back at once if one rejects it) or off; default canary when --rollout-percent or --rollout-selector is set. A tenant's Namespace annotation xdshard.io/rollout (canary or off) overrides it")
 	fs.IntVar(&c.rollout.Percent, "rollout-percent", 0, "with rollout: this percent of each tenant's proxies are its canaries, by node ID hash (default 10 with --rollout canary)")
 	fs.StringVar(&c.rollout.Selector, "rollout-selector", "", "with rollout: the canaries are the proxies whose labels (node metadata LABELS) match this Kubernetes label selector, such as track=canary, instead of a percent")
+	fs.DurationVar(&c.rollout.AckTimeout, "rollout-ack-timeout", xds.DefaultAckTimeout, "with rollout: a canary that has not acknowledged a new version this long after its bake counts as rejecting it (one that never ACKs cannot hold a rollout)")
 	fs.Float64Var(&c.rollout.MaxNACKRatio, "rollout-max-nack-ratio", 0, "with rollout: the share of a tenant's canaries (0 to 1) that may reject a new version without taking it back; 0 takes it back on the first rejection")
 	fs.DurationVar(&c.rollout.Bake, "rollout-bake", 30*time.Second, "with rollout: how long a new version is served to the canaries at least before it is promoted")
 	fs.DurationVar(&c.drain, "drain-period", 10*time.Second, "on SIGTERM: readiness fails, no new stream is taken, and streams end at random moments within this period so proxies move to other replicas gradually; 0 ends them at once (keep it under the pod's termination grace period)")
@@ -143,6 +144,9 @@ func bindServeFlags(fs *pflag.FlagSet) (finish func(args []string) (*serveConfig
 // percent when none is given.
 func (c *serveConfig) rolloutMode(mode string) error {
 	r := &c.rollout
+	if r.AckTimeout <= 0 {
+		return fmt.Errorf("--rollout-ack-timeout %s: want more than 0", r.AckTimeout)
+	}
 	if r.Percent < 0 || r.Percent > 100 || r.Bake < 0 {
 		return fmt.Errorf("--rollout-percent %d and --rollout-bake %s: want a percent from 0 to 100 and a bake of 0 or more", r.Percent, r.Bake)
 	}

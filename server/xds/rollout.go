@@ -36,11 +36,19 @@ type Rollout struct {
 	// MaxNACKRatio is the share of canaries that may reject a candidate
 	// without aborting its rollout; 0 aborts on the first rejection.
 	MaxNACKRatio float64
+	// AckTimeout is how long past Bake a canary may leave the candidate
+	// unacknowledged before it counts as rejecting it (so one that never
+	// ACKs cannot hold a rollout for ever). Default DefaultAckTimeout.
+	AckTimeout time.Duration
 	// Compile turns a selector into a matcher of node labels (the
 	// assembly gives Kubernetes' label selectors; this face knows no
 	// Kubernetes types). Without it, no proxy is a canary by selector.
 	Compile func(selector string) (func(labels map[string]string) bool, error)
 }
+
+// DefaultAckTimeout is how long past the bake a canary may leave a
+// candidate unacknowledged.
+const DefaultAckTimeout = 30 * time.Second
 
 // DefaultCanaryPercent is the share of canaries of a tenant whose own
 // setting turns rollout on when the replica names no percent.
@@ -180,8 +188,9 @@ func (s *Server) RunRollouts(ctx context.Context, every time.Duration) {
 
 // judge looks at a tenant's canaries among its proxy streams: abort (why)
 // when more than the NACK ratio of them rejected a response made from the
-// candidate; promote when the bake time has passed and every other canary
-// has acknowledged every type the candidate changed.
+// candidate, or left it unacknowledged past the bake and the ACK timeout;
+// promote when the bake time has passed and every other canary has
+// acknowledged every type the candidate changed.
 func (s *Server) judge(tenant string, streams []*conn) (promote bool, abort string) {
 	rs := s.store.Rollout(tenant)
 	cand, stable := rs.Candidate, s.store.Current(tenant)
@@ -195,6 +204,11 @@ func (s *Server) judge(tenant string, streams []*conn) (promote bool, abort stri
 		}
 	}
 	baked := time.Since(rs.Since) >= s.opts.Rollout.Bake
+	ackTimeout := s.opts.Rollout.AckTimeout
+	if ackTimeout <= 0 {
+		ackTimeout = DefaultAckTimeout
+	}
+	overdue := time.Since(rs.Since) >= s.opts.Rollout.Bake+ackTimeout
 	all, rejected, first := true, 0, ""
 	for _, c := range canaries {
 		c.mu.Lock()
@@ -212,6 +226,9 @@ func (s *Server) judge(tenant string, streams []*conn) (promote bool, abort stri
 			}
 		}
 		c.mu.Unlock()
+		if why == "" && !acked && overdue {
+			why = fmt.Sprintf("%s did not acknowledge it within %s of its start (bake %s, then %s)", c.node.GetId(), s.opts.Rollout.Bake+ackTimeout, s.opts.Rollout.Bake, ackTimeout)
+		}
 		switch {
 		case why != "":
 			rejected++
