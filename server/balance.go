@@ -4,8 +4,6 @@ import (
 	"context"
 	"math"
 	"math/rand/v2"
-	"net"
-	"sync"
 	"time"
 
 	"github.com/xdshard/xdshard/sharding"
@@ -81,74 +79,4 @@ func (r *Replica) balanceRound(loads sharding.Loads) {
 	for _, remote := range r.xds.Shed(n) {
 		r.xdsConns.closeLater(remote, 500*time.Millisecond)
 	}
-}
-
-// connTracker is the xDS listener, keeping each accepted connection by
-// its client address, so a shed stream's connection can be closed and its
-// client must dial anew (a client reuses its connection for its next
-// stream otherwise).
-//
-// It also bounds the connections open at once: one past the bound is
-// closed as soon as it is accepted, and counted.
-type connTracker struct {
-	net.Listener
-	max     int
-	refused func()
-	mu      sync.Mutex
-	conns   map[string]net.Conn
-}
-
-func newConnTracker(l net.Listener, max int, refused func()) *connTracker {
-	return &connTracker{Listener: l, max: max, refused: refused, conns: map[string]net.Conn{}}
-}
-
-// Accept implements net.Listener.
-func (t *connTracker) Accept() (net.Conn, error) {
-	for {
-		c, err := t.Listener.Accept()
-		if err != nil {
-			return nil, err
-		}
-		t.mu.Lock()
-		if len(t.conns) >= t.max {
-			t.mu.Unlock()
-			_ = c.Close()
-			t.refused()
-			continue
-		}
-		tc := &trackedConn{Conn: c, t: t}
-		t.conns[c.RemoteAddr().String()] = tc
-		t.mu.Unlock()
-		return tc, nil
-	}
-}
-
-// closeLater closes the connection of remote after a moment, time for
-// the stream's status to reach the client.
-func (t *connTracker) closeLater(remote string, after time.Duration) {
-	time.AfterFunc(after, func() {
-		t.mu.Lock()
-		c := t.conns[remote]
-		t.mu.Unlock()
-		if c != nil {
-			_ = c.Close()
-		}
-	})
-}
-
-type trackedConn struct {
-	net.Conn
-	t    *connTracker
-	once sync.Once
-}
-
-func (c *trackedConn) Close() error {
-	c.once.Do(func() {
-		c.t.mu.Lock()
-		if c.t.conns[c.RemoteAddr().String()] == c {
-			delete(c.t.conns, c.RemoteAddr().String())
-		}
-		c.t.mu.Unlock()
-	})
-	return c.Conn.Close()
 }

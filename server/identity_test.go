@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"math/rand/v2"
+	"net"
 	"net/http"
 	"os"
 	"sync"
@@ -588,5 +589,36 @@ func TestDebugPagesFollowAdminReaders(t *testing.T) {
 	wantCode(t, "an identity off --admin-readers reading istio.io/debug", page(listed, "anyone"), codes.PermissionDenied)
 	if counterWith(t, listed.r, "xdshard_refused_requests_total", "debug_not_allowed") != 1 {
 		t.Fatal("the refusal was not counted as debug_not_allowed")
+	}
+}
+
+// TestHandshakesDoNotTakeConnections: --max-connections counts
+// connections whose TLS handshake completed. A host that opens TCP
+// connections and never handshakes holds only its share of the pending
+// handshakes (64; the rest are refused as handshakes), not the replica's
+// connections: clients of other hosts still connect, up to the bound.
+func TestHandshakesDoNotTakeConnections(t *testing.T) {
+	e := startTLSReplica(t, 1, func(c *server.Config) { c.MaxConnections = 3 })
+	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 2)}}
+	for i := 0; i < 70; i++ {
+		c, err := d.Dial("tcp", e.r.XDSAddr())
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+	}
+	eventually(t, "the handshakes past the host's share refused", func() bool {
+		return counterWith(t, e.r, "xdshard_refused_connections_total", "handshakes") >= 6
+	})
+	cert := e.ca.TLS(t, testpki.Spec{SPIFFE: spiffe(fleet.Tenant(0), "app")})
+	for i := 0; i < 3; i++ {
+		if _, err := firstResponse(dialTLS(t, e.r.XDSAddr(), e.ca, &cert, ""), fleet.Tenant(0), nil, clusterType); err != nil {
+			t.Fatalf("client %d of 3 beside 70 connections that never handshake: %v", i+1, err)
+		}
+	}
+	_, err := firstResponse(dialTLS(t, e.r.XDSAddr(), e.ca, &cert, ""), fleet.Tenant(0), nil, clusterType)
+	wantCode(t, "a fourth established connection", err, codes.Unavailable)
+	if counterWith(t, e.r, "xdshard_refused_connections_total", "too_many") < 1 {
+		t.Fatal("the fourth connection was not counted as too_many")
 	}
 }

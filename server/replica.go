@@ -282,19 +282,19 @@ func Start(ctx context.Context, cfg Config) (*Replica, error) {
 	if cfg.MaxConnections <= 0 {
 		cfg.MaxConnections = DefaultMaxConnections
 	}
-	refusedConns := prometheus.NewCounter(prometheus.CounterOpts{Name: "xdshard_refused_connections_total",
-		Help: "xDS connections closed at once because --max-connections were open."})
+	refusedConns := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "xdshard_refused_connections_total",
+		Help: "xDS connections closed at once, by reason: too_many (--max-connections established), handshakes (1,024 handshakes under way)."}, []string{"reason"})
 	r.reg.MustRegister(refusedConns)
-	r.xdsConns = newConnTracker(xdsLis, cfg.MaxConnections, func() {
-		refusedConns.Inc()
-		r.log.Warn("xDS connection refused: too many open", "max", cfg.MaxConnections)
+	r.xdsConns = newConnTracker(xdsLis, cfg.MaxConnections, func(reason string) {
+		refusedConns.WithLabelValues(reason).Inc()
+		r.log.Warn("xDS connection refused", "reason", reason, "max", cfg.MaxConnections)
 	})
 	xdsLis = r.xdsConns
 	r.xdsAddr = xdsLis.Addr().String()
 	if adminLis != nil {
 		r.adminAddr = adminLis.Addr().String()
 	}
-	r.grpc = grpc.NewServer(r.grpcOptions(false)...)
+	r.grpc = grpc.NewServer(append(r.grpcOptions(false), grpc.Creds(countingCreds{r.creds(), r.xdsConns, r.xdsConns.refused}))...)
 	r.xds.Register(r.grpc)
 
 	r.goStage(func() error { return r.runSource(runCtx) })

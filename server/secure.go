@@ -10,6 +10,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/keepalive"
 
 	"github.com/xdshard/xdshard/identity"
@@ -27,8 +28,9 @@ func (r *Replica) secure() {
 	}
 }
 
-// grpcOptions are a gRPC server's options: xds's, and TLS when set; the
-// peer port takes larger requests.
+// grpcOptions are a gRPC server's options: xds's and a handshake timeout;
+// the peer port takes larger requests and has its credentials here (the
+// xDS port's count its connections: countingCreds).
 func (r *Replica) grpcOptions(peers bool) []grpc.ServerOption {
 	opts := xds.GRPCOptions()
 	if !peers && r.cfg.MaxConnectionAge > 0 {
@@ -36,12 +38,20 @@ func (r *Replica) grpcOptions(peers bool) []grpc.ServerOption {
 			MaxConnectionAge: r.cfg.MaxConnectionAge, MaxConnectionAgeGrace: 10 * time.Second}))
 	}
 	if peers {
-		opts = append(opts, grpc.MaxRecvMsgSize(xds.PeerMaxRequestBytes))
+		opts = append(opts, grpc.MaxRecvMsgSize(xds.PeerMaxRequestBytes), grpc.Creds(r.creds()))
 	}
+	// A connection's handshake (TLS) must complete within this, so one
+	// that never does holds a pending slot briefly (grpc-go's default: 120 s).
+	return append(opts, grpc.ConnectionTimeout(10*time.Second))
+}
+
+// creds are the transport credentials of the xDS and peer ports: TLS with
+// client certificates asked for, or none in plaintext.
+func (r *Replica) creds() credentials.TransportCredentials {
 	if r.cfg.TLS != nil {
-		opts = append(opts, grpc.Creds(credentials.NewTLS(r.cfg.TLS.ServerConfig())))
+		return credentials.NewTLS(r.cfg.TLS.ServerConfig())
 	}
-	return opts
+	return insecure.NewCredentials()
 }
 
 // mcpGRPCOptions are the MCP port's gRPC options: xds's, and server-side
@@ -51,7 +61,7 @@ func (r *Replica) mcpGRPCOptions() []grpc.ServerOption {
 	if r.cfg.TLS != nil {
 		opts = append(opts, grpc.Creds(credentials.NewTLS(r.cfg.TLS.ServerOnlyConfig())))
 	}
-	return opts
+	return append(opts, grpc.ConnectionTimeout(10*time.Second))
 }
 
 // peerIdentities are the identities that may fetch snapshots: the
