@@ -104,6 +104,9 @@ func remoteHost(c net.Conn) string {
 
 var errTooManyConns = errors.New("too many xDS connections open (serve --max-connections)")
 
+// closeNow closes the connection of remote, if it is open.
+func (t *connTracker) closeNow(remote string) { t.closeLater(remote, 0) }
+
 // closeLater closes the connection of remote after a moment, time for
 // the stream's status to reach the client.
 func (t *connTracker) closeLater(remote string, after time.Duration) {

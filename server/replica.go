@@ -39,10 +39,10 @@ type Config struct {
 	Debounce  time.Duration
 	MaxDelay  time.Duration
 	History   int // snapshot versions kept per tenant; 0 for snapshot.DefaultHistory
-	// PushConcurrency bounds the streams encoding at once.
+	// PushConcurrency bounds the streams encoding and sending at once.
 	PushConcurrency int
-	// SendTimeout ends a stream whose client has not taken a response
-	// within it (xds.Options.SendTimeout).
+	// SendTimeout closes the connection of a client that has not taken a
+	// response within it (xds.Options.SendTimeout).
 	SendTimeout time.Duration
 	// FullSotW sends every subscribed resource in each state-of-the-world
 	// EDS and RDS response (xds.Options.FullSotW).
@@ -249,6 +249,9 @@ func Start(ctx context.Context, cfg Config) (*Replica, error) {
 	if len(cfg.Peers) > 0 || cfg.Membership != nil {
 		xopts.MCPComplete = r.holdsEveryTenant
 	}
+	// A send the client does not take in time closes its connection
+	// (the tracker is made below, before anything is served).
+	xopts.EndConn = func(remote string) { r.xdsConns.closeNow(remote) }
 	r.xds = xds.New(r.store, xopts)
 	bopts := builder.Options{
 		Debounce: cfg.Debounce, MaxDelay: cfg.MaxDelay, Build: cfg.Build, BuildEndpoints: cfg.BuildEndpoints, Logger: r.log, Observe: r.xds.Metrics().Stage,

@@ -12,9 +12,10 @@
 // simply replaces what was waiting. SotW, delta and MCP share one push
 // shape (stream.go): pick what is due under the stream's lock, encode
 // outside it holding a slot of the push semaphore, commit under it, and
-// send without the slot, within the send timeout (sendBounded in
-// stream.go says why a goroutine per send: grpc-go's SendMsg has no
-// deadline), so a client that does not read holds up only its stream.
+// send, giving the slot back once the sends take longer than slotHold
+// and closing the client's connection past the send timeout (sendBounded
+// in stream.go says why: grpc-go's SendMsg has no deadline), so a client
+// that does not read holds up the others for slotHold at most.
 // Responses are encoded once per (type set, subscription) and shared by
 // every stream of the tenant; only the nonce is added per stream. A SotW
 // EDS or RDS response to a client that ACKed the type's last one carries

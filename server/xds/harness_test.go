@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"sync"
 	"testing"
 	"time"
 
@@ -63,6 +64,10 @@ func newEnvNoCleanup(t *testing.T) *env {
 // before it serves (to set test hooks).
 func newEnvWith(t *testing.T, opts Options, prepare func(*Server)) *env {
 	store := snapshot.NewStore(0)
+	lis := listen(t)
+	if opts.EndConn == nil {
+		opts.EndConn = lis.end
+	}
 	srv := New(store, opts)
 	if prepare != nil {
 		prepare(srv)
@@ -70,16 +75,47 @@ func newEnvWith(t *testing.T, opts Options, prepare func(*Server)) *env {
 	e := &env{t: t, store: store, srv: srv, grpc: grpc.NewServer(GRPCOptions()...), mcpGRPC: grpc.NewServer(GRPCOptions()...)}
 	srv.Register(e.grpc)
 	srv.RegisterMCP(e.mcpGRPC)
-	e.conn, e.mcp = serveOn(t, e.grpc), serveOn(t, e.mcpGRPC)
+	e.conn, e.mcp = serveOn(t, e.grpc, lis), serveOn(t, e.mcpGRPC, listen(t))
 	return e
 }
 
-// serveOn serves g on a free loopback port and dials it.
-func serveOn(t *testing.T, g *grpc.Server) *grpc.ClientConn {
+// endable is a loopback listener that can close an accepted connection by
+// its client's address, as the replica's connection tracker does.
+type endable struct {
+	net.Listener
+	mu    sync.Mutex
+	conns map[string]net.Conn
+}
+
+func listen(t *testing.T) *endable {
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
+	return &endable{Listener: lis, conns: map[string]net.Conn{}}
+}
+
+func (l *endable) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err == nil {
+		l.mu.Lock()
+		l.conns[c.RemoteAddr().String()] = c
+		l.mu.Unlock()
+	}
+	return c, err
+}
+
+func (l *endable) end(remote string) {
+	l.mu.Lock()
+	c := l.conns[remote]
+	l.mu.Unlock()
+	if c != nil {
+		c.Close()
+	}
+}
+
+// serveOn serves g on lis and dials it.
+func serveOn(t *testing.T, g *grpc.Server, lis net.Listener) *grpc.ClientConn {
 	go func() { _ = g.Serve(lis) }()
 	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {

@@ -38,7 +38,7 @@ func newMetrics(reg prometheus.Registerer) *Metrics {
 		sendTime: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "pilot_xds_send_time", Help: "Time to send one response, by type.", Buckets: stageBuckets}, []string{"type"}),
 		bytes:    prometheus.NewCounterVec(prometheus.CounterOpts{Name: "pilot_xds_config_size_bytes_total", Help: "Bytes of responses sent, by type."}, []string{"type"}),
 		stages:   prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "xdshard_push_stage_seconds", Help: "Time spent per push stage: source (a file source reading and decoding, from its first watcher event), debounce, build, publish, queue, send, ack.", Buckets: stageBuckets}, []string{"stage"}),
-		inflight: prometheus.NewGauge(prometheus.GaugeOpts{Name: "xdshard_pushes_in_flight", Help: "Streams encoding a push now; at most the push concurrency (--push-concurrency). Sends hold no slot."}),
+		inflight: prometheus.NewGauge(prometheus.GaugeOpts{Name: "xdshard_pushes_in_flight", Help: "Streams encoding or sending a push now; at most the push concurrency (--push-concurrency)."}),
 		shed:     prometheus.NewCounter(prometheus.CounterOpts{Name: "xdshard_shed_streams_total", Help: "Proxy streams ended to rebalance replicas (this replica held more than ceil(streams/members x 1.1))."}),
 		partial:  prometheus.NewCounterVec(prometheus.CounterOpts{Name: "xdshard_xds_partial_pushes_total", Help: "State-of-the-world responses that carried only the resources changed since the client's last ACKed response (EDS and RDS; serve --full-sotw turns them off), by type."}, []string{"type"}),
 	}

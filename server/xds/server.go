@@ -36,15 +36,18 @@ type Options struct {
 	// MCP serves istiod's config-source streams; nil uses the built-in
 	// MCP server over the store's ViewMCP.
 	MCP MCPHandler
-	// PushConcurrency bounds the streams encoding at once; default
-	// DefaultPushConcurrency. A stream's send does not hold a slot: a
-	// client that does not read blocks only its own stream.
+	// PushConcurrency bounds the streams encoding and sending at once;
+	// default DefaultPushConcurrency. A stream's sends give their slot
+	// back once they take longer than slotHold (stream.go).
 	PushConcurrency int
-	// SendTimeout ends a stream whose response the client has not taken
-	// within it (Unavailable, counted as send_timeout): a client that
-	// does not read holds nothing of the server's longer than this.
-	// Default DefaultSendTimeout.
+	// SendTimeout ends the connection of a client that has not taken a
+	// response within it (Unavailable, counted as send_timeout), through
+	// EndConn: a client that does not read holds nothing of the server's
+	// longer than this. Default DefaultSendTimeout.
 	SendTimeout time.Duration
+	// EndConn closes the client connection of a remote address (the
+	// replica's connection tracker); nil leaves sends unbounded.
+	EndConn func(remote string)
 	// Limits bound what a client may make the server hold or do.
 	Limits Limits
 	// Identity names this replica to istioctl (its ISTIOD column);
@@ -109,7 +112,7 @@ type Server struct {
 	pushSem chan struct{} // a slot per stream encoding and sending
 
 	// Test hooks, set by tests before the first stream: testSendHook runs
-	// before each send (the push slot released),
+	// before each send,
 	// testEncodeHook before each state-of-the-world encode.
 	// testPushHook each time a send loop looks for what is due.
 	testSendHook, testEncodeHook, testPushHook func()

@@ -159,8 +159,8 @@ recorded:
 
 // TestPushConcurrencyIsBounded: a change that wakes every stream encodes
 // on at most PushConcurrency of them at a time, and the in-flight gauge
-// shows it; every stream is still served. (A send holds no slot:
-// TestNonReadingStreamsHoldNoSlot.)
+// shows it; every stream is still served. (A slow send gives its slot
+// back: TestNonReadingStreamsHoldNoSlot.)
 func TestPushConcurrencyIsBounded(t *testing.T) {
 	const limit, streams = 2, 8
 	var cur, peak atomic.Int32

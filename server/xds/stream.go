@@ -5,6 +5,8 @@ import (
 	"errors"
 	"io"
 	"strconv"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -203,10 +205,15 @@ func (s *Server) push(ctx context.Context, c *conn, f face) error {
 		}
 	}
 	c.mu.Unlock()
-	// The slot bounds encoding, the CPU of a push; the sends wait on the
-	// client alone, so a stream whose client does not read never holds
-	// up another's push (sendBounded).
-	release()
+	// The slot is held through the sends as long as they go quickly
+	// (sends of many streams at once then take turns, as they batch best),
+	// and given back once they take longer than slotHold: a stream whose
+	// client does not read holds up another's push for that long at most,
+	// however long its own send waits (sendBounded).
+	var once sync.Once
+	giveBack := func() { once.Do(release) }
+	hold := time.AfterFunc(slotHold, giveBack)
+	defer func() { hold.Stop(); giveBack() }()
 	for _, o := range sends {
 		start := time.Now()
 		if !o.built.IsZero() {
@@ -224,41 +231,43 @@ func (s *Server) push(ctx context.Context, c *conn, f face) error {
 	return nil
 }
 
-// sendBounded sends msg, and gives up on the stream when the client has
-// not taken it within SendTimeout.
+// slotHold is how long a stream's sends may hold its push slot.
+const slotHold = 20 * time.Millisecond
+
+// sendBounded sends msg, and ends the client's connection when the
+// client has not taken it within SendTimeout.
 //
 // grpc-go's SendMsg blocks while the stream's flow-control window (the
 // client's) or its write quota is spent, which is how a client that does
 // not read holds a send, and it returns only when the client reads or
-// the stream ends; no deadline can be set on it, and the server's stream
-// context is not the server's to cancel. So the send runs in a goroutine
-// of its own, and on timeout the handler returns Unavailable: grpc-go
-// then resets the stream, which wakes the blocked SendMsg with an error
-// and ends that goroutine. One send is in flight per stream at a time,
-// and none starts after the handler returned. The stream is STALE in
-// syncz meanwhile (sent, not ACKed); newer versions are not queued behind
-// the blocked send, since the send loop picks the latest state only once
-// it returns.
+// the stream or its connection ends; no deadline can be set on it, and
+// the server cannot reset one stream from outside its handler. A send in
+// a goroutine of its own, given up on a timer, cost about a tenth of a
+// push's CPU (xdshard bench, initial sync), so the send runs here and a
+// timer (a tenth of that) closes the client's connection through EndConn
+// if it fires: SendMsg then fails, the stream ends (send_timeout), and so
+// does every stream on that connection, which shares the stuck stream's
+// connection-level window anyway. The stream is STALE in syncz meanwhile
+// (sent, not ACKed); newer versions are not queued behind the blocked
+// send, since the send loop picks the latest state only once it returns.
+// Without EndConn (the MCP port, whose only client is istiod) a send is
+// not bounded.
 func (s *Server) sendBounded(c *conn, f face, msg any, typeURL string) (int, error) {
-	type result struct {
-		n   int
-		err error
+	if s.opts.EndConn == nil || c.remote == "" {
+		return f.send(msg)
 	}
-	done := make(chan result, 1)
-	go func() {
-		n, err := f.send(msg)
-		done <- result{n, err}
-	}()
-	timer := time.NewTimer(s.opts.SendTimeout)
-	defer timer.Stop()
-	select {
-	case r := <-done:
-		return r.n, r.err
-	case <-timer.C:
-		return 0, s.refused.refuse("send_timeout", codes.Unavailable,
-			"node %.256q did not take its %s response within %s (it does not read its stream); the stream is ended, reconnect (serve --send-timeout)",
+	var fired atomic.Bool
+	timer := time.AfterFunc(s.opts.SendTimeout, func() {
+		fired.Store(true)
+		s.opts.EndConn(c.remote)
+	})
+	n, err := f.send(msg)
+	if !timer.Stop() && fired.Load() {
+		return n, s.refused.refuse("send_timeout", codes.Unavailable,
+			"node %.256q did not take its %s response within %s (it does not read its stream); its connection is closed, reconnect (serve --send-timeout)",
 			c.node.GetId(), typeURL, s.opts.SendTimeout)
 	}
+	return n, err
 }
 
 func metricType(c *conn, t string) string {
