@@ -13,6 +13,7 @@ import (
 
 	"google.golang.org/grpc"
 
+	"github.com/xdshard/xdshard/internal/echo"
 	"github.com/xdshard/xdshard/server"
 	"github.com/xdshard/xdshard/snapshot/model"
 	"github.com/xdshard/xdshard/snapshot/source/manifest"
@@ -65,10 +66,10 @@ spec:
 
 const echoTarget = "echo.shop.svc.cluster.local:7070"
 
-func writeMesh(t *testing.T, path string, v1, v2 *backend, w1, w2 int) {
+func writeMesh(t *testing.T, path string, v1, v2 *echo.Backend, w1, w2 int) {
 	t.Helper()
 	tmp := path + ".tmp~"
-	if err := os.WriteFile(tmp, []byte(fmt.Sprintf(meshYAML, v1.port, v2.port, w1, w2)), 0o644); err != nil {
+	if err := os.WriteFile(tmp, []byte(fmt.Sprintf(meshYAML, v1.Addr.Port, v2.Addr.Port, w1, w2)), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	if err := os.Rename(tmp, path); err != nil {
@@ -111,7 +112,7 @@ func split(t *testing.T, ctx context.Context, conn *grpc.ClientConn, n int) floa
 	t.Helper()
 	v2 := 0
 	for i := 0; i < n; i++ {
-		b, err := who(ctx, conn)
+		b, err := echo.Who(ctx, conn)
 		if err != nil {
 			t.Fatalf("RPC %d failed: %v", i, err)
 		}
@@ -123,7 +124,7 @@ func split(t *testing.T, ctx context.Context, conn *grpc.ClientConn, n int) floa
 }
 
 func TestGRPCXDSClientFollowsVirtualService(t *testing.T) {
-	v1, v2 := startBackend(t, "v1"), startBackend(t, "v2")
+	v1, v2 := echo.Start(t, "v1", "127.0.0.1:0"), echo.Start(t, "v2", "127.0.0.1:0")
 	dir := t.TempDir()
 	file := filepath.Join(dir, "mesh.yaml")
 	writeMesh(t, file, v1, v2, 80, 20)
@@ -140,7 +141,7 @@ func TestGRPCXDSClientFollowsVirtualService(t *testing.T) {
 	writeMesh(t, file, v1, v2, 20, 80)
 	edited := time.Now()
 	for {
-		b, err := who(ctx, conn)
+		b, err := echo.Who(ctx, conn)
 		if err != nil {
 			t.Fatalf("RPC failed during the config change: %v", err)
 		}
@@ -162,7 +163,7 @@ func TestGRPCXDSClientFollowsVirtualService(t *testing.T) {
 }
 
 func TestGRPCXDSClientOfAnotherTenantCannotResolve(t *testing.T) {
-	v1, v2 := startBackend(t, "v1"), startBackend(t, "v2")
+	v1, v2 := echo.Start(t, "v1", "127.0.0.1:0"), echo.Start(t, "v2", "127.0.0.1:0")
 	dir := t.TempDir()
 	writeMesh(t, filepath.Join(dir, "mesh.yaml"), v1, v2, 80, 20)
 	r := startReplica(t, dir)
@@ -170,12 +171,12 @@ func TestGRPCXDSClientOfAnotherTenantCannotResolve(t *testing.T) {
 	conn := dialXDS(t, r.XDSAddr(), "other", echoTarget)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	if b, err := who(ctx, conn); err == nil {
+	if b, err := echo.Who(ctx, conn); err == nil {
 		t.Fatalf("a client of tenant other reached %s's backend %s", echoTarget, b)
 	} else {
 		t.Logf("resolution failed as it should: %v", err)
 	}
-	if v1.count()+v2.count() != 0 {
+	if v1.Calls()+v2.Calls() != 0 {
 		t.Fatal("a backend of tenant shop was called by tenant other")
 	}
 }
@@ -185,14 +186,14 @@ func TestGRPCXDSClientOfAnotherTenantCannotResolve(t *testing.T) {
 // within tolerance, and the header route to v2.
 func routesLikeMeshYAML(t *testing.T, ctx context.Context, conn *grpc.ClientConn, n int, tolerance float64) {
 	t.Helper()
-	if _, err := who(ctx, conn); err != nil {
+	if _, err := echo.Who(ctx, conn); err != nil {
 		t.Fatalf("first RPC through xDS: %v", err)
 	}
 	if got := split(t, ctx, conn, n); math.Abs(got-0.20) > tolerance {
 		t.Fatalf("80/20 split sent %.1f%% to v2, want 20%% ±%.0f", got*100, tolerance*100)
 	}
 	for i := 0; i < 10; i++ {
-		if b, err := who(ctx, conn, "x-canary", "true"); err != nil || b != "v2" {
+		if b, err := echo.Who(ctx, conn, "x-canary", "true"); err != nil || b != "v2" {
 			t.Fatalf("marked request %d went to %q (err %v), want v2", i, b, err)
 		}
 	}

@@ -22,6 +22,7 @@ import (
 
 	"github.com/xdshard/xdshard/bench/fleet"
 	"github.com/xdshard/xdshard/bench/proxy"
+	"github.com/xdshard/xdshard/internal/echo"
 	"github.com/xdshard/xdshard/internal/helmtest"
 	"github.com/xdshard/xdshard/internal/kubetest"
 	"github.com/xdshard/xdshard/internal/proc"
@@ -81,8 +82,8 @@ var kubeSeq struct {
 
 // kubeMesh is meshYAML with its namespaces renamed so each test has its
 // own (nothing deletes a namespace in this cluster).
-func kubeMesh(v1, v2 *backend, w1, w2 int, shop, other string) string {
-	m := fmt.Sprintf(meshYAML, v1.port, v2.port, w1, w2)
+func kubeMesh(v1, v2 *echo.Backend, w1, w2 int, shop, other string) string {
+	m := fmt.Sprintf(meshYAML, v1.Addr.Port, v2.Addr.Port, w1, w2)
 	m = strings.ReplaceAll(m, "shop", shop)
 	return strings.ReplaceAll(m, "name: other", "name: "+other)
 }
@@ -113,7 +114,7 @@ func TestKubernetesSourceServesGRPCClients(t *testing.T) {
 	c := cluster(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
 	defer cancel()
-	v1, v2 := startBackend(t, "v1"), startBackend(t, "v2")
+	v1, v2 := echo.Start(t, "v1", "127.0.0.1:0"), echo.Start(t, "v2", "127.0.0.1:0")
 	shop, other := uniqueNS("shop"), uniqueNS("other")
 	if err := c.Apply(ctx, kubeMesh(v1, v2, 80, 20, shop, other)); err != nil {
 		t.Fatal(err)
@@ -126,7 +127,7 @@ func TestKubernetesSourceServesGRPCClients(t *testing.T) {
 
 	outsider := dialXDS(t, r.XDSAddr(), other, target)
 	octx, ocancel := context.WithTimeout(ctx, 5*time.Second)
-	if b, err := who(octx, outsider); err == nil {
+	if b, err := echo.Who(octx, outsider); err == nil {
 		t.Fatalf("a client of tenant %s reached %s's backend %s", other, shop, b)
 	}
 	ocancel()
@@ -141,7 +142,7 @@ func TestKubernetesSourceServesGRPCClients(t *testing.T) {
 	// stays ready but says it is degraded.
 	c.StopAPIServer()
 	for i := 0; i < 50; i++ {
-		if _, err := who(ctx, conn); err != nil {
+		if _, err := echo.Who(ctx, conn); err != nil {
 			t.Fatalf("RPC %d failed while the API server was down: %v", i, err)
 		}
 	}

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/xdshard/xdshard/internal/echo"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 )
@@ -38,7 +39,7 @@ spec:
 // keeps routing the other: grpc-go, like Envoy, keeps the
 // ClusterLoadAssignments a response leaves out.
 func TestGRPCXDSClientTakesPartialEndpoints(t *testing.T) {
-	a, b, c := startBackend(t, "a"), startBackend(t, "b"), startBackend(t, "c")
+	a, b, c := echo.Start(t, "a", "127.0.0.1:0"), echo.Start(t, "b", "127.0.0.1:0"), echo.Start(t, "c", "127.0.0.1:0")
 	dir := t.TempDir()
 	file := filepath.Join(dir, "mesh.yaml")
 	write := func(p1, p2 int) {
@@ -50,7 +51,7 @@ func TestGRPCXDSClientTakesPartialEndpoints(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	write(a.port, b.port)
+	write(a.Addr.Port, b.Addr.Port)
 	r := startReplica(t, dir)
 
 	rb := xdsResolver(t, r.XDSAddr(), "shop", "client-shop") // one xDS client, so one ADS stream for both
@@ -62,24 +63,24 @@ func TestGRPCXDSClientTakesPartialEndpoints(t *testing.T) {
 		t.Cleanup(func() { _ = conn.Close() })
 		return conn
 	}
-	echo, echo2 := dial("echo.shop.svc.cluster.local:7070"), dial("echo2.shop.svc.cluster.local:7070")
+	first, second := dial("echo.shop.svc.cluster.local:7070"), dial("echo2.shop.svc.cluster.local:7070")
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	expect := func(conn *grpc.ClientConn, want string) {
 		t.Helper()
-		if got, err := who(ctx, conn); err != nil || got != want {
+		if got, err := echo.Who(ctx, conn); err != nil || got != want {
 			t.Fatalf("RPC answered by %q (err %v), want %q", got, err, want)
 		}
 	}
-	expect(echo, "a")
-	expect(echo2, "b")
+	expect(first, "a")
+	expect(second, "b")
 	before := metric(t, r, "xdshard_xds_partial_pushes_total", map[string]string{"type": "eds"})
 
-	write(a.port, c.port)
+	write(a.Addr.Port, c.Addr.Port)
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		expect(echo, "a") // never interrupted
-		got, err := who(ctx, echo2)
+		expect(first, "a") // never interrupted
+		got, err := echo.Who(ctx, second)
 		if err != nil {
 			t.Fatalf("echo2 failed during the move: %v", err)
 		}
@@ -91,8 +92,8 @@ func TestGRPCXDSClientTakesPartialEndpoints(t *testing.T) {
 		}
 	}
 	for range 20 {
-		expect(echo, "a")
-		expect(echo2, "c")
+		expect(first, "a")
+		expect(second, "c")
 	}
 	if after := metric(t, r, "xdshard_xds_partial_pushes_total", map[string]string{"type": "eds"}); after <= before {
 		t.Fatalf("no partial EDS response was sent (xdshard_xds_partial_pushes_total{type=eds} %v -> %v)", before, after)

@@ -245,24 +245,13 @@ func chartDeploymentArgs(t *testing.T, objs chartObjects, tls bool) *appsv1.Depl
 	t.Helper()
 	var d appsv1.Deployment
 	objs.get(t, "Deployment/xdshard", &d)
-	args := slices.Clone(d.Spec.Template.Spec.Containers[0].Args)
-	if len(args) < 2 || args[0] != "serve" {
-		t.Fatalf("the Deployment's args %q do not run serve", args)
-	}
+	args := d.Spec.Template.Spec.Containers[0].Args
 	for _, a := range args {
 		if strings.HasPrefix(a, "--mcp-identities") {
 			t.Errorf("the Deployment passes %s: MCP has no identity allow-list any more (istiod presents no client certificate)", a)
 		}
 	}
-	t.Setenv("KUBERNETES_SERVICE_HOST", "10.96.0.1")
-	for i, a := range args {
-		a = strings.ReplaceAll(a, "$(POD_NAME)", "xdshard-7d9f-abcde")
-		args[i] = strings.ReplaceAll(a, "$(POD_IP)", "10.0.3.7")
-	}
-	cfg, err := serveFlags(args[1:])
-	if err != nil {
-		t.Fatalf("serve refuses the Deployment's args %q: %v", args, err)
-	}
+	cfg := podServeFlags(t, args)
 	if !cfg.inCluster || cfg.leaseNamespace != "istio-system" || cfg.replicaID != "xdshard-7d9f-abcde" || cfg.peerAddr != "10.0.3.7:15012" ||
 		cfg.xdsAddr != "0.0.0.0:15010" || cfg.mcpAddr != "0.0.0.0:15011" || cfg.adminAddr != "0.0.0.0:15014" || !cfg.applyNetpols {
 		t.Errorf("the Deployment's args give %+v, want in-cluster, Leases in istio-system, the pod's name and IP, xDS on 15010, MCP on 15011, admin on 15014, NetworkPolicies applied", cfg)

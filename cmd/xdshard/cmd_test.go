@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -246,10 +247,22 @@ func TestDeployManifestArgsParse(t *testing.T) {
 			args = d.Spec.Template.Spec.Containers[0].Args
 		}
 	}
+	cfg := podServeFlags(t, args)
+	if !cfg.inCluster || cfg.leaseNamespace != "istio-system" || cfg.replicaID != "xdshard-7d9f-abcde" || cfg.peerAddr != "10.0.3.7:15012" {
+		t.Fatalf("the Deployment's args give %+v, want in-cluster, Leases in istio-system, the pod's name and IP", cfg)
+	}
+}
+
+// podServeFlags parses a Deployment's container args as serve does in
+// its Pod: the downward API's $(POD_NAME) and $(POD_IP) substituted as
+// the kubelet does, KUBERNETES_SERVICE_HOST set.
+func podServeFlags(t *testing.T, args []string) *serveConfig {
+	t.Helper()
 	if len(args) < 2 || args[0] != "serve" {
 		t.Fatalf("the Deployment's args %q do not run serve", args)
 	}
 	t.Setenv("KUBERNETES_SERVICE_HOST", "10.96.0.1")
+	args = slices.Clone(args)
 	for i, a := range args {
 		a = strings.ReplaceAll(a, "$(POD_NAME)", "xdshard-7d9f-abcde")
 		args[i] = strings.ReplaceAll(a, "$(POD_IP)", "10.0.3.7")
@@ -258,9 +271,7 @@ func TestDeployManifestArgsParse(t *testing.T) {
 	if err != nil {
 		t.Fatalf("serve refuses the Deployment's args %q: %v", args, err)
 	}
-	if !cfg.inCluster || cfg.leaseNamespace != "istio-system" || cfg.replicaID != "xdshard-7d9f-abcde" || cfg.peerAddr != "10.0.3.7:15012" {
-		t.Fatalf("the Deployment's args give %+v, want in-cluster, Leases in istio-system, the pod's name and IP", cfg)
-	}
+	return cfg
 }
 
 // serveDemo runs serve on the demo mesh's files, on loopback ports, with
