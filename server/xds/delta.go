@@ -16,7 +16,7 @@ func (s *Server) DeltaAggregatedResources(stream discovery.AggregatedDiscoverySe
 	if err != nil {
 		return err
 	}
-	first, err := recvFirst(s, stream.Recv)
+	first, err := recvFirst(s, stream.Context(), s.opts.EndConn, stream.Recv)
 	if err != nil {
 		return err
 	}

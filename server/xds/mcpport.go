@@ -30,7 +30,7 @@ type mcpPort struct {
 }
 
 func (p mcpPort) StreamAggregatedResources(stream discovery.AggregatedDiscoveryService_StreamAggregatedResourcesServer) error {
-	first, err := recvFirst(p.s, stream.Recv)
+	first, err := recvFirst(p.s, stream.Context(), nil, stream.Recv)
 	if err != nil {
 		return err
 	}

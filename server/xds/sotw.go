@@ -15,7 +15,7 @@ func (s *Server) StreamAggregatedResources(stream discovery.AggregatedDiscoveryS
 	if err != nil {
 		return err
 	}
-	first, err := recvFirst(s, stream.Recv)
+	first, err := recvFirst(s, stream.Context(), s.opts.EndConn, stream.Recv)
 	if err != nil {
 		return err
 	}
