@@ -54,6 +54,7 @@ type conn struct {
 	types    map[string]*typeState
 	order    []string // requested types in push order; recomputed when a type is added
 	seq      uint64   // nonce counter
+	subBytes int      // bytes of the names its subscriptions hold, all types (Limits.SubscriptionBytes)
 }
 
 // typeState is a stream's state for one type URL.
@@ -70,6 +71,7 @@ type typeState struct {
 	wildcard bool
 	names    map[string]struct{}
 	sorted   []string
+	subBytes int // bytes of the names it holds
 	hash     uint64
 
 	// The last response sent, and whether its ACK or NACK is outstanding.

@@ -76,6 +76,9 @@ func (s *Server) recordDelta(c *conn, req *discovery.DeltaDiscoveryRequest) erro
 	if err := s.checkSubscriptionLocked(st, len(req.ResourceNamesSubscribe)); err != nil {
 		return err
 	}
+	if err := s.checkSubscriptionBytesLocked(c, st, st.subBytes+nameBytes(req.ResourceNamesSubscribe)); err != nil {
+		return err
+	}
 	changed := st.sorted == nil
 	for _, n := range s.intern(c, t, req.ResourceNamesSubscribe) {
 		if n == "*" {
@@ -84,6 +87,8 @@ func (s *Server) recordDelta(c *conn, req *discovery.DeltaDiscoveryRequest) erro
 		}
 		if _, had := st.names[n]; !had {
 			st.names[n] = struct{}{}
+			st.subBytes += len(n)
+			c.subBytes += len(n)
 			delete(st.toldMissing, n) // a re-subscription is answered again
 			changed = true
 		}
@@ -95,6 +100,8 @@ func (s *Server) recordDelta(c *conn, req *discovery.DeltaDiscoveryRequest) erro
 		}
 		if _, had := st.names[n]; had {
 			delete(st.names, n)
+			st.subBytes -= len(n)
+			c.subBytes -= len(n)
 			changed = true
 		}
 		delete(st.known, n)

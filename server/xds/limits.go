@@ -47,6 +47,10 @@ type Limits struct {
 	// FirstRequest bounds how long a new stream may wait before its first
 	// request (Envoy and grpc-go send it at once). Default 10 s.
 	FirstRequest time.Duration
+	// SubscriptionBytes bounds the bytes of resource names one stream's
+	// subscriptions hold, all its types together. Default 8 MiB (an
+	// Envoy of 20,000 EDS names holds about 1.5 MiB).
+	SubscriptionBytes int
 	// NACKBytes bounds the error text of a NACK kept per type (for
 	// syncz and proxy-status) and logged; the rest is cut, its length
 	// said. Default 4 KiB.
@@ -83,6 +87,9 @@ func (l Limits) withDefaults() Limits {
 	}
 	if l.NACKBytes <= 0 {
 		l.NACKBytes = 4 << 10
+	}
+	if l.SubscriptionBytes <= 0 {
+		l.SubscriptionBytes = 8 << 20
 	}
 	return l
 }
@@ -204,6 +211,26 @@ func (s *Server) checkTypeLocked(c *conn, typeURL string) error {
 			"the stream asks for more than %d type URLs (the next is %.128q); xdshard serves CDS, EDS, LDS, RDS and NDS", s.limits.Types, typeURL)
 	}
 	return nil
+}
+
+// checkSubscriptionBytesLocked refuses a subscription of st that would
+// make the stream hold more than SubscriptionBytes of names, were st's to
+// hold want bytes.
+func (s *Server) checkSubscriptionBytesLocked(c *conn, st *typeState, want int) error {
+	if total := c.subBytes - st.subBytes + want; total > s.limits.SubscriptionBytes {
+		return s.refused.refuse("subscription_too_large", codes.ResourceExhausted,
+			"the stream's subscriptions would hold %d bytes of resource names, more than the %d allowed", total, s.limits.SubscriptionBytes)
+	}
+	return nil
+}
+
+// nameBytes counts the bytes of names.
+func nameBytes(names []string) int {
+	n := 0
+	for _, name := range names {
+		n += len(name)
+	}
+	return n
 }
 
 // checkSubscriptionLocked refuses a subscription that would grow past the

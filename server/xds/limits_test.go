@@ -465,3 +465,52 @@ func TestUnservedTypesKeepNoNames(t *testing.T) {
 		t.Fatalf("the heap grew by %d MiB while the stream subscribing made-up types is open, want it to keep no names", grew>>20)
 	}
 }
+
+// TestSubscriptionBytesAreBounded: a stream's subscriptions, all types
+// together, hold at most SubscriptionBytes of names (8 MiB): the request
+// past it is refused (subscription_too_large), over SotW across types and
+// over delta request by request.
+func TestSubscriptionBytesAreBounded(t *testing.T) {
+	e := newEnv(t)
+	e.mesh("a", 1, 0)
+	names := func(tag string) []string {
+		out := make([]string, 3500)
+		for i := range out {
+			out[i] = fmt.Sprintf("%s-%s-%05d", strings.Repeat("n", 990), tag, i)
+		}
+		return out
+	}
+	var reqs []*discovery.DiscoveryRequest
+	for i, typeURL := range []string{eds, rds, cds} {
+		r := &discovery.DiscoveryRequest{TypeUrl: typeURL, ResourceNames: names(fmt.Sprint(i))}
+		if i == 0 {
+			r.Node = node("a", nil)
+		}
+		reqs = append(reqs, r)
+	}
+	wantRefused(t, e.srv, streamErr(t, e, reqs...), codes.ResourceExhausted, "subscription_too_large", "more than the 8388608 allowed")
+
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	st, err := discovery.NewAggregatedDiscoveryServiceClient(e.conn).DeltaAggregatedResources(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 3; i++ {
+		r := &discovery.DeltaDiscoveryRequest{TypeUrl: eds, ResourceNamesSubscribe: names(fmt.Sprint(i))}
+		if i == 0 {
+			r.Node = node("a", nil)
+		}
+		if err := st.Send(r); err != nil {
+			break
+		}
+	}
+	for {
+		if _, err = st.Recv(); err != nil {
+			break
+		}
+	}
+	if status.Code(err) != codes.ResourceExhausted || !strings.Contains(err.Error(), "subscription") {
+		t.Fatalf("a delta stream subscribing 10 MB of names ended with %v, want ResourceExhausted", err)
+	}
+}

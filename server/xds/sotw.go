@@ -113,6 +113,12 @@ func (s *Server) recordSotWFrom(c *conn, req *discovery.DiscoveryRequest, reqs *
 		names = nil // never answered: its names are not kept
 	}
 	if !reused && (st.sorted == nil || !slices.Equal(names, st.sorted)) {
+		b := nameBytes(names)
+		if err := s.checkSubscriptionBytesLocked(c, st, b); err != nil {
+			return err
+		}
+		c.subBytes += b - st.subBytes
+		st.subBytes = b
 		// Kept: share the snapshot's strings. An ACK repeating the
 		// subscription (every ACK, from Envoy) keeps nothing, so it is
 		// not interned.
