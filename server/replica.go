@@ -44,6 +44,9 @@ type Config struct {
 	// SendTimeout closes the connection of a client that has not taken a
 	// response within it (xds.Options.SendTimeout).
 	SendTimeout time.Duration
+	// Limits bound what a proxy may make the replica hold (zero fields:
+	// xds's defaults).
+	Limits xds.Limits
 	// FullSotW sends every subscribed resource in each state-of-the-world
 	// EDS and RDS response (xds.Options.FullSotW).
 	FullSotW bool
@@ -236,7 +239,7 @@ func Start(ctx context.Context, cfg Config) (*Replica, error) {
 		name, _ = os.Hostname()
 	}
 	r.name = "xdshard-" + name
-	xopts := xds.Options{Resolver: r.mesh, Logger: r.log, Registry: r.reg, PushConcurrency: cfg.PushConcurrency, SendTimeout: cfg.SendTimeout, FullSotW: cfg.FullSotW, Identity: r.name,
+	xopts := xds.Options{Resolver: r.mesh, Logger: r.log, Registry: r.reg, PushConcurrency: cfg.PushConcurrency, SendTimeout: cfg.SendTimeout, Limits: cfg.Limits, FullSotW: cfg.FullSotW, Identity: r.name,
 		Rollout: cfg.Rollout, DebugPages: func(page string) ([]byte, error) { return r.debugPage(page) }}
 	if xopts.Rollout.Compile == nil {
 		xopts.Rollout.Compile = labelMatcher

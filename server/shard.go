@@ -58,7 +58,10 @@ func (r *Replica) shard(ctx context.Context, bopts *builder.Options) error {
 	// A peer names every resource of a tenant's snapshot when it
 	// reconnects (initial versions): more than a proxy's names limit for a
 	// large tenant, so the peer face allows that many.
-	popts := xds.Options{Resolver: r.mesh, Logger: r.log, Registry: r.reg, Peers: true, Limits: xds.Limits{Names: 1 << 22}}
+	popts := xds.Options{Resolver: r.mesh, Logger: r.log, Registry: r.reg, Peers: true, Limits: xds.Limits{Names: 1 << 22,
+		// A peer names a whole tenant, and one connection carries every
+		// tenant a replica follows: no client budget applies.
+		SubscriptionBytes: 1 << 40, ConnSubscriptionBytes: 1 << 40, IdentitySubscriptionBytes: 1 << 40}}
 	if cfg.TLS != nil {
 		// Peers prove who they are with their certificates only.
 		popts.Access = xds.Access{Authenticate: (&identity.Authenticator{}).Authenticate, Peers: r.peerIdentities()}

@@ -44,6 +44,7 @@ type serveConfig struct {
 
 	pushConcurrency int
 	sendTimeout     time.Duration
+	clientNames     int
 	fullSotW        bool
 	maxFileBytes    int64
 	kubeconfig      string
@@ -127,6 +128,7 @@ func bindServeFlags(fs *pflag.FlagSet) (finish func(args []string) (*serveConfig
 	fs.DurationVar(&c.maxDelay, "max-delay", time.Second, "longest a tenant's change waits during a burst of changes")
 	fs.IntVar(&c.history, "history", snapshot.DefaultHistory, "snapshot versions kept per tenant for rollback")
 	fs.IntVar(&c.pushConcurrency, "push-concurrency", xds.DefaultPushConcurrency, "streams that may encode and send at once; a change that wakes every proxy is pushed this many at a time (istiod's PILOT_PUSH_THROTTLE). A stream whose sends take longer than 20 ms gives its slot back: a client that does not read holds up the others that long at most")
+	fs.IntVar(&c.clientNames, "client-subscription-bytes", 256<<20, "bytes of resource names the subscriptions of one client may hold, over all its streams and connections (its identity, or its host where claims are trusted); past it a subscription is refused (identity_budget). Raise it where many proxies share a service account, or a host in plaintext")
 	fs.DurationVar(&c.sendTimeout, "send-timeout", xds.DefaultSendTimeout, "close the connection of a client that has not taken a response within this long (it does not read: gRPC flow control holds the send); counted as xdshard_refused_requests_total{reason=\"send_timeout\"}, and the client reconnects")
 	fs.BoolVar(&c.fullSotW, "full-sotw", false, "send every subscribed resource in each state-of-the-world EDS and RDS response, as go-control-plane does, for clients that take one as the whole state; by default a proxy that ACKed the type's last response gets only the resources that changed since, as istiod sends endpoints")
 	fs.Int64Var(&c.maxFileBytes, "max-file-bytes", 8<<20, "largest manifest file read; a larger one is reported and keeps its last good objects")
@@ -282,6 +284,9 @@ func (c *serveConfig) check(args []string, peers, peerIDs, adminReaders, adminWr
 	if c.maxFileBytes < 1 {
 		return nil, fmt.Errorf("--max-file-bytes %d: want at least 1", c.maxFileBytes)
 	}
+	if c.clientNames < 1<<20 {
+		return nil, fmt.Errorf("--client-subscription-bytes %d: want at least 1 MiB (1048576)", c.clientNames)
+	}
 	if c.sendTimeout <= 0 {
 		return nil, fmt.Errorf("--send-timeout %s: want more than 0", c.sendTimeout)
 	}
@@ -360,7 +365,7 @@ func startServing(ctx context.Context, cfg *serveConfig, log *slog.Logger) (*ser
 	sc := server.Config{
 		Membership: members, Balance: balance, BalanceSettle: 2 * cfg.leaseRenew, FetchCacheBytes: cfg.fetchCache,
 		Source: src, XDSAddr: cfg.xdsAddr, MCPAddr: cfg.mcpAddr, AdminAddr: cfg.adminAddr,
-		Debounce: cfg.debounce, MaxDelay: cfg.maxDelay, History: cfg.history, PushConcurrency: cfg.pushConcurrency, SendTimeout: cfg.sendTimeout, FullSotW: cfg.fullSotW,
+		Debounce: cfg.debounce, MaxDelay: cfg.maxDelay, History: cfg.history, PushConcurrency: cfg.pushConcurrency, SendTimeout: cfg.sendTimeout, Limits: xds.Limits{IdentitySubscriptionBytes: cfg.clientNames}, FullSotW: cfg.fullSotW,
 		Logger: log, ReplicaID: cfg.replicaID, PeerAddr: cfg.peerAddr, Peers: cfg.peers,
 		PeerIdentities: cfg.peerIDs, AdminReaders: cfg.adminReaders, AdminWriters: cfg.adminWriters, AdminPprof: cfg.adminPprof, MaxConnections: cfg.maxConns,
 		Drain: cfg.drain, MaxConnectionAge: cfg.maxConnAge, Rollout: cfg.rollout,

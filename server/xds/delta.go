@@ -76,9 +76,12 @@ func (s *Server) recordDelta(c *conn, req *discovery.DeltaDiscoveryRequest) erro
 	if err := s.checkSubscriptionLocked(st, len(req.ResourceNamesSubscribe)); err != nil {
 		return err
 	}
-	if err := s.checkSubscriptionBytesLocked(c, st, st.subBytes+nameBytes(req.ResourceNamesSubscribe)); err != nil {
+	reserved := nameBytes(req.ResourceNamesSubscribe)
+	if err := s.checkSubscriptionBytesLocked(c, st, st.subBytes+reserved); err != nil {
 		return err
 	}
+	before := st.subBytes
+	defer func() { _ = s.take(c, st.subBytes-before-reserved) }() // give back what was reserved and not added
 	changed := st.sorted == nil
 	for _, n := range s.intern(c, t, req.ResourceNamesSubscribe) {
 		if n == "*" {

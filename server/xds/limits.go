@@ -51,6 +51,12 @@ type Limits struct {
 	// subscriptions hold, all its types together. Default 8 MiB (an
 	// Envoy of 20,000 EDS names holds about 1.5 MiB).
 	SubscriptionBytes int
+	// ConnSubscriptionBytes and IdentitySubscriptionBytes bound the same
+	// over every stream of one client connection (default 64 MiB) and of
+	// one client (its identity, or its host where claims are trusted;
+	// default 256 MiB: raise it where many proxies share a service
+	// account, or a host in plaintext).
+	ConnSubscriptionBytes, IdentitySubscriptionBytes int
 	// NACKBytes bounds the error text of a NACK kept per type (for
 	// syncz and proxy-status) and logged; the rest is cut, its length
 	// said. Default 4 KiB.
@@ -90,6 +96,12 @@ func (l Limits) withDefaults() Limits {
 	}
 	if l.SubscriptionBytes <= 0 {
 		l.SubscriptionBytes = 8 << 20
+	}
+	if l.ConnSubscriptionBytes <= 0 {
+		l.ConnSubscriptionBytes = 64 << 20
+	}
+	if l.IdentitySubscriptionBytes <= 0 {
+		l.IdentitySubscriptionBytes = 256 << 20
 	}
 	return l
 }
@@ -214,12 +226,17 @@ func (s *Server) checkTypeLocked(c *conn, typeURL string) error {
 }
 
 // checkSubscriptionBytesLocked refuses a subscription of st that would
-// make the stream hold more than SubscriptionBytes of names, were st's to
-// hold want bytes.
+// make the stream hold more than SubscriptionBytes of names, or its
+// connection or client more than theirs, were st's to hold want bytes;
+// growth it allows is taken from the connection's and client's budgets
+// (the caller records it in st.subBytes and c.subBytes).
 func (s *Server) checkSubscriptionBytesLocked(c *conn, st *typeState, want int) error {
 	if total := c.subBytes - st.subBytes + want; total > s.limits.SubscriptionBytes {
 		return s.refused.refuse("subscription_too_large", codes.ResourceExhausted,
 			"the stream's subscriptions would hold %d bytes of resource names, more than the %d allowed", total, s.limits.SubscriptionBytes)
+	}
+	if want > st.subBytes {
+		return s.take(c, want-st.subBytes)
 	}
 	return nil
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
 	"github.com/xdshard/xdshard/snapshot"
@@ -512,5 +513,73 @@ func TestSubscriptionBytesAreBounded(t *testing.T) {
 	}
 	if status.Code(err) != codes.ResourceExhausted || !strings.Contains(err.Error(), "subscription") {
 		t.Fatalf("a delta stream subscribing 10 MB of names ended with %v, want ResourceExhausted", err)
+	}
+}
+
+// TestClientBudgets: the names one connection's streams hold, and one
+// client's over all its connections, are bounded apart from each stream's
+// own limit (connection_budget, identity_budget), and given back when
+// streams end.
+func TestClientBudgets(t *testing.T) {
+	e := newEnvWith(t, Options{Resolver: ResolverFunc(func(ns string) (string, bool) { return ns, ns == "a" }),
+		Limits: Limits{ConnSubscriptionBytes: 2500 << 10, IdentitySubscriptionBytes: 3500 << 10}}, nil)
+	t.Cleanup(e.close)
+	e.mesh("a", 1, 0)
+	other, err := grpc.NewClient(e.conn.Target(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	// subscribe opens a stream on conn holding about 1 MiB of EDS names
+	// and returns its first answer's error.
+	seq := 0
+	subscribe := func(conn *grpc.ClientConn) (context.CancelFunc, error) {
+		seq++
+		names := make([]string, 1000)
+		for i := range names {
+			names[i] = fmt.Sprintf("%s-%d-%04d", strings.Repeat("n", 1000), seq, i)
+		}
+		sctx, scancel := context.WithCancel(ctx)
+		st, err := discovery.NewAggregatedDiscoveryServiceClient(conn).StreamAggregatedResources(sctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := st.Send(&discovery.DiscoveryRequest{Node: node("a", nil), TypeUrl: eds, ResourceNames: names}); err != nil {
+			t.Fatal(err)
+		}
+		_, err = st.Recv()
+		return scancel, err
+	}
+	var open []context.CancelFunc
+	for i := 0; i < 2; i++ {
+		end, err := subscribe(e.conn)
+		if err != nil {
+			t.Fatalf("stream %d on the first connection: %v", i+1, err)
+		}
+		open = append(open, end)
+	}
+	_, err = subscribe(e.conn)
+	wantRefused(t, e.srv, err, codes.ResourceExhausted, "connection_budget", "allowed per connection")
+	end, err := subscribe(other)
+	if err != nil {
+		t.Fatalf("a stream on another connection of the same client: %v", err)
+	}
+	open = append(open, end)
+	_, err = subscribe(other)
+	wantRefused(t, e.srv, err, codes.ResourceExhausted, "identity_budget", "allowed per client")
+	open[0]()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		end, err := subscribe(other)
+		if err == nil {
+			end()
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the budget was not given back when a stream ended: %v", err)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }

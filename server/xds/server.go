@@ -110,6 +110,7 @@ type Server struct {
 	limits  Limits
 	refused refusals
 	pushSem chan struct{} // a slot per stream encoding and sending
+	budgets *budgets      // names held per client connection and identity
 
 	// Test hooks, set by tests before the first stream: testSendHook runs
 	// before each send,
@@ -150,6 +151,7 @@ func New(store *snapshot.Store, opts Options) *Server {
 		pushSem: make(chan struct{}, opts.PushConcurrency),
 	}
 	s.cache = newResponseCache(s.limits.CacheBytes)
+	s.budgets = newBudgets()
 	s.refused = newRefusals(opts.Registry, opts.Logger)
 	if s.opts.MCP == nil {
 		s.opts.MCP = newMCPServer(s)
@@ -253,6 +255,10 @@ func (s *Server) unbind(c *conn) {
 	s.mu.Lock()
 	delete(s.conns, c)
 	s.mu.Unlock()
+	c.mu.Lock()
+	_ = s.take(c, -c.subBytes)
+	c.subBytes = 0
+	c.mu.Unlock()
 	s.metrics.connected(c.view, c.delta, -1)
 }
 

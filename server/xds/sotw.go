@@ -117,6 +117,9 @@ func (s *Server) recordSotWFrom(c *conn, req *discovery.DiscoveryRequest, reqs *
 		if err := s.checkSubscriptionBytesLocked(c, st, b); err != nil {
 			return err
 		}
+		if b < st.subBytes {
+			_ = s.take(c, b-st.subBytes)
+		}
 		c.subBytes += b - st.subBytes
 		st.subBytes = b
 		// Kept: share the snapshot's strings. An ACK repeating the
