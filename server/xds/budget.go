@@ -52,10 +52,13 @@ func (s *Server) take(c *conn, delta int) error {
 				"the streams of %s would hold %d bytes of resource names, more than the %d allowed per client", id, n, s.limits.IdentitySubscriptionBytes)
 		}
 	}
-	for m, k := range map[*map[string]int]string{&b.byConn: c.remote, &b.byID: id} {
-		if (*m)[k] += delta; (*m)[k] <= 0 {
-			delete(*m, k)
-		}
-	}
+	add(b.byConn, c.remote, delta)
+	add(b.byID, id, delta)
 	return nil
+}
+
+func add(m map[string]int, k string, delta int) {
+	if m[k] += delta; m[k] <= 0 {
+		delete(m, k)
+	}
 }
