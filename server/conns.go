@@ -22,6 +22,9 @@ import (
 // and counted by reason.
 type connTracker struct {
 	net.Listener
+	// plain: no handshake (plaintext); a connection is established when
+	// accepted, and countingCreds is not used.
+	plain           bool
 	max, maxPending int
 	refused         func(reason string)
 	mu              sync.Mutex
@@ -51,6 +54,19 @@ func (t *connTracker) Accept() (net.Conn, error) {
 		}
 		host := remoteHost(c)
 		t.mu.Lock()
+		if t.plain {
+			if t.open >= t.max {
+				t.mu.Unlock()
+				_ = c.Close()
+				t.refused("too_many")
+				continue
+			}
+			t.open++
+			tc := &trackedConn{Conn: c, t: t, host: host, est: true}
+			t.conns[c.RemoteAddr().String()] = tc
+			t.mu.Unlock()
+			return tc, nil
+		}
 		if t.pending >= t.maxPending || t.pendingOf[host] >= maxPendingPerHost {
 			t.mu.Unlock()
 			_ = c.Close()

@@ -300,7 +300,13 @@ func Start(ctx context.Context, cfg Config) (*Replica, error) {
 	if adminLis != nil {
 		r.adminAddr = adminLis.Addr().String()
 	}
-	r.grpc = grpc.NewServer(append(r.grpcOptions(false), grpc.Creds(countingCreds{r.creds(), r.xdsConns, r.xdsConns.refused}))...)
+	xdsOpts := r.grpcOptions(false)
+	if cfg.TLS != nil {
+		xdsOpts = append(xdsOpts, grpc.Creds(countingCreds{r.creds(), r.xdsConns, r.xdsConns.refused}))
+	} else {
+		r.xdsConns.plain = true // nothing to handshake: counted when accepted
+	}
+	r.grpc = grpc.NewServer(xdsOpts...)
 	r.xds.Register(r.grpc)
 
 	r.goStage(func() error { return r.runSource(runCtx) })

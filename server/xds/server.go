@@ -152,6 +152,7 @@ func New(store *snapshot.Store, opts Options) *Server {
 	}
 	s.cache = newResponseCache(s.limits.CacheBytes)
 	s.budgets = newBudgets()
+	go s.watchSends()
 	s.refused = newRefusals(opts.Registry, opts.Logger)
 	if s.opts.MCP == nil {
 		s.opts.MCP = newMCPServer(s)

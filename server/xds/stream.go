@@ -6,7 +6,6 @@ import (
 	"io"
 	"strconv"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -234,8 +233,8 @@ func (s *Server) push(ctx context.Context, c *conn, f face) error {
 // slotHold is how long a stream's sends may hold its push slot.
 const slotHold = 20 * time.Millisecond
 
-// sendBounded sends msg, and ends the client's connection when the
-// client has not taken it within SendTimeout.
+// sendBounded sends msg; a client that has not taken it within
+// SendTimeout has its connection closed (watchSends).
 //
 // grpc-go's SendMsg blocks while the stream's flow-control window (the
 // client's) or its write quota is spent, which is how a client that does
@@ -243,31 +242,57 @@ const slotHold = 20 * time.Millisecond
 // the stream or its connection ends; no deadline can be set on it, and
 // the server cannot reset one stream from outside its handler. A send in
 // a goroutine of its own, given up on a timer, cost about a tenth of a
-// push's CPU (xdshard bench, initial sync), so the send runs here and a
-// timer (a tenth of that) closes the client's connection through EndConn
-// if it fires: SendMsg then fails, the stream ends (send_timeout), and so
-// does every stream on that connection, which shares the stuck stream's
-// connection-level window anyway. The stream is STALE in syncz meanwhile
-// (sent, not ACKed); newer versions are not queued behind the blocked
-// send, since the send loop picks the latest state only once it returns.
-// Without EndConn (the MCP port, whose only client is istiod) a send is
-// not bounded.
+// push's CPU, and a timer per send kept its closure for the timeout's
+// length (xdshard bench: a KiB of heap per proxy after a sync). So a send
+// only marks when it started, and one watchdog per server closes the
+// connection of a send older than SendTimeout through EndConn: SendMsg
+// then fails, the stream ends (send_timeout), and so does every stream on
+// that connection, which shares the stuck stream's connection-level
+// window anyway. The stream is STALE in syncz meanwhile (sent, not
+// ACKed); newer versions are not queued behind the blocked send, since
+// the send loop picks the latest state only once it returns. Without
+// EndConn (the MCP port, whose only client is istiod) a send is not
+// bounded.
 func (s *Server) sendBounded(c *conn, f face, msg any, typeURL string) (int, error) {
-	if s.opts.EndConn == nil || c.remote == "" {
-		return f.send(msg)
-	}
-	var fired atomic.Bool
-	timer := time.AfterFunc(s.opts.SendTimeout, func() {
-		fired.Store(true)
-		s.opts.EndConn(c.remote)
-	})
+	c.sendingSince.Store(time.Now().UnixNano())
 	n, err := f.send(msg)
-	if !timer.Stop() && fired.Load() {
+	c.sendingSince.Store(0)
+	if err != nil && c.sendTimedOut.Load() {
 		return n, s.refused.refuse("send_timeout", codes.Unavailable,
 			"node %.256q did not take its %s response within %s (it does not read its stream); its connection is closed, reconnect (serve --send-timeout)",
 			c.node.GetId(), typeURL, s.opts.SendTimeout)
 	}
 	return n, err
+}
+
+// watchSends closes, every quarter of SendTimeout, the connections of the
+// streams whose send has waited longer than SendTimeout, until the server
+// closes.
+func (s *Server) watchSends() {
+	if s.opts.EndConn == nil {
+		return
+	}
+	tick := time.NewTicker(max(s.opts.SendTimeout/4, 10*time.Millisecond))
+	defer tick.Stop()
+	for {
+		select {
+		case <-s.ctx.Done():
+			return
+		case now := <-tick.C:
+			var stuck []*conn
+			s.mu.Lock()
+			for c := range s.conns {
+				if since := c.sendingSince.Load(); since != 0 && now.Sub(time.Unix(0, since)) > s.opts.SendTimeout && c.remote != "" {
+					stuck = append(stuck, c)
+				}
+			}
+			s.mu.Unlock()
+			for _, c := range stuck {
+				c.sendTimedOut.Store(true)
+				s.opts.EndConn(c.remote)
+			}
+		}
+	}
 }
 
 func metricType(c *conn, t string) string {
