@@ -177,9 +177,7 @@ func TestFreshNameSubscriptionsStayBounded(t *testing.T) {
 	e := newEnvWith(t, Options{Resolver: ResolverFunc(func(ns string) (string, bool) { return ns, ns == "a" }), Limits: Limits{CacheBytes: cacheBytes}}, nil)
 	t.Cleanup(e.close)
 	e.mesh("a", 5, 0)
-	runtime.GC()
-	var before runtime.MemStats
-	runtime.ReadMemStats(&before)
+	before := heapNow()
 	const streams, perStream = 12, 1000
 	for s := 0; s < streams; s++ {
 		c := e.sotw("a", nil)
@@ -199,10 +197,7 @@ func TestFreshNameSubscriptionsStayBounded(t *testing.T) {
 	for len(e.srv.Clients()) > 0 && time.Now().Before(deadline) {
 		time.Sleep(10 * time.Millisecond)
 	}
-	runtime.GC()
-	var after runtime.MemStats
-	runtime.ReadMemStats(&after)
-	if grew := int64(after.HeapAlloc) - int64(before.HeapAlloc); grew > 16<<20 {
+	if grew := heapNow() - before; grew > 16<<20 {
 		t.Fatalf("the heap grew by %d MiB after %d fresh-name subscriptions closed", grew>>20, streams*perStream)
 	}
 }
@@ -307,9 +302,7 @@ func TestPeerMayNameAWholeSnapshot(t *testing.T) {
 func TestClientChosenKeysLeaveNoMemory(t *testing.T) {
 	e := newEnv(t)
 	e.mesh("a", 3, 0)
-	runtime.GC()
-	var before runtime.MemStats
-	runtime.ReadMemStats(&before)
+	before := heapNow()
 	ctx, cancel := context.WithCancel(context.Background())
 	client := discovery.NewAggregatedDiscoveryServiceClient(e.conn)
 	var streams []discovery.AggregatedDiscoveryService_StreamAggregatedResourcesClient
@@ -355,10 +348,7 @@ func TestClientChosenKeysLeaveNoMemory(t *testing.T) {
 	for len(e.srv.Clients()) > 0 && time.Now().Before(deadline) {
 		time.Sleep(10 * time.Millisecond)
 	}
-	runtime.GC()
-	var after runtime.MemStats
-	runtime.ReadMemStats(&after)
-	if grew := int64(after.HeapAlloc) - int64(before.HeapAlloc); grew > 8<<20 {
+	if grew := heapNow() - before; grew > 8<<20 {
 		t.Fatalf("the heap grew by %d MiB after 300 streams of client-chosen kinds, revisions and metadata closed", grew>>20)
 	}
 }
@@ -426,9 +416,7 @@ func TestNACKTextIsBounded(t *testing.T) {
 func TestUnservedTypesKeepNoNames(t *testing.T) {
 	e := newEnv(t)
 	e.mesh("a", 1, 0)
-	runtime.GC()
-	var before runtime.MemStats
-	runtime.ReadMemStats(&before)
+	before := heapNow()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	st, err := discovery.NewAggregatedDiscoveryServiceClient(e.conn).DeltaAggregatedResources(ctx)
@@ -459,10 +447,7 @@ func TestUnservedTypesKeepNoNames(t *testing.T) {
 	if _, err := st.Recv(); err != nil {
 		t.Fatal(err)
 	}
-	runtime.GC()
-	var after runtime.MemStats
-	runtime.ReadMemStats(&after)
-	if grew := int64(after.HeapAlloc) - int64(before.HeapAlloc); grew > 16<<20 {
+	if grew := heapNow() - before; grew > 16<<20 {
 		t.Fatalf("the heap grew by %d MiB while the stream subscribing made-up types is open, want it to keep no names", grew>>20)
 	}
 }
@@ -582,4 +567,12 @@ func TestClientBudgets(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// heapNow is the live heap after a collection.
+func heapNow() int64 {
+	runtime.GC()
+	var m runtime.MemStats
+	runtime.ReadMemStats(&m)
+	return int64(m.HeapAlloc)
 }
