@@ -29,7 +29,8 @@ type Config struct {
 	Proxies, Tenants, Services, Endpoints int
 	Delta                                 bool
 	Mix                                   bool // half the proxies SotW, half delta
-	// Misbehaving: this many proxies NACK everything and as many read
+	// Misbehaving: this many proxies NACK everything, as many never
+	// answer (no ACK, no NACK), and as many read
 	// slowly; they are left out of the figures, which show whether they
 	// held the others back.
 	Misbehaving int
@@ -376,10 +377,15 @@ func connect(ctx context.Context, cfg Config, srv underTest, progress io.Writer)
 			go func() { <-ctx.Done(); c.Close() }()
 		}
 		p := proxy.New(fleet.Tenant(i%cfg.Tenants), fmt.Sprintf("pod-%d", i), cfg.Delta || (cfg.Mix && i%2 == 1))
-		if i < 2*cfg.Misbehaving {
-			p.NACK, p.Misbehaving = i%2 == 0, true
-			if !p.NACK {
+		if i < 3*cfg.Misbehaving {
+			p.Misbehaving = true
+			switch i % 3 {
+			case 0:
+				p.NACK = true
+			case 1:
 				p.SlowRead = 200 * time.Millisecond
+			case 2:
+				p.Silent.Store(true) // answers nothing: a wedged Envoy, STALE for ever
 			}
 		}
 		proxies[i] = p
