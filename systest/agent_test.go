@@ -3,7 +3,6 @@ package systest
 import (
 	"context"
 	"fmt"
-	"net/http"
 	"os"
 	"path/filepath"
 	"testing"
@@ -73,20 +72,8 @@ func startAgent(t *testing.T, ctx context.Context, c *kubetest.Cluster, bin stri
 		"CA_ADDR=" + caAddr, "ISTIOD_SAN=xdshard.istio-system.svc",
 	}
 	a.proc = start(t, "istio-agent "+ns+"/"+pod, a.dir, env, filepath.Join(bin, "pilot-agent"), "proxy", "sidecar", "--domain", ns+".svc.cluster.local")
-	eventually(t, 60*time.Second, "istio-agent "+pod+" ready (its certificate from istiod, its bootstrap written)", func() error {
-		if a.proc.exited() {
-			t.Fatalf("istio-agent exited:\n%s", a.proc.log.Tail(40))
-		}
-		resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/healthz/ready", statusPort))
-		if err != nil {
-			return err
-		}
-		resp.Body.Close()
-		if resp.StatusCode != 200 {
-			return fmt.Errorf("/healthz/ready: %s", resp.Status)
-		}
-		return nil
-	})
+	a.proc.waitReady(t, 60*time.Second, "istio-agent "+pod+" ready (its certificate from istiod, its bootstrap written)",
+		fmt.Sprintf("http://127.0.0.1:%d/healthz/ready", statusPort))
 	return a
 }
 

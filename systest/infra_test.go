@@ -2,6 +2,7 @@ package systest
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"math/rand/v2"
 	"net"
@@ -67,6 +68,32 @@ func start(t *testing.T, name, dir string, env []string, bin string, args ...str
 		}
 	})
 	return p
+}
+
+// waitReady polls url (a readiness probe, as kubelet's: 200 is ready; a
+// TLS certificate is not verified) until it answers 200, failing the test
+// if the program exits first or limit passes.
+func (p *process) waitReady(t *testing.T, limit time.Duration, what, url string) {
+	t.Helper()
+	eventually(t, limit, what, func() error {
+		if p.exited() {
+			t.Fatalf("%s exited:\n%s", p.name, p.log.Tail(40))
+		}
+		return probe(url)
+	})
+}
+
+// probe GETs url once: nil when it answers 200.
+func probe(url string) error {
+	resp, err := insecureHTTP.Get(url)
+	if err != nil {
+		return err
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		return fmt.Errorf("%s: %s", url, resp.Status)
+	}
+	return nil
 }
 
 // kill ends the program at once (SIGKILL) and waits for it.

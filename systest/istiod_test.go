@@ -90,20 +90,7 @@ func startIstiod(t *testing.T, c *kubetest.Cluster, bin, module, revision, ip, m
 	d.proc = start(t, name, dir, env, filepath.Join(bin, "pilot-discovery"), args...)
 	// Ready once every config source has synced: for the MCP source, one
 	// response to each type istiod asked for.
-	eventually(t, 90*time.Second, name+" ready", func() error {
-		if d.proc.exited() {
-			t.Fatalf("%s exited:\n%s", name, d.proc.log.Tail(40))
-		}
-		resp, err := http.Get("http://" + ip + ":8080/ready")
-		if err != nil {
-			return err
-		}
-		resp.Body.Close()
-		if resp.StatusCode != 200 {
-			return fmt.Errorf("/ready: %s", resp.Status)
-		}
-		return nil
-	})
+	d.proc.waitReady(t, 90*time.Second, name+" ready", "http://"+ip+":8080/ready")
 	return d
 }
 

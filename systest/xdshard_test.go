@@ -81,28 +81,12 @@ func startReplica(t *testing.T, c *kubetest.Cluster, chartArgs []string, tlsDir,
 	args = append(args, "--kubeconfig", c.Kubeconfig)
 	r := &replica{name: name, ip: ip}
 	r.proc = start(t, name, t.TempDir(), nil, proc.XDShard(t, "../cmd/xdshard"), args...)
-	eventually(t, 60*time.Second, name+" ready", func() error {
-		if r.proc.exited() {
-			t.Fatalf("%s exited:\n%s", name, r.proc.log.Tail(40))
-		}
-		return r.ready()
-	})
+	r.proc.waitReady(t, 60*time.Second, name+" ready", r.readyz())
 	return r
 }
 
-// ready asks the replica's admin port for /readyz (served over TLS;
-// kubelet does not verify a probe's certificate either).
-func (r *replica) ready() error {
-	resp, err := insecureHTTP.Get("https://" + r.ip + ":15014/readyz")
-	if err != nil {
-		return err
-	}
-	resp.Body.Close()
-	if resp.StatusCode != 200 {
-		return fmt.Errorf("/readyz: %s", resp.Status)
-	}
-	return nil
-}
+// readyz is the replica's readiness probe (its admin port serves TLS).
+func (r *replica) readyz() string { return "https://" + r.ip + ":15014/readyz" }
 
 // applyObjects applies rendered objects to the API server.
 func applyObjects(t *testing.T, c *kubetest.Cluster, objs []*unstructured.Unstructured) {
