@@ -57,8 +57,8 @@ func (t *connTracker) Accept() (net.Conn, error) {
 		if t.plain {
 			if t.open >= t.max {
 				t.mu.Unlock()
+				t.refused("too_many") // counted before the close the client sees
 				_ = c.Close()
-				t.refused("too_many")
 				continue
 			}
 			t.open++
@@ -69,8 +69,8 @@ func (t *connTracker) Accept() (net.Conn, error) {
 		}
 		if t.pending >= t.maxPending || t.pendingOf[host] >= maxPendingPerHost {
 			t.mu.Unlock()
-			_ = c.Close()
 			t.refused("handshakes")
+			_ = c.Close()
 			continue
 		}
 		t.pending++
@@ -177,8 +177,8 @@ func (c countingCreds) ServerHandshake(raw net.Conn) (net.Conn, credentials.Auth
 		return nil, nil, err
 	}
 	if err := c.t.established(raw); err != nil {
+		c.refused("too_many") // counted before the close the client sees
 		_ = conn.Close()
-		c.refused("too_many")
 		return nil, nil, err
 	}
 	return conn, info, nil
