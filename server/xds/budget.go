@@ -1,7 +1,9 @@
 package xds
 
 import (
+	"fmt"
 	"net"
+	"strings"
 	"sync"
 
 	"google.golang.org/grpc/codes"
@@ -36,25 +38,55 @@ func (c *conn) idKey() string {
 // identity, refusing growth past Limits.ConnSubscriptionBytes or
 // Limits.IdentitySubscriptionBytes.
 func (s *Server) take(c *conn, delta int) error {
+	if reason, held, limit, who := s.tryTake(c, delta); reason != "" {
+		return s.refused.refuse(reason, codes.ResourceExhausted,
+			"%s would hold %d bytes of resource names, node metadata and NACK texts, more than the %d allowed %s", who, held, limit, budgetFlag[reason])
+	}
+	return nil
+}
+
+var budgetFlag = map[string]string{
+	"connection_budget": "per connection (spread the streams over more connections)",
+	"identity_budget":   "per client (--client-subscription-bytes)",
+}
+
+// holdNACK counts the text of st's new NACK in c's budgets in place of the
+// last one's, and returns the text to keep: where the budgets are full, a
+// short note of its length instead (not counted, and bounded), so a NACK
+// never ends a stream.
+func (s *Server) holdNACK(c *conn, st *typeState, text string) string {
+	_, _, _, _ = s.tryTake(c, -st.nackHeld)
+	c.heldBytes -= st.nackHeld
+	st.nackHeld = 0
+	if reason, _, _, _ := s.tryTake(c, len(text)); reason != "" {
+		return fmt.Sprintf("(%d bytes, not kept: the %s is full)", len(text), strings.ReplaceAll(reason, "_", " "))
+	}
+	st.nackHeld = len(text)
+	c.heldBytes += len(text)
+	return text
+}
+
+// tryTake is take's accounting: it adds delta unless that grows a budget
+// past its limit, and then names the budget, what it would hold, its
+// limit and whose it is.
+func (s *Server) tryTake(c *conn, delta int) (reason string, held, limit int, who string) {
 	if c.remote == "" || delta == 0 {
-		return nil
+		return "", 0, 0, ""
 	}
 	b, id := s.budgets, c.idKey()
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if delta > 0 {
 		if n := b.byConn[c.remote] + delta; n > s.limits.ConnSubscriptionBytes {
-			return s.refused.refuse("connection_budget", codes.ResourceExhausted,
-				"the streams of connection %s would hold %d bytes of resource names, more than the %d allowed per connection", c.remote, n, s.limits.ConnSubscriptionBytes)
+			return "connection_budget", n, s.limits.ConnSubscriptionBytes, "the streams of connection " + c.remote
 		}
 		if n := b.byID[id] + delta; n > s.limits.IdentitySubscriptionBytes {
-			return s.refused.refuse("identity_budget", codes.ResourceExhausted,
-				"the streams of %s would hold %d bytes of resource names, more than the %d allowed per client", id, n, s.limits.IdentitySubscriptionBytes)
+			return "identity_budget", n, s.limits.IdentitySubscriptionBytes, "the streams of " + id
 		}
 	}
 	add(b.byConn, c.remote, delta)
 	add(b.byID, id, delta)
-	return nil
+	return "", 0, 0, ""
 }
 
 func add(m map[string]int, k string, delta int) {

@@ -59,6 +59,10 @@ type conn struct {
 	order    []string // requested types in push order; recomputed when a type is added
 	seq      uint64   // nonce counter
 	subBytes int      // bytes of the names its subscriptions hold, all types (Limits.SubscriptionBytes)
+	// heldBytes is what else it holds of the client's choosing, counted
+	// in its connection's and client's budgets: its node, and the texts
+	// of the NACKs it keeps.
+	heldBytes int
 }
 
 // typeState is a stream's state for one type URL.
@@ -76,6 +80,7 @@ type typeState struct {
 	names    map[string]struct{}
 	sorted   []string
 	subBytes int // bytes of the names it holds
+	nackHeld int // bytes of the kept NACK's text counted in the budgets
 	hash     uint64
 
 	// The last response sent, and whether its ACK or NACK is outstanding.
@@ -220,6 +225,7 @@ func (s *Server) answered(c *conn, st *typeState, t, message string, nack bool, 
 	st.awaiting = false
 	if nack {
 		message = s.nackText(message)
+		message = s.holdNACK(c, st, message)
 		st.nack = &NACK{Version: st.sentVersion, Snapshot: st.sentSnap, Message: message, At: time.Now()}
 		s.metrics.nack(t)
 		s.log.Warn("config rejected by client", "node", c.node.GetId(), "tenant", c.tenant, "type", t, "version", st.sentVersion, "error", message)

@@ -51,11 +51,13 @@ type Limits struct {
 	// subscriptions hold, all its types together. Default 8 MiB (an
 	// Envoy of 20,000 EDS names holds about 1.5 MiB).
 	SubscriptionBytes int
-	// ConnSubscriptionBytes and IdentitySubscriptionBytes bound the same
-	// over every stream of one client connection (default 64 MiB) and of
-	// one client (its identity, or its host where claims are trusted;
-	// default 256 MiB: raise it where many proxies share a service
-	// account, or a host in plaintext).
+	// ConnSubscriptionBytes and IdentitySubscriptionBytes bound what
+	// every stream of one client connection (default 64 MiB) and of one
+	// client (its identity, or its host where claims are trusted; default
+	// 256 MiB: raise it where many proxies share a service account, or a
+	// host in plaintext) holds of the client's choosing: the names of
+	// their subscriptions, their nodes (id and metadata) and the texts of
+	// the NACKs they keep.
 	ConnSubscriptionBytes, IdentitySubscriptionBytes int
 	// NACKBytes bounds the error text of a NACK kept per type (for
 	// syncz and proxy-status) and logged; the rest is cut, its length

@@ -16,6 +16,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/xdshard/xdshard/snapshot"
 )
@@ -575,4 +576,74 @@ func heapNow() int64 {
 	var m runtime.MemStats
 	runtime.ReadMemStats(&m)
 	return int64(m.HeapAlloc)
+}
+
+// TestNodesAndNACKsCountInBudgets: the nodes (id and metadata) and the
+// kept NACK texts of a connection's streams count in its budget beside
+// their names, so a thousand streams of near-limit node metadata cannot
+// hold more than names could: a stream whose node does not fit is
+// refused (connection_budget), and a NACK whose text does not fit is kept
+// as a note of its length, without ending the stream.
+func TestNodesAndNACKsCountInBudgets(t *testing.T) {
+	big := node("a", map[string]any{"PAD": strings.Repeat("m", 60<<10)})
+	// Room for three such nodes and one NACK text as kept (4 KiB), not two.
+	e := newEnvWith(t, Options{Resolver: ResolverFunc(func(ns string) (string, bool) { return ns, ns == "a" }),
+		Limits: Limits{ConnSubscriptionBytes: 3*proto.Size(big) + 6000}}, nil)
+	t.Cleanup(e.close)
+	e.mesh("a", 1, 0)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	open := func() (discovery.AggregatedDiscoveryService_StreamAggregatedResourcesClient, *discovery.DiscoveryResponse, error) {
+		st, err := discovery.NewAggregatedDiscoveryServiceClient(e.conn).StreamAggregatedResources(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := st.Send(&discovery.DiscoveryRequest{Node: big, TypeUrl: cds}); err != nil {
+			t.Fatal(err)
+		}
+		r, err := st.Recv()
+		return st, r, err
+	}
+	var streams []discovery.AggregatedDiscoveryService_StreamAggregatedResourcesClient
+	var firsts []*discovery.DiscoveryResponse
+	for i := 0; i < 3; i++ {
+		st, r, err := open()
+		if err != nil {
+			t.Fatalf("stream %d of 60 KiB node metadata: %v", i+1, err)
+		}
+		streams, firsts = append(streams, st), append(firsts, r)
+	}
+	_, _, err := open()
+	wantRefused(t, e.srv, err, codes.ResourceExhausted, "connection_budget", "node metadata and NACK texts")
+
+	huge := &rpcstatus.Status{Code: 3, Message: strings.Repeat("x", 64<<10)}
+	for i, st := range streams {
+		_ = st.Send(&discovery.DiscoveryRequest{TypeUrl: cds, ResponseNonce: firsts[i].Nonce, ErrorDetail: huge})
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		var kept, notes int
+		for _, cs := range e.srv.Clients() {
+			if n := cs.Types[cds].LastNACK; n != nil {
+				if strings.Contains(n.Message, "not kept: the connection budget is full") {
+					notes++
+				} else if strings.HasSuffix(n.Message, "(65536 bytes in all)") {
+					kept++
+				}
+			}
+		}
+		if kept+notes == 3 {
+			if kept != 1 {
+				t.Fatalf("%d NACK texts kept, %d noted: the connection's budget has room for one", kept, notes)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d NACKs recorded of 3", kept+notes)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if n := len(e.srv.Clients()); n != 3 {
+		t.Fatalf("%d streams open after the NACKs, want 3: a NACK that does not fit ends nothing", n)
+	}
 }

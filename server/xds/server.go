@@ -257,8 +257,8 @@ func (s *Server) unbind(c *conn) {
 	delete(s.conns, c)
 	s.mu.Unlock()
 	c.mu.Lock()
-	_ = s.take(c, -c.subBytes)
-	c.subBytes = 0
+	_ = s.take(c, -c.subBytes-c.heldBytes)
+	c.subBytes, c.heldBytes = 0, 0
 	c.mu.Unlock()
 	s.metrics.connected(c.view, c.delta, -1)
 }

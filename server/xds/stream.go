@@ -13,6 +13,8 @@ import (
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 
+	"google.golang.org/protobuf/proto"
+
 	"github.com/xdshard/xdshard/identity"
 	"github.com/xdshard/xdshard/snapshot"
 )
@@ -36,6 +38,15 @@ func runStream[R request](s *Server, ctx context.Context, id *identity.Identity,
 		c.remote = p.Addr.String()
 	}
 	defer s.unbind(c)
+	if c.view != snapshot.ViewPeer {
+		n := proto.Size(first.GetNode())
+		if err := s.take(c, n); err != nil {
+			return err
+		}
+		c.mu.Lock()
+		c.heldBytes += n
+		c.mu.Unlock()
+	}
 	if err := record(c, first); err != nil {
 		return err
 	}
