@@ -67,6 +67,9 @@ func (s *Server) recordDelta(c *conn, req *discovery.DeltaDiscoveryRequest) erro
 	if !st.requested {
 		st.requested, st.force = true, true // the first request is always answered
 		for n, v := range req.InitialResourceVersions {
+			if len(v) > maxVersionBytes {
+				continue // not a version xdshard gives: the client is sent the resource
+			}
 			st.known[n] = v
 		}
 		if len(req.ResourceNamesSubscribe) == 0 {
@@ -90,8 +93,8 @@ func (s *Server) recordDelta(c *conn, req *discovery.DeltaDiscoveryRequest) erro
 		}
 		if _, had := st.names[n]; !had {
 			st.names[n] = struct{}{}
-			st.subBytes += len(n)
-			c.subBytes += len(n)
+			st.subBytes += nameHeld(n)
+			c.subBytes += nameHeld(n)
 			delete(st.toldMissing, n) // a re-subscription is answered again
 			changed = true
 		}
@@ -103,12 +106,19 @@ func (s *Server) recordDelta(c *conn, req *discovery.DeltaDiscoveryRequest) erro
 		}
 		if _, had := st.names[n]; had {
 			delete(st.names, n)
-			st.subBytes -= len(n)
-			c.subBytes -= len(n)
+			st.subBytes -= nameHeld(n)
+			c.subBytes -= nameHeld(n)
 			changed = true
 		}
 		delete(st.known, n)
 		delete(st.toldMissing, n)
+	}
+	if len(req.InitialResourceVersions) > 0 && !st.wildcard {
+		for n := range st.known {
+			if _, named := st.names[n]; !named {
+				delete(st.known, n) // kept only for what it subscribes to (counted there)
+			}
+		}
 	}
 	if changed {
 		st.resubscribed()
@@ -205,6 +215,10 @@ func deltaChanges(st *typeState, set *snapshot.Set) *discovery.DeltaDiscoveryRes
 	}
 	return resp
 }
+
+// maxVersionBytes bounds a version the client says it holds: xdshard's
+// are short hashes, so a longer one is not kept (the resource is sent).
+const maxVersionBytes = 128
 
 func mapKeys(m map[string]string) []string {
 	return slices.Collect(maps.Keys(m))

@@ -2,7 +2,9 @@ package xds
 
 import (
 	"context"
+	"fmt"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -138,4 +140,34 @@ func TestDeltaWildcardFollowsChangesAndRemovals(t *testing.T) {
 	}
 	c.send(&discovery.DeltaDiscoveryRequest{TypeUrl: cds, ResponseNonce: r.Nonce, ResourceNamesUnsubscribe: []string{"*"}, ResourceNamesSubscribe: []string{"a-c1"}})
 	c.none()
+}
+
+// TestDeltaInitialVersionsKeepOnlyWhatIsSubscribed: the versions a client
+// says it holds are kept only for the names it subscribes to (counted in
+// its budgets there) or, wildcard, until the first response settles them,
+// and a version no longer than xdshard's own: 18,000 made-up names with
+// 4 KB versions beside one subscribed name leave one entry.
+func TestDeltaInitialVersionsKeepOnlyWhatIsSubscribed(t *testing.T) {
+	e := newEnv(t)
+	e.mesh("a", 2, 0)
+	have := map[string]string{"a-c1": strings.Repeat("v", 4096)}
+	for i := 0; i < 18000; i++ {
+		have[fmt.Sprintf("made-up-%05d", i)] = "1"
+	}
+	c := e.delta("a")
+	c.send(&discovery.DeltaDiscoveryRequest{Node: node("a", nil), TypeUrl: eds, ResourceNamesSubscribe: []string{"a-c1"}, InitialResourceVersions: have})
+	r := c.recv()
+	if !slices.Equal(resourceNames(r), []string{"a-c1"}) {
+		t.Fatalf("sent %v, want a-c1 (the client's 4 KB version is not one xdshard gives)", resourceNames(r))
+	}
+	e.srv.mu.Lock()
+	defer e.srv.mu.Unlock()
+	for cn := range e.srv.conns {
+		cn.mu.Lock()
+		n := len(cn.types[eds].known)
+		cn.mu.Unlock()
+		if n != 1 {
+			t.Fatalf("the stream keeps %d client-held versions, want 1 (a-c1's, as sent)", n)
+		}
+	}
 }

@@ -243,14 +243,25 @@ func (s *Server) checkSubscriptionBytesLocked(c *conn, st *typeState, want int) 
 	return nil
 }
 
-// nameBytes counts the bytes of names.
+// nameCost is what one subscribed name costs the server beside its
+// bytes: its string header in the sorted list, its map entry (delta), and
+// the map's slack. Counting it makes the budgets bound the heap a
+// subscription holds, short names or long (20,000 one-byte names hold
+// about 1.3 MB, not 20 kB).
+const nameCost = 64
+
+// nameBytes counts what names hold, by the budgets: their bytes and
+// nameCost each.
 func nameBytes(names []string) int {
 	n := 0
 	for _, name := range names {
-		n += len(name)
+		n += nameHeld(name)
 	}
 	return n
 }
+
+// nameHeld is what one subscribed name counts in the budgets.
+func nameHeld(name string) int { return len(name) + nameCost }
 
 // checkSubscriptionLocked refuses a subscription that would grow past the
 // limit of names (delta streams add names request by request).
