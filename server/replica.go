@@ -570,7 +570,10 @@ func (r *Replica) stop() {
 	r.closeOnce.Do(func() {
 		r.cancel()
 		r.xds.Close()
-		r.grpc.GracefulStop()
+		// Streams whose client does not read stay in their send (the
+		// send watchdog ends with r.xds): what graceful stopping has not
+		// ended within a second is cut, so a stop never waits on a client.
+		stopWithin(r.grpc, time.Second)
 		if r.mcpGRPC != nil {
 			r.mcpGRPC.Stop()
 		}
@@ -585,6 +588,19 @@ func (r *Replica) stop() {
 			_ = r.http.Close()
 		}
 	})
+}
+
+// stopWithin stops g gracefully, or at once where its handlers have not
+// returned within d.
+func stopWithin(g *grpc.Server, d time.Duration) {
+	done := make(chan struct{})
+	go func() { g.GracefulStop(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(d):
+		g.Stop()
+		<-done
+	}
 }
 
 // XDSAddr is the bound xDS address.
