@@ -30,9 +30,11 @@ type Config struct {
 	Delta                                 bool
 	Mix                                   bool // half the proxies SotW, half delta
 	// Misbehaving: this many proxies NACK everything, as many never
-	// answer (no ACK, no NACK), and as many read
-	// slowly; they are left out of the figures, which show whether they
-	// held the others back.
+	// answer (no ACK, no NACK), as many read slowly, as many never read
+	// and ask again every 20 ms (each on a connection of its own with
+	// 64 KiB windows), and as many subscribe to fourteen made-up types of
+	// 1,000 names beside their own; they are left out of the figures,
+	// which show whether they held the others back.
 	Misbehaving int
 	// HeapProfile, when set, receives a heap profile of each server's
 	// phase (file name prefixed with the server's name) at its end.
@@ -377,9 +379,21 @@ func connect(ctx context.Context, cfg Config, srv underTest, progress io.Writer)
 			go func() { <-ctx.Done(); c.Close() }()
 		}
 		p := proxy.New(fleet.Tenant(i%cfg.Tenants), fmt.Sprintf("pod-%d", i), cfg.Delta || (cfg.Mix && i%2 == 1))
-		if i < 3*cfg.Misbehaving {
+		conn := conns[len(conns)-1]
+		if i < 5*cfg.Misbehaving {
 			p.Misbehaving = true
-			switch i % 3 {
+			switch i % 5 {
+			case 3:
+				p.NotReading, p.Delta = true, false
+				c, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
+					grpc.WithInitialWindowSize(64<<10), grpc.WithInitialConnWindowSize(64<<10))
+				if err != nil {
+					return nil, nil, 0, err
+				}
+				go func() { <-ctx.Done(); c.Close() }()
+				conn = c
+			case 4:
+				p.MadeUpTypes, p.Delta = true, false
 			case 0:
 				p.NACK = true
 			case 1:
@@ -389,7 +403,6 @@ func connect(ctx context.Context, cfg Config, srv underTest, progress io.Writer)
 			}
 		}
 		proxies[i] = p
-		conn := conns[len(conns)-1]
 		wg.Add(1)
 		go func() { defer wg.Done(); _ = p.Run(ctx, conn) }()
 	}

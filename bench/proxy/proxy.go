@@ -44,6 +44,12 @@ type Proxy struct {
 	// Silent, once set, makes the proxy answer no response at all (no ACK,
 	// no NACK), as a wedged Envoy: it still reads and records them.
 	Silent atomic.Bool
+	// NotReading makes the proxy never read its stream and ask again for
+	// its clusters every 20 ms with an empty nonce (a whole new response
+	// each time, were it taken), as a wedged client or an attacker: it
+	// never syncs. MadeUpTypes makes it also subscribe to fourteen type
+	// URLs xdshard does not serve, 1,000 names each.
+	NotReading, MadeUpTypes bool
 	// Misbehaving marks a NACKing or slow proxy, left out of the figures.
 	Misbehaving bool
 
@@ -250,6 +256,31 @@ func (p *Proxy) runSotW(s discovery.AggregatedDiscoveryService_StreamAggregatedR
 	}
 	if err := send(LDS, "", "", nil); err != nil {
 		return err
+	}
+	if p.MadeUpTypes {
+		names := make([]string, 1000)
+		for i := range names {
+			names[i] = fmt.Sprintf("made-up-%04d", i)
+		}
+		for i := 0; i < 14; i++ {
+			if err := send(fmt.Sprintf("example.com/made.up.Type%d", i), "", "", names); err != nil {
+				return err
+			}
+		}
+	}
+	if p.NotReading {
+		// Bounded: until the stream ends or an hour of asking.
+		for round := 0; round < 180000; round++ {
+			select {
+			case <-s.Context().Done():
+				return s.Context().Err()
+			case <-time.After(20 * time.Millisecond):
+			}
+			if err := send(CDS, "", "", nil); err != nil {
+				return err
+			}
+		}
+		return nil
 	}
 	for {
 		r, err := s.Recv()

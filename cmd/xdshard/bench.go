@@ -61,7 +61,7 @@ func bindBench(fs *pflag.FlagSet) func() error {
 	fs.IntVar(&cfg.Services, "services", 20, "services per tenant")
 	fs.IntVar(&cfg.Endpoints, "endpoints", 5, "endpoints per service")
 	mode := fs.String("mode", "sotw", "sotw, delta or mix (half each)")
-	fs.IntVar(&cfg.Misbehaving, "misbehaving", 0, "add this many proxies that NACK everything, as many that never answer (no ACK, no NACK) and as many that read slowly (left out of the figures)")
+	fs.IntVar(&cfg.Misbehaving, "misbehaving", 0, "add this many proxies that NACK everything, as many that never answer (no ACK, no NACK), as many that read slowly, as many that never read and ask again every 20 ms (each on its own connection), and as many that subscribe to fourteen made-up types besides their own (left out of the figures)")
 	baselines := fs.String("baseline", "b", "go-control-plane baselines to run: a (snapshot per node), b (per tenant, per-type versions), both, none")
 	fs.DurationVar(&cfg.Debounce, "debounce", 100*time.Millisecond, "xdshard's debounce quiet time")
 	fs.DurationVar(&cfg.Timeout, "timeout", 2*time.Minute, "longest wait for a phase (initial sync, one event)")
