@@ -2,8 +2,11 @@ package manifest
 
 import (
 	"bytes"
+	"context"
 
 	"github.com/cespare/xxhash/v2"
+
+	"github.com/xdshard/xdshard/snapshot/model"
 )
 
 // A file is split into its documents before decoding, so an edit decodes
@@ -30,8 +33,9 @@ type docKey struct {
 type docCache map[docKey]cachedDoc
 
 type cachedDoc struct {
-	line    int
-	decoded []Decoded
+	line     int
+	decoded  []Decoded
+	expanded int64 // what its documents with aliases expand to (decode.go)
 }
 
 // moved returns a cached decoding for a document that now starts on line:
@@ -86,31 +90,52 @@ func splitDocs(data []byte) (chunks []chunk, ok bool) {
 
 // decodeChunk decodes one document as if it stood at its line of the file.
 func decodeChunk(file string, c chunk, limits Limits) []Decoded {
-	return decodeStream(file, c.body, limits, "this document is skipped; the file's other documents are read", c.line-1)
+	fd := newFileDecoder(context.Background(), file, limits)
+	out, err := fd.decode([]stream{chunkStream(c)})
+	if err != nil {
+		return []Decoded{{Diag: ptr(model.Problem(model.Origin{File: file, Line: c.line}, nil, err.Error()))}}
+	}
+	return out
+}
+
+func chunkStream(c chunk) stream {
+	return stream{data: c.body, offset: c.line - 1, line: c.line, key: docKey{xxhash.Sum64(c.body)},
+		skipped: "this document is skipped; the file's other documents are read"}
 }
 
 // decodeDocs decodes data, reusing cached decodings of documents that did
 // not change; it returns the decodings and the cache for the next read.
 // A document that only moved keeps its decoding, its origins moved (a
-// moved object is a new value, so the model sees its new origin).
-func decodeDocs(file string, data []byte, limits Limits, cache docCache) ([]Decoded, docCache) {
+// moved object is a new value, so the model sees its new origin). It
+// fails as fileDecoder.decode does: what the documents taken from the
+// cache expand to counts toward the file's bound as if they were decoded
+// again, so whether a file is refused depends on its bytes alone.
+func decodeDocs(ctx context.Context, file string, data []byte, limits Limits, cache docCache) ([]Decoded, docCache, error) {
+	fd := newFileDecoder(ctx, file, limits)
 	chunks, ok := splitDocs(data)
 	if !ok {
-		return DecodeWith(file, data, limits), nil
+		out, err := fd.decode([]stream{{data: data, skipped: "the rest of this file is skipped"}})
+		return out, nil, err
+	}
+	streams := make([]stream, len(chunks))
+	for i, c := range chunks {
+		s := &streams[i]
+		*s = chunkStream(c)
+		if prev, hit := cache[s.key]; hit {
+			if ds := prev.moved(c.line); ds != nil {
+				s.done, s.out, s.expanded = true, ds, prev.expanded
+				fd.expanded += prev.expanded
+			}
+		}
+	}
+	out, err := fd.decode(streams)
+	if err != nil {
+		return nil, nil, err
 	}
 	next := make(docCache, len(chunks))
-	var out []Decoded
-	for _, c := range chunks {
-		k := docKey{xxhash.Sum64(c.body)}
-		var ds []Decoded
-		if prev, hit := cache[k]; hit {
-			ds = prev.moved(c.line)
-		}
-		if ds == nil {
-			ds = decodeChunk(file, c, limits)
-		}
-		next[k] = cachedDoc{c.line, ds}
-		out = append(out, ds...)
+	for i := range streams {
+		s := &streams[i]
+		next[s.key] = cachedDoc{s.line, s.out, s.expanded}
 	}
-	return out, next
+	return out, next, nil
 }

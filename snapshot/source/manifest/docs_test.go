@@ -1,6 +1,7 @@
 package manifest
 
 import (
+	"context"
 	"fmt"
 	"math/rand/v2"
 	"slices"
@@ -60,7 +61,11 @@ func TestDocsDecodeLikeTheWholeFile(t *testing.T) {
 		}
 		data := render(docs, []string{"", "# a header\n", "\n\n"}[rng.IntN(3)])
 		var got []Decoded
-		got, cache = decodeDocs("f.yaml", data, Limits{}, cache)
+		var err error
+		got, cache, err = decodeDocs(context.Background(), "f.yaml", data, Limits{}, cache)
+		if err != nil {
+			t.Fatal(err)
+		}
 		want := DecodeWith("f.yaml", data, Limits{})
 		if a, b := summary(got), summary(want); !slices.Equal(a, b) {
 			t.Fatalf("round %d: by documents\n%s\nwhole file\n%s\nfile:\n%s", round, strings.Join(a, "\n"), strings.Join(b, "\n"), data)

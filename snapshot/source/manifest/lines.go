@@ -109,6 +109,14 @@ func hashOf(b []byte) string { return fmt.Sprintf("%016x", xxhash.Sum64(b)) }
 // measures each aliased subtree once, so a document of nested aliases
 // ("billion laughs") costs the walk only its own size.
 func expandedSize(n *yaml.Node, limit int64) int64 {
+	size, _ := measure(n, limit)
+	return size
+}
+
+// measure is expandedSize, and says whether n holds an alias: only then
+// does decoding it expand anything.
+func measure(n *yaml.Node, limit int64) (int64, bool) {
+	aliases := false
 	memo := map[*yaml.Node]int64{}
 	var size func(n *yaml.Node, depth int) int64
 	size = func(n *yaml.Node, depth int) int64 {
@@ -124,6 +132,7 @@ func expandedSize(n *yaml.Node, limit int64) int64 {
 		memo[n] = limit + 1 // an alias cycle counts as too large
 		total := int64(len(n.Value)) + 8
 		if n.Kind == yaml.AliasNode {
+			aliases = true
 			total = size(n.Alias, depth+1)
 		}
 		for _, c := range n.Content {
@@ -136,5 +145,5 @@ func expandedSize(n *yaml.Node, limit int64) int64 {
 		memo[n] = total
 		return total
 	}
-	return size(n, 0)
+	return size(n, 0), aliases
 }

@@ -6,7 +6,6 @@ import (
 	"io"
 	"io/fs"
 	"log/slog"
-	"maps"
 	"os"
 	"path"
 	"path/filepath"
@@ -23,19 +22,27 @@ import (
 // Source serves a manifest directory as a model.Source and follows edits
 // to it. The file watcher names the files that changed: only those are
 // looked at again, and read only if their size or modification time
-// changed; a file renamed into place (how editors, kubectl and atomic
-// writers save) is whole and read at once, one written in place is read
-// once it settled. The whole directory is looked at when a folder or a
-// hidden entry changes (a ConfigMap mount swaps its hidden ..data link),
-// and every Resync, which catches what events miss (a directory removed
-// and created again).
+// changed. A file renamed into place (how editors, kubectl and atomic
+// writers save) is whole and read at once; one written in place is read
+// once nobody has written it for Settle (2 s): a writer that truncates a
+// file and pauses is not read half-written. The whole directory is looked
+// at when a folder or a hidden entry changes (a ConfigMap mount swaps its
+// hidden ..data link), and every Resync, which catches what events miss
+// (a directory removed and created again).
+//
+// Files are read and decoded off the loop that follows the watcher, each
+// on its own goroutine, and each file's result is reported as soon as it
+// is decoded: a file slow to decode holds up no other file's change. A
+// file changed again while it is decoded has that decoding dropped, so
+// its results arrive in the order it was written.
 //
 // What it promises: a file that cannot be read, is not a regular file, or
-// is too large keeps its last good objects, with a diagnostic; a document
-// that stops decoding keeps its object's last good copy; a folder that
-// cannot be read keeps its files' objects; a directory that goes away keeps
-// everything; a file is decoded only once nobody has written it for Settle;
-// an object defined twice is served from the file that served it first.
+// is too large (in bytes, or once its YAML aliases are expanded) keeps its
+// last good objects, with a diagnostic; a document that stops decoding
+// keeps its object's last good copy; a folder that cannot be read keeps
+// its files' objects; a directory that goes away keeps everything; an
+// object defined twice is served from the file first by path, live as on
+// a restart.
 type Source struct {
 	dir    string
 	log    *slog.Logger
@@ -46,12 +53,19 @@ type Source struct {
 
 var _ model.Source = (*Source)(nil)
 
+// DefaultSettle is how long a file written in place must be left alone
+// before it is read: longer than a writer's pause mid-file (a tenant's
+// tool that truncated its file and paused 100 ms had 2 of its 6 clusters
+// served), short beside how often config changes. A file renamed into
+// place does not wait.
+const DefaultSettle = 2 * time.Second
+
 // NewSource watches dir.
 func NewSource(dir string, logger *slog.Logger) *Source {
 	if logger == nil {
 		logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
-	return &Source{dir: dir, log: logger, Limits: Limits{Settle: 50 * time.Millisecond}, Resync: 5 * time.Second}
+	return &Source{dir: dir, log: logger, Limits: Limits{Settle: DefaultSettle}, Resync: 5 * time.Second}
 }
 
 // StaticSource reports the manifests of fsys once and never changes, as
@@ -70,15 +84,20 @@ func StaticSource(fsys fs.FS) model.Source {
 
 // Run reports the directory, then its changes, until ctx ends. The first
 // read waits for files being written to settle; if the directory cannot be
-// read at all, Run fails (there is nothing to serve).
+// read at all, Run fails (there is nothing to serve). It returns as soon
+// as ctx ends: a read or decoding under way is abandoned, and stops at its
+// next document.
 func (s *Source) Run(ctx context.Context, sink func(model.Event)) error {
 	w, err := fsnotify.NewWatcher()
 	if err != nil {
 		return fmt.Errorf("watching %s: %w", s.dir, err)
 	}
 	defer w.Close()
+	ctx, stop := context.WithCancel(ctx)
+	defer stop()
 	fsys := os.DirFS(s.dir)
 	t := newTree(s.Limits)
+	t.limits.Settle = s.settle()
 	s.watchTree(w)
 	first, err := s.firstScan(ctx, t, fsys)
 	if err != nil || ctx.Err() != nil {
@@ -87,100 +106,151 @@ func (s *Source) Run(ctx context.Context, sink func(model.Event)) error {
 	first.Synced = true
 	s.log.Info("config dir read", "dir", s.dir, "files", len(t.files), "objects", len(t.served), "took", first.took.Round(time.Millisecond))
 	sink(first.Event)
-	settle := time.NewTimer(time.Hour)
-	settle.Stop()
+	l := &loop{s: s, t: t, fsys: fsys, ctx: ctx, sink: sink, due: map[string]*want{}, waiting: map[string]*want{},
+		inflight: map[string]*pending{}, results: make(chan *pending)}
+	l.timer = time.NewTimer(time.Hour)
+	defer l.timer.Stop()
 	resync := time.NewTicker(s.resync())
 	defer resync.Stop()
-	rootDown := false // a diagnostic says the directory cannot be read
-	var c changed
 	for {
+		l.arm()
 		select {
 		case <-ctx.Done():
 			return nil
 		case err := <-w.Errors:
 			s.log.Warn("file watch error; the directory is read again every resync", "dir", s.dir, "err", err)
-			c.full = true
-			settle.Reset(s.settle())
+			l.wantAll(time.Now(), burstFull)
 		case ev := <-w.Events:
-			if c.note(s.dir, ev, time.Now()) {
+			if l.note(ev, time.Now()) {
 				s.watchTree(w)
-			}
-			if c.allWhole() {
-				settle.Reset(time.Millisecond) // gather the rest of the burst, no more
-			} else {
-				settle.Reset(s.settle())
 			}
 		case <-resync.C:
 			s.watchTree(w) // the directory may have been created again
-			c.full = true
-			settle.Reset(0)
-		case <-settle.C:
-			start := time.Now()
-			var ev model.Event
-			var retry bool
-			var err error
-			if c.full {
-				ev, retry, err = t.scan(ctx, fsys)
-			} else {
-				ev, retry, err = t.scanPaths(ctx, fsys, c.sorted(), c.whole)
-			}
-			ev.Seen = c.first
-			if retry {
-				settle.Reset(s.settle()) // the same files again, once they settled
-			} else {
-				c = changed{}
-			}
-			if err != nil {
-				if ctx.Err() == nil && !rootDown {
-					rootDown = true
-					s.log.Warn("config dir cannot be read; keeping the last config", "dir", s.dir, "err", err)
-					sink(model.Event{Diagnostics: map[string][]snapshot.Diagnostic{s.dir: {{Severity: snapshot.SeverityError, Origin: s.dir,
-						Message: fmt.Sprintf("the config folder cannot be read (%v); every object read from it keeps serving; it is read again when it comes back", err)}}}})
-				}
-				continue
-			}
-			if rootDown {
-				rootDown = false
-				ev.Diagnostics[s.dir] = nil
-			}
-			if len(ev.Changes) > 0 || len(ev.Diagnostics) > 0 {
-				s.log.Info("config dir reloaded", "dir", s.dir, "files", len(t.files), "objects", len(t.served), "changed", len(ev.Changes), "files with new diagnostics", len(ev.Diagnostics), "took", time.Since(start).Round(time.Millisecond))
-				sink(ev)
-			}
+			l.wantAll(time.Now(), 0)
+		case <-l.timer.C:
+			l.look(time.Now())
+		case job := <-l.results:
+			l.finish(job, time.Now())
 		}
 	}
 }
 
-// changed is what the file watcher said since the last scan: the files
-// named, which of them arrived whole, and whether the whole directory
-// must be looked at.
-type changed struct {
-	first      time.Time // the first event since the last scan
-	paths      map[string]bool
-	whole      map[string]bool // renamed into place, not written since
-	full       bool
-	lastRename time.Time
+const (
+	// burst is how long after a file renamed into place, removed or
+	// renamed away it is looked at: the rest of the burst of events is
+	// gathered, no more.
+	burst = time.Millisecond
+	// burstFull is how long after a folder or a hidden entry changed the
+	// whole directory is looked at, gathering the burst (a tree copied in).
+	burstFull = 50 * time.Millisecond
+	// renameWindow is how soon after a rename's source event its target's
+	// event comes (the kernel reports both at once).
+	renameWindow = 50 * time.Millisecond
+)
+
+// want is a file (or the whole directory) to be looked at.
+type want struct {
+	at    time.Time // when
+	whole bool      // renamed into place, not written since
+	seen  time.Time // the first event since it was last looked at
 }
 
-// renameWindow is how soon after a rename's source event its target's
-// event comes (the kernel reports both at once).
-const renameWindow = 50 * time.Millisecond
+// loop is Run's state after the first read. It is owned by Run's
+// goroutine; the files being read and decoded are each on a goroutine of
+// their own, which touches nothing of it and reports on results.
+type loop struct {
+	s    *Source
+	t    *tree
+	fsys fs.FS
+	ctx  context.Context
+	sink func(model.Event)
+
+	timer      *time.Timer
+	due        map[string]*want // files to look at
+	full       *want            // the whole directory to look at, or nil
+	lastRename time.Time
+	rootDown   bool // a diagnostic says the directory cannot be read
+
+	inflight map[string]*pending // the file's read and decoding under way
+	held     int64               // the bytes of the files in flight
+	waiting  map[string]*want    // looked at while batchBytes were in flight
+	results  chan *pending
+}
+
+// arm sets the timer to the first thing due.
+func (l *loop) arm() {
+	var first time.Time
+	for _, w := range l.due {
+		if first.IsZero() || w.at.Before(first) {
+			first = w.at
+		}
+	}
+	if l.full != nil && (first.IsZero() || l.full.at.Before(first)) {
+		first = l.full.at
+	}
+	if first.IsZero() {
+		l.timer.Stop()
+		return
+	}
+	l.timer.Reset(max(time.Until(first), 0))
+}
+
+// wantAll asks for the whole directory to be looked at after delay.
+func (l *loop) wantAll(now time.Time, delay time.Duration) {
+	if l.full == nil {
+		l.full = &want{at: now.Add(delay), seen: now}
+	} else if at := now.Add(delay); at.Before(l.full.at) {
+		l.full.at = at
+	}
+}
+
+// How a file's event moves when it is looked at.
+type wantKind int
+
+const (
+	renamedIn wantKind = iota // whole: at once
+	written                   // written in place: once left alone for Settle
+	touched                   // removed, renamed away, attributes: at once; its stat says the rest
+)
+
+func (l *loop) want(p string, now time.Time, kind wantKind) {
+	w := l.due[p]
+	if w == nil {
+		w = l.waiting[p]
+		delete(l.waiting, p)
+	}
+	if w == nil {
+		w = &want{seen: now, at: now.Add(burst)}
+		if kind == written {
+			w.at = time.Time{} // set below
+		}
+	}
+	l.due[p] = w
+	switch kind {
+	case renamedIn:
+		w.whole, w.at = true, now.Add(burst)
+	case written:
+		w.whole = false
+		if at := now.Add(l.t.limits.Settle); at.After(w.at) {
+			w.at = at
+		}
+	case touched:
+		if at := now.Add(burst); at.Before(w.at) {
+			w.at = at
+		}
+	}
+}
 
 // note records one event and says whether a directory was created (to be
 // watched).
-func (c *changed) note(dir string, ev fsnotify.Event, now time.Time) (newDir bool) {
-	if c.paths == nil {
-		c.paths, c.whole = map[string]bool{}, map[string]bool{}
-	}
-	if c.first.IsZero() {
-		c.first = now
-	}
+func (l *loop) note(ev fsnotify.Event, now time.Time) (newDir bool) {
+	dir := l.s.dir
 	if ev.Has(fsnotify.Rename) {
-		c.lastRename = now
+		l.lastRename = now
 	}
 	rel, err := filepath.Rel(dir, ev.Name)
 	if err != nil || rel == "." || strings.HasPrefix(rel, "..") {
-		c.full = true
+		l.wantAll(now, burstFull)
 		return false
 	}
 	rel = filepath.ToSlash(rel)
@@ -192,7 +262,7 @@ func (c *changed) note(dir string, ev fsnotify.Event, now time.Time) (newDir boo
 	}
 	if ev.Has(fsnotify.Create) {
 		if st, err := os.Stat(ev.Name); err == nil && st.IsDir() {
-			c.full = true
+			l.wantAll(now, burstFull)
 			return !hidden
 		}
 	}
@@ -200,39 +270,201 @@ func (c *changed) note(dir string, ev fsnotify.Event, now time.Time) (newDir boo
 	case hidden:
 		// A ConfigMap mount swaps a hidden ..data link: the visible
 		// files change through it without events of their own.
-		c.full = true
+		l.wantAll(now, burstFull)
 	case !isManifest(rel):
 		// A writer's temporary file; a directory removed or renamed is
 		// not known to be one, so look at everything.
 		if ev.Has(fsnotify.Remove) || ev.Has(fsnotify.Chmod) || (ev.Has(fsnotify.Rename) && path.Ext(rel) == "") {
-			c.full = true
+			l.wantAll(now, burstFull)
 		}
+	case ev.Has(fsnotify.Create) && now.Sub(l.lastRename) < renameWindow:
+		l.want(rel, now, renamedIn)
+	case ev.Has(fsnotify.Create) || ev.Has(fsnotify.Write):
+		l.want(rel, now, written)
 	default:
-		c.paths[rel] = true
-		switch {
-		case ev.Has(fsnotify.Create):
-			c.whole[rel] = now.Sub(c.lastRename) < renameWindow
-		case ev.Has(fsnotify.Write):
-			c.whole[rel] = false
-		}
+		l.want(rel, now, touched)
 	}
 	return false
 }
 
-// allWhole says whether every file named so far arrived whole.
-func (c *changed) allWhole() bool {
-	if c.full {
-		return false
-	}
-	for p := range c.paths {
-		if !c.whole[p] {
-			return false
+// look looks at what is due: the whole directory, or the files named. A
+// file that changed is read and decoded on a goroutine of its own
+// (finish applies it); what looking found at once (files gone, files
+// that cannot be read) is reported now.
+func (l *loop) look(now time.Time) {
+	t := l.t
+	var paths []string
+	whole := map[string]bool{}
+	seen := map[string]time.Time{}
+	var err error
+	if l.full != nil && !l.full.at.After(now) {
+		full := l.full
+		l.full = nil
+		var present []string
+		present, err = t.sweep(l.fsys)
+		for _, p := range present {
+			if w := l.due[p]; w != nil && w.at.After(now) {
+				continue // being written: looked at once it settles
+			}
+			paths = append(paths, p)
+			seen[p] = full.seen
 		}
 	}
-	return len(c.paths) > 0
+	var named []string
+	for p, w := range l.due {
+		if !w.at.After(now) {
+			delete(l.due, p)
+			named = append(named, p)
+			whole[p] = w.whole
+			if s, ok := seen[p]; !ok || w.seen.Before(s) {
+				seen[p] = w.seen
+			}
+		}
+	}
+	if err == nil && len(named) > 0 {
+		slices.Sort(named)
+		var there []string
+		there, err = t.prune(l.fsys, named)
+		paths = append(paths, there...)
+	}
+	if err != nil {
+		if l.ctx.Err() == nil && !l.rootDown {
+			l.rootDown = true
+			l.s.log.Warn("config dir cannot be read; keeping the last config", "dir", l.s.dir, "err", err)
+			l.sink(model.Event{Diagnostics: map[string][]snapshot.Diagnostic{l.s.dir: {{Severity: snapshot.SeverityError, Origin: l.s.dir,
+				Message: fmt.Sprintf("the config folder cannot be read (%v); every object read from it keeps serving; it is read again when it comes back", err)}}}})
+		}
+		return
+	}
+	// A file forgotten (gone) has its decoding dropped.
+	for p, job := range l.inflight {
+		if t.files[p] != job.st {
+			l.drop(p)
+		}
+	}
+	var first time.Time // the first event answered
+	for _, w := range seen {
+		if first.IsZero() || w.Before(first) {
+			first = w
+		}
+	}
+	for _, p := range slices.Compact(slices.Sorted(slices.Values(paths))) {
+		if l.ctx.Err() != nil {
+			return
+		}
+		job, retry := t.look(l.fsys, p, whole[p])
+		cur := l.inflight[p]
+		if job != nil && cur != nil && cur.info.Size() == job.info.Size() && cur.info.ModTime().Equal(job.info.ModTime()) {
+			continue // that version is being decoded
+		}
+		if cur != nil {
+			l.drop(p) // superseded, or the file is back as it was applied
+		}
+		if retry {
+			l.want(p, now, written)
+			l.due[p].seen = seen[p]
+			continue
+		}
+		if job == nil {
+			continue
+		}
+		if l.held+job.info.Size() > batchBytes && len(l.inflight) > 0 {
+			l.waiting[p] = &want{at: now, whole: whole[p], seen: seen[p]}
+			continue
+		}
+		job.seen, job.start = seen[p], now
+		l.start(job)
+	}
+	ev := t.resolve()
+	if l.rootDown {
+		l.rootDown = false
+		ev.Diagnostics[l.s.dir] = nil
+	}
+	ev.Seen = first
+	l.report(ev, now)
 }
 
-func (c *changed) sorted() []string { return slices.Sorted(maps.Keys(c.paths)) }
+// start reads and decodes job on a goroutine of its own.
+func (l *loop) start(job *pending) {
+	ctx, cancel := context.WithCancel(l.ctx)
+	job.cancel = cancel
+	l.inflight[job.p] = job
+	l.held += job.info.Size()
+	limits := l.t.limits
+	go func() {
+		if job.load(ctx, l.fsys, limits); job.readErr == nil && !job.changed {
+			job.decode(ctx, limits)
+		}
+		select {
+		case l.results <- job:
+		case <-ctx.Done():
+		}
+	}()
+}
+
+// drop abandons p's read and decoding under way.
+func (l *loop) drop(p string) {
+	if job := l.inflight[p]; job != nil {
+		job.cancel()
+		l.held -= job.info.Size()
+		delete(l.inflight, p)
+	}
+}
+
+// finish applies a file read and decoded, with any others done by now,
+// and reports what changed.
+func (l *loop) finish(job *pending, now time.Time) {
+	var done []*pending
+	for more := true; more; {
+		if l.inflight[job.p] == job { // else superseded: dropped
+			job.cancel()
+			l.held -= job.info.Size()
+			delete(l.inflight, job.p)
+			done = append(done, job)
+		}
+		select {
+		case job = <-l.results:
+		default:
+			more = false
+		}
+	}
+	for p, w := range l.waiting {
+		delete(l.waiting, p)
+		w.at = now
+		l.due[p] = w
+	}
+	if len(done) == 0 {
+		return
+	}
+	var seen, start time.Time
+	for _, job := range done {
+		if l.t.files[job.p] != job.st {
+			continue // gone meanwhile
+		}
+		if l.t.apply(job) {
+			l.want(job.p, now, written) // changed while read
+			l.due[job.p].seen = job.seen
+		}
+		if seen.IsZero() || job.seen.Before(seen) {
+			seen = job.seen
+		}
+		if start.IsZero() || job.start.Before(start) {
+			start = job.start
+		}
+	}
+	ev := l.t.resolve()
+	ev.Seen = seen
+	l.report(ev, start)
+}
+
+// report sends ev if it says anything.
+func (l *loop) report(ev model.Event, start time.Time) {
+	if len(ev.Changes) > 0 || len(ev.Diagnostics) > 0 {
+		t := l.t
+		l.s.log.Info("config dir reloaded", "dir", l.s.dir, "files", len(t.files), "objects", len(t.served), "changed", len(ev.Changes), "files with new diagnostics", len(ev.Diagnostics), "took", time.Since(start).Round(time.Millisecond))
+		l.sink(ev)
+	}
+}
 
 type scanned struct {
 	model.Event
@@ -244,13 +476,13 @@ type scanned struct {
 func (s *Source) firstScan(ctx context.Context, t *tree, fsys fs.FS) (scanned, error) {
 	start := time.Now()
 	ev, retry, err := t.scan(ctx, fsys)
-	for err == nil && retry && ctx.Err() == nil {
+	for err == nil && len(retry) > 0 && ctx.Err() == nil {
 		select {
 		case <-ctx.Done():
 		case <-time.After(s.settle()):
 		}
 		var more model.Event
-		more, retry, err = t.scan(ctx, fsys)
+		more, retry, err = t.scanPaths(ctx, fsys, retry, nil)
 		ev = merge(ev, more)
 	}
 	if err != nil && ctx.Err() == nil {
@@ -282,7 +514,7 @@ func (s *Source) settle() time.Duration {
 	if s.Limits.Settle > 0 {
 		return s.Limits.Settle
 	}
-	return 50 * time.Millisecond
+	return DefaultSettle
 }
 
 func (s *Source) resync() time.Duration {

@@ -42,6 +42,7 @@ func startSource(t *testing.T, dir string) <-chan model.Event {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	s := NewSource(dir, nil)
+	s.Limits.Settle = 50 * time.Millisecond // these tests rename files into place, which does not wait
 	go func() { done <- s.Run(ctx, func(e model.Event) { events <- e }) }()
 	t.Cleanup(func() {
 		cancel()

@@ -26,12 +26,22 @@ type Limits struct {
 	// DocumentBytes bounds one document as decoded, its YAML aliases
 	// expanded. Default 2 MiB.
 	DocumentBytes int64
+	// FileExpandedBytes bounds what the documents of one file that hold
+	// YAML aliases add up to once expanded; a file over it is a
+	// diagnostic and keeps its last good objects. It is measured before
+	// anything is expanded, so it bounds what one write may cost to
+	// decode. A file without aliases never reaches it. Default 4 x
+	// FileBytes (32 MiB).
+	FileExpandedBytes int64
 	// ReadTimeout bounds reading one file. Default 10 s.
 	ReadTimeout time.Duration
-	// Settle is how long a file must be left alone before it is decoded:
-	// one modified more recently is read again later, so a writer that
-	// pauses mid-file is never read half-written. 0 decodes at once (for
-	// one-shot reads of a tree nobody writes).
+	// Settle is how long a file written in place must be left alone
+	// before it is decoded: one modified more recently (by its
+	// modification time, and while watching by the watcher's events) is
+	// looked at again later, so a writer that truncates a file and pauses
+	// mid-file is not read half-written. A file renamed into place is
+	// whole and does not wait. 0 decodes at once (for one-shot reads of a
+	// tree nobody writes); a Source takes DefaultSettle (2 s).
 	Settle time.Duration
 }
 
@@ -41,6 +51,9 @@ func (l Limits) withDefaults() Limits {
 	}
 	if l.DocumentBytes <= 0 {
 		l.DocumentBytes = 2 << 20
+	}
+	if l.FileExpandedBytes <= 0 {
+		l.FileExpandedBytes = 4 * l.FileBytes
 	}
 	if l.ReadTimeout <= 0 {
 		l.ReadTimeout = 10 * time.Second
@@ -58,7 +71,7 @@ func (l Limits) withDefaults() Limits {
 type tree struct {
 	limits Limits
 	files  map[string]*fileState       // by slash path relative to the root
-	owner  map[model.Key]string        // the file whose copy of the key is served
+	owner  map[model.Key]string        // the file whose copy of the key is served: the first by path
 	served map[model.Key]*model.Object // what the model has
 	diags  map[string][]snapshot.Diagnostic
 	now    func() time.Time
@@ -88,6 +101,10 @@ type fileState struct {
 	diags []snapshot.Diagnostic       // from decoding
 	docs  docCache                    // each document's decoding, reused while its bytes stay
 	warn  *snapshot.Diagnostic        // why its last read failed; its objects are the last good ones
+	// wholeSize and wholeMtime are the version last known whole (renamed
+	// into place), which need not settle however it is looked at again.
+	wholeSize  int64
+	wholeMtime time.Time
 }
 
 func newTree(limits Limits) *tree {
@@ -134,18 +151,29 @@ var errRootGone = errors.New("config dir cannot be read")
 
 // scan reads fsys again and returns what changed since the last scan:
 // object changes, and the diagnostics of every file whose diagnostics
-// changed (nil clears them). retry is true when some file was being
-// written and must be read again after Settle.
-func (t *tree) scan(ctx context.Context, fsys fs.FS) (ev model.Event, retry bool, err error) {
-	present, unreadable, err := t.walk(fsys)
+// changed (nil clears them). retry lists the files being written, to be
+// read again after Settle.
+func (t *tree) scan(ctx context.Context, fsys fs.FS) (ev model.Event, retry []string, err error) {
+	present, err := t.sweep(fsys)
 	if err != nil {
-		return model.Event{}, false, err
+		return model.Event{}, nil, err
 	}
 	if retry, err = t.refreshAll(ctx, fsys, present, nil); err != nil {
-		return model.Event{}, false, err
+		return model.Event{}, nil, err
 	}
-	// A file that is gone is deleted, unless it sits in a folder that could
-	// not be read (then nothing is known of it, and it keeps serving).
+	return t.resolve(), retry, nil
+}
+
+// sweep lists the manifest files below the root, forgets those gone and
+// records the folders that cannot be read; it returns the files there,
+// to be looked at. A file that is gone is deleted, unless it sits in a
+// folder that could not be read (then nothing is known of it, and it
+// keeps serving).
+func (t *tree) sweep(fsys fs.FS) (present []string, err error) {
+	present, unreadable, err := t.walk(fsys)
+	if err != nil {
+		return nil, err
+	}
 	seen := map[string]bool{}
 	for _, p := range present {
 		seen[p] = true
@@ -164,18 +192,29 @@ func (t *tree) scan(ctx context.Context, fsys fs.FS) (ev model.Event, retry bool
 			Message: "folder cannot be read; the objects of its files are kept as last read; fix its permissions"}}
 		t.redo[d] = true
 	}
-	return t.resolve(), retry, nil
+	return present, nil
 }
 
 // scanPaths reads again only the files at paths (named by the file
 // watcher), forgetting those that are gone; complete says which of them
-// arrived whole (renamed into place), so they need not settle. retry is
-// true when some file was being written and must be read again later.
-func (t *tree) scanPaths(ctx context.Context, fsys fs.FS, paths []string, complete map[string]bool) (ev model.Event, retry bool, err error) {
-	if _, err := fs.Stat(fsys, "."); err != nil {
-		return model.Event{}, false, fmt.Errorf("%w: %v", errRootGone, err)
+// arrived whole (renamed into place), so they need not settle. retry
+// lists the files being written, to be read again later.
+func (t *tree) scanPaths(ctx context.Context, fsys fs.FS, paths []string, complete map[string]bool) (ev model.Event, retry []string, err error) {
+	there, err := t.prune(fsys, paths)
+	if err != nil {
+		return model.Event{}, nil, err
 	}
-	var there []string
+	if retry, err = t.refreshAll(ctx, fsys, there, complete); err != nil {
+		return model.Event{}, nil, err
+	}
+	return t.resolve(), retry, nil
+}
+
+// prune forgets the files of paths that are gone and returns the others.
+func (t *tree) prune(fsys fs.FS, paths []string) (there []string, err error) {
+	if _, err := fs.Stat(fsys, "."); err != nil {
+		return nil, fmt.Errorf("%w: %v", errRootGone, err)
+	}
 	for _, p := range paths {
 		// Gone is the entry itself gone: a link to nothing is a file that
 		// cannot be read, and keeps its objects.
@@ -185,10 +224,7 @@ func (t *tree) scanPaths(ctx context.Context, fsys fs.FS, paths []string, comple
 		}
 		there = append(there, p)
 	}
-	if retry, err = t.refreshAll(ctx, fsys, there, complete); err != nil {
-		return model.Event{}, false, err
-	}
-	return t.resolve(), retry, nil
+	return there, nil
 }
 
 // walk lists the manifest files below the root and the folders that could
@@ -264,11 +300,15 @@ func (t *tree) replace(st *fileState, decoded []Decoded) {
 	st.objs, st.hash, st.order = objs, hash, order
 }
 
-// resolve decides, for every touched key, whose copy is served: the file
-// that serves it now keeps it while it defines it; otherwise the first file
-// by path. A second definition is rejected with a diagnostic naming both
-// places, whatever the file names. It returns the changes to what is
-// served and the diagnostics that changed.
+// resolve decides, for every touched key, whose copy is served: always the
+// one in the file first by path (byte order of the slash path). Another
+// copy is rejected with a diagnostic naming both places. The rule depends
+// on what the files hold alone, never on the order they arrived in, so
+// what is served live is what a restart, and `xdshard check`, read from
+// the same directory: a file added that sorts first takes the object over
+// at once, with a diagnostic on the file that served it, rather than at
+// the next restart. It returns the changes to what is served and the
+// diagnostics that changed.
 func (t *tree) resolve() model.Event {
 	ev := model.Event{Diagnostics: map[string][]snapshot.Diagnostic{}}
 	keys := slices.SortedFunc(maps.Keys(t.touched), compareKeys)
@@ -283,10 +323,7 @@ func (t *tree) resolve() model.Event {
 			}
 			continue
 		}
-		owner := files[0]
-		if cur, ok := t.owner[k]; ok && slices.Contains(files, cur) {
-			owner = cur
-		}
+		owner := files[0] // claims are sorted by path
 		t.owner[k] = owner
 		first := t.files[owner].objs[k]
 		if t.served[k] != first {
@@ -302,7 +339,7 @@ func (t *tree) resolve() model.Event {
 			if t.dups[p] == nil {
 				t.dups[p] = map[model.Key]snapshot.Diagnostic{}
 			}
-			t.dups[p][k] = model.Reject(t.files[p].objs[k], fmt.Sprintf("defined twice: the copy at %s is served; this one is ignored; delete or rename one of them", first.Origin))
+			t.dups[p][k] = model.Reject(t.files[p].objs[k], fmt.Sprintf("defined twice: the copy at %s is served (of two copies, the one in the file first by path is); this one is ignored; delete or rename one of them", first.Origin))
 		}
 	}
 	for p := range t.redo {

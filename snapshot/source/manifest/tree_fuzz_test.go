@@ -48,8 +48,9 @@ func fuzzTree(data []byte, at time.Time) fstest.MapFS {
 // input: any content, size, alias nesting, non-regular files, and a second
 // read in which files were cut short (a partial write that settled) or
 // replaced by FIFOs. Whatever the input: no panic; every served object is
-// owned by a file that defines it; an object is served once; and a file
-// that turned unreadable keeps serving what it served.
+// owned by the file first by path of those that define it; an object is
+// served once; and a file that turned unreadable keeps serving what it
+// served.
 func FuzzTree(f *testing.F) {
 	demo, _ := filepath.Glob("../demo/mesh/*.yaml")
 	var all []byte
@@ -165,6 +166,16 @@ func checkTree(t *testing.T, tr *tree) {
 		st := tr.files[owner]
 		if st == nil || st.objs[k] != o {
 			t.Fatalf("%s is served from %q, which does not define it", k, owner)
+		}
+		// The copy served is the one in the file first by path, whatever
+		// the order the files were read in.
+		for _, p := range slices.Sorted(maps.Keys(tr.files)) {
+			if tr.files[p].objs[k] != nil {
+				if p != owner {
+					t.Fatalf("%s is served from %q, but %q, first by path, defines it", k, owner, p)
+				}
+				break
+			}
 		}
 		if !seen[k] {
 			t.Fatalf("%s is served but not listed", k)
