@@ -78,7 +78,17 @@ type Leases struct {
 	leases  map[string]*coordinationv1.Lease // by name, as the informer sees them
 	members []Member                         // live, sorted by ID
 	changes chan struct{}
-	streams func() int // this replica's proxy streams, reported at each renewal
+	streams func() int       // this replica's proxy streams, reported at each renewal
+	clock   func() time.Time // tests' clock; nil is time.Now
+	// What the Leases say is current only while this replica renews its
+	// own and its informer shows it those renewals (a Lease's events come
+	// through the same watch as the others'). While either lags, the
+	// members are those last known ("uncertain" is not "dead"); once both
+	// are current again (certainSince), every Lease is judged as renewed
+	// no earlier than then, so the others have a lease duration to show
+	// they live. renewedAt is this replica's last successful renewal.
+	renewedAt, certainSince time.Time
+	uncertain               bool
 }
 
 var _ Membership = (*Leases)(nil)
@@ -153,6 +163,7 @@ func (l *Leases) Run(ctx context.Context, ready chan<- error) {
 		ready <- err
 		return
 	}
+	l.renewed(true)
 	factory := informers.NewSharedInformerFactoryWithOptions(l.client, 0, informers.WithNamespace(l.cfg.Namespace),
 		informers.WithTweakListOptions(func(o *metav1.ListOptions) { o.LabelSelector = MemberLabel + "=true" }))
 	inf := factory.Coordination().V1().Leases().Informer()
@@ -176,9 +187,11 @@ func (l *Leases) Run(ctx context.Context, ready chan<- error) {
 			l.release()
 			return
 		case <-tick.C:
-			if err := l.renew(ctx); err != nil && ctx.Err() == nil {
-				l.log.Warn("renewing this replica's Lease failed; peers drop it if this lasts", "err", err)
+			err := l.renew(ctx)
+			if err != nil && ctx.Err() == nil {
+				l.log.Warn("renewing this replica's Lease failed; the members last known are kept until the API server answers", "err", err)
 			}
+			l.renewed(err == nil)
 			l.recompute() // expiries
 		}
 	}
@@ -258,17 +271,67 @@ func (l *Leases) seen(o any, deleted bool) {
 	l.recompute()
 }
 
-// recompute derives the live members and signals a change.
-func (l *Leases) recompute() {
-	now := time.Now()
+// renewed records whether this replica's renewal just succeeded.
+func (l *Leases) renewed(ok bool) {
+	if !ok {
+		return
+	}
 	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.renewedAt = l.now()
+}
+
+// currentLocked says whether what the Leases say is current: this
+// replica's renewals succeed, and its informer has shown it one of its
+// last two.
+func (l *Leases) currentLocked(now time.Time) bool {
+	if l.renewedAt.IsZero() {
+		return true // before the first renewal: Run has not started
+	}
+	slack := l.cfg.Renew + l.cfg.Renew/2
+	if now.Sub(l.renewedAt) > slack {
+		return false
+	}
+	own := l.leases[l.name()]
+	return own != nil && own.Spec.RenewTime != nil && !own.Spec.RenewTime.Time.Before(l.renewedAt.Add(-slack))
+}
+
+func (l *Leases) now() time.Time {
+	if l.clock != nil {
+		return l.clock()
+	}
+	return time.Now()
+}
+
+// recompute derives the live members and signals a change. While the API
+// server does not answer, the members last known are kept.
+func (l *Leases) recompute() {
+	now := l.now()
+	l.mu.Lock()
+	if !l.currentLocked(now) {
+		if !l.uncertain {
+			l.log.Warn("the API server does not answer, or its Leases lag: the members last known are kept", "members", len(l.members))
+		}
+		l.uncertain = true
+		if l.members != nil {
+			l.mu.Unlock()
+			return
+		}
+	} else if l.uncertain {
+		l.uncertain, l.certainSince = false, now
+		l.log.Info("the Leases are current again; each member has a lease duration from now to renew")
+	}
 	var live []Member
 	for _, name := range slices.Sorted(maps.Keys(l.leases)) {
 		s := l.leases[name].Spec
 		if s.HolderIdentity == nil || *s.HolderIdentity == "" || s.RenewTime == nil || s.LeaseDurationSeconds == nil {
 			continue
 		}
-		if now.After(s.RenewTime.Add(time.Duration(*s.LeaseDurationSeconds) * time.Second)) {
+		renewed := s.RenewTime.Time
+		if renewed.Before(l.certainSince) {
+			renewed = l.certainSince
+		}
+		if now.After(renewed.Add(time.Duration(*s.LeaseDurationSeconds) * time.Second)) {
 			continue
 		}
 		addr := l.leases[name].Annotations[PeerAddrAnnotation]

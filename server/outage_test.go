@@ -1,0 +1,98 @@
+package server_test
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/xdshard/xdshard/bench/fleet"
+	"github.com/xdshard/xdshard/bench/proxy"
+)
+
+// TestAPIServerOutage runs three replicas sharding by Leases against a real
+// API server and stops the API server for more than three lease durations
+// (10 s against 3 s Leases; the 30 s against the default 15 s):
+// every replica stays ready (kubelet keeps its endpoints) and keeps its
+// members and its tenants' owners, no tenant is built again, the proxies
+// keep their streams and versions; once the API server is back, a change
+// made then reaches every proxy of its tenant. Before, each replica dropped
+// every member whose Lease it could not see renewed, itself included, left
+// readiness and built every tenant.
+func TestAPIServerOutage(t *testing.T) {
+	c := cluster(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	leaseNS := uniqueNS("xdshard")
+	if err := c.Apply(ctx, "apiVersion: v1\nkind: Namespace\nmetadata: {name: "+leaseNS+"}\n"); err != nil {
+		t.Fatal(err)
+	}
+	const tenants = 6
+	objs := fleet.Generate(fleet.Spec{Tenants: tenants, Services: 2, Endpoints: 1, Seed: 17})
+	applyParallel(t, ctx, c, objs)
+
+	args := []string{"--kubeconfig", c.Kubeconfig, "--lease-namespace", leaseNS, "--lease-duration", "3s", "--lease-renew", "500ms", "--rebalance-every", "500ms"}
+	d := &deployment{t: t}
+	defer d.close()
+	for i := 0; i < 3; i++ {
+		d.procs = append(d.procs, startProc(t, fmt.Sprint("o", i), "", args...))
+	}
+	d.waitFor("three members on every replica", 20*time.Second, func() bool { return d.members(3) })
+	var owners map[string]string
+	d.waitFor("one owner per tenant", 20*time.Second, func() bool { owners = d.owners(); return len(owners) > tenants })
+	for i := 0; i < tenants; i++ {
+		for home := range d.procs {
+			d.connect(ctx, fleet.Tenant(i), home, (i+home)%2 == 1)
+		}
+	}
+	d.waitFor("every proxy synced, with one version per tenant", 30*time.Second, d.agreed)
+	builds := d.settledBuilds()
+	versions := d.versions()
+
+	c.StopAPIServer()
+	restarted := false
+	defer func() {
+		if !restarted {
+			_ = c.StartAPIServer(context.Background()) // the cluster is shared by the package's tests
+		}
+	}()
+	for end := time.Now().Add(10 * time.Second); time.Now().Before(end); time.Sleep(250 * time.Millisecond) {
+		for _, p := range d.procs {
+			resp, err := http.Get("http://" + p.admin + "/readyz")
+			if err != nil {
+				t.Fatalf("replica %s during the outage: %v", p.id, err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusOK {
+				t.Fatalf("replica %s left readiness (%d) %v into the API server's outage:\n%s", p.id, resp.StatusCode, 10*time.Second-time.Until(end), p.log.Tail(20))
+			}
+		}
+		if !d.members(3) {
+			t.Fatalf("a replica lost members during the API server's outage:\n%s", d.procs[0].log.Tail(20))
+		}
+	}
+	if now := d.owners(); fmt.Sprint(now) != fmt.Sprint(owners) {
+		t.Fatalf("owners changed during the outage: %v, were %v", now, owners)
+	}
+	if n := d.builds(); n != builds {
+		t.Fatalf("%v builds during the outage, want none (every tenant was built again)", n-builds)
+	}
+	for p, vs := range d.versions() {
+		if fmt.Sprint(vs) != fmt.Sprint(versions[p]) {
+			t.Fatalf("proxy %s of %s changed versions during the outage: %v, was %v", p.NodeID(), p.tenant, vs, versions[p])
+		}
+	}
+
+	if err := c.StartAPIServer(ctx); err != nil {
+		t.Fatal(err)
+	}
+	restarted = true
+	d.waitFor("three members once the API server is back", 30*time.Second, func() bool { return d.members(3) })
+	before := d.versions()
+	applyObjects(t, ctx, c, fleet.VirtualService(fleet.Tenant(1), "svc-00", 21))
+	d.waitFor("the change made after the outage on every proxy of the tenant", 30*time.Second, func() bool {
+		return d.changedAll(before, proxy.RDS, fleet.Tenant(1)) && d.agreed()
+	})
+	d.anomalies()
+}
