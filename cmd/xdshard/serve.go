@@ -14,6 +14,7 @@ import (
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 
 	"github.com/xdshard/xdshard/identity"
@@ -51,6 +52,7 @@ type serveConfig struct {
 	kubeContext     string
 	inCluster       bool // run in a Pod with neither --config nor --kubeconfig
 	applyNetpols    bool
+	discoverySel    []*metav1.LabelSelector // --discovery-selectors: which namespaces are the mesh
 	replicaID       string
 	peerAddr        string
 	peers           []sharding.Member
@@ -120,6 +122,7 @@ func bindServeFlags(fs *pflag.FlagSet) (finish func(args []string) (*serveConfig
 	fs.BoolVar(&c.adminPprof, "admin-pprof", false, "serve /debug/pprof on an admin address beyond loopback too (always served on loopback)")
 	peers := fs.String("peers", "", "shard tenants over these replicas, this one included: ID=HOST:PORT,... (their --peer-addr); each builds only the tenants it owns and fetches the others' from their owners")
 	fs.BoolVar(&c.applyNetpols, "apply-network-policies", false, "with Kubernetes as the source: apply each tenant's generated NetworkPolicies (server-side apply, field manager xdshard) and delete them when the tenant opts out or goes away")
+	discoverySel := fs.StringArray("discovery-selectors", nil, "with Kubernetes as the source: the namespaces that are the mesh, as istiod's meshConfig.discoverySelectors: a YAML or JSON list of label selectors (matchLabels, matchExpressions), ORed, such as '[{matchLabels: {istio-discovery: enabled}}]'; repeat to add more. Objects elsewhere are not read: no tenant, no generated NetworkPolicy. Followed live as namespaces are relabelled. Default: every namespace but kube-system, kube-public, kube-node-lease and local-path-storage, which only a selector asking for them (matchLabels, In, Exists) brings in; istio-system is always read")
 	fs.StringVar(&c.xdsAddr, "xds-addr", "127.0.0.1:15010", "HOST:PORT of the gRPC ADS server")
 	fs.StringVar(&c.mcpAddr, "mcp-addr", "127.0.0.1:15011", "HOST:PORT serving istiod's config-source (MCP) streams, and only those (\"\" for none): point istiod's meshConfig.configSources at xds://HOST:PORT. istiod presents no client identity to a config source, so this port asks for none: with TLS it serves the replica's certificate (istiod's tlsSettings mode SIMPLE) and admits any client; beyond loopback, let only istiod reach it (the Helm chart's NetworkPolicy)")
 	fs.StringVar(&c.adminAddr, "admin-addr", "127.0.0.1:15014", "HOST:PORT of the HTTP admin server (/healthz, /readyz, /metrics, /debug/pprof, /debug/syncz)")
@@ -136,6 +139,9 @@ func bindServeFlags(fs *pflag.FlagSet) (finish func(args []string) (*serveConfig
 	fs.StringVar(&c.logLevel, "log-level", "info", "debug, info, warn or error")
 	return func(args []string) (*serveConfig, error) {
 		if err := c.rolloutMode(*rollout); err != nil {
+			return nil, err
+		}
+		if err := c.discoverySelectors(*discoverySel); err != nil {
 			return nil, err
 		}
 		return c.check(args, *peers, *peerIDs, *adminReaders, *adminWriters, *audiences, *mcpServices)
@@ -176,6 +182,21 @@ func (c *serveConfig) rolloutMode(mode string) error {
 	default:
 		return fmt.Errorf("--rollout %q: want canary or off", mode)
 	}
+	return nil
+}
+
+// discoverySelectors parses --discovery-selectors, which picks among the
+// namespaces read from Kubernetes.
+func (c *serveConfig) discoverySelectors(values []string) error {
+	sels, err := kube.ParseDiscoverySelectors(values)
+	if err != nil {
+		return err
+	}
+	kubernetes := c.kubeconfig != "" || (c.config == "" && os.Getenv("KUBERNETES_SERVICE_HOST") != "")
+	if len(sels) > 0 && !kubernetes {
+		return fmt.Errorf("--discovery-selectors picks namespaces read from Kubernetes; files and the demo are read whole: drop it, or pass --kubeconfig")
+	}
+	c.discoverySel = sels
 	return nil
 }
 
@@ -399,7 +420,7 @@ func startServing(ctx context.Context, cfg *serveConfig, log *slog.Logger) (*ser
 func source(cfg *serveConfig, log *slog.Logger) (model.Source, error) {
 	switch {
 	case cfg.kubeconfig != "" || cfg.inCluster:
-		return kube.New(kube.Config{Kubeconfig: cfg.kubeconfig, Context: cfg.kubeContext, Logger: log, ApplyNetworkPolicies: cfg.applyNetpols})
+		return kube.New(kube.Config{Kubeconfig: cfg.kubeconfig, Context: cfg.kubeContext, Logger: log, ApplyNetworkPolicies: cfg.applyNetpols, DiscoverySelectors: cfg.discoverySel})
 	case cfg.config != "":
 		s := manifest.NewSource(cfg.config, log)
 		s.Limits.FileBytes = cfg.maxFileBytes

@@ -12,6 +12,16 @@
 // once it is installed. Informers strip what the model does not use
 // (managedFields, most of a Pod) before caching.
 //
+// Which namespaces are the mesh is istiod's meshConfig.discoverySelectors
+// (Config.DiscoverySelectors, serve --discovery-selectors; selectors.go
+// has the rules): objects elsewhere are held by the informers but not
+// read into the model, so they make no tenant and get no generated
+// NetworkPolicy. Without selectors every namespace is, but Kubernetes' own
+// (kube-system, kube-public, kube-node-lease, local-path-storage);
+// istio-system always is. A Namespace relabelled into or out of the mesh
+// brings its objects in or takes them out, live, and the NetworkPolicies
+// generated in one that left are deleted.
+//
 // It imports the model and the manifest decoder; never a builder,
 // translation or the server.
 package kube

@@ -26,8 +26,10 @@ var netpolGVR = schema.GroupVersionResource{Group: "networking.k8s.io", Version:
 
 // netpols applies each tenant's generated NetworkPolicies (the snapshot's
 // ViewKube) with server-side apply, and deletes those it applied that no
-// tenant generates any more. mu guards every field; one goroutine
-// (reconcile) talks to the API server.
+// tenant generates any more, and those in namespaces outside the mesh.
+// Nothing is applied outside the mesh, whatever a tenant's last build
+// says. mu guards every field; one goroutine (reconcile) talks to the API
+// server.
 type netpols struct {
 	mu      sync.Mutex
 	desired map[string]*snapshot.Set // tenant -> its generated NetworkPolicies
@@ -61,6 +63,11 @@ func (s *Source) Built(tenant string, snap *snapshot.Snapshot) {
 	}
 	n.reported[tenant] = true
 	n.mu.Unlock()
+	n.poke()
+}
+
+// poke has the reconciler look again.
+func (n *netpols) poke() {
 	select {
 	case n.wake <- struct{}{}:
 	default:
@@ -98,13 +105,18 @@ func (s *Source) reconcileOnce(ctx context.Context) {
 			want[r.Name] = r
 		}
 	}
+	applied := maps.Clone(n.applied)
+	n.mu.Unlock()
 	var apply []*snapshot.Resource
 	for _, name := range slices.Sorted(maps.Keys(want)) {
-		if n.applied[name] != want[name].Version {
+		if !s.inMesh(nsOf(name)) { // a build from before its namespace left the mesh
+			delete(want, name)
+			continue
+		}
+		if applied[name] != want[name].Version {
 			apply = append(apply, want[name])
 		}
 	}
-	n.mu.Unlock()
 	remove := s.unwanted(want)
 	for _, r := range apply {
 		err := s.applyNetpol(ctx, r)
@@ -159,7 +171,10 @@ func nsOf(name string) string {
 }
 
 // unwanted lists xdshard's live NetworkPolicies that no tenant wants,
-// among those of tenants whose builds have been seen.
+// among those of tenants whose builds have been seen, and those in
+// namespaces outside the mesh: one that left it (or a system namespace an
+// earlier xdshard applied one in, issue #25), whose tenant may still be
+// there and may never build again.
 func (s *Source) unwanted(want map[string]*snapshot.Resource) []string {
 	n := s.np
 	n.mu.Lock()
@@ -168,7 +183,7 @@ func (s *Source) unwanted(want map[string]*snapshot.Resource) []string {
 	n.mu.Unlock()
 	var out []string
 	for _, name := range live {
-		if want[name] == nil && reported[s.tenantOf(nsOf(name))] {
+		if want[name] == nil && (!s.inMesh(nsOf(name)) || reported[s.tenantOf(nsOf(name))]) {
 			out = append(out, name)
 		}
 	}

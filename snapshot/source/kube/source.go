@@ -12,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
@@ -48,8 +49,14 @@ type Config struct {
 	Probe time.Duration
 	// ApplyNetworkPolicies applies each tenant's generated NetworkPolicies
 	// with server-side apply (field manager xdshard), and deletes them when
-	// the tenant opts out or goes away.
+	// the tenant opts out or goes away, or their namespace leaves the mesh.
 	ApplyNetworkPolicies bool
+	// DiscoverySelectors say which namespaces are the mesh, as istiod's
+	// meshConfig.discoverySelectors (ORed; see selectors.go): objects in
+	// the others are not read into the model. None: every namespace but
+	// kube-system, kube-public, kube-node-lease and local-path-storage.
+	// istio-system is always read.
+	DiscoverySelectors []*metav1.LabelSelector
 }
 
 // generatedLabel marks xdshard's own output: a NetworkPolicy with it is
@@ -94,6 +101,10 @@ type Source struct {
 	synced    []cache.InformerSynced
 	stale     time.Time // when the API server stopped answering; zero while it answers
 
+	mesh      mesh                                     // which namespaces are the mesh
+	nsLabels  map[string]map[string]string             // the labels of every Namespace read, in the mesh or not
+	informers map[model.Kind]cache.SharedIndexInformer // each kind's, to read a namespace entering the mesh
+
 	np *netpols
 }
 
@@ -109,6 +120,10 @@ func New(cfg Config) (*Source, error) {
 	}
 	if cfg.Probe <= 0 {
 		cfg.Probe = 5 * time.Second
+	}
+	sels, err := compileSelectors(cfg.DiscoverySelectors)
+	if err != nil {
+		return nil, fmt.Errorf("discovery selectors: %w", err)
 	}
 	rc, err := RESTConfig(cfg)
 	if err != nil {
@@ -126,7 +141,8 @@ func New(cfg Config) (*Source, error) {
 	}
 	return &Source{cfg: cfg, log: cfg.Logger, rc: rc, dyn: dyn, disco: disco,
 		served: map[model.Key]*model.Object{}, rv: map[model.Key]string{}, refs: map[model.Key]runtime.Object{}, diagnosed: map[model.Key]bool{}, wake: make(chan struct{}, 1), np: newNetpols(),
-		watching: map[model.Kind]schema.GroupVersionResource{}, pending: emptyEvent()}, nil
+		watching: map[model.Kind]schema.GroupVersionResource{}, pending: emptyEvent(),
+		mesh: mesh{selectors: sels}, nsLabels: map[string]map[string]string{}, informers: map[model.Kind]cache.SharedIndexInformer{}}, nil
 }
 
 func emptyEvent() model.Event {
@@ -155,7 +171,7 @@ func (s *Source) Run(ctx context.Context, sink func(model.Event)) error {
 	if s.cfg.ApplyNetworkPolicies {
 		go s.reconcileNetpols(ctx)
 	}
-	s.log.Info("Kubernetes read", "host", s.rc.Host, "kinds", len(synced), "objects", len(first.Changes), "took", time.Since(start).Round(time.Millisecond))
+	s.log.Info("Kubernetes read", "host", s.rc.Host, "kinds", len(synced), "objects", len(first.Changes), "mesh", s.mesh.String(), "took", time.Since(start).Round(time.Millisecond))
 	sink(first)
 	rediscover := time.NewTicker(s.cfg.Rediscover)
 	defer rediscover.Stop()
@@ -200,7 +216,11 @@ func (s *Source) discover(ctx context.Context, factory dynamicinformer.DynamicSh
 			served[gv][r.Kind] = r.Name
 		}
 	}
-	for _, kind := range slices.Sorted(maps.Keys(model.Kinds)) {
+	// Namespaces first, read in full before any other kind: which
+	// namespaces are the mesh is known when their objects arrive.
+	kinds := slices.Sorted(maps.Keys(model.Kinds))
+	kinds = append([]model.Kind{model.KindNamespace}, slices.DeleteFunc(kinds, func(k model.Kind) bool { return k == model.KindNamespace })...)
+	for _, kind := range kinds {
 		s.mu.Lock()
 		_, reading := s.watching[kind]
 		s.mu.Unlock()
@@ -220,11 +240,20 @@ func (s *Source) discover(ctx context.Context, factory dynamicinformer.DynamicSh
 		if err := inf.SetTransform(strip); err != nil {
 			return err
 		}
-		if _, err := inf.AddEventHandler(cache.ResourceEventHandlerFuncs{
+		handler := cache.ResourceEventHandlerFuncs{
 			AddFunc:    func(obj any) { s.upsert(kind, obj) },
 			UpdateFunc: func(_, obj any) { s.upsert(kind, obj) },
 			DeleteFunc: func(obj any) { s.remove(kind, obj) },
-		}); err != nil {
+		}
+		if kind == model.KindNamespace {
+			handler = cache.ResourceEventHandlerFuncs{
+				AddFunc:    func(obj any) { s.namespaceChanged(obj, false) },
+				UpdateFunc: func(_, obj any) { s.namespaceChanged(obj, false) },
+				DeleteFunc: func(obj any) { s.namespaceChanged(obj, true) },
+			}
+		}
+		reg, err := inf.AddEventHandler(handler)
+		if err != nil {
 			return err
 		}
 		_ = inf.SetWatchErrorHandler(func(_ *cache.Reflector, err error) {
@@ -232,10 +261,16 @@ func (s *Source) discover(ctx context.Context, factory dynamicinformer.DynamicSh
 		})
 		s.mu.Lock()
 		s.watching[kind] = gvr
-		s.synced = append(s.synced, inf.HasSynced)
+		s.informers[kind] = inf
+		// Synced once the handler has seen every object of the first
+		// list, not only once the cache holds them.
+		s.synced = append(s.synced, reg.HasSynced)
 		s.mu.Unlock()
 		go inf.Run(ctx.Done())
 		s.log.Info("reading from Kubernetes", "kind", kind, "resource", gvr.String())
+		if kind == model.KindNamespace && !cache.WaitForCacheSync(ctx.Done(), reg.HasSynced) {
+			return nil // ctx ended
+		}
 	}
 	return nil
 }
@@ -272,9 +307,14 @@ func (s *Source) upsert(kind model.Kind, obj any) {
 		s.np.mu.Unlock()
 		return
 	}
+	ns := namespaceOf(key)
 	s.mu.Lock()
+	in := s.inMeshLocked(ns)
 	same := s.rv[key] == u.GetResourceVersion() && s.served[key] != nil
 	s.mu.Unlock()
+	if !in {
+		return // read if its namespace enters the mesh (namespaceChanged)
+	}
 	if same {
 		return // a resync or relist of what is served: nothing to rebuild
 	}
@@ -298,6 +338,9 @@ func (s *Source) upsert(kind model.Kind, obj any) {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if !s.inMeshLocked(ns) {
+		return // its namespace left the mesh meanwhile
+	}
 	s.refs[key] = objectRef(u.GetAPIVersion(), u.GetKind(), u.GetNamespace(), u.GetName(), u.GetUID())
 	s.setDiagsLocked(key, diags)
 	if o != nil {
@@ -332,6 +375,119 @@ func (s *Source) remove(kind model.Kind, obj any) {
 		s.pending.Changes = append(s.pending.Changes, model.Change{Key: key})
 	}
 	s.poke()
+}
+
+// namespaceChanged follows a Namespace: its labels say whether it is in
+// the mesh. One entering the mesh is read with every object the informers
+// hold in it, as istiod's discovery filter replays them
+// (pkg/kube/kclient, applyDynamicFilter); one leaving is dropped with
+// every object in it, its diagnostics and its generated NetworkPolicies.
+func (s *Source) namespaceChanged(obj any, gone bool) {
+	if t, ok := obj.(cache.DeletedFinalStateUnknown); ok {
+		obj = t.Obj
+	}
+	u, ok := obj.(*unstructured.Unstructured)
+	if !ok {
+		return
+	}
+	name := u.GetName()
+	s.mu.Lock()
+	was := s.inMeshLocked(name)
+	if gone {
+		delete(s.nsLabels, name)
+	} else {
+		s.nsLabels[name] = maps.Clone(u.GetLabels())
+		if s.nsLabels[name] == nil {
+			s.nsLabels[name] = map[string]string{}
+		}
+	}
+	now := s.inMeshLocked(name)
+	if was && !now {
+		s.dropNamespaceLocked(name)
+	}
+	s.mu.Unlock()
+	switch {
+	case gone && now:
+		s.remove(model.KindNamespace, obj)
+	case now:
+		s.upsert(model.KindNamespace, u)
+	}
+	if was == now || gone {
+		return
+	}
+	if now {
+		s.log.Info("namespace enters the mesh: its labels match the discovery selectors", "namespace", name)
+		s.replay(name)
+	} else {
+		s.log.Info("namespace leaves the mesh: its labels match no discovery selector; its objects are dropped and its generated NetworkPolicies deleted", "namespace", name)
+	}
+	s.np.poke()
+}
+
+// inMeshLocked says whether namespace ns is in the mesh.
+func (s *Source) inMeshLocked(ns string) bool {
+	l, known := s.nsLabels[ns]
+	return s.mesh.includes(ns, l, known)
+}
+
+// inMesh is inMeshLocked, taking the lock.
+func (s *Source) inMesh(ns string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.inMeshLocked(ns)
+}
+
+// replay reads every object the informers hold in namespace ns.
+func (s *Source) replay(ns string) {
+	s.mu.Lock()
+	infs := maps.Clone(s.informers)
+	s.mu.Unlock()
+	for _, kind := range slices.Sorted(maps.Keys(infs)) {
+		if kind == model.KindNamespace {
+			continue
+		}
+		objs, err := infs[kind].GetIndexer().ByIndex(cache.NamespaceIndex, ns)
+		if err != nil {
+			s.log.Warn("reading a namespace entering the mesh", "namespace", ns, "kind", kind, "err", err)
+			continue
+		}
+		for _, o := range objs {
+			s.upsert(kind, o)
+		}
+	}
+}
+
+// dropNamespaceLocked takes every object of namespace ns out of the model,
+// and clears their diagnostics.
+func (s *Source) dropNamespaceLocked(ns string) {
+	for key := range s.refs {
+		if namespaceOf(key) == ns {
+			s.setDiagsLocked(key, nil)
+			delete(s.refs, key)
+		}
+	}
+	for key := range s.diagnosed {
+		if namespaceOf(key) == ns {
+			s.setDiagsLocked(key, nil)
+		}
+	}
+	for key := range s.served {
+		if namespaceOf(key) == ns {
+			delete(s.served, key)
+			delete(s.rv, key)
+			s.pending.Changes = append(s.pending.Changes, model.Change{Key: key})
+		}
+	}
+	s.poke()
+}
+
+// namespaceOf is the namespace an object's key places it in: a
+// Namespace's own name.
+func namespaceOf(k model.Key) string {
+	if k.Kind == model.KindNamespace {
+		return k.Name
+	}
+	return k.Namespace
 }
 
 // keyOf is the model key of an object of kind.
