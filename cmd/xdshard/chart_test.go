@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"flag"
 	"fmt"
 	"io/fs"
@@ -235,6 +236,65 @@ func TestChartRevision(t *testing.T) {
 	sel, err := metav1.LabelSelectorAsSelector(def.Spec.Selector)
 	if err != nil || sel.Matches(labels.Set(d.Spec.Template.Labels)) {
 		t.Errorf("the default install's selector %v picks the revision's pods %v (%v)", def.Spec.Selector, d.Spec.Template.Labels, err)
+	}
+}
+
+// TestChartDiscoverySelectors: meshConfig.discoverySelectors (istiod's
+// chart's name and shape) reaches serve as --discovery-selectors, the same
+// selectors once parsed; none by default (serve's default mesh); what
+// serve would refuse (an unknown operator or field, not a list) fails the
+// install naming the value, and what only serve checks (label syntax) it
+// refuses at start, never reading the wrong namespaces.
+func TestChartDiscoverySelectors(t *testing.T) {
+	deploymentArgs := func(args ...string) []string {
+		var d appsv1.Deployment
+		parseChart(t, helmTemplate(t, chartDir, "istio-system", args...)).get(t, "Deployment/xdshard", &d)
+		return d.Spec.Template.Spec.Containers[0].Args
+	}
+	def := deploymentArgs()
+	if cfg := podServeFlags(t, def); len(cfg.discoverySel) != 0 || slices.ContainsFunc(def, func(a string) bool { return strings.HasPrefix(a, "--discovery-selectors") }) {
+		t.Errorf("by default the Deployment passes selectors %v (args %q), want none", cfg.discoverySel, def)
+	}
+	want := []*metav1.LabelSelector{
+		{MatchLabels: map[string]string{"istio-discovery": "enabled", "mesh.example.com/on": "true"}},
+		{MatchExpressions: []metav1.LabelSelectorRequirement{{Key: "team", Operator: metav1.LabelSelectorOpIn, Values: []string{"shop", "pay.v2"}}, {Key: "legacy", Operator: metav1.LabelSelectorOpDoesNotExist}}},
+		{},
+	}
+	js, err := json.Marshal(want)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := podServeFlags(t, deploymentArgs("--set-json", "meshConfig.discoverySelectors="+string(js)))
+	if !reflect.DeepEqual(cfg.discoverySel, want) {
+		got, _ := json.Marshal(cfg.discoverySel)
+		t.Errorf("serve reads the Deployment's selectors as %s, want %s", got, js)
+	}
+	// As a values file writes them, YAML.
+	values := filepath.Join(t.TempDir(), "values.yaml")
+	if err := os.WriteFile(values, []byte("meshConfig:\n  discoverySelectors:\n    - matchLabels:\n        istio-discovery: \"on\"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cfg = podServeFlags(t, deploymentArgs("-f", values))
+	if len(cfg.discoverySel) != 1 || cfg.discoverySel[0].MatchLabels["istio-discovery"] != "on" {
+		t.Errorf("a values file's selector reads as %+v", cfg.discoverySel)
+	}
+	for _, c := range []struct{ set, want string }{
+		{`[{"matchExpressions":[{"key":"team","operator":"Equals","values":["a"]}]}]`, `meshConfig.discoverySelectors[0].matchExpressions[0].operator "Equals": want In, NotIn, Exists or DoesNotExist`},
+		{`[{"matchLabels":{"a":"b"}},{"matchLabel":{"a":"b"}}]`, `meshConfig.discoverySelectors[1]: unknown field "matchLabel"`},
+		{`{"matchLabels":{"a":"b"}}`, "meshConfig.discoverySelectors: want a list of label selectors"},
+		{`["istio-discovery=enabled"]`, "meshConfig.discoverySelectors[0]: want a label selector"},
+	} {
+		if _, err := helmtest.Run(t, "template", "xdshard", chartDir, "--namespace", "istio-system", "--set-json", "meshConfig.discoverySelectors="+c.set); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("meshConfig.discoverySelectors=%s renders (%v); want it refused: %s", c.set, err, c.want)
+		}
+	}
+	bad := deploymentArgs("--set-json", `meshConfig.discoverySelectors=[{"matchLabels":{"bad key!":"x"}}]`)
+	t.Setenv("KUBERNETES_SERVICE_HOST", "10.96.0.1")
+	if _, err := serveFlags(bad[1:]); err == nil || !strings.Contains(err.Error(), "--discovery-selectors") || !strings.Contains(err.Error(), "bad key!") {
+		t.Errorf("serve with %q: %v; want it refused, naming the flag and the key", bad, err)
+	}
+	if _, err := serveFlags([]string{"--config", t.TempDir(), "--discovery-selectors", "[{matchLabels: {a: b}}]"}); err == nil || !strings.Contains(err.Error(), "read from Kubernetes") {
+		t.Errorf("serve --config with --discovery-selectors: %v; want it refused (files are read whole)", err)
 	}
 }
 

@@ -80,3 +80,33 @@ revisions) must not share it.
 {{- define "xdshard.adminScheme" -}}
 {{ if .Values.tls.enabled }}HTTPS{{ else }}HTTP{{ end }}
 {{- end }}
+
+{{/*
+meshConfig.discoverySelectors as JSON for serve --discovery-selectors, or
+nothing when there are none. What serve would refuse fails here, at
+install, with the value's path; serve checks the rest (label syntax).
+*/}}
+{{- define "xdshard.discoverySelectors" -}}
+{{- $sels := (.Values.meshConfig | default dict).discoverySelectors }}
+{{- if $sels }}
+{{- if not (kindIs "slice" $sels) }}
+{{- fail (printf "meshConfig.discoverySelectors: want a list of label selectors (as istiod's), such as [{matchLabels: {istio-discovery: enabled}}]; got %s" (toJson $sels)) }}
+{{- end }}
+{{- range $i, $s := $sels }}
+{{- if not (kindIs "map" $s) }}
+{{- fail (printf "meshConfig.discoverySelectors[%d]: want a label selector ({matchLabels: ..., matchExpressions: [...]}); got %s" $i (toJson $s)) }}
+{{- end }}
+{{- range $k, $_ := $s }}
+{{- if not (has $k (list "matchLabels" "matchExpressions")) }}
+{{- fail (printf "meshConfig.discoverySelectors[%d]: unknown field %q; a label selector has matchLabels and matchExpressions" $i $k) }}
+{{- end }}
+{{- end }}
+{{- range $j, $e := $s.matchExpressions }}
+{{- if not (has (($e | default dict).operator | toString) (list "In" "NotIn" "Exists" "DoesNotExist")) }}
+{{- fail (printf "meshConfig.discoverySelectors[%d].matchExpressions[%d].operator %s: want In, NotIn, Exists or DoesNotExist" $i $j (toJson ($e | default dict).operator)) }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- toJson $sels }}
+{{- end }}
+{{- end }}
