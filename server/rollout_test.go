@@ -7,12 +7,15 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
 	corev1 "k8s.io/api/core/v1"
 
 	"github.com/xdshard/xdshard/bench/fleet"
 	"github.com/xdshard/xdshard/bench/proxy"
 	"github.com/xdshard/xdshard/server"
 	"github.com/xdshard/xdshard/server/xds"
+	"github.com/xdshard/xdshard/sharding"
 	"github.com/xdshard/xdshard/snapshot"
 	"github.com/xdshard/xdshard/snapshot/model"
 	"github.com/xdshard/xdshard/snapshot/source/memory"
@@ -271,4 +274,69 @@ func TestSilentCanaryEndsRollout(t *testing.T) {
 		st := r.Store().Rollout(tenant)
 		return st.Candidate == nil && st.Held != nil && strings.Contains(st.HeldWhy, "did not acknowledge")
 	})
+}
+
+// TestPeersAreNeverCanaries: two replicas sharding one tenant, a rollout
+// to every proxy (100%) on both: the owner's candidate goes to its own
+// canaries, but the replica fetching the tenant is not one of them, so it
+// keeps serving the stable version until the owner promotes. (It held on
+// the main before the explicit rule too, which #25 asked to make sure of:
+// the rule now says so where canaries are chosen.)
+func TestPeersAreNeverCanaries(t *testing.T) {
+	objs := fleet.Generate(fleet.Spec{Tenants: 1, Services: 2, Endpoints: 1, Seed: 22})
+	addrs := freeAddrs(t, 2)
+	peers := []sharding.Member{{ID: "r0", Addr: addrs[0]}, {ID: "r1", Addr: addrs[1]}}
+	var replicas []*server.Replica
+	var sources []*memory.Source
+	for i := range peers {
+		src := memory.New(objs)
+		r, _ := startPlain(t, server.Config{Source: src, ReplicaID: peers[i].ID, PeerAddr: peers[i].Addr, Peers: peers,
+			Debounce: 10 * time.Millisecond, MaxDelay: 100 * time.Millisecond, Rollout: xds.Rollout{Percent: 100, Bake: time.Hour}})
+		replicas, sources = append(replicas, r), append(sources, src)
+	}
+	tenant := fleet.Tenant(0)
+	owner, other := replicas[0], replicas[1]
+	if owner.Owner(tenant) != "r0" {
+		owner, other = other, owner
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	// A proxy on the fetching replica (which fetches the tenant for it):
+	// 100% makes it a canary there too, but the replica must have only
+	// the stable version to give it.
+	conn, err := grpc.NewClient(other.XDSAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	p := proxy.New(tenant, "on-the-other", false)
+	go func() { _ = p.Run(ctx, conn) }()
+	<-p.Synced()
+	deadline := time.Now().Add(20 * time.Second)
+	for other.Store().Current(tenant) == nil || other.Store().Current(tenant).Version != owner.Store().Current(tenant).Version {
+		if time.Now().After(deadline) {
+			t.Fatal("the fetching replica never held the owner's version")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	stable := owner.Store().Current(tenant).Version
+	for _, src := range sources {
+		if err := src.Apply(ctx, fleet.ShiftWeight(0, 0, 30)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var cand *snapshot.Snapshot
+	for deadline = time.Now().Add(20 * time.Second); cand == nil; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the owner never made a candidate of the change")
+		}
+		cand = owner.Store().Rollout(tenant).Candidate
+	}
+	// The peer exchange pushes within milliseconds of a publish; half a
+	// second is many pushes' time to show a leak (this wait can only make
+	// the test miss one, never fail it).
+	time.Sleep(500 * time.Millisecond)
+	if v := other.Store().Current(tenant).Version; v != stable {
+		t.Fatalf("the fetching replica serves %s, the owner's candidate %s being %s: the peer was served the candidate as a canary", v, cand.Version, map[bool]string{true: "it", false: "another"}[v == cand.Version])
+	}
 }

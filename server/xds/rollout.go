@@ -110,8 +110,13 @@ func (s *Server) serving(c *conn) *snapshot.Snapshot {
 }
 
 // canaryOf says whether c is a canary of a candidate whose tenant's own
-// setting is pol.
+// setting is pol. A peer (another replica fetching the tenant) never is,
+// whatever its node ID and labels: what it fetches it serves to every
+// proxy it has, as rolled out.
 func (s *Server) canaryOf(c *conn, pol snapshot.RolloutPolicy) bool {
+	if c.view == snapshot.ViewPeer {
+		return false
+	}
 	_, percent, selector := s.opts.Rollout.Effective(pol)
 	if selector == "" {
 		return IsCanary(c.node.GetId(), percent)
