@@ -123,14 +123,16 @@ func recvFirst[R any](s *Server, ctx context.Context, endConn func(remote string
 	}
 	if p, ok := peer.FromContext(ctx); ok && p.Addr != nil && endConn != nil {
 		var fired atomic.Bool
+		var refusal error
 		remote := p.Addr.String()
 		timer := time.AfterFunc(s.limits.FirstRequest, func() {
+			refusal = refuse() // counted before the client sees its connection closed
 			fired.Store(true)
 			endConn(remote)
 		})
 		r, err := recv()
 		if !timer.Stop() && fired.Load() {
-			return r, refuse()
+			return r, refusal
 		}
 		return r, err
 	}
