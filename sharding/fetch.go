@@ -43,6 +43,9 @@ type Fetcher struct {
 	log   *slog.Logger
 	obs   FetchObserver
 
+	// beforePublish, in tests, runs before a fetched snapshot is published.
+	beforePublish func(tenant string, owner Member)
+
 	mu      sync.Mutex
 	conns   map[string]*grpc.ClientConn // owner address -> connection
 	follows map[string]*follow          // tenant -> its stream
@@ -129,6 +132,25 @@ func (f *Fetcher) Follow(ctx context.Context, tenant string, owner Member) error
 		f.run(fctx, conn, tenant, fl)
 	}()
 	return nil
+}
+
+// publish serves snap, fetched by follow fl of tenant, unless fl is no
+// longer the tenant's follow (its owner changed, or the tenant is owned
+// here now): a response an old owner sent late must not replace what the
+// new one sent, and proxies must never step back. Follow and Stop swap
+// follows under the same lock, so once they return no response of the
+// stream they replaced is published.
+func (f *Fetcher) publish(ctx context.Context, tenant string, fl *follow, snap *snapshot.Snapshot) bool {
+	if f.beforePublish != nil {
+		f.beforePublish(tenant, fl.owner)
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.follows[tenant] != fl || ctx.Err() != nil {
+		f.log.Debug("a fetched snapshot from a replaced stream is dropped", "tenant", tenant, "owner", fl.owner.ID, "version", snap.Version)
+		return false
+	}
+	return f.store.PublishRolledOut(snap)
 }
 
 // Bytes is the body bytes of the snapshots followed now: all of them, or
@@ -285,7 +307,7 @@ func (f *Fetcher) stream(ctx context.Context, conn *grpc.ClientConn, tenant stri
 			// The owner rolled this version out already (a canary rollout
 			// runs on the owner): it is served as it is, never a
 			// candidate here.
-			if f.store.PublishRolledOut(snap) {
+			if f.publish(ctx, tenant, fl, snap) {
 				f.log.Debug("snapshot fetched from its owner", "tenant", tenant, "version", snap.Version)
 			}
 		} else if len(resp.Resources) > 0 {
