@@ -176,12 +176,14 @@ type Replica struct {
 	peerGRPC  *grpc.Server
 	fetcher   *sharding.Fetcher
 	ring      atomic.Pointer[sharding.Ring]
+	followMu  sync.Mutex // following a foreign tenant and dropping it exclude each other
 	dropsMu   sync.Mutex
 	drops     map[string]*time.Timer        // tenant -> when its fetched snapshot goes
 	idle      *simplelru.LRU[string, int64] // fetched tenants no local client reads, by bytes; under dropsMu
 	idleBytes int64
 	adoptMu   sync.Mutex
 	adopted   map[string]string // tenant -> its unreachable owner, built here meanwhile
+	builtHere map[string]bool   // tenants built here since this replica came to own them (under adoptMu): what the peer face gives
 	members   sharding.Membership
 	handovers prometheus.Counter
 	builds    *prometheus.CounterVec
@@ -457,6 +459,18 @@ func (r *Replica) built(tenant string, snap *snapshot.Snapshot, err error) {
 	default:
 		r.problems.buildFailed(tenant, "")
 		r.problems.set(scope, snap.Diagnostics)
+	}
+	if snap != nil && err == nil && r.fetcher != nil {
+		r.adoptMu.Lock()
+		first := !r.builtHere[tenant]
+		if r.builtHere == nil {
+			r.builtHere = map[string]bool{}
+		}
+		r.builtHere[tenant] = true
+		r.adoptMu.Unlock()
+		if first {
+			r.store.Wake(tenant) // peers waiting for this build (the store may not have changed)
+		}
 	}
 	if sink, ok := r.cfg.Source.(SnapshotSink); ok && err == nil {
 		sink.Built(tenant, snap)

@@ -58,7 +58,7 @@ func (r *Replica) shard(ctx context.Context, bopts *builder.Options) error {
 	// A peer names every resource of a tenant's snapshot when it
 	// reconnects (initial versions): more than a proxy's names limit for a
 	// large tenant, so the peer face allows that many.
-	popts := xds.Options{Resolver: r.mesh, Logger: r.log, Registry: r.reg, Peers: true, Limits: xds.Limits{Names: 1 << 22,
+	popts := xds.Options{Resolver: r.mesh, Logger: r.log, Registry: r.reg, Peers: true, PeerServes: r.builtSinceOwned, Limits: xds.Limits{Names: 1 << 22,
 		// A peer names a whole tenant, and one connection carries every
 		// tenant a replica follows: no client budget applies.
 		SubscriptionBytes: 1 << 40, ConnSubscriptionBytes: 1 << 40, IdentitySubscriptionBytes: 1 << 40}}
@@ -164,8 +164,27 @@ func (r *Replica) unadopt(tenant string) {
 	delete(r.adopted, tenant)
 	r.adoptMu.Unlock()
 	if was {
+		if !r.ringOwns(tenant) {
+			r.forgetBuilt(tenant)
+		}
 		r.log.Info("a tenant's owner answers again; serving its copy", "tenant", tenant, "owner", r.Owner(tenant))
 	}
+}
+
+// builtSinceOwned says whether tenant was built here since this replica
+// came to own it: only then does the peer face give it to the others.
+func (r *Replica) builtSinceOwned(tenant string) bool {
+	r.adoptMu.Lock()
+	defer r.adoptMu.Unlock()
+	return r.builtHere[tenant]
+}
+
+// forgetBuilt records that tenant's snapshot here may be a fetched copy
+// again (it moved, or its adoption ended).
+func (r *Replica) forgetBuilt(tenant string) {
+	r.adoptMu.Lock()
+	delete(r.builtHere, tenant)
+	r.adoptMu.Unlock()
 }
 
 // followMembers swaps the ring on every membership change and moves the
@@ -186,7 +205,8 @@ func (r *Replica) followMembers(ctx context.Context, members sharding.Membership
 				continue
 			}
 			r.handovers.Inc()
-			r.unadopt(t) // the new owner is followed afresh (and adopted again if it does not answer)
+			r.unadopt(t)     // the new owner is followed afresh (and adopted again if it does not answer)
+			r.forgetBuilt(t) // owned here now or not, peers get it only once built here again
 			switch {
 			case r.owns(t):
 				r.fetcher.Stop(t)
@@ -235,6 +255,8 @@ func (r *Replica) origin(tenant string) (owner, origin string) {
 // owner while a local client watches it: a proxy of the tenant, or an
 // istiod (MCP reads every tenant). Nobody watching, nothing is fetched.
 func (r *Replica) followIfWatched(ctx context.Context, tenant string) {
+	r.followMu.Lock()
+	defer r.followMu.Unlock()
 	if r.owns(tenant) || !(r.store.Watched(tenant) || r.store.Watched("")) {
 		return
 	}
@@ -324,14 +346,25 @@ func (r *Replica) drop(ctx context.Context, tenants []string, why string) {
 		return
 	}
 	for _, t := range tenants {
-		if r.ringOwns(t) || r.store.Watched(t) || r.store.Watched("") {
-			continue
-		}
-		r.unadopt(t)
-		r.fetcher.Stop(t)
-		r.store.Remove(t)
-		r.log.Debug("dropped a fetched snapshot", "tenant", t, "why", why)
+		r.dropUnwatched(t, why)
 	}
+}
+
+// dropUnwatched forgets tenant's fetched snapshot and stops following it,
+// if no local client watches it: the check and the removal are one step
+// in the store, and following and dropping exclude each other (followMu),
+// so a client that comes meanwhile either keeps the snapshot or has the
+// tenant followed again once it is dropped; it never waits on a tenant
+// removed and not followed.
+func (r *Replica) dropUnwatched(t, why string) {
+	r.followMu.Lock()
+	defer r.followMu.Unlock()
+	if r.ringOwns(t) || !r.store.RemoveUnwatched(t) {
+		return
+	}
+	r.unadopt(t)
+	r.fetcher.Stop(t)
+	r.log.Debug("dropped a fetched snapshot", "tenant", t, "why", why)
 }
 
 // stopDrops stops the pending drop timers.

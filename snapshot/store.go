@@ -330,6 +330,32 @@ func (s *Store) Remove(tenant string) {
 	s.unlockWaking(tenant)
 }
 
+// RemoveUnwatched forgets tenant (if the store has it) unless a client
+// watches it (or every tenant), in one step with that check, and says
+// whether the tenant is unwatched: a client that starts watching
+// meanwhile keeps it.
+func (s *Store) RemoveUnwatched(tenant string) bool {
+	s.mu.Lock()
+	if len(s.watches[tenant]) > 0 || len(s.watches[""]) > 0 {
+		s.mu.Unlock()
+		return false
+	}
+	if _, ok := s.tenants[tenant]; !ok {
+		s.mu.Unlock()
+		return true
+	}
+	delete(s.tenants, tenant)
+	s.unlockWaking(tenant)
+	return true
+}
+
+// Wake wakes tenant's watchers (and those of every tenant) without a
+// change: something they decide by besides the store changed.
+func (s *Store) Wake(tenant string) {
+	s.mu.Lock()
+	s.unlockWaking(tenant)
+}
+
 // unlockWaking releases s.mu and then wakes tenant's watchers (and those
 // of every tenant), so no watcher is signalled under the lock.
 func (s *Store) unlockWaking(tenant string) {

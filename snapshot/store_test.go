@@ -177,3 +177,28 @@ func TestRolledOutVersionIsNoCandidate(t *testing.T) {
 		t.Fatalf("a rolled-out version: current %v, candidate %v; want it served and no candidate", s.Current("t").Version, s.Rollout("t").Candidate)
 	}
 }
+
+// TestRemoveUnwatchedKeepsAWatchedTenant: removing a tenant no client
+// watches is one step with the check, so a watch taken first keeps it
+// (and a watch of every tenant keeps them all); an unwatched tenant goes,
+// and one the store never had reads as unwatched.
+func TestRemoveUnwatchedKeepsAWatchedTenant(t *testing.T) {
+	s := NewStore(3)
+	s.Publish(testSnap(t, "t1", "x"))
+	w := s.Watch("t1")
+	if s.RemoveUnwatched("t1") || s.Current("t1") == nil {
+		t.Fatal("a watched tenant was removed")
+	}
+	w.Close()
+	all := s.Watch("")
+	if s.RemoveUnwatched("t1") || s.Current("t1") == nil {
+		t.Fatal("a tenant was removed while every tenant is watched")
+	}
+	all.Close()
+	if !s.RemoveUnwatched("t1") || s.Current("t1") != nil {
+		t.Fatal("an unwatched tenant was kept")
+	}
+	if !s.RemoveUnwatched("never") {
+		t.Fatal("a tenant the store never had reads as watched")
+	}
+}

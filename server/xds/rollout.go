@@ -104,6 +104,9 @@ func nodeLabels(n *core.Node) map[string]string {
 // serving is the snapshot c is served now (the candidate if c is one of
 // its canaries), and notes whether it is a canary.
 func (s *Server) serving(c *conn) *snapshot.Snapshot {
+	if c.view == snapshot.ViewPeer && s.opts.PeerServes != nil && !s.opts.PeerServes(c.tenant) {
+		return nil // not built here yet: the peer keeps what it has
+	}
 	snap, canary := s.store.Serving(c.tenant, func(cand *snapshot.Snapshot) bool { return s.canaryOf(c, cand.Rollout) })
 	c.canary.Store(canary)
 	return snap

@@ -63,6 +63,12 @@ type Options struct {
 	// whole snapshots over delta ADS, and nothing else. A server without
 	// it refuses peers.
 	Peers bool
+	// PeerServes, on the peer face, says whether a tenant's snapshot may
+	// be given to peers now: its owner built it since it came to own it.
+	// Until then a peer waits, keeping what it has (make before break):
+	// what the store holds may be an old copy fetched from the former
+	// owner, and peers must never step back to it. Nil serves at once.
+	PeerServes func(tenant string) bool
 	// Access authenticates clients and says what each may read; its zero
 	// value trusts what nodes claim.
 	Access Access

@@ -44,7 +44,8 @@ type Options struct {
 	// Foreign is told, where a build would have run, of a tenant this
 	// replica does not own; gone is true when the tenant no longer exists.
 	Foreign func(tenant string, gone bool)
-	// OnBuild is told of every build's outcome, published or not: the
+	// OnBuild is told of every build's outcome, after the store has it
+	// (published or not): the
 	// snapshot, or the error (the last good snapshot then stays); both nil
 	// when the tenant no longer exists.
 	OnBuild func(tenant string, s *snapshot.Snapshot, err error)
@@ -357,8 +358,8 @@ func (b *Builder) buildTenant(tenant string, changedAt time.Time, endpoints bool
 		delete(b.failures, tenant)
 	}
 	b.mu.Unlock()
-	b.opts.OnBuild(tenant, snap, err)
 	if err != nil {
+		b.opts.OnBuild(tenant, snap, err)
 		b.log.Error("tenant build failed; keeping its last good snapshot", "tenant", tenant, "err", err)
 		return err
 	}
@@ -370,6 +371,9 @@ func (b *Builder) buildTenant(tenant string, changedAt time.Time, endpoints bool
 			b.opts.OnPublish(snap, changedAt)
 		}
 	}
+	// Told once the store holds it: what OnBuild lets others see of the
+	// tenant (the peer face) is then this build.
+	b.opts.OnBuild(tenant, snap, nil)
 	return nil
 }
 
