@@ -87,8 +87,8 @@ type Leases struct {
 	// are current again (certainSince), every Lease is judged as renewed
 	// no earlier than then, so the others have a lease duration to show
 	// they live. renewedAt is this replica's last successful renewal.
-	renewedAt, certainSince time.Time
-	uncertain               bool
+	renewedAt, certainSince, uncertainSince time.Time
+	uncertain                               bool
 }
 
 var _ Membership = (*Leases)(nil)
@@ -283,12 +283,12 @@ func (l *Leases) renewed(ok bool) {
 
 // currentLocked says whether what the Leases say is current: this
 // replica's renewals succeed, and its informer has shown it one of its
-// last two.
+// last three (a watch may lag a renewal under load).
 func (l *Leases) currentLocked(now time.Time) bool {
 	if l.renewedAt.IsZero() {
 		return true // before the first renewal: Run has not started
 	}
-	slack := l.cfg.Renew + l.cfg.Renew/2
+	slack := 2 * l.cfg.Renew
 	if now.Sub(l.renewedAt) > slack {
 		return false
 	}
@@ -311,6 +311,7 @@ func (l *Leases) recompute() {
 	if !l.currentLocked(now) {
 		if !l.uncertain {
 			l.log.Warn("the API server does not answer, or its Leases lag: the members last known are kept", "members", len(l.members))
+			l.uncertainSince = now
 		}
 		l.uncertain = true
 		if l.members != nil {
@@ -318,8 +319,14 @@ func (l *Leases) recompute() {
 			return
 		}
 	} else if l.uncertain {
-		l.uncertain, l.certainSince = false, now
-		l.log.Info("the Leases are current again; each member has a lease duration from now to renew")
+		l.uncertain = false
+		// Past half a lease unseen, the others' renewals may look expired
+		// until they show again: they have a lease duration from now. A
+		// shorter lag (a slow watch) changes nothing.
+		if now.Sub(l.uncertainSince) > l.cfg.Duration/2 {
+			l.certainSince = now
+			l.log.Info("the Leases are current again; each member has a lease duration from now to renew", "unseen", now.Sub(l.uncertainSince).Round(time.Millisecond))
+		}
 	}
 	var live []Member
 	for _, name := range slices.Sorted(maps.Keys(l.leases)) {
