@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/spf13/pflag"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/xdshard/xdshard/snapshot"
 	"github.com/xdshard/xdshard/snapshot/model"
@@ -19,6 +20,7 @@ import (
 type input struct {
 	config, kubeconfig, context string
 	maxFileBytes                int64
+	selectors                   []string
 }
 
 func inputFlags(fs *pflag.FlagSet) *input {
@@ -27,6 +29,7 @@ func inputFlags(fs *pflag.FlagSet) *input {
 	fs.StringVar(&in.kubeconfig, "kubeconfig", "", "read the live cluster of this kubeconfig file instead")
 	fs.StringVar(&in.context, "context", "", "the kubeconfig context to use (default: its current context)")
 	fs.Int64Var(&in.maxFileBytes, "max-file-bytes", 8<<20, "largest manifest file read, as serve's flag of the same name")
+	fs.StringArrayVar(&in.selectors, "discovery-selectors", nil, "with --kubeconfig: the namespaces that are the mesh, as serve's flag of the same name")
 	return in
 }
 
@@ -35,8 +38,14 @@ func (in *input) load() (*model.Mesh, *manifest.Result, error) {
 	switch {
 	case in.config != "" && in.kubeconfig != "":
 		return nil, nil, fmt.Errorf("--config and --kubeconfig both given: pick one")
+	case len(in.selectors) > 0 && in.kubeconfig == "":
+		return nil, nil, fmt.Errorf("--discovery-selectors picks namespaces read from Kubernetes; files and the demo are read whole: drop it, or pass --kubeconfig")
 	case in.kubeconfig != "":
-		return loadKube(in.kubeconfig, in.context)
+		sels, err := kube.ParseDiscoverySelectors(in.selectors)
+		if err != nil {
+			return nil, nil, err
+		}
+		return loadKube(in.kubeconfig, in.context, sels)
 	case in.config != "":
 		res, err := manifest.LoadWith(in.config, manifest.Limits{FileBytes: in.maxFileBytes})
 		if err != nil {
@@ -53,8 +62,8 @@ func (in *input) load() (*model.Mesh, *manifest.Result, error) {
 
 // loadKube reads a cluster's mesh: the Kubernetes source's first full
 // state.
-func loadKube(kubeconfig, kctx string) (*model.Mesh, *manifest.Result, error) {
-	src, err := kube.New(kube.Config{Kubeconfig: kubeconfig, Context: kctx})
+func loadKube(kubeconfig, kctx string, selectors []*metav1.LabelSelector) (*model.Mesh, *manifest.Result, error) {
+	src, err := kube.New(kube.Config{Kubeconfig: kubeconfig, Context: kctx, DiscoverySelectors: selectors})
 	if err != nil {
 		return nil, nil, err
 	}
