@@ -47,6 +47,8 @@ type peerMeta struct {
 	// Versions are the sets' versions (view -> set key -> version): a
 	// replica whose copy of a set has that version keeps it as it is.
 	Versions map[View]map[string]string `json:"versions,omitempty"`
+	// Pinned: the owner serves this version as a rollback pinned it.
+	Pinned bool `json:"pinned,omitempty"`
 }
 
 // peerCache holds a snapshot's peer set, made once.
@@ -70,7 +72,7 @@ func (s *Snapshot) PeerSet() (*Set, error) {
 }
 
 func (s *Snapshot) flatten() (*Set, error) {
-	meta := peerMeta{Version: s.Version, Namespaces: s.Namespaces, Diagnostics: s.Diagnostics, Built: s.Built,
+	meta := peerMeta{Version: s.Version, Namespaces: s.Namespaces, Diagnostics: s.Diagnostics, Built: s.Built, Pinned: s.Pinned,
 		Sets: map[View]map[string]string{}, Versions: map[View]map[string]string{}}
 	var items []*Resource
 	for _, v := range slices.Sorted(maps.Keys(s.Views)) {
@@ -158,6 +160,7 @@ func FromPeer(tenant string, items map[string]*Resource, prev *Snapshot) (*Snaps
 	if snap.Version != meta.Version {
 		return nil, fmt.Errorf("rebuilt version %s, the owner's is %s: not all resources received yet", snap.Version, meta.Version)
 	}
+	snap.Pinned = meta.Pinned
 	return snap, nil
 }
 

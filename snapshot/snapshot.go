@@ -46,6 +46,10 @@ type Snapshot struct {
 	// annotations); not part of Version, since it changes how a version
 	// is rolled out, not what is served.
 	Rollout RolloutPolicy
+	// Pinned says the snapshot is served as a rollback holds it (its
+	// owner's operator pinned it): not part of Version, and carried to the
+	// replicas that fetch it, so they and any later owner hold it too.
+	Pinned bool
 
 	peer *peerCache // the snapshot as the peer exchange sends it, made once
 }
@@ -144,4 +148,12 @@ func (s *Snapshot) TypeURLs(view View) []string {
 		return nil
 	}
 	return slices.Sorted(maps.Keys(s.Views[view]))
+}
+
+// withPinned is a copy of s marked pinned (or not), with its own peer
+// encoding (the pin travels in its meta).
+func (s *Snapshot) withPinned(pinned bool) *Snapshot {
+	cp := *s
+	cp.Pinned, cp.peer = pinned, &peerCache{}
+	return &cp
 }

@@ -77,7 +77,7 @@ func NewStore(history int) *Store {
 // Publish makes snap its tenant's current snapshot. It returns false, and
 // changes nothing, when the tenant already serves that version: rebuilding
 // identical config causes no push.
-func (s *Store) Publish(snap *Snapshot) bool { return s.publish(snap, s.rolloutFor(snap)) }
+func (s *Store) Publish(snap *Snapshot) bool { return s.publish(snap, s.rolloutFor(snap), false) }
 
 // rolloutFor says whether snap, once published, is a candidate: its
 // tenant's own setting, else the store's.
@@ -94,14 +94,29 @@ func (s *Store) rolloutFor(snap *Snapshot) bool {
 // PublishRolledOut is Publish for a version rolled out elsewhere (a
 // tenant's owner ran its canary rollout): it is served at once, never a
 // candidate here.
-func (s *Store) PublishRolledOut(snap *Snapshot) bool { return s.publish(snap, false) }
+//
+// Its pin is its owner's: a pinned snapshot is served and held here as
+// a rollback here would hold it (builds here, should this replica come to
+// own the tenant, wait in history), and one that is not ends a pin.
+func (s *Store) PublishRolledOut(snap *Snapshot) bool { return s.publish(snap, false, true) }
 
-func (s *Store) publish(snap *Snapshot, rollout bool) bool {
+// Publish is publish of a build here; PublishRolledOut of a fetched copy.
+func (s *Store) publish(snap *Snapshot, rollout, fetched bool) bool {
 	s.mu.Lock()
 	e := s.tenants[snap.Tenant]
 	if e == nil {
 		e = &entry{}
 		s.tenants[snap.Tenant] = e
+	}
+	if fetched && e.current != nil && e.current.Version == snap.Version && e.pinned != snap.Pinned {
+		// The owner pinned what it served, or unpinned it.
+		e.pinned, e.current, e.candidate = snap.Pinned, snap, nil
+		if e.latest.Version == snap.Version {
+			e.latest = snap
+			e.history[len(e.history)-1] = snap
+		}
+		s.unlockWaking(snap.Tenant)
+		return true
 	}
 	if e.latest != nil && e.latest.Version == snap.Version {
 		// Same config; keep the newer diagnostics and rollout setting
@@ -124,13 +139,19 @@ func (s *Store) publish(snap *Snapshot, rollout bool) bool {
 	if over := len(e.history) - s.historyLen; over > 0 {
 		// The pinned version is kept whatever its age: it is served.
 		for i := 0; i < len(e.history) && over > 0; {
-			if e.pinned && e.history[i] == e.current {
+			if e.pinned && e.history[i].Version == e.current.Version {
 				i++
 				continue
 			}
 			e.history = slices.Delete(e.history, i, i+1)
 			over--
 		}
+	}
+	if fetched {
+		// The owner's choice, pin included.
+		e.pinned, e.current, e.candidate = snap.Pinned, snap, nil
+		s.unlockWaking(snap.Tenant)
+		return true
 	}
 	if e.pinned {
 		s.mu.Unlock()
@@ -167,7 +188,7 @@ func (s *Store) Rollback(tenant, version string) (*Snapshot, error) {
 		s.mu.Unlock()
 		return nil, fmt.Errorf("tenant %q has no snapshot here", tenant)
 	}
-	i := slices.Index(e.history, e.current)
+	i := indexVersion(e.history, e.current.Version)
 	var to *Snapshot
 	if version == "" {
 		if i <= 0 {
@@ -183,8 +204,8 @@ func (s *Store) Rollback(tenant, version string) (*Snapshot, error) {
 		}
 		to = e.history[j]
 	}
-	changed := e.current != to || e.candidate != nil
-	e.current, e.pinned, e.candidate = to, true, nil
+	changed := e.current.Version != to.Version || !e.pinned || e.candidate != nil
+	e.current, e.pinned, e.candidate = to.withPinned(true), true, nil
 	if changed {
 		s.unlockWaking(tenant)
 	} else {
@@ -221,7 +242,12 @@ func (s *Store) Pinned(tenant string) (pinned bool, waiting int) {
 	if e == nil || !e.pinned {
 		return false, 0
 	}
-	return true, len(e.history) - 1 - slices.Index(e.history, e.current)
+	return true, len(e.history) - 1 - indexVersion(e.history, e.current.Version)
+}
+
+// indexVersion is the index of version in history, -1 if it is not kept.
+func indexVersion(history []*Snapshot, version string) int {
+	return slices.IndexFunc(history, func(h *Snapshot) bool { return h.Version == version })
 }
 
 func versions(h []*Snapshot) string {

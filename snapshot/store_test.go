@@ -124,8 +124,8 @@ func TestRollbackPinsAndSurvivesBuilds(t *testing.T) {
 	w := s.Watch("t")
 	defer w.Close()
 	got, err := s.Rollback("t", "")
-	if err != nil || got != a || s.Current("t") != a {
-		t.Fatalf("rollback served %v, %v; want a", got, err)
+	if err != nil || got.Version != a.Version || s.Current("t").Version != a.Version || !s.Current("t").Pinned {
+		t.Fatalf("rollback served %v, %v; want a, pinned", got, err)
 	}
 	<-w.C()
 	for _, v := range []string{"c", "d", "e", "f"} {
@@ -138,7 +138,7 @@ func TestRollbackPinsAndSurvivesBuilds(t *testing.T) {
 		t.Fatal("a build while pinned woke a watcher")
 	default:
 	}
-	if s.Current("t") != a {
+	if s.Current("t").Version != a.Version {
 		t.Fatal("a build replaced the pinned version")
 	}
 	if pinned, waiting := s.Pinned("t"); !pinned || waiting != 2 {
@@ -151,7 +151,7 @@ func TestRollbackPinsAndSurvivesBuilds(t *testing.T) {
 		t.Fatalf("an unknown version: %v, want an error listing what is kept", err)
 	}
 	latest, err := s.Unpin("t")
-	if err != nil || latest.Version != testSnap(t, "t", "f").Version || s.Current("t") != latest {
+	if err != nil || latest.Version != testSnap(t, "t", "f").Version || s.Current("t") != latest || latest.Pinned {
 		t.Fatalf("unpin served %v, %v; want f", latest, err)
 	}
 	<-w.C()
@@ -200,5 +200,32 @@ func TestRemoveUnwatchedKeepsAWatchedTenant(t *testing.T) {
 	}
 	if !s.RemoveUnwatched("never") {
 		t.Fatal("a tenant the store never had reads as watched")
+	}
+}
+
+// TestFetchedPinIsHeld: a replica fetching a tenant takes its owner's pin
+// with the snapshot: a pinned copy is served and held (a build here, had
+// this replica come to own the tenant, waits in history), and the
+// owner's unpinned copy ends the pin, of the same version or another.
+func TestFetchedPinIsHeld(t *testing.T) {
+	s := NewStore(5)
+	a, b, c := testSnap(t, "t", "a"), testSnap(t, "t", "b"), testSnap(t, "t", "c")
+	s.PublishRolledOut(b)
+	s.PublishRolledOut(a.withPinned(true))
+	if pinned, _ := s.Pinned("t"); !pinned || s.Current("t").Version != a.Version {
+		t.Fatalf("after the owner's pinned copy: pinned %v, serving %s; want pinned, a", pinned, s.Current("t").Version)
+	}
+	if s.Publish(c) || s.Current("t").Version != a.Version {
+		t.Fatal("a build here replaced the owner's pinned version")
+	}
+	if !s.PublishRolledOut(a) || s.Current("t").Version != a.Version {
+		t.Fatal("the owner's unpinned copy of the same version did not end the pin")
+	}
+	if pinned, _ := s.Pinned("t"); pinned {
+		t.Fatal("still pinned after the owner unpinned")
+	}
+	s.PublishRolledOut(a.withPinned(true))
+	if !s.PublishRolledOut(b) || s.Current("t").Version != b.Version {
+		t.Fatal("the owner's unpinned newer version was not served")
 	}
 }

@@ -170,7 +170,7 @@ func Handler(o Options) http.Handler {
 		}{Tenant: tenant, Pinned: found.Pinned, Waiting: found.Waiting}
 		cur := o.Store.Current(tenant)
 		for _, h := range o.Store.History(tenant) {
-			out.Versions = append(out.Versions, version{h.Version, h.Built, h == cur})
+			out.Versions = append(out.Versions, version{h.Version, h.Built, cur != nil && h.Version == cur.Version})
 		}
 		writeJSON(w, out)
 	})

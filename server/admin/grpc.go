@@ -242,7 +242,7 @@ func (s *service) GetHistory(_ context.Context, req *adminv1.GetHistoryRequest) 
 	pinned, waiting := s.o.Store.Pinned(req.GetTenant())
 	out := &adminv1.GetHistoryResponse{Tenant: req.GetTenant(), Pinned: pinned, Waiting: int32(waiting)}
 	for _, h := range s.o.Store.History(req.GetTenant()) {
-		out.Versions = append(out.Versions, &adminv1.Version{Version: h.Version, Built: ts(h.Built), Serving: h == cur})
+		out.Versions = append(out.Versions, &adminv1.Version{Version: h.Version, Built: ts(h.Built), Serving: cur != nil && h.Version == cur.Version})
 	}
 	return out, nil
 }
