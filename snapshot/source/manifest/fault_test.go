@@ -345,3 +345,39 @@ func TestDecoderPanicKeepsTheFilesObjects(t *testing.T) {
 		t.Fatalf("once it decodes: changes %v, diagnostics %v; want a's edit and the diagnostic cleared", ev.Changes, ev.Diagnostics)
 	}
 }
+
+// TestConfigMapSwapIsReadAtOnce: a directory mounted from a ConfigMap
+// changes as the kubelet changes it: the new files written whole in a new
+// hidden folder, then the hidden ..data link renamed over to it. What the
+// swap shows is read at once (the settle, an hour here, is for files
+// written in place), not after it.
+func TestConfigMapSwapIsReadAtOnce(t *testing.T) {
+	dir := t.TempDir()
+	version := func(name string, port int) {
+		if err := os.Mkdir(filepath.Join(dir, name), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, name, "web.yaml"), fmt.Appendf(nil, svcYAML, "web", port), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		tmp := filepath.Join(dir, "..data_tmp")
+		if err := os.Symlink(name, tmp); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(tmp, filepath.Join(dir, "..data")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	version("..2026_12_06_01", 80)
+	old := time.Now().Add(-2 * time.Hour) // mounted long before the replica started
+	if err := os.Chtimes(filepath.Join(dir, "..2026_12_06_01", "web.yaml"), old, old); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(filepath.Join("..data", "web.yaml"), filepath.Join(dir, "web.yaml")); err != nil {
+		t.Fatal(err)
+	}
+	events := startSourceWith(t, dir, time.Hour, time.Hour)
+	waitFor(t, events, "the first state", func(e model.Event) bool { return e.Synced })
+	version("..2026_12_06_02", 81)
+	waitFor(t, events, "the swapped-in version", changes("web", false))
+}

@@ -249,7 +249,7 @@ func (l *loop) note(ev fsnotify.Event, now time.Time) (newDir bool) {
 		l.lastRename = now
 	}
 	rel, err := filepath.Rel(dir, ev.Name)
-	if err != nil || rel == "." || strings.HasPrefix(rel, "..") {
+	if err != nil || rel == "." || rel == ".." || strings.HasPrefix(rel, ".."+string(filepath.Separator)) { // outside; "..data" is inside
 		l.wantAll(now, burstFull)
 		return false
 	}
@@ -263,6 +263,12 @@ func (l *loop) note(ev fsnotify.Event, now time.Time) (newDir bool) {
 	if ev.Has(fsnotify.Create) {
 		if st, err := os.Stat(ev.Name); err == nil && st.IsDir() {
 			l.wantAll(now, burstFull)
+			if rel == "..data" {
+				// A ConfigMap mount's swap: the kubelet wrote the new
+				// files whole before renaming its ..data link over to
+				// them, so what it shows is read at once, not settled.
+				l.full.whole = true
+			}
 			return !hidden
 		}
 	}
@@ -308,6 +314,7 @@ func (l *loop) look(now time.Time) {
 			}
 			paths = append(paths, p)
 			seen[p] = full.seen
+			whole[p] = full.whole
 		}
 	}
 	var named []string
