@@ -20,9 +20,9 @@ import (
 	"github.com/xdshard/xdshard/snapshot"
 )
 
-// PeerNodePrefix starts the node ID a replica fetches snapshots with (the
-// peer face's xds.PeerNodePrefix; sharding does not import the server).
-const PeerNodePrefix = "xdshard-peer~"
+// PeerNodePrefix starts the node ID a replica fetches snapshots with
+// (the peer exchange's, defined with its format).
+const PeerNodePrefix = snapshot.PeerNodePrefix
 
 // MaxSnapshotBytes bounds one response from an owner, a tenant's whole
 // snapshot at most.

@@ -28,6 +28,10 @@ const ViewPeer View = "peer"
 // PeerType is the type URL of the peer exchange.
 const PeerType = "type.googleapis.com/xdshard.peer.v1.SnapshotResource"
 
+// PeerNodePrefix starts the node ID a replica fetches a tenant's snapshot
+// with: the peer face tells peers from proxies by it.
+const PeerNodePrefix = "xdshard-peer~"
+
 // PeerSep separates the parts of a peer resource name; no view, set key
 // or resource name holds it.
 const PeerSep = "\x1f"

@@ -85,8 +85,9 @@ type Options struct {
 	DebugPages func(page string) ([]byte, error)
 }
 
-// PeerNodePrefix starts the node ID of a replica fetching a snapshot.
-const PeerNodePrefix = "xdshard-peer~"
+// PeerNodePrefix starts the node ID of a replica fetching a snapshot
+// (the peer exchange's, defined with its format).
+const PeerNodePrefix = snapshot.PeerNodePrefix
 
 // MaxRequestBytes bounds one request on a proxy port. The peer port
 // allows PeerMaxRequestBytes: a peer names every resource of a tenant it
