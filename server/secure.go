@@ -12,6 +12,7 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/peer"
 
 	"github.com/xdshard/xdshard/identity"
 	"github.com/xdshard/xdshard/server/xds"
@@ -90,7 +91,13 @@ func (r *Replica) authorizeAdmin(req *http.Request) (int, error) {
 		id = cid
 	} else if tok, ok := strings.CutPrefix(req.Header.Get("Authorization"), "Bearer "); ok && r.cfg.Tokens != nil && len(tok) <= identity.MaxTokenBytes {
 		var err error
-		if id, err = r.cfg.Tokens.Verify(req.Context(), tok); err != nil {
+		// The caller's address, as a gRPC peer's: its host's review
+		// budget is its own.
+		ctx := req.Context()
+		if addr, aerr := net.ResolveTCPAddr("tcp", req.RemoteAddr); aerr == nil {
+			ctx = peer.NewContext(ctx, &peer.Peer{Addr: addr})
+		}
+		if id, err = r.cfg.Tokens.Verify(ctx, tok); err != nil {
 			return http.StatusUnauthorized, err
 		}
 	} else if r.cfg.TLS == nil {

@@ -32,6 +32,7 @@ import (
 
 // serveConfig is everything `xdshard serve` is told.
 type serveConfig struct {
+	tokenReview tokenreview.Options // --token-review-*, --token-cache-ttl
 	config    string
 	xdsAddr   string
 	mcpAddr   string
@@ -106,12 +107,11 @@ func bindServeFlags(fs *pflag.FlagSet) (finish func(args []string) (*serveConfig
 	fs.StringVar(&c.tls.ClientCA, "client-ca", "", "with --tls-cert: the CA bundle clients' and peers' certificates must chain to (the mesh's root, e.g. istio-ca-root-cert's root-cert.pem)")
 	fs.StringVar(&c.trustDomain, "trust-domain", "cluster.local", "the trust domain of identities proven by service-account tokens")
 	audiences := fs.String("token-audiences", "istio-ca", "with TLS and Kubernetes: accept service-account tokens (authorization: Bearer) for these audiences, verified by TokenReview, as istiod accepts istio-agent's; comma-separated, empty to accept certificates only")
-	// The TokenReview flags set tokenreview.Defaults, which tokenreview.New takes.
-	fs.Float32Var(&tokenreview.Defaults.QPS, "token-review-qps", tokenreview.DefaultQPS, "with tokens: TokenReviews a second xdshard may send the API server (a client of their own), in bursts of --token-review-burst: the proxies of a failed replica, each with its own token, are reviewed at once; negative for no client-side limit")
-	fs.IntVar(&tokenreview.Defaults.Burst, "token-review-burst", tokenreview.DefaultBurst, "with tokens: the burst of --token-review-qps")
-	fs.DurationVar(&tokenreview.Defaults.SuccessTTL, "token-cache-ttl", tokenreview.DefaultSuccessTTL, "with tokens: a verified token is taken again without a TokenReview for this long at most (its own expiry bounds it too), so one revoked (its pod or service account deleted) may be taken this late; a refused token is refused again for 10 s; negative: verified tokens are not kept")
-	fs.Float64Var(&tokenreview.Defaults.SourceRate, "token-review-per-source", tokenreview.DefaultSourceRate, "with tokens: TokenReviews a second one client host may cause (a token seen recently costs none), in bursts of --token-review-per-source-burst; past it its new tokens are refused (token_review_throttled) so one host's junk tokens cannot starve the others' reviews. Raise it where many proxies reach xdshard from one address (a NAT, a gateway); negative for no bound")
-	fs.IntVar(&tokenreview.Defaults.SourceBurst, "token-review-per-source-burst", tokenreview.DefaultSourceBurst, "with tokens: the burst of --token-review-per-source")
+	fs.Float32Var(&c.tokenReview.QPS, "token-review-qps", tokenreview.DefaultQPS, "with tokens: TokenReviews a second xdshard may send the API server (a client of their own), in bursts of --token-review-burst: the proxies of a failed replica, each with its own token, are reviewed at once; negative for no client-side limit")
+	fs.IntVar(&c.tokenReview.Burst, "token-review-burst", tokenreview.DefaultBurst, "with tokens: the burst of --token-review-qps")
+	fs.DurationVar(&c.tokenReview.SuccessTTL, "token-cache-ttl", tokenreview.DefaultSuccessTTL, "with tokens: a verified token is taken again without a TokenReview for this long at most (its own expiry bounds it too), so one revoked (its pod or service account deleted) may be taken this late; a refused token is refused again for 10 s; negative: verified tokens are not kept")
+	fs.Float64Var(&c.tokenReview.SourceRate, "token-review-per-source", tokenreview.DefaultSourceRate, "with tokens: TokenReviews a second one client host may cause (a token seen recently costs none), in bursts of --token-review-per-source-burst; past it its new tokens are refused (token_review_throttled) so one host's junk tokens cannot starve the others' reviews. Raise it where many proxies reach xdshard from one address (a NAT, a gateway); negative for no bound")
+	fs.IntVar(&c.tokenReview.SourceBurst, "token-review-per-source-burst", tokenreview.DefaultSourceBurst, "with tokens: the burst of --token-review-per-source")
 	peerIDs := fs.String("peer-identities", "", "with TLS: who may fetch snapshots on the peer port (default: this replica's own certificate identity)")
 	adminWriters := fs.String("admin-writers", "", "with TLS: who may roll back and unpin tenants beyond loopback (default nobody; loopback callers always may)")
 	adminReaders := fs.String("admin-readers", "istio-system/*", "with TLS: who may read the admin port's debug and status pages beyond loopback (/healthz, /readyz and /metrics are open)")
@@ -412,7 +412,9 @@ func startServing(ctx context.Context, cfg *serveConfig, log *slog.Logger) (*ser
 		if err != nil {
 			return nil, err
 		}
-		if sc.Tokens, err = tokenreview.New(rc, cfg.audiences, cfg.trustDomain); err != nil {
+		opts := cfg.tokenReview
+		opts.Audiences, opts.TrustDomain = cfg.audiences, cfg.trustDomain
+		if sc.Tokens, err = tokenreview.NewWithOptions(rc, opts); err != nil {
 			return nil, err
 		}
 	}

@@ -73,7 +73,7 @@ const (
 // recently seen is forgotten (and starts again with a full budget).
 const maxSources = 10_000
 
-// Options tune a Reviewer; zero fields take Defaults' (and the Default
+// Options tune a Reviewer; zero fields take the defaults' (and the Default
 // constants where those are zero too).
 type Options struct {
 	// Audiences the token must be valid for one of (default istio-ca).
@@ -104,9 +104,9 @@ type Options struct {
 	Timeout time.Duration
 }
 
-// Defaults fill the zero fields of the Options of New, NewWithOptions and
-// NewForClient; xdshard serve's --token-review-* flags set them.
-var Defaults = Options{
+// defaults fill the zero fields of the Options of New, NewWithOptions and
+// NewForClient.
+var defaults = Options{
 	Audiences:      []string{DefaultAudience},
 	TrustDomain:    "cluster.local",
 	QPS:            DefaultQPS,
@@ -121,7 +121,7 @@ var Defaults = Options{
 }
 
 func (o Options) withDefaults() Options {
-	d := Defaults
+	d := defaults
 	if len(o.Audiences) == 0 {
 		o.Audiences = d.Audiences
 	}
