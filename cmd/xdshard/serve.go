@@ -33,16 +33,16 @@ import (
 // serveConfig is everything `xdshard serve` is told.
 type serveConfig struct {
 	tokenReview tokenreview.Options // --token-review-*, --token-cache-ttl
-	config    string
-	xdsAddr   string
-	mcpAddr   string
-	adminAddr string
-	insecure  bool
-	debounce  time.Duration
-	maxDelay  time.Duration
-	history   int
-	logLevel  string
-	logFormat string
+	config      string
+	xdsAddr     string
+	mcpAddr     string
+	adminAddr   string
+	insecure    bool
+	debounce    time.Duration
+	maxDelay    time.Duration
+	history     int
+	logLevel    string
+	logFormat   string
 
 	pushConcurrency int
 	sendTimeout     time.Duration
