@@ -22,6 +22,7 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/xdshard/xdshard/identity"
+	"github.com/xdshard/xdshard/identity/tokenreview"
 	"github.com/xdshard/xdshard/server/admin"
 	"github.com/xdshard/xdshard/server/xds"
 	"github.com/xdshard/xdshard/sharding"
@@ -236,6 +237,15 @@ func Start(ctx context.Context, cfg Config) (*Replica, error) {
 	r.builds = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "xdshard_tenant_builds_total",
 		Help: "Tenant builds run by this replica, by result (ok, failed). Summed over the replicas of a sharded deployment, each change costs one build per affected tenant."}, []string{"result"})
 	r.reg.MustRegister(r.builds)
+	if tr, ok := cfg.Tokens.(*tokenreview.Reviewer); ok {
+		r.reg.MustRegister(
+			prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "xdshard_token_reviews_total", Help: "TokenReviews this replica made of clients' service-account tokens."},
+				func() float64 { return float64(tr.Stats().Reviews) }),
+			prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "xdshard_token_review_cache_hits_total", Help: "Tokens answered from the review cache or by a review under way."},
+				func() float64 { return float64(tr.Stats().Hits) }),
+			prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "xdshard_token_review_cached", Help: "Tokens in the review cache, verified and refused."},
+				func() float64 { st := tr.Stats(); return float64(st.Cached + st.CachedRefused) }))
+	}
 	name := cfg.ReplicaID
 	if name == "" {
 		name, _ = os.Hostname()

@@ -231,6 +231,11 @@ func TestTokenFailoverIsReviewed(t *testing.T) {
 	if junk["token_review_throttled"] == 0 {
 		t.Errorf("the junk source was never throttled: %v", junk)
 	}
+	// What an operator sees: the replica's own count of its reviews, the
+	// one the test's API server counted.
+	if n := counterNamed(t, b.r, "xdshard_token_reviews_total"); n != float64(bReviews.Load()) {
+		t.Errorf("xdshard_token_reviews_total is %v; the API server saw %d reviews from the second replica", n, bReviews.Load())
+	}
 	if others := sum(junk) - junk["token_review_throttled"] - junk["bad_token"]; others > 0 {
 		t.Errorf("junk streams refused otherwise than bad_token or token_review_throttled (or bound): %v", junk)
 	}
