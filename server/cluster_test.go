@@ -14,6 +14,7 @@ import (
 
 	"github.com/xdshard/xdshard/bench/fleet"
 	"github.com/xdshard/xdshard/bench/proxy"
+	"github.com/xdshard/xdshard/internal/kubetest"
 	"github.com/xdshard/xdshard/server/admin"
 	"github.com/xdshard/xdshard/snapshot/model"
 	"github.com/xdshard/xdshard/snapshot/source/manifest"
@@ -102,6 +103,27 @@ func (d *deployment) settledBuilds() float64 {
 	}
 }
 
+// leaseDeployment applies a fleet of tenants (seed) to the real API
+// server and starts three `xdshard serve` processes (IDs prefix0..2)
+// sharding it by Leases of 3 s renewed every 500 ms, and waits until each
+// counts three members. It returns the deployment and the processes'
+// arguments, for more replicas like them.
+func leaseDeployment(t *testing.T, ctx context.Context, c *kubetest.Cluster, prefix string, tenants int, seed uint64) (*deployment, []string) {
+	t.Helper()
+	leaseNS := uniqueNS("xdshard")
+	if err := c.Apply(ctx, "apiVersion: v1\nkind: Namespace\nmetadata: {name: "+leaseNS+"}\n"); err != nil {
+		t.Fatal(err)
+	}
+	applyParallel(t, ctx, c, fleet.Generate(fleet.Spec{Tenants: tenants, Services: 2, Endpoints: 1, Seed: seed}))
+	args := []string{"--kubeconfig", c.Kubeconfig, "--lease-namespace", leaseNS, "--lease-duration", "3s", "--lease-renew", "500ms", "--rebalance-every", "500ms"}
+	d := &deployment{t: t}
+	for i := 0; i < 3; i++ {
+		d.procs = append(d.procs, startProc(t, fmt.Sprint(prefix, i), "", args...))
+	}
+	d.waitFor("three members on every replica", 20*time.Second, func() bool { return d.members(3) })
+	return d, args
+}
+
 // TestShardedReplicasOverKubernetes runs three `xdshard serve` processes
 // against one real kube-apiserver, sharding by Leases: proxies spread
 // over them all get their tenant's config, with identical versions on
@@ -117,21 +139,9 @@ func TestShardedReplicasOverKubernetes(t *testing.T) {
 	c := cluster(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	leaseNS := uniqueNS("xdshard")
-	if err := c.Apply(ctx, "apiVersion: v1\nkind: Namespace\nmetadata: {name: "+leaseNS+"}\n"); err != nil {
-		t.Fatal(err)
-	}
 	const tenants = 12
-	objs := fleet.Generate(fleet.Spec{Tenants: tenants, Services: 2, Endpoints: 1, Seed: 11})
-	applyParallel(t, ctx, c, objs)
-
-	args := []string{"--kubeconfig", c.Kubeconfig, "--lease-namespace", leaseNS, "--lease-duration", "3s", "--lease-renew", "500ms", "--rebalance-every", "500ms"}
-	d := &deployment{t: t}
+	d, args := leaseDeployment(t, ctx, c, "r", tenants, 11)
 	defer d.close()
-	for i := 0; i < 3; i++ {
-		d.procs = append(d.procs, startProc(t, fmt.Sprint("r", i), "", args...))
-	}
-	d.waitFor("three members on every replica", 20*time.Second, func() bool { return d.members(3) })
 	d.waitFor("one owner per tenant", 20*time.Second, func() bool { return len(d.owners()) > tenants })
 	for i := 0; i < tenants; i++ {
 		for home := range d.procs {

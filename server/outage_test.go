@@ -24,21 +24,9 @@ func TestAPIServerOutage(t *testing.T) {
 	c := cluster(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	leaseNS := uniqueNS("xdshard")
-	if err := c.Apply(ctx, "apiVersion: v1\nkind: Namespace\nmetadata: {name: "+leaseNS+"}\n"); err != nil {
-		t.Fatal(err)
-	}
 	const tenants = 6
-	objs := fleet.Generate(fleet.Spec{Tenants: tenants, Services: 2, Endpoints: 1, Seed: 17})
-	applyParallel(t, ctx, c, objs)
-
-	args := []string{"--kubeconfig", c.Kubeconfig, "--lease-namespace", leaseNS, "--lease-duration", "3s", "--lease-renew", "500ms", "--rebalance-every", "500ms"}
-	d := &deployment{t: t}
+	d, _ := leaseDeployment(t, ctx, c, "o", tenants, 17)
 	defer d.close()
-	for i := 0; i < 3; i++ {
-		d.procs = append(d.procs, startProc(t, fmt.Sprint("o", i), "", args...))
-	}
-	d.waitFor("three members on every replica", 20*time.Second, func() bool { return d.members(3) })
 	var owners map[string]string
 	d.waitFor("one owner per tenant", 20*time.Second, func() bool { owners = d.owners(); return len(owners) > tenants })
 	for i := 0; i < tenants; i++ {
