@@ -267,16 +267,7 @@ func TestShardedReplicasWithStaticPeers(t *testing.T) {
 	objs := fleet.Generate(fleet.Spec{Tenants: tenants, Services: 2, Endpoints: 1, Seed: 12})
 	dir := t.TempDir()
 	byNS := writeFleet(t, dir, objs)
-	setWeight := func(ns string, w int) {
-		list := slices.Clone(byNS[ns])
-		for i, o := range list {
-			if o.Kind == model.KindVirtualService && o.Name == "svc-00" {
-				list[i] = fleet.VirtualService(ns, "svc-00", w)
-			}
-		}
-		byNS[ns] = list
-		writeNamespace(t, dir, ns, list)
-	}
+	setWeight := func(ns string, w int) { setWeight(t, dir, byNS, ns, w) }
 
 	peerAddrs := freeAddrs(t, 3)
 	var peers []string
@@ -362,6 +353,20 @@ func TestShardedReplicasWithStaticPeers(t *testing.T) {
 		t.Fatalf("with the owner back, a one-tenant edit cost %v builds, want 1", n)
 	}
 	d.anomalies()
+}
+
+// setWeight rewrites namespace ns's file in dir with its VirtualService
+// svc-00 at weight w, keeping byNS (what dir holds, by namespace) current.
+func setWeight(t *testing.T, dir string, byNS map[string][]*model.Object, ns string, w int) {
+	t.Helper()
+	list := slices.Clone(byNS[ns])
+	for i, o := range list {
+		if o.Kind == model.KindVirtualService && o.Name == "svc-00" {
+			list[i] = fleet.VirtualService(ns, "svc-00", w)
+		}
+	}
+	byNS[ns] = list
+	writeNamespace(t, dir, ns, list)
 }
 
 // applyObjects applies objects to the API server, one request each.

@@ -68,7 +68,7 @@ func (r *Replica) RolloutStatus(tenant string) (admin.RolloutStatus, error) {
 		}
 	}
 	if rs.Candidate != nil {
-		st.Candidate, st.Since = rs.Candidate.Version, rs.Since
+		st.Candidate, st.Since, st.Fetched = rs.Candidate.Version, rs.Since, rs.Fetched
 	}
 	if rs.Held != nil {
 		st.Held = rs.Held.Version

@@ -252,7 +252,13 @@ func Start(ctx context.Context, cfg Config) (*Replica, error) {
 	}
 	r.name = "xdshard-" + name
 	xopts := xds.Options{Resolver: r.mesh, Logger: r.log, Registry: r.reg, PushConcurrency: cfg.PushConcurrency, SendTimeout: cfg.SendTimeout, Limits: cfg.Limits, FullSotW: cfg.FullSotW, Identity: r.name,
-		Rollout: cfg.Rollout, DebugPages: func(page string) ([]byte, error) { return r.debugPage(page) }}
+		Rollout: cfg.Rollout, DebugPages: func(page string) ([]byte, error) { return r.debugPage(page) },
+		// A fetched candidate's verdict goes back to its owner (sharded).
+		CandidateVerdict: func(tenant, version string, accepted bool, why string) {
+			if r.fetcher != nil {
+				r.fetcher.Verdict(tenant, version, accepted, why)
+			}
+		}}
 	if xopts.Rollout.Compile == nil {
 		xopts.Rollout.Compile = labelMatcher
 	}

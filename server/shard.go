@@ -68,6 +68,7 @@ func (r *Replica) shard(ctx context.Context, bopts *builder.Options) error {
 		r.fetcher.Creds = credentials.NewTLS(cfg.TLS.ClientConfig(r.peerIdentities()))
 	}
 	peers := xds.New(r.store, popts)
+	r.xds.JudgeWithPeers(peers) // other replicas' canaries count in this replica's rollouts
 	r.peerGRPC = grpc.NewServer(r.grpcOptions(true)...)
 	peers.Register(r.peerGRPC)
 	r.goStage(func() error {

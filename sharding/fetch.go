@@ -56,6 +56,9 @@ type follow struct {
 	cancel context.CancelFunc
 	done   chan struct{}
 	bytes  atomic.Int64 // the bodies held of the tenant's snapshot
+	cand   candidateFollow
+	ctx    context.Context  // ended with the follow
+	conn   *grpc.ClientConn // to the owner
 }
 
 // FetchObserver is told what a Fetcher does; any field may be nil.
@@ -125,7 +128,8 @@ func (f *Fetcher) Follow(ctx context.Context, tenant string, owner Member) error
 		cur.cancel()
 	}
 	fctx, cancel := context.WithCancel(ctx)
-	fl := &follow{owner: owner, cancel: cancel, done: make(chan struct{})}
+	fl := &follow{owner: owner, cancel: cancel, done: make(chan struct{}), ctx: fctx, conn: conn,
+		cand: candidateFollow{wake: make(chan struct{}, 1)}}
 	f.follows[tenant] = fl
 	go func() {
 		defer close(fl.done)
@@ -150,7 +154,9 @@ func (f *Fetcher) publish(ctx context.Context, tenant string, fl *follow, snap *
 		f.log.Debug("a fetched snapshot from a replaced stream is dropped", "tenant", tenant, "owner", fl.owner.ID, "version", snap.Version)
 		return false
 	}
-	return f.store.PublishRolledOut(snap)
+	published := f.store.PublishRolledOut(snap)
+	f.announced(ctx, tenant, fl, snap.Candidate)
+	return published
 }
 
 // Bytes is the body bytes of the snapshots followed now: all of them, or
@@ -180,6 +186,8 @@ func (f *Fetcher) Stop(tenant string) {
 	if fl != nil {
 		fl.cancel()
 		<-fl.done
+		fl.cand.wait()
+		f.store.EndFetchedCandidate(tenant) // no owner's rollout is followed here any more
 	}
 }
 

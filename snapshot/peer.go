@@ -53,6 +53,11 @@ type peerMeta struct {
 	Versions map[View]map[string]string `json:"versions,omitempty"`
 	// Pinned: the owner serves this version as a rollback pinned it.
 	Pinned bool `json:"pinned,omitempty"`
+	// Candidate is the version the owner rolls out to canaries now.
+	Candidate string `json:"candidate,omitempty"`
+	// Rollout is the tenant's own rollout setting, so every replica picks
+	// the same canaries.
+	Rollout RolloutPolicy `json:"rollout,omitzero"`
 }
 
 // peerCache holds a snapshot's peer set, made once.
@@ -77,6 +82,7 @@ func (s *Snapshot) PeerSet() (*Set, error) {
 
 func (s *Snapshot) flatten() (*Set, error) {
 	meta := peerMeta{Version: s.Version, Namespaces: s.Namespaces, Diagnostics: s.Diagnostics, Built: s.Built, Pinned: s.Pinned,
+		Candidate: s.Candidate, Rollout: s.Rollout,
 		Sets: map[View]map[string]string{}, Versions: map[View]map[string]string{}}
 	var items []*Resource
 	for _, v := range slices.Sorted(maps.Keys(s.Views)) {
@@ -164,7 +170,7 @@ func FromPeer(tenant string, items map[string]*Resource, prev *Snapshot) (*Snaps
 	if snap.Version != meta.Version {
 		return nil, fmt.Errorf("rebuilt version %s, the owner's is %s: not all resources received yet", snap.Version, meta.Version)
 	}
-	snap.Pinned = meta.Pinned
+	snap.Pinned, snap.Candidate, snap.Rollout = meta.Pinned, meta.Candidate, meta.Rollout
 	return snap, nil
 }
 

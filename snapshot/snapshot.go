@@ -50,6 +50,12 @@ type Snapshot struct {
 	// owner's operator pinned it): not part of Version, and carried to the
 	// replicas that fetch it, so they and any later owner hold it too.
 	Pinned bool
+	// Candidate, on the copy the peer exchange sends of the stable
+	// version, is the version its owner rolls out to canaries now ("" for
+	// none): a replica that fetches the tenant then fetches that candidate
+	// too, on a stream of its own, and serves it to its own canaries. Not
+	// part of Version.
+	Candidate string
 
 	peer *peerCache // the snapshot as the peer exchange sends it, made once
 }
@@ -155,5 +161,13 @@ func (s *Snapshot) TypeURLs(view View) []string {
 func (s *Snapshot) withPinned(pinned bool) *Snapshot {
 	cp := *s
 	cp.Pinned, cp.peer = pinned, &peerCache{}
+	return &cp
+}
+
+// withCandidate is a copy of s that announces candidate (the version in
+// rollout) to peers, with its own peer encoding.
+func (s *Snapshot) withCandidate(candidate string) *Snapshot {
+	cp := *s
+	cp.Candidate, cp.peer = candidate, &peerCache{}
 	return &cp
 }

@@ -59,6 +59,14 @@ type entry struct {
 	since     time.Time // when candidate was published
 	held      *Snapshot // the last aborted candidate: the same version is not tried again
 	heldWhy   string
+	// fetched: candidate is the owner's, fetched (PublishFetchedCandidate):
+	// this replica serves it to its canaries and gives the owner their
+	// verdict, but never promotes it.
+	fetched bool
+
+	// marked is current as the peer exchange sends it during a rollout,
+	// announcing the candidate (made once per current and candidate).
+	marked, markedOf *Snapshot
 }
 
 // NewStore returns an empty Store keeping history versions per tenant
@@ -108,9 +116,18 @@ func (s *Store) publish(snap *Snapshot, rollout, fetched bool) bool {
 		e = &entry{}
 		s.tenants[snap.Tenant] = e
 	}
+	// A fetched candidate stays while the owner announces it.
+	keep := fetched && e.fetched && e.candidate != nil && snap.Candidate == e.candidate.Version
+	if fetched && !keep && e.fetched && e.candidate != nil {
+		e.candidate = nil
+		defer s.Wake(snap.Tenant) // its canaries go back to the stable version
+	}
 	if fetched && e.current != nil && e.current.Version == snap.Version && e.pinned != snap.Pinned {
 		// The owner pinned what it served, or unpinned it.
-		e.pinned, e.current, e.candidate = snap.Pinned, snap, nil
+		e.pinned, e.current = snap.Pinned, snap
+		if !keep {
+			e.candidate = nil
+		}
 		if e.latest.Version == snap.Version {
 			e.latest = snap
 			e.history[len(e.history)-1] = snap
@@ -149,7 +166,10 @@ func (s *Store) publish(snap *Snapshot, rollout, fetched bool) bool {
 	}
 	if fetched {
 		// The owner's choice, pin included.
-		e.pinned, e.current, e.candidate = snap.Pinned, snap, nil
+		e.pinned, e.current = snap.Pinned, snap
+		if !keep {
+			e.candidate = nil
+		}
 		s.unlockWaking(snap.Tenant)
 		return true
 	}
@@ -168,7 +188,7 @@ func (s *Store) publish(snap *Snapshot, rollout, fetched bool) bool {
 			s.mu.Unlock()
 			return false // rolled back once already: not tried again
 		default:
-			e.candidate, e.since = snap, time.Now()
+			e.candidate, e.since, e.fetched = snap, time.Now(), false
 		}
 		s.unlockWaking(snap.Tenant)
 		return true
@@ -287,6 +307,9 @@ type RolloutState struct {
 	Since     time.Time
 	Held      *Snapshot
 	HeldWhy   string
+	// Fetched: the candidate is its owner's, rolled out there; this
+	// replica serves it to its own canaries and reports their verdict.
+	Fetched bool
 }
 
 // Rollout returns tenant's rollout state.
@@ -297,7 +320,74 @@ func (s *Store) Rollout(tenant string) RolloutState {
 	if e == nil {
 		return RolloutState{}
 	}
-	return RolloutState{e.candidate, e.since, e.held, e.heldWhy}
+	return RolloutState{e.candidate, e.since, e.held, e.heldWhy, e.fetched}
+}
+
+// PeerServing is what the peer exchange sends of tenant: its candidate
+// (candidate true; nil when it has none), or the version served to every
+// client, announcing the candidate if there is one.
+func (s *Store) PeerServing(tenant string, candidate bool) *Snapshot {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	e := s.tenants[tenant]
+	switch {
+	case e == nil:
+		return nil
+	case candidate:
+		return e.candidate
+	case e.candidate == nil || e.current == nil:
+		return e.current
+	}
+	if e.markedOf != e.current || e.marked.Candidate != e.candidate.Version {
+		e.marked, e.markedOf = e.current.withCandidate(e.candidate.Version), e.current
+	}
+	return e.marked
+}
+
+// PublishFetchedCandidate serves snap, the version tenant's owner rolls
+// out, to this replica's canaries of the tenant, until the owner's
+// stable version (PublishRolledOut) no longer announces it. It is never
+// promoted here; the owner decides. It fails when it cannot be a
+// candidate here: no stable version yet, it is the one served, the tenant
+// is pinned here, or this replica's canaries rejected it already.
+func (s *Store) PublishFetchedCandidate(snap *Snapshot) error {
+	s.mu.Lock()
+	e := s.tenants[snap.Tenant]
+	switch {
+	case e == nil || e.current == nil:
+		s.mu.Unlock()
+		return fmt.Errorf("tenant %q has no stable version here yet", snap.Tenant)
+	case e.current.Version == snap.Version:
+		s.mu.Unlock()
+		return fmt.Errorf("version %s of tenant %q is served to every client here already", snap.Version, snap.Tenant)
+	case e.pinned:
+		s.mu.Unlock()
+		return fmt.Errorf("tenant %q is pinned here", snap.Tenant)
+	case e.held != nil && e.held.Version == snap.Version:
+		why := e.heldWhy
+		s.mu.Unlock()
+		return fmt.Errorf("rejected here: %s", why)
+	case e.candidate != nil && e.candidate.Version == snap.Version:
+		s.mu.Unlock()
+		return nil
+	}
+	e.candidate, e.since, e.fetched = snap, time.Now(), true
+	s.unlockWaking(snap.Tenant)
+	return nil
+}
+
+// EndFetchedCandidate takes a fetched candidate of tenant back from the
+// canaries here (its owner promoted or aborted it, or this replica no
+// longer fetches the tenant).
+func (s *Store) EndFetchedCandidate(tenant string) {
+	s.mu.Lock()
+	e := s.tenants[tenant]
+	if e == nil || e.candidate == nil || !e.fetched {
+		s.mu.Unlock()
+		return
+	}
+	e.candidate, e.fetched = nil, false
+	s.unlockWaking(tenant)
 }
 
 // InRollout lists the tenants with a candidate, sorted.

@@ -229,3 +229,90 @@ func TestFetchedPinIsHeld(t *testing.T) {
 		t.Fatal("the owner's unpinned newer version was not served")
 	}
 }
+
+// TestFetchedCandidate follows an owner's rollout on a replica that
+// fetches the tenant: the candidate is served to canaries while the
+// owner's stable version announces it, through the owner's peer copy;
+// ends when the announcement does (an abort) or the candidate becomes the
+// stable version (a promotion); and one rejected here is refused again.
+func TestFetchedCandidate(t *testing.T) {
+	owner, s := NewStore(5), NewStore(5)
+	owner.SetRollout(true)
+	v1, v2, v3 := testSnap(t, "t", "1"), testSnap(t, "t", "2"), testSnap(t, "t", "3")
+	owner.Publish(v1)
+	owner.Publish(v2) // the owner's candidate
+	fetch := func() *Snapshot {
+		t.Helper()
+		set, err := owner.PeerServing("t", false).PeerSet()
+		if err != nil {
+			t.Fatal(err)
+		}
+		items := map[string]*Resource{}
+		for _, r := range set.Items {
+			items[r.Name] = r
+		}
+		snap, err := FromPeer("t", items, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return snap
+	}
+	everyone := func(*Snapshot) bool { return true }
+	stable := fetch()
+	if stable.Version != v1.Version || stable.Candidate != v2.Version {
+		t.Fatalf("the owner's peer copy is %s announcing %q; want %s announcing %s", stable.Version, stable.Candidate, v1.Version, v2.Version)
+	}
+	if c := owner.PeerServing("t", true); c == nil || c.Version != v2.Version {
+		t.Fatalf("the owner's candidate stream is sent %v, want %s", c, v2.Version)
+	}
+	s.PublishRolledOut(stable)
+	if err := s.PublishFetchedCandidate(v2); err != nil {
+		t.Fatal(err)
+	}
+	if got, canary := s.Serving("t", everyone); got.Version != v2.Version || !canary || !s.Rollout("t").Fetched {
+		t.Fatalf("a canary here is served %s (canary %v, fetched %v), want the owner's candidate %s", got.Version, canary, s.Rollout("t").Fetched, v2.Version)
+	}
+	s.PublishRolledOut(stable) // the same announcement again keeps it
+	if s.Rollout("t").Candidate == nil {
+		t.Fatal("the candidate ended while the owner still announces it")
+	}
+
+	// The owner aborts: its stable copy no longer announces the candidate.
+	if _, err := owner.Abort("t", "rejected"); err != nil {
+		t.Fatal(err)
+	}
+	s.PublishRolledOut(fetch())
+	if got, _ := s.Serving("t", everyone); got.Version != v1.Version || s.Rollout("t").Candidate != nil {
+		t.Fatalf("after the owner's abort a canary here is served %s, want %s", got.Version, v1.Version)
+	}
+
+	// A new candidate, promoted: it arrives as the stable version.
+	owner.Publish(v3)
+	s.PublishRolledOut(fetch())
+	if err := s.PublishFetchedCandidate(v3); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := owner.Promote("t"); err != nil {
+		t.Fatal(err)
+	}
+	s.PublishRolledOut(fetch())
+	if got, canary := s.Serving("t", everyone); got.Version != v3.Version || canary || s.Rollout("t").Candidate != nil {
+		t.Fatalf("after the promotion a canary here is served %s as canary %v, want %s as stable", got.Version, canary, v3.Version)
+	}
+
+	// Rejected here once, refused again.
+	v4 := testSnap(t, "t", "4")
+	owner.Publish(v4)
+	if s.PublishRolledOut(fetch()); fetch().Candidate != v4.Version {
+		t.Fatalf("the owner announces %q, want %s", fetch().Candidate, v4.Version)
+	}
+	if err := s.PublishFetchedCandidate(v4); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Abort("t", "a canary here rejected it"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.PublishFetchedCandidate(v4); err == nil || !strings.Contains(err.Error(), "a canary here rejected it") {
+		t.Fatalf("a candidate rejected here was taken again: %v", err)
+	}
+}

@@ -173,6 +173,13 @@ func (p *Proxy) Saw(typeURL, version string) bool {
 	return p.seen[typeURL][version]
 }
 
+// Seen lists every version of typeURL the proxy received, sorted.
+func (p *Proxy) Seen(typeURL string) []string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return slices.Sorted(maps.Keys(p.seen[typeURL]))
+}
+
 // NodeID is the proxy's node ID.
 func (p *Proxy) NodeID() string { return p.id }
 

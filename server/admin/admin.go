@@ -326,6 +326,10 @@ type RolloutStatus struct {
 	Since        time.Time `json:"since,omitzero"`
 	Held         string    `json:"held,omitempty"` // the last version taken back, not tried again
 	HeldWhy      string    `json:"heldWhy,omitempty"`
+	// Fetched: the candidate is the tenant's owner's, fetched; this
+	// replica serves it to its own canaries and tells the owner what they
+	// make of it. Only the owner promotes or aborts.
+	Fetched bool `json:"fetchedFromOwner,omitempty"`
 }
 
 // DNSAnswer is /debug/dnsz: what a proxy's tenant resolves a host to, or

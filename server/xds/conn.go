@@ -48,6 +48,10 @@ type conn struct {
 	shedWhy   string            // written before shed is closed
 	canary    atomic.Bool       // its last push was made from a rollout's candidate: it is one of the canaries
 	labels    map[string]string // node metadata LABELS (bounded): what a rollout's canary selector matches
+	// candidate: a peer stream fetching the tenant's rollout candidate
+	// (node metadata CANDIDATE "true"); its ACK is that replica's canaries'
+	// acceptance, its NACK their rejection.
+	candidate bool
 	// sendingSince is when the send in flight started (unix ns), 0 when
 	// none is; sendTimedOut says the watchdog closed the connection for it.
 	sendingSince atomic.Int64

@@ -3,6 +3,7 @@ package xds
 import (
 	"context"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/cespare/xxhash/v2"
@@ -107,6 +108,9 @@ func (s *Server) serving(c *conn) *snapshot.Snapshot {
 	if c.view == snapshot.ViewPeer && s.opts.PeerServes != nil && !s.opts.PeerServes(c.tenant) {
 		return nil // not built here yet: the peer keeps what it has
 	}
+	if c.view == snapshot.ViewPeer {
+		return s.store.PeerServing(c.tenant, c.candidate)
+	}
 	snap, canary := s.store.Serving(c.tenant, func(cand *snapshot.Snapshot) bool { return s.canaryOf(c, cand.Rollout) })
 	c.canary.Store(canary)
 	return snap
@@ -145,6 +149,11 @@ func IsCanary(nodeID string, percent int) bool {
 	return percent > 0 && int(xxhash.Sum64String(nodeID)%100) < percent
 }
 
+// JudgeWithPeers makes RunRollouts count, beside this server's canaries,
+// the other replicas' verdicts on their streams of a candidate at the
+// peer face p (Options.Peers).
+func (s *Server) JudgeWithPeers(p *Server) { s.peerFace.Store(p) }
+
 // RunRollouts decides the tenants' rollouts every interval until ctx ends.
 func (s *Server) RunRollouts(ctx context.Context, every time.Duration) {
 	results := register(s.opts.Registry, prometheus.NewCounterVec(prometheus.CounterOpts{Name: "xdshard_rollouts_total",
@@ -169,15 +178,36 @@ func (s *Server) RunRollouts(ctx context.Context, every time.Duration) {
 		for _, t := range inRollout {
 			byTenant[t] = nil
 		}
-		s.mu.Lock()
-		for c := range s.conns {
-			if list, ok := byTenant[c.tenant]; ok && c.view != snapshot.ViewMCP && c.view != snapshot.ViewPeer {
-				byTenant[c.tenant] = append(list, c)
+		for _, srv := range []*Server{s, s.peerFace.Load()} {
+			if srv == nil {
+				continue
 			}
+			srv.mu.Lock()
+			for c := range srv.conns {
+				if list, ok := byTenant[c.tenant]; ok && c.view != snapshot.ViewMCP && (c.view != snapshot.ViewPeer || c.candidate) {
+					byTenant[c.tenant] = append(list, c)
+				}
+			}
+			srv.mu.Unlock()
 		}
-		s.mu.Unlock()
 		for _, tenant := range inRollout {
-			promote, abort := s.judge(tenant, byTenant[tenant])
+			rs := s.store.Rollout(tenant)
+			promote, abort := s.judge(rs, s.store.Current(tenant), byTenant[tenant])
+			if rs.Fetched {
+				// The owner's rollout: this replica's canaries' verdict
+				// goes to the owner, which alone promotes or aborts. A
+				// rejection takes the candidate back here at once.
+				switch {
+				case abort != "":
+					if held, err := s.store.Abort(tenant, abort); err == nil {
+						s.log.Warn("a canary here rejected the owner's candidate; canaries here are back on the stable version, and the owner is told", "tenant", tenant, "version", held.Version, "why", abort)
+						s.verdict(tenant, held.Version, false, abort)
+					}
+				case promote:
+					s.verdict(tenant, rs.Candidate.Version, true, "")
+				}
+				continue
+			}
 			switch {
 			case abort != "":
 				if held, err := s.store.Abort(tenant, abort); err == nil {
@@ -199,15 +229,17 @@ func (s *Server) RunRollouts(ctx context.Context, every time.Duration) {
 // candidate, or left it unacknowledged past the bake and the ACK timeout;
 // promote when the bake time has passed and every other canary has
 // acknowledged every type the candidate changed.
-func (s *Server) judge(tenant string, streams []*conn) (promote bool, abort string) {
-	rs := s.store.Rollout(tenant)
-	cand, stable := rs.Candidate, s.store.Current(tenant)
+func (s *Server) judge(rs snapshot.RolloutState, stable *snapshot.Snapshot, streams []*conn) (promote bool, abort string) {
+	cand := rs.Candidate
 	if cand == nil || stable == nil {
 		return false, ""
 	}
-	var canaries []*conn
+	var canaries, peers []*conn
 	for _, c := range streams {
-		if s.canaryOf(c, cand.Rollout) {
+		switch {
+		case c.view == snapshot.ViewPeer:
+			peers = append(peers, c)
+		case s.canaryOf(c, cand.Rollout):
 			canaries = append(canaries, c)
 		}
 	}
@@ -247,6 +279,27 @@ func (s *Server) judge(tenant string, streams []*conn) (promote bool, abort stri
 			all = false
 		}
 	}
+	// Another replica's canaries, through its stream of the candidate: it
+	// ACKs once they all accepted it and it baked there, NACKs when they
+	// rejected it (by the same ratio, there). A rejection there aborts.
+	for _, p := range peers {
+		p.mu.Lock()
+		st := p.types[snapshot.PeerType]
+		why, acked := "", st != nil && st.sentSnap == cand.Version && !st.awaiting && st.acked == st.sentVersion
+		if st != nil && st.nack != nil && st.nack.Snapshot == cand.Version {
+			why = fmt.Sprintf("on replica %s: %s", strings.TrimPrefix(p.node.GetId(), snapshot.PeerNodePrefix), st.nack.Message)
+		}
+		p.mu.Unlock()
+		if why == "" && !acked && overdue {
+			why = fmt.Sprintf("replica %s did not report its canaries' verdict within %s of its start", strings.TrimPrefix(p.node.GetId(), snapshot.PeerNodePrefix), s.opts.Rollout.Bake+ackTimeout)
+		}
+		switch {
+		case why != "":
+			return false, why
+		case !acked:
+			all = false
+		}
+	}
 	if rejected > 0 && float64(rejected) > s.opts.Rollout.MaxNACKRatio*float64(len(canaries)) {
 		if rejected == 1 {
 			return false, first
@@ -262,4 +315,12 @@ func sameSet(a, b *snapshot.Snapshot, view snapshot.View, t string) bool {
 	x, _ := setFor(a, view, t)
 	y, _ := setFor(b, view, t)
 	return x.GetVersion() == y.GetVersion()
+}
+
+// verdict tells the owner what this replica's canaries make of its
+// candidate, if anyone listens.
+func (s *Server) verdict(tenant, version string, accepted bool, why string) {
+	if s.opts.CandidateVerdict != nil {
+		s.opts.CandidateVerdict(tenant, version, accepted, why)
+	}
 }

@@ -74,6 +74,12 @@ type Options struct {
 	Access Access
 	// Rollout picks canary proxies and says how long a candidate bakes.
 	Rollout Rollout
+	// CandidateVerdict is told, for a candidate fetched from its owner
+	// (snapshot.Store.PublishFetchedCandidate), what this replica's
+	// canaries make of it: accepted (every canary here acknowledged it
+	// and it baked here) or rejected, with why. The owner counts it as
+	// it counts its own canaries. Nil: nobody is told.
+	CandidateVerdict func(tenant, version string, accepted bool, why string)
 	// FullSotW makes every state-of-the-world EDS and RDS response carry
 	// every subscribed resource, as go-control-plane does, for clients
 	// that take such a response as the whole state. By default a client
@@ -132,6 +138,9 @@ type Server struct {
 	conns map[*conn]struct{}
 	// selectors caches parsed canary selectors by their text (config, not clients, writes them)
 	selectors sync.Map
+	// peerFace is the replica's peer face, whose candidate streams
+	// RunRollouts counts (JudgeWithPeers).
+	peerFace atomic.Pointer[Server]
 }
 
 // New returns a Server over store.
@@ -223,6 +232,7 @@ func (s *Server) bind(node *core.Node, delta bool, id *identity.Identity) (c *co
 			return nil, s.refused.refuse("bad_peer_request", codes.InvalidArgument, "a peer fetches a tenant's snapshot over delta ADS, naming it in node metadata TENANT")
 		}
 		c = newConn(s.nextID.Add(1), node, "", tenant, snapshot.ViewPeer, true)
+		c.candidate = metaString(node, "CANDIDATE") == "true"
 		s.register(c)
 		return c, nil
 	}
