@@ -23,6 +23,7 @@ import (
 
 	"github.com/xdshard/xdshard/identity"
 	"github.com/xdshard/xdshard/identity/tokenreview"
+	"github.com/xdshard/xdshard/opstate"
 	"github.com/xdshard/xdshard/server/admin"
 	"github.com/xdshard/xdshard/server/xds"
 	"github.com/xdshard/xdshard/sharding"
@@ -77,6 +78,11 @@ type Config struct {
 	// Membership, when set, says who the replicas are as they come and go
 	// (Kubernetes Leases), instead of the static Peers; the caller runs it.
 	Membership sharding.Membership
+	// State keeps the decisions about tenants (pins and the candidates a
+	// rollout took back) beyond this process: loaded before the first
+	// build, and written by the tenant's owner as they are made. Nil:
+	// they live in memory, and with the peers that fetch them.
+	State opstate.Keeper
 	// FetchGrace is how long a fetched snapshot stays after its last local
 	// client left, so a reconnect does not fetch it again. Default 30 s.
 	FetchGrace time.Duration
@@ -183,8 +189,9 @@ type Replica struct {
 	idle      *simplelru.LRU[string, int64] // fetched tenants no local client reads, by bytes; under dropsMu
 	idleBytes int64
 	adoptMu   sync.Mutex
-	adopted   map[string]string // tenant -> its unreachable owner, built here meanwhile
-	builtHere map[string]bool   // tenants built here since this replica came to own them (under adoptMu): what the peer face gives
+	adopted   map[string]string           // tenant -> its unreachable owner, built here meanwhile
+	builtHere map[string]bool             // tenants built here since this replica came to own them (under adoptMu): what the peer face gives
+	kept      map[string]opstate.Decision // decisions kept beyond a former process about tenants owned elsewhere at start (under adoptMu)
 	members   sharding.Membership
 	handovers prometheus.Counter
 	builds    *prometheus.CounterVec
@@ -327,6 +334,13 @@ func Start(ctx context.Context, cfg Config) (*Replica, error) {
 	r.grpc = grpc.NewServer(xdsOpts...)
 	r.xds.Register(r.grpc)
 
+	if err := r.keepDecisions(runCtx); err != nil {
+		cancel()
+		if r.peerGRPC != nil {
+			r.peerGRPC.Stop()
+		}
+		return nil, err
+	}
 	r.goStage(func() error { return r.runSource(runCtx) })
 	// Always: a tenant's own setting (a Namespace annotation) can turn
 	// rollout on whatever the replica's.
@@ -405,6 +419,11 @@ func (r *Replica) runSource(ctx context.Context) error {
 		}
 		r.log.Info("config read and built", "tenants", len(r.store.Tenants()), "objects", len(ev.Changes), "took", time.Since(start).Round(time.Millisecond))
 		close(r.synced)
+		if m, ok := r.members.(interface{ SetServing() }); ok {
+			// Built what it owns: the other replicas may give it its
+			// tenants now (they kept them meanwhile).
+			m.SetServing()
+		}
 	})
 	if err != nil && ctx.Err() == nil {
 		return fmt.Errorf("config source: %w", err)

@@ -153,6 +153,7 @@ func (r *Replica) adopt(tenant string) {
 	r.adoptMu.Unlock()
 	if !was {
 		r.log.Warn("a tenant's owner does not answer; building the tenant here until it does", "tenant", tenant, "owner", owner)
+		r.restoreKept(tenant)
 		r.builder.Rebuild([]string{tenant})
 	}
 }
@@ -211,6 +212,7 @@ func (r *Replica) followMembers(ctx context.Context, members sharding.Membership
 			switch {
 			case r.owns(t):
 				r.fetcher.Stop(t)
+				r.restoreKept(t)
 				mine = append(mine, t)
 			case r.store.Watched(t) || r.store.Watched(""):
 				r.followIfWatched(ctx, t) // what it serves now keeps serving until the owner's copy arrives

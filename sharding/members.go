@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	coordinationv1 "k8s.io/api/coordination/v1"
@@ -31,6 +32,24 @@ type Membership interface {
 // Static is a member list that never changes (--peers).
 type Static []Member
 
+// Joining lists the replicas whose Lease is live but says they have not
+// built their tenants yet (ServingAnnotation "false"): left out of the
+// ring until they have. Sorted.
+func (l *Leases) Joining() []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var out []string
+	for _, lease := range l.leases {
+		s := lease.Spec
+		if s.HolderIdentity == nil || *s.HolderIdentity == "" || *s.HolderIdentity == l.cfg.Self.ID || lease.Annotations[ServingAnnotation] != "false" {
+			continue
+		}
+		out = append(out, *s.HolderIdentity)
+	}
+	slices.Sort(out)
+	return out
+}
+
 // Members implements Membership.
 func (s Static) Members() []Member { return slices.Clone(s) }
 
@@ -44,6 +63,13 @@ const (
 	// StreamsAnnotation holds the proxy streams the replica served at its
 	// last renewal: what the replicas balance streams by.
 	StreamsAnnotation = "xdshard.io/streams"
+	// ServingAnnotation is "false" until the replica built the tenants
+	// it will own (SetServing), "true" after. The others leave a replica
+	// out of their ring while it says "false": a newcomer takes tenants
+	// only once it can serve them, and a restarted one gives its tenants
+	// to the others until it built them again (make before break, both
+	// ways). A Lease without it (an older xdshard) counts as serving.
+	ServingAnnotation = "xdshard.io/serving"
 )
 
 // Loads is a membership that knows how many proxy streams each member
@@ -89,6 +115,21 @@ type Leases struct {
 	// they live. renewedAt is this replica's last successful renewal.
 	renewedAt, certainSince, uncertainSince time.Time
 	uncertain                               bool
+
+	serving  atomic.Bool   // this replica built what it owns (ServingAnnotation)
+	renewNow chan struct{} // SetServing: renew at once
+}
+
+// SetServing says this replica built the tenants it owns: its Lease says
+// so at once, and the others take it into their ring.
+func (l *Leases) SetServing() {
+	if l.serving.Swap(true) {
+		return
+	}
+	select {
+	case l.renewNow <- struct{}{}:
+	default:
+	}
 }
 
 var _ Membership = (*Leases)(nil)
@@ -125,7 +166,8 @@ func NewLeases(cfg LeaseConfig) (*Leases, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Leases{cfg: cfg, client: client, log: cfg.Logger, leases: map[string]*coordinationv1.Lease{}, changes: make(chan struct{}, 1)}, nil
+	return &Leases{cfg: cfg, client: client, log: cfg.Logger, leases: map[string]*coordinationv1.Lease{}, changes: make(chan struct{}, 1),
+		renewNow: make(chan struct{}, 1)}, nil
 }
 
 // Members implements Membership.
@@ -187,13 +229,14 @@ func (l *Leases) Run(ctx context.Context, ready chan<- error) {
 			l.release()
 			return
 		case <-tick.C:
-			err := l.renew(ctx)
-			if err != nil && ctx.Err() == nil {
-				l.log.Warn("renewing this replica's Lease failed; the members last known are kept until the API server answers", "err", err)
-			}
-			l.renewed(err == nil)
-			l.recompute() // expiries
+		case <-l.renewNow:
 		}
+		err := l.renew(ctx)
+		if err != nil && ctx.Err() == nil {
+			l.log.Warn("renewing this replica's Lease failed; the members last known are kept until the API server answers", "err", err)
+		}
+		l.renewed(err == nil)
+		l.recompute() // expiries
 	}
 }
 
@@ -209,7 +252,7 @@ func (l *Leases) renew(ctx context.Context) error {
 	if apierrors.IsNotFound(err) {
 		_, err = leases.Create(ctx, &coordinationv1.Lease{
 			ObjectMeta: metav1.ObjectMeta{Name: l.name(), Namespace: l.cfg.Namespace, Labels: map[string]string{MemberLabel: "true"},
-				Annotations: map[string]string{PeerAddrAnnotation: l.cfg.Self.Addr}},
+				Annotations: map[string]string{PeerAddrAnnotation: l.cfg.Self.Addr, ServingAnnotation: strconv.FormatBool(l.serving.Load())}},
 			Spec: coordinationv1.LeaseSpec{HolderIdentity: &id, LeaseDurationSeconds: &secs, AcquireTime: &now, RenewTime: &now},
 		}, metav1.CreateOptions{})
 		return err
@@ -232,6 +275,7 @@ func (l *Leases) renew(ctx context.Context) error {
 		cur.Annotations = map[string]string{}
 	}
 	cur.Annotations[PeerAddrAnnotation] = l.cfg.Self.Addr
+	cur.Annotations[ServingAnnotation] = strconv.FormatBool(l.serving.Load())
 	_, err = leases.Update(ctx, cur, metav1.UpdateOptions{})
 	return err
 }
@@ -344,6 +388,9 @@ func (l *Leases) recompute() {
 		addr := l.leases[name].Annotations[PeerAddrAnnotation]
 		if addr == "" || !strings.HasPrefix(name, "xdshard-") {
 			continue
+		}
+		if *s.HolderIdentity != l.cfg.Self.ID && l.leases[name].Annotations[ServingAnnotation] == "false" {
+			continue // not built yet: the others keep its tenants
 		}
 		live = append(live, Member{ID: *s.HolderIdentity, Addr: addr})
 	}

@@ -55,6 +55,9 @@ type peerMeta struct {
 	Pinned bool `json:"pinned,omitempty"`
 	// Candidate is the version the owner rolls out to canaries now.
 	Candidate string `json:"candidate,omitempty"`
+	// Held is the last candidate the owner took back, and why.
+	Held    string `json:"held,omitempty"`
+	HeldWhy string `json:"heldWhy,omitempty"`
 	// Rollout is the tenant's own rollout setting, so every replica picks
 	// the same canaries.
 	Rollout RolloutPolicy `json:"rollout,omitzero"`
@@ -82,7 +85,7 @@ func (s *Snapshot) PeerSet() (*Set, error) {
 
 func (s *Snapshot) flatten() (*Set, error) {
 	meta := peerMeta{Version: s.Version, Namespaces: s.Namespaces, Diagnostics: s.Diagnostics, Built: s.Built, Pinned: s.Pinned,
-		Candidate: s.Candidate, Rollout: s.Rollout,
+		Candidate: s.Candidate, Held: s.Held, HeldWhy: s.HeldWhy, Rollout: s.Rollout,
 		Sets: map[View]map[string]string{}, Versions: map[View]map[string]string{}}
 	var items []*Resource
 	for _, v := range slices.Sorted(maps.Keys(s.Views)) {
@@ -170,7 +173,7 @@ func FromPeer(tenant string, items map[string]*Resource, prev *Snapshot) (*Snaps
 	if snap.Version != meta.Version {
 		return nil, fmt.Errorf("rebuilt version %s, the owner's is %s: not all resources received yet", snap.Version, meta.Version)
 	}
-	snap.Pinned, snap.Candidate, snap.Rollout = meta.Pinned, meta.Candidate, meta.Rollout
+	snap.Pinned, snap.Candidate, snap.Held, snap.HeldWhy, snap.Rollout = meta.Pinned, meta.Candidate, meta.Held, meta.HeldWhy, meta.Rollout
 	return snap, nil
 }
 

@@ -56,6 +56,10 @@ type Snapshot struct {
 	// too, on a stream of its own, and serves it to its own canaries. Not
 	// part of Version.
 	Candidate string
+	// Held and HeldWhy, on the same copy, are the last candidate its
+	// owner took back and why: a replica that comes to own the tenant does
+	// not roll it out again.
+	Held, HeldWhy string
 
 	peer *peerCache // the snapshot as the peer exchange sends it, made once
 }
@@ -164,10 +168,11 @@ func (s *Snapshot) withPinned(pinned bool) *Snapshot {
 	return &cp
 }
 
-// withCandidate is a copy of s that announces candidate (the version in
-// rollout) to peers, with its own peer encoding.
-func (s *Snapshot) withCandidate(candidate string) *Snapshot {
+// withMarks is a copy of s that tells peers the version in rollout
+// (candidate) and the one held out (held, why), with its own peer
+// encoding.
+func (s *Snapshot) withMarks(candidate, held, why string) *Snapshot {
 	cp := *s
-	cp.Candidate, cp.peer = candidate, &peerCache{}
+	cp.Candidate, cp.Held, cp.HeldWhy, cp.peer = candidate, held, why, &peerCache{}
 	return &cp
 }

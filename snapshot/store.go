@@ -29,6 +29,74 @@ type Store struct {
 	tenants  map[string]*entry
 	watches  map[string]map[*Watch]struct{} // tenant -> watches; "" watches every tenant
 	interest func(tenant string, watched bool)
+	decided  func(tenant string)
+}
+
+// OnDecision sets f to be told, outside the store's lock, each time a
+// decision about a tenant is made here: a rollback pins it, an unpin
+// ends the pin, a rollout of its own is aborted (its candidate held out).
+// Decision reads what it is now. Set it before the first decision.
+func (s *Store) OnDecision(f func(tenant string)) {
+	s.mu.Lock()
+	s.decided = f
+	s.mu.Unlock()
+}
+
+// decide tells the decision hook about tenant.
+func (s *Store) decide(tenant string) {
+	s.mu.Lock()
+	f := s.decided
+	s.mu.Unlock()
+	if f != nil {
+		f(tenant)
+	}
+}
+
+// Decision is what was decided about tenant and holds until undone: the
+// version it is pinned to (nil: none), and the candidate held out, and
+// why ("": none).
+func (s *Store) Decision(tenant string) (pinned *Snapshot, held, why string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	e := s.tenants[tenant]
+	if e == nil {
+		return nil, "", ""
+	}
+	if e.pinned {
+		pinned = e.current
+	}
+	if e.held != nil {
+		held, why = e.held.Version, e.heldWhy
+	}
+	return pinned, held, why
+}
+
+// Restore makes decisions kept beyond a former process hold again:
+// tenant is served pinned (the version, whatever builds make, until
+// Unpin), and the held candidate is not rolled out again. A tenant pinned
+// here already keeps its pin.
+func (s *Store) Restore(tenant string, pinned *Snapshot, held, why string) {
+	s.mu.Lock()
+	e := s.tenants[tenant]
+	if e == nil {
+		e = &entry{}
+		s.tenants[tenant] = e
+	}
+	if held != "" && e.held == nil {
+		e.held, e.heldWhy = &Snapshot{Tenant: tenant, Version: held}, why
+	}
+	if pinned == nil || e.pinned {
+		s.mu.Unlock()
+		return
+	}
+	p := pinned.withPinned(true)
+	if e.current == nil {
+		e.latest, e.history = p, []*Snapshot{p}
+	} else if indexVersion(e.history, p.Version) < 0 {
+		e.history = append([]*Snapshot{p}, e.history...)
+	}
+	e.current, e.pinned, e.candidate = p, true, nil
+	s.unlockWaking(tenant)
 }
 
 // OnInterest sets f to be told when a tenant gets its first watch (true)
@@ -116,14 +184,22 @@ func (s *Store) publish(snap *Snapshot, rollout, fetched bool) bool {
 		e = &entry{}
 		s.tenants[snap.Tenant] = e
 	}
+	if fetched && snap.Held != "" && (e.held == nil || e.held.Version != snap.Held) {
+		// The owner took this candidate back: a later owner holds it out too.
+		e.held, e.heldWhy = &Snapshot{Tenant: snap.Tenant, Version: snap.Held}, snap.HeldWhy
+	}
 	// A fetched candidate stays while the owner announces it.
 	keep := fetched && e.fetched && e.candidate != nil && snap.Candidate == e.candidate.Version
 	if fetched && !keep && e.fetched && e.candidate != nil {
 		e.candidate = nil
 		defer s.Wake(snap.Tenant) // its canaries go back to the stable version
 	}
-	if fetched && e.current != nil && e.current.Version == snap.Version && e.pinned != snap.Pinned {
-		// The owner pinned what it served, or unpinned it.
+	if fetched && e.current != nil && (e.current.Version == snap.Version || e.latest.Version == snap.Version) &&
+		(e.current.Version != snap.Version || e.pinned != snap.Pinned) {
+		// The owner pinned what it served, or unpinned it; or it serves,
+		// unpinned, the newest version this replica holds while it holds
+		// an older one pinned (a pin it restored, or held while it built
+		// the tenant itself): the owner's choice.
 		e.pinned, e.current = snap.Pinned, snap
 		if !keep {
 			e.candidate = nil
@@ -231,6 +307,7 @@ func (s *Store) Rollback(tenant, version string) (*Snapshot, error) {
 	} else {
 		s.mu.Unlock()
 	}
+	s.decide(tenant)
 	return to, nil
 }
 
@@ -250,6 +327,7 @@ func (s *Store) Unpin(tenant string) (*Snapshot, error) {
 	} else {
 		s.mu.Unlock()
 	}
+	s.decide(tenant)
 	return latest, nil
 }
 
@@ -335,11 +413,18 @@ func (s *Store) PeerServing(tenant string, candidate bool) *Snapshot {
 		return nil
 	case candidate:
 		return e.candidate
-	case e.candidate == nil || e.current == nil:
+	case e.current == nil || e.candidate == nil && e.held == nil:
 		return e.current
 	}
-	if e.markedOf != e.current || e.marked.Candidate != e.candidate.Version {
-		e.marked, e.markedOf = e.current.withCandidate(e.candidate.Version), e.current
+	var cand, held string
+	if e.candidate != nil {
+		cand = e.candidate.Version
+	}
+	if e.held != nil {
+		held = e.held.Version
+	}
+	if e.markedOf != e.current || e.marked.Candidate != cand || e.marked.Held != held || e.marked.HeldWhy != e.heldWhy {
+		e.marked, e.markedOf = e.current.withMarks(cand, held, e.heldWhy), e.current
 	}
 	return e.marked
 }
@@ -429,8 +514,11 @@ func (s *Store) Abort(tenant, why string) (*Snapshot, error) {
 		return nil, fmt.Errorf("tenant %q has no version in rollout", tenant)
 	}
 	e.held, e.heldWhy, e.candidate = e.candidate, why, nil
-	held := e.held
+	held, own := e.held, !e.fetched
 	s.unlockWaking(tenant)
+	if own {
+		s.decide(tenant) // a fetched one's abort is its owner's to keep
+	}
 	return held, nil
 }
 

@@ -393,8 +393,9 @@ func checkChartRBAC(t *testing.T, objs chartObjects, d *appsv1.Deployment) {
 	if !reflect.DeepEqual(crb.Subjects, want) || crb.RoleRef.Name != cr.Name || !reflect.DeepEqual(rb.Subjects, want) || rb.RoleRef.Name != role.Name {
 		t.Errorf("bindings %+v %+v, want ClusterRole %s and Role %s bound to %+v", crb, rb, cr.Name, role.Name, want)
 	}
-	if role.Namespace != "istio-system" || len(role.Rules) != 1 || !slices.Equal(role.Rules[0].Resources, []string{"leases"}) {
-		t.Errorf("Role %+v, want Leases in istio-system", role)
+	if role.Namespace != "istio-system" || len(role.Rules) != 2 || !slices.Equal(role.Rules[0].Resources, []string{"leases"}) ||
+		!slices.Equal(role.Rules[1].Resources, []string{"configmaps"}) || !slices.Contains(role.Rules[1].Verbs, "update") {
+		t.Errorf("Role %+v, want Leases and ConfigMaps (the decisions kept) in istio-system", role)
 	}
 }
 

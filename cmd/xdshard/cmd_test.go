@@ -33,21 +33,23 @@ func TestServeFlagsRejectBadInput(t *testing.T) {
 		args []string
 		want string
 	}{
-		"plaintext beyond loopback":  {[]string{"--xds-addr", "0.0.0.0:15010"}, "--insecure"},
-		"address without port":       {[]string{"--admin-addr", "localhost"}, "HOST:PORT"},
-		"missing config dir":         {[]string{"--config", "/nonexistent/mesh"}, "not a readable directory"},
-		"debounce above max delay":   {[]string{"--debounce", "2s", "--max-delay", "1s"}, "debounce <= max-delay"},
-		"stray argument":             {[]string{"extra"}, "takes no arguments"},
-		"half of TLS":                {[]string{"--tls-cert", "c.pem"}, "TLS needs all of"},
-		"TLS and --insecure":         {[]string{"--tls-cert", "c", "--tls-key", "k", "--client-ca", "ca", "--insecure"}, "--insecure and TLS both"},
-		"bad allow-list entry":       {[]string{"--peer-identities", "istiod"}, "want namespace/service-account"},
-		"bad SPIFFE allow entry":     {[]string{"--peer-identities", "spiffe://td/xdshard"}, "Istio's shape"},
-		"bad rollout mode":           {[]string{"--rollout", "yes"}, "want canary or off"},
-		"rollout off with a percent": {[]string{"--rollout", "off", "--rollout-percent", "5"}, "drop those"},
-		"bad canary selector":        {[]string{"--rollout-selector", "track in canary"}, "label selector"},
-		"selector and percent":       {[]string{"--rollout-selector", "track=canary", "--rollout-percent", "5"}, "pick one"},
-		"NACK ratio of 1":            {[]string{"--rollout-max-nack-ratio", "1"}, "less than 1"},
-		"percent above 100":          {[]string{"--rollout-percent", "101"}, "from 0 to 100"},
+		"plaintext beyond loopback":   {[]string{"--xds-addr", "0.0.0.0:15010"}, "--insecure"},
+		"address without port":        {[]string{"--admin-addr", "localhost"}, "HOST:PORT"},
+		"missing config dir":          {[]string{"--config", "/nonexistent/mesh"}, "not a readable directory"},
+		"debounce above max delay":    {[]string{"--debounce", "2s", "--max-delay", "1s"}, "debounce <= max-delay"},
+		"stray argument":              {[]string{"extra"}, "takes no arguments"},
+		"half of TLS":                 {[]string{"--tls-cert", "c.pem"}, "TLS needs all of"},
+		"TLS and --insecure":          {[]string{"--tls-cert", "c", "--tls-key", "k", "--client-ca", "ca", "--insecure"}, "--insecure and TLS both"},
+		"bad allow-list entry":        {[]string{"--peer-identities", "istiod"}, "want namespace/service-account"},
+		"bad SPIFFE allow entry":      {[]string{"--peer-identities", "spiffe://td/xdshard"}, "Istio's shape"},
+		"bad rollout mode":            {[]string{"--rollout", "yes"}, "want canary or off"},
+		"rollout off with a percent":  {[]string{"--rollout", "off", "--rollout-percent", "5"}, "drop those"},
+		"bad canary selector":         {[]string{"--rollout-selector", "track in canary"}, "label selector"},
+		"selector and percent":        {[]string{"--rollout-selector", "track=canary", "--rollout-percent", "5"}, "pick one"},
+		"NACK ratio of 1":             {[]string{"--rollout-max-nack-ratio", "1"}, "less than 1"},
+		"percent above 100":           {[]string{"--rollout-percent", "101"}, "from 0 to 100"},
+		"state dir without files":     {[]string{"--state-dir", "/tmp/x"}, "without --config"},
+		"state namespace, no cluster": {[]string{"--state-namespace", "xdshard"}, "needs Kubernetes"},
 	}
 	for name, c := range cases {
 		if _, err := serveFlags(c.args); err == nil || !strings.Contains(err.Error(), c.want) {

@@ -19,6 +19,7 @@ import (
 
 	"github.com/xdshard/xdshard/identity"
 	"github.com/xdshard/xdshard/identity/tokenreview"
+	"github.com/xdshard/xdshard/opstate"
 	"github.com/xdshard/xdshard/server"
 	"github.com/xdshard/xdshard/server/xds"
 	"github.com/xdshard/xdshard/sharding"
@@ -58,6 +59,8 @@ type serveConfig struct {
 	peerAddr        string
 	peers           []sharding.Member
 	leaseNamespace  string
+	stateDir        string // --state-dir: where the file source keeps decisions ("-": nowhere)
+	stateNamespace  string // --state-namespace: where Kubernetes keeps them ("": nowhere)
 	leaseDuration   time.Duration
 	leaseRenew      time.Duration
 	rebalance       time.Duration
@@ -98,6 +101,8 @@ func bindServeFlags(fs *pflag.FlagSet) (finish func(args []string) (*serveConfig
 	fs.StringVar(&c.replicaID, "replica-id", "", "this replica's identity among --peers (default: the host name)")
 	fs.StringVar(&c.peerAddr, "peer-addr", "127.0.0.1:15012", "HOST:PORT this replica serves its tenants' snapshots to its peers on (with --peers)")
 	fs.StringVar(&c.leaseNamespace, "lease-namespace", "", "with Kubernetes as the source: shard tenants over the replicas found by their Leases in this namespace (each replica keeps one, xdshard-<replica-id>)")
+	fs.StringVar(&c.stateDir, "state-dir", "", "with --config: the directory where rollbacks' pins and the candidates rollouts took back are kept, so a restart honours them (default: beside the config, .NAME.xdshard-state; - keeps them in memory only)")
+	fs.StringVar(&c.stateNamespace, "state-namespace", "", "with Kubernetes as the source: keep rollbacks' pins and the candidates rollouts took back as ConfigMaps (labelled xdshard.io/decision) in this namespace, so a restart of every replica honours them (default: --lease-namespace; without either, in memory only)")
 	fs.DurationVar(&c.leaseDuration, "lease-duration", 15*time.Second, "with --lease-namespace: a replica whose Lease is not renewed for this long is dropped and its tenants move (whole seconds)")
 	fs.DurationVar(&c.leaseRenew, "lease-renew", 5*time.Second, "with --lease-namespace: how often this replica renews its Lease (and reports its streams in it)")
 	fs.DurationVar(&c.rebalance, "rebalance-every", time.Second, "with --lease-namespace: how often (jittered) a replica above its share of proxy streams, ceil(streams/replicas x 1.1), ends a few so their clients redial; 0 never")
@@ -239,6 +244,15 @@ func (c *serveConfig) check(args []string, peers, peerIDs, adminReaders, adminWr
 	c.inCluster = c.config == "" && c.kubeconfig == "" && os.Getenv("KUBERNETES_SERVICE_HOST") != ""
 	if c.leaseNamespace != "" && peers != "" {
 		return nil, fmt.Errorf("--lease-namespace and --peers both given: members come from Leases or from the list, pick one")
+	}
+	if c.stateDir != "" && c.config == "" {
+		return nil, fmt.Errorf("--state-dir %q without --config: it is where the file source keeps decisions; with Kubernetes they are ConfigMaps (--state-namespace)", c.stateDir)
+	}
+	if c.stateNamespace != "" && c.kubeconfig == "" && !c.inCluster {
+		return nil, fmt.Errorf("--state-namespace %q needs Kubernetes: --kubeconfig, or running in a Pod", c.stateNamespace)
+	}
+	if c.stateNamespace == "" {
+		c.stateNamespace = c.leaseNamespace
 	}
 	if c.leaseNamespace != "" {
 		if c.kubeconfig == "" && !c.inCluster {
@@ -397,6 +411,9 @@ func startServing(ctx context.Context, cfg *serveConfig, log *slog.Logger) (*ser
 		PeerIdentities: cfg.peerIDs, AdminReaders: cfg.adminReaders, AdminWriters: cfg.adminWriters, AdminPprof: cfg.adminPprof, MaxConnections: cfg.maxConns,
 		Drain: cfg.drain, MaxConnectionAge: cfg.maxConnAge, Rollout: cfg.rollout,
 	}
+	if sc.State, err = stateKeeper(cfg); err != nil {
+		return nil, err
+	}
 	inc := translate.NewIncremental(translate.Options{MCPServices: cfg.mcpServices})
 	sc.Build, sc.BuildEndpoints, sc.Forget = inc.Build, inc.BuildEndpoints, inc.Forget
 	if cfg.tls != (identity.Files{}) {
@@ -421,6 +438,26 @@ func startServing(ctx context.Context, cfg *serveConfig, log *slog.Logger) (*ser
 	// The replica outlives ctx (the signal): Wait drains it when ctx ends,
 	// while the Lease (above) is released at once so its tenants move.
 	return server.Start(context.WithoutCancel(ctx), sc)
+}
+
+// stateKeeper is where decisions about tenants are kept: files beside
+// the manifests, ConfigMaps in the cluster, or nowhere (the demo).
+func stateKeeper(cfg *serveConfig) (opstate.Keeper, error) {
+	switch {
+	case (cfg.kubeconfig != "" || cfg.inCluster) && cfg.stateNamespace != "":
+		rc, err := kube.RESTConfig(kube.Config{Kubeconfig: cfg.kubeconfig, Context: cfg.kubeContext})
+		if err != nil {
+			return nil, err
+		}
+		return opstate.NewConfigMaps(rc, cfg.stateNamespace)
+	case cfg.config != "" && cfg.stateDir == "-":
+		return nil, nil
+	case cfg.config != "" && cfg.stateDir != "":
+		return opstate.Dir(cfg.stateDir), nil
+	case cfg.config != "":
+		return opstate.DirBeside(cfg.config), nil
+	}
+	return nil, nil
 }
 
 // source is the one source serve's flags name: files, Kubernetes (from a
