@@ -48,7 +48,9 @@ func NewConfigMaps(rc *rest.Config, namespace string) (*ConfigMaps, error) {
 }
 
 // Where names the namespace.
-func (c *ConfigMaps) Where() string { return "ConfigMaps labelled " + DecisionLabel + " in namespace " + c.namespace }
+func (c *ConfigMaps) Where() string {
+	return "ConfigMaps labelled " + DecisionLabel + " in namespace " + c.namespace
+}
 
 func configMapName(tenant string) string {
 	return fmt.Sprintf("xdshard-decision-%016x", xxhash.Sum64String(tenant))
