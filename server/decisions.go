@@ -33,16 +33,16 @@ func (r *Replica) keepDecisions(ctx context.Context) error {
 		r.log.Error("a kept decision cannot be read; it is ignored", "err", err)
 	}
 	for _, d := range ds {
-		if r.ring.Load() != nil && !r.ringOwns(d.Tenant) {
+		if !r.ringOwns(d.Tenant) {
 			// Its owner restores it, and the peer exchange brings it here;
 			// kept aside in case this replica comes to build the tenant
 			// before it fetched a copy.
-			r.adoptMu.Lock()
+			r.keptMu.Lock()
 			if r.kept == nil {
 				r.kept = map[string]opstate.Decision{}
 			}
 			r.kept[d.Tenant] = d
-			r.adoptMu.Unlock()
+			r.keptMu.Unlock()
 			continue
 		}
 		r.restore(d)
@@ -79,7 +79,7 @@ func (r *Replica) keepDecisions(ctx context.Context) error {
 			mu.Unlock()
 			failed := false
 			for tenant := range todo {
-				if r.ring.Load() != nil && !r.ringOwns(tenant) {
+				if !r.ringOwns(tenant) {
 					continue // its owner keeps it
 				}
 				pinned, held, why := r.store.Decision(tenant)
@@ -124,10 +124,10 @@ func (r *Replica) restore(d opstate.Decision) {
 // replica is about to build, unless it holds a copy of the tenant already
 // (fetched from its owner, whose decisions it carries, and newer).
 func (r *Replica) restoreKept(tenant string) {
-	r.adoptMu.Lock()
+	r.keptMu.Lock()
 	d, ok := r.kept[tenant]
 	delete(r.kept, tenant)
-	r.adoptMu.Unlock()
+	r.keptMu.Unlock()
 	if ok && r.store.Current(tenant) == nil {
 		r.restore(d)
 	}

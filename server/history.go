@@ -37,7 +37,7 @@ func (r *Replica) unpin(tenant string) (string, error) {
 }
 
 func (r *Replica) ownsForWrite(tenant string) error {
-	if r.ring.Load() != nil && !r.ringOwns(tenant) {
+	if !r.ringOwns(tenant) {
 		return fmt.Errorf("tenant %q is built by replica %s; roll it back there (this replica serves its copy and follows it)", tenant, r.Owner(tenant))
 	}
 	return nil

@@ -16,7 +16,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/hashicorp/golang-lru/v2/simplelru"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"google.golang.org/grpc"
@@ -169,44 +168,41 @@ type SnapshotSink interface {
 // xDS and admin servers, started by Start and stopped by its context or
 // Close.
 type Replica struct {
-	cfg       Config
-	log       *slog.Logger
-	reg       *prometheus.Registry
-	problems  *problems
-	mesh      *model.Mesh
-	store     *snapshot.Store
-	builder   *builder.Builder
-	xds       *xds.Server
-	grpc      *grpc.Server
-	mcpGRPC   *grpc.Server // nil without an MCP address
-	http      *http.Server
-	peerGRPC  *grpc.Server
-	fetcher   *sharding.Fetcher
-	ring      atomic.Pointer[sharding.Ring]
-	followMu  sync.Mutex // following a foreign tenant and dropping it exclude each other
-	dropsMu   sync.Mutex
-	drops     map[string]*time.Timer        // tenant -> when its fetched snapshot goes
-	idle      *simplelru.LRU[string, int64] // fetched tenants no local client reads, by bytes; under dropsMu
-	idleBytes int64
-	adoptMu   sync.Mutex
-	adopted   map[string]string           // tenant -> its unreachable owner, built here meanwhile
-	builtHere map[string]bool             // tenants built here since this replica came to own them (under adoptMu): what the peer face gives
-	kept      map[string]opstate.Decision // decisions kept beyond a former process about tenants owned elsewhere at start (under adoptMu)
-	members   sharding.Membership
-	handovers prometheus.Counter
-	builds    *prometheus.CounterVec
-	xdsConns  *connTracker
-	pages     http.Handler // the admin pages, served in process to istio.io/debug
+	// Set by Start before anything runs, then only read.
+	cfg      Config
+	log      *slog.Logger
+	reg      *prometheus.Registry
+	name     string // "xdshard-<replica>", as istioctl's ISTIOD column says it
+	problems *problems
+	mesh     *model.Mesh
+	store    *snapshot.Store
+	builder  *builder.Builder
+	xds      *xds.Server
+	members  sharding.Membership // nil unless sharded
+	own      *sharding.Ownership // the sharding policy; nil unless sharded
+	builds   *prometheus.CounterVec
+	pages    http.Handler // the admin pages, served in process to istio.io/debug
 
+	// The servers and listeners, set by Start; Close stops them.
+	grpc                        *grpc.Server
+	mcpGRPC                     *grpc.Server // nil without an MCP address
+	http                        *http.Server
+	peerGRPC                    *grpc.Server
+	xdsConns                    *connTracker
 	xdsAddr, mcpAddr, adminAddr string
-	name                        string // "xdshard-<replica>", as istioctl's ISTIOD column says it
-	draining                    atomic.Bool
-	surplusSince                time.Time     // when this replica's stream surplus began; balance's goroutine only
-	synced                      chan struct{} // closed once the first full state is built
-	errc                        chan error    // a stage that ended on its own
-	cancel                      context.CancelFunc
-	done                        sync.WaitGroup
-	closeOnce                   sync.Once
+
+	// Decisions kept beyond a former process about tenants owned
+	// elsewhere at start, restored if this replica comes to build them.
+	keptMu sync.Mutex
+	kept   map[string]opstate.Decision
+
+	// Lifecycle.
+	draining  atomic.Bool
+	synced    chan struct{} // closed once the first full state is built
+	errc      chan error    // a stage that ended on its own
+	cancel    context.CancelFunc
+	done      sync.WaitGroup
+	closeOnce sync.Once
 }
 
 // Start opens the listeners and starts the pipeline. It returns once both
@@ -262,8 +258,8 @@ func Start(ctx context.Context, cfg Config) (*Replica, error) {
 		Rollout: cfg.Rollout, DebugPages: func(page string) ([]byte, error) { return r.debugPage(page) },
 		// A fetched candidate's verdict goes back to its owner (sharded).
 		CandidateVerdict: func(tenant, version string, accepted bool, why string) {
-			if r.fetcher != nil {
-				r.fetcher.Verdict(tenant, version, accepted, why)
+			if r.own != nil {
+				r.own.Fetcher().Verdict(tenant, version, accepted, why)
 			}
 		}}
 	if xopts.Rollout.Compile == nil {
@@ -275,7 +271,7 @@ func Start(ctx context.Context, cfg Config) (*Replica, error) {
 		xopts.Access = xds.Access{Authenticate: (&identity.Authenticator{Tokens: cfg.Tokens}).Authenticate, DebugReaders: cfg.AdminReaders}
 	}
 	if len(cfg.Peers) > 0 || cfg.Membership != nil {
-		xopts.MCPComplete = r.holdsEveryTenant
+		xopts.MCPComplete = func() bool { return r.own.HoldsEveryTenant() }
 	}
 	// A send the client does not take in time closes its connection
 	// (the tracker is made below, before anything is served).
@@ -296,7 +292,7 @@ func Start(ctx context.Context, cfg Config) (*Replica, error) {
 	r.builder = builder.New(r.mesh, r.store, bopts)
 	r.pages = r.adminHandler(true)
 	if r.members != nil && r.members.Changes() != nil {
-		go r.followMembers(runCtx, r.members, r.members.Changes())
+		go r.own.FollowMembers(runCtx, r.members)
 	}
 	if loads, ok := r.members.(sharding.Loads); ok && cfg.Balance >= 0 {
 		loads.ReportStreams(r.xds.ProxyStreams)
@@ -495,17 +491,8 @@ func (r *Replica) built(tenant string, snap *snapshot.Snapshot, err error) {
 		r.problems.buildFailed(tenant, "")
 		r.problems.set(scope, snap.Diagnostics)
 	}
-	if snap != nil && err == nil && r.fetcher != nil {
-		r.adoptMu.Lock()
-		first := !r.builtHere[tenant]
-		if r.builtHere == nil {
-			r.builtHere = map[string]bool{}
-		}
-		r.builtHere[tenant] = true
-		r.adoptMu.Unlock()
-		if first {
-			r.store.Wake(tenant) // peers waiting for this build (the store may not have changed)
-		}
+	if snap != nil && err == nil && r.own != nil && r.own.Built(tenant) {
+		r.store.Wake(tenant) // peers waiting for this build (the store may not have changed)
 	}
 	if sink, ok := r.cfg.Source.(SnapshotSink); ok && err == nil {
 		sink.Built(tenant, snap)
@@ -563,7 +550,7 @@ func (r *Replica) Ready() (bool, string) {
 	}
 	// Sharded, a replica serves only once it knows who owns what (the
 	// builds above were of the tenants the ring gave it).
-	if ring := r.ring.Load(); ring != nil && len(ring.Members()) == 0 {
+	if r.own != nil && len(r.own.Ring().Members()) == 0 {
 		return false, "no member of the deployment is known yet (Leases not read)"
 	}
 	return true, ""
@@ -629,9 +616,8 @@ func (r *Replica) stop() {
 		if r.peerGRPC != nil {
 			r.peerGRPC.Stop()
 		}
-		if r.fetcher != nil {
-			r.stopDrops()
-			r.fetcher.Close()
+		if r.own != nil {
+			r.own.Close()
 		}
 		if r.http != nil {
 			_ = r.http.Close()
