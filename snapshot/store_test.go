@@ -285,6 +285,16 @@ func TestFetchedCandidate(t *testing.T) {
 	if got, _ := s.Serving("t", everyone); got.Version != v1.Version || s.Rollout("t").Candidate != nil {
 		t.Fatalf("after the owner's abort a canary here is served %s, want %s", got.Version, v1.Version)
 	}
+	// The held candidate travels with the copy: should this replica come
+	// to own the tenant, its own build of that version is not rolled out.
+	if h := s.Rollout("t"); h.Held == nil || h.Held.Version != v2.Version || h.HeldWhy != "rejected" {
+		t.Fatalf("the owner's held candidate did not travel: %+v", h)
+	}
+	s.SetRollout(true)
+	if s.Publish(v2) {
+		t.Fatal("a replica that fetched the owner's held candidate rolled it out again")
+	}
+	s.SetRollout(false)
 
 	// A new candidate, promoted: it arrives as the stable version.
 	owner.Publish(v3)
