@@ -6,6 +6,7 @@ import (
 	"io"
 	"math"
 	"net"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -13,6 +14,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
@@ -37,18 +39,24 @@ type metricReader interface{ metric(name string) float64 }
 func (x *xdshardTarget) metric(name string) float64 { return metricSum(x.replica.Registry(), name) }
 
 // metricSum adds up every series of a counter or gauge; 0 when there is
-// no such metric.
+// no such metric. NAME{LABEL=VALUE} adds up only the series with that
+// label value.
 func metricSum(g prometheus.Gatherer, name string) float64 {
 	mfs, err := g.Gather()
 	if err != nil {
 		return 0
 	}
+	name, sel, _ := strings.Cut(strings.TrimSuffix(name, "}"), "{")
+	label, value, _ := strings.Cut(sel, "=")
 	total := 0.0
 	for _, mf := range mfs {
 		if mf.GetName() != name {
 			continue
 		}
 		for _, m := range mf.GetMetric() {
+			if label != "" && !slices.ContainsFunc(m.GetLabel(), func(l *dto.LabelPair) bool { return l.GetName() == label && l.GetValue() == value }) {
+				continue
+			}
 			switch {
 			case m.Counter != nil:
 				total += m.GetCounter().GetValue()
@@ -69,6 +77,7 @@ const (
 	ownedMetric     = "xdshard_owned_tenants"
 	remoteMetric    = "xdshard_remote_snapshots"
 	adoptedMetric   = "xdshard_adopted_tenants"
+	sentBytesMetric = "pilot_xds_config_size_bytes_total"
 )
 
 // ShardedResult is a sharded run: N replicas sharing the tenants, the
@@ -132,9 +141,15 @@ type Failover struct {
 	// live replica to compare with: synced means a new stream got every
 	// type (SotW) or was opened (delta).
 	Unverified int `json:"unverified"`
-	// Resent: resources delta victims were sent again at a version they
-	// already held (0 when the survivor's versions are the owner's).
+	// Resent: resources victims were sent again at a version they
+	// already held: delta proxies any, SotW proxies of CDS and LDS (the
+	// wildcard types; their named EDS and RDS are sent whole on a new
+	// stream). 0 when the survivor's versions are the owner's.
 	Resent int `json:"resent"`
+	// SentBytes is what the survivors sent, by type, from the kill until
+	// the victims synced (their other clients' pushes included: there
+	// are none then, but for the victims').
+	SentBytes map[string]float64 `json:"sentBytes"`
 	// Adoption: the survivors build the killed replica's tenants they
 	// have clients of once it has not answered for a while. Adopted is
 	// how many (summed over the survivors), AdoptedAt when the count
@@ -534,6 +549,16 @@ func (c *cluster) kill(ctx context.Context, cfg Config, proxies []*proxy.Proxy, 
 	builds := c.metrics(buildsMetric)
 	builds[len(builds)-1] = 0 // the killed replica's are not read again
 	b0 := sum(builds)
+	sentBytes := func() map[string]float64 {
+		out := map[string]float64{}
+		for _, typ := range []string{"cds", "eds", "lds", "rds"} {
+			v := c.metrics(sentBytesMetric + "{type=" + typ + "}")
+			v[len(v)-1] = 0
+			out[typ] = sum(v)
+		}
+		return out
+	}
+	sent0 := sentBytes()
 	t0 := time.Now()
 	dead.alive.Store(false)
 	if err := dead.cmd.Process.Kill(); err != nil {
@@ -550,8 +575,8 @@ func (c *cluster) kill(ctx context.Context, cfg Config, proxies []*proxy.Proxy, 
 			if ref != nil && a.Version != ref.Latest(t).Version {
 				return false
 			}
-			if !p.Delta && !a.At.After(t0) { // a new SotW stream is sent every type
-				return false
+			if !p.Delta && (t == proxy.EDS || t == proxy.RDS) && !a.At.After(t0) {
+				return false // a new SotW stream is sent its named types; CDS and LDS only if they changed
 			}
 		}
 		return true
@@ -577,15 +602,17 @@ func (c *cluster) kill(ctx context.Context, cfg Config, proxies []*proxy.Proxy, 
 	}
 	fo.Synced, fo.Times = len(times), statsOf(times)
 	fo.All = fo.Times.Max
+	fo.SentBytes = map[string]float64{}
+	for typ, v := range sentBytes() {
+		fo.SentBytes[typ] = v - sent0[typ]
+	}
 	for _, i := range victims {
 		p := proxies[i]
 		if refs[kind{p.Namespace, p.Delta}] == nil {
 			fo.Unverified++
 		}
-		if p.Delta {
-			_, resent := p.Streams()
-			fo.Resent += resent
-		}
+		_, resent := p.Streams()
+		fo.Resent += resent
 	}
 	fmt.Fprintf(progress, "  %d/%d proxies of %s synced again on another replica, the last after %s\n", fo.Synced, fo.Victims, dead.id, fo.All.Round(time.Millisecond))
 	if len(pending) > 0 {
@@ -752,12 +779,11 @@ func WriteReplicas(w io.Writer, cfg Config, single *Result, sr *ShardedResult, c
 		fmt.Fprintf(w, "kill -9 of %s: %d/%d of its proxies synced again on another replica; from the kill: p50 %s, p99 %s, last %s (polled every 5 ms)\n",
 			fo.Replica, fo.Synced, fo.Victims, ms(fo.Times.P50), ms(fo.Times.P99), ms(fo.All))
 		fmt.Fprintf(w, "  synced = on a live replica, holding the version of every type a proxy of its tenant and protocol on a live replica holds")
-		if cfg.Delta || cfg.Mix {
-			fmt.Fprintf(w, ";\n  a delta proxy whose versions were already current is sent nothing, so for it this is the new stream opening;\n  resources re-sent to delta proxies at a version they held: %d", fo.Resent)
-		}
+		fmt.Fprintf(w, ";\n  a delta proxy whose versions were already current is sent nothing, a SotW proxy its named EDS and RDS only (CDS and LDS are sent only if they changed);\n  resources re-sent at a version the proxy held (delta: any; SotW: CDS, LDS): %d", fo.Resent)
 		if fo.Unverified > 0 {
 			fmt.Fprintf(w, "; %d had no such proxy to compare with", fo.Unverified)
 		}
+		fmt.Fprintf(w, "\n  bytes the survivors sent until then: CDS %s, EDS %s, LDS %s, RDS %s", kib(fo.SentBytes["cds"]), kib(fo.SentBytes["eds"]), kib(fo.SentBytes["lds"]), kib(fo.SentBytes["rds"]))
 		fmt.Fprintf(w, "\n  adoption: the survivors build the tenants of %s they have clients of once it has not answered for a while (static peers never drop it):\n  %g tenants adopted (summed over the survivors), the last %s after the kill, %g builds",
 			fo.Replica, fo.Adopted, ms(fo.AdoptedAt), fo.AdoptionBuilds)
 		for _, ak := range fo.After {
@@ -829,3 +855,6 @@ func writeCapacity(w io.Writer, sr *ShardedResult, meshCPU float64, cp Capacity)
 	}
 	fmt.Fprintf(w, "  not modelled: builds (a mesh-wide change rebuilds every tenant, a fixed cost counted here per proxy), fetched snapshots (bounded by tenants, not proxies),\n  idle streams' keepalives, and this load generator sharing the machine\n")
 }
+
+// kib formats a byte count in KiB.
+func kib(b float64) string { return fmt.Sprintf("%.1f KiB", b/1024) }

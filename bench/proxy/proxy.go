@@ -69,6 +69,11 @@ type Proxy struct {
 	// new stream subscribes again to all of it (as Envoy does), also to
 	// names nothing was received for yet.
 	subscribed map[string]map[string]bool
+	// sotwNames and sotwAcked are a SotW proxy's named subscriptions and
+	// the last version it accepted of each type: a new stream asks for
+	// the same names and names those versions, as Envoy and grpc-go do.
+	sotwNames map[string][]string
+	sotwAcked map[string]string
 	// streams counts the streams opened; resent counts the resources
 	// received on every stream after the first that the proxy already
 	// held at that version.
@@ -251,18 +256,33 @@ func (p *Proxy) Run(ctx context.Context, conn *grpc.ClientConn) error {
 }
 
 func (p *Proxy) runSotW(s discovery.AggregatedDiscoveryService_StreamAggregatedResourcesClient) error {
-	subs := map[string][]string{}
+	p.mu.Lock()
+	if p.sotwNames == nil {
+		p.sotwNames, p.sotwAcked = map[string][]string{}, map[string]string{}
+	}
+	again := p.streams > 1
+	subs, held := maps.Clone(p.sotwNames), maps.Clone(p.sotwAcked)
+	p.mu.Unlock()
 	node := p.node
 	send := func(t, version, nonce string, names []string) error {
 		req := &discovery.DiscoveryRequest{TypeUrl: t, VersionInfo: version, ResponseNonce: nonce, ResourceNames: names}
 		req.Node, node = node, nil
 		return s.Send(req)
 	}
-	if err := send(CDS, "", "", nil); err != nil {
+	// A new stream names the versions accepted on the last one, and asks
+	// again for the names subscribed then.
+	if err := send(CDS, held[CDS], "", nil); err != nil {
 		return err
 	}
-	if err := send(LDS, "", "", nil); err != nil {
+	if err := send(LDS, held[LDS], "", nil); err != nil {
 		return err
+	}
+	for _, t := range []string{EDS, RDS} {
+		if len(subs[t]) > 0 {
+			if err := send(t, held[t], "", subs[t]); err != nil {
+				return err
+			}
+		}
 	}
 	if p.MadeUpTypes {
 		names := make([]string, 1000)
@@ -297,6 +317,11 @@ func (p *Proxy) runSotW(s discovery.AggregatedDiscoveryService_StreamAggregatedR
 		time.Sleep(p.SlowRead)
 		p.inspect(r.TypeUrl, r.Resources, true)
 		p.record(r.TypeUrl, r.VersionInfo)
+		if again && (r.TypeUrl == CDS || r.TypeUrl == LDS) && r.VersionInfo == held[r.TypeUrl] {
+			p.mu.Lock()
+			p.resent += len(r.Resources) // the whole state it holds, sent again
+			p.mu.Unlock()
+		}
 		if p.Silent.Load() {
 			continue
 		}
@@ -307,10 +332,17 @@ func (p *Proxy) runSotW(s discovery.AggregatedDiscoveryService_StreamAggregatedR
 			}
 		} else if err := send(r.TypeUrl, r.VersionInfo, r.Nonce, subs[r.TypeUrl]); err != nil {
 			return err
+		} else {
+			p.mu.Lock()
+			p.sotwAcked[r.TypeUrl] = r.VersionInfo
+			p.mu.Unlock()
 		}
 		dep, names := dependents(r.TypeUrl, r.Resources)
 		if dep != "" && !slices.Equal(names, subs[dep]) {
 			subs[dep] = names
+			p.mu.Lock()
+			p.sotwNames[dep] = names
+			p.mu.Unlock()
 			if err := send(dep, "", "", names); err != nil {
 				return err
 			}

@@ -23,6 +23,7 @@ type Metrics struct {
 	inflight prometheus.Gauge         // xdshard_pushes_in_flight
 	shed     prometheus.Counter       // xdshard_shed_streams_total
 	partial  *prometheus.CounterVec   // xdshard_xds_partial_pushes_total{type}
+	resumed  *prometheus.CounterVec   // xdshard_xds_resumed_total{type}
 
 	partialEDS, partialRDS prometheus.Counter // partial's two series, resolved once: counted under a stream's lock
 }
@@ -40,7 +41,9 @@ func newMetrics(reg prometheus.Registerer) *Metrics {
 		stages:   prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "xdshard_push_stage_seconds", Help: "Time spent per push stage: source (a file source reading and decoding, from its first watcher event), debounce, build, publish, queue, send, ack.", Buckets: stageBuckets}, []string{"stage"}),
 		inflight: prometheus.NewGauge(prometheus.GaugeOpts{Name: "xdshard_pushes_in_flight", Help: "Streams encoding or sending a push now; at most the push concurrency (--push-concurrency)."}),
 		shed:     prometheus.NewCounter(prometheus.CounterOpts{Name: "xdshard_shed_streams_total", Help: "Proxy streams ended to rebalance replicas (this replica held more than ceil(streams/members x 1.1))."}),
-		partial:  prometheus.NewCounterVec(prometheus.CounterOpts{Name: "xdshard_xds_partial_pushes_total", Help: "State-of-the-world responses that carried only the resources changed since the client's last ACKed response (EDS and RDS; serve --full-sotw turns them off), by type."}, []string{"type"}),
+		resumed: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "xdshard_xds_resumed_total",
+			Help: "State-of-the-world streams whose first request for a wildcard type (CDS, LDS, the name table) named the version served, so nothing was sent again, by type."}, []string{"type"}),
+		partial: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "xdshard_xds_partial_pushes_total", Help: "State-of-the-world responses that carried only the resources changed since the client's last ACKed response (EDS and RDS; serve --full-sotw turns them off), by type."}, []string{"type"}),
 	}
 	// A second server on one registry (the peer face beside the proxies')
 	// shares the collectors already registered.
@@ -54,6 +57,7 @@ func newMetrics(reg prometheus.Registerer) *Metrics {
 	m.inflight = register(reg, m.inflight)
 	m.shed = register(reg, m.shed)
 	m.partial = register(reg, m.partial)
+	m.resumed = register(reg, m.resumed)
 	m.partialEDS, m.partialRDS = m.partial.WithLabelValues("eds"), m.partial.WithLabelValues("rds")
 	return m
 }

@@ -129,6 +129,9 @@ func (s *Server) recordSotWFrom(c *conn, req *discovery.DiscoveryRequest, reqs *
 	}
 	subscribe(st, names, !st.requested)
 	st.requested = true
+	if initial && req.ResponseNonce == "" {
+		s.resumeLocked(c, st, t, req.VersionInfo)
+	}
 	if reqs.decoded(req) {
 		if slices.Equal(names, st.sorted) {
 			reqs.remember(t, st.sorted)
@@ -137,6 +140,29 @@ func (s *Server) recordSotWFrom(c *conn, req *discovery.DiscoveryRequest, reqs *
 		}
 	}
 	return nil
+}
+
+// resumeLocked takes the version a client names on its first request of
+// a wildcard type on a new stream (Envoy and grpc-go name the last version
+// they accepted, as the protocol asks) as sent and acknowledged when it is
+// the version this stream would be sent: a client reconnecting after its
+// replica went away is not sent again what it holds. Only for wildcard
+// types whose every response is the whole state (CDS, LDS, the name
+// table): a named subscription may have grown since the version was
+// accepted (a request whose answer the broken stream lost), and
+// the new names' resources would never come. Called with c.mu held.
+func (s *Server) resumeLocked(c *conn, st *typeState, t, version string) {
+	if version == "" || len(version) > maxVersionBytes || !st.wildcard || len(st.sorted) > 0 || partialType(c.view, t) || !servedType(c.view, t) {
+		return
+	}
+	set, ok := setFor(s.serving(c), c.view, t)
+	if !ok || set == nil || set.GetVersion() != version {
+		return
+	}
+	st.nonce = c.nextNonceLocked() // never sent: the client's next answer is to a response it gets later
+	st.sentVersion, st.sentSet, st.sentHash, st.sentWild = version, version, st.hash, true
+	st.acked, st.ackedAt, st.awaiting = version, time.Now(), false
+	s.metrics.resumed.WithLabelValues(typeLabel(t)).Inc()
 }
 
 // subscribe sets the names a state-of-the-world request asks for. An empty

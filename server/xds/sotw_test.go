@@ -8,6 +8,7 @@ import (
 	"time"
 
 	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"google.golang.org/genproto/googleapis/rpc/status"
 
 	"github.com/xdshard/xdshard/snapshot"
@@ -222,5 +223,48 @@ func TestACKWakesTheSendLoopOnlyWhenDue(t *testing.T) {
 	c.ack(r2, "a-c1", "a-c2", "a-c3")
 	if r3 := c.recv(); len(r3.Resources) != 3 {
 		t.Fatalf("the widened subscription got %d resources, want 3", len(r3.Resources))
+	}
+}
+
+// TestReconnectNamingItsVersionsIsSentNothingAgain: a SotW client that
+// opens a new stream naming the CDS and LDS versions it accepted (Envoy
+// and grpc-go do) is not sent them again; named types (EDS, RDS) are, as
+// their subscription may have grown. A later change reaches it, and a
+// client naming an old version gets the current one at once.
+func TestReconnectNamingItsVersionsIsSentNothingAgain(t *testing.T) {
+	e := newEnv(t)
+	s1 := e.mesh("a", 2, 0)
+	cdsV, ldsV := s1.Set(snapshot.ViewEnvoy, cds).Version, s1.Set(snapshot.ViewEnvoy, lds).Version
+	c := e.sotw("a", nil)
+	c.send(cds, cdsV, "")
+	c.send(lds, ldsV, "")
+	c.send(eds, "", "", "a-c1", "a-c2")
+	// EDS is answered (named); CDS and LDS are not sent again.
+	if r := c.recv(); r.TypeUrl != eds || len(r.Resources) != 2 {
+		t.Fatalf("first response %s with %d resources, want EDS with 2", r.TypeUrl, len(r.Resources))
+	}
+	if got := testutil.ToFloat64(e.srv.metrics.resumed.WithLabelValues("cds")) + testutil.ToFloat64(e.srv.metrics.resumed.WithLabelValues("lds")); got != 2 {
+		t.Fatalf("xdshard_xds_resumed_total for CDS and LDS = %v, want 2", got)
+	}
+	e.waitType(cds, func(st TypeStatus) bool { return st.Sync == "SYNCED" && st.AckedVersion == cdsV })
+
+	// A change: the new CDS reaches the resumed stream.
+	s2 := e.mesh("a", 2, 1)
+	for {
+		r := c.recv()
+		c.ack(r)
+		if r.TypeUrl == cds {
+			if r.VersionInfo != s2.Set(snapshot.ViewEnvoy, cds).Version || len(r.Resources) != 2 {
+				t.Fatalf("CDS after the change: version %s with %d resources", r.VersionInfo, len(r.Resources))
+			}
+			break
+		}
+	}
+
+	// A client naming a version that is not the current one is sent it.
+	old := e.sotw("a", nil)
+	old.send(cds, cdsV, "")
+	if r := old.recv(); r.TypeUrl != cds || r.VersionInfo != s2.Set(snapshot.ViewEnvoy, cds).Version {
+		t.Fatalf("a client naming an old version got %s %s", r.TypeUrl, r.VersionInfo)
 	}
 }
