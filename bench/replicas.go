@@ -83,7 +83,9 @@ const (
 // ShardedResult is a sharded run: N replicas sharing the tenants, the
 // proxies spread over them, the same phases as the single-replica run.
 type ShardedResult struct {
-	Replicas    int              `json:"replicas"`
+	Replicas int `json:"replicas"`
+	// Symmetric: every replica builds every tenant (no peers).
+	Symmetric   bool             `json:"symmetric,omitempty"`
 	Proxies     int              `json:"proxies"`
 	InitialSync Stats            `json:"initialSync"`
 	SyncCPU     float64          `json:"syncCpuSeconds"` // summed over the replicas
@@ -186,15 +188,21 @@ type replicaChild struct {
 // cluster drives the replicas as one server under test: every event goes
 // to every live replica, and CPU and RSS are their sums.
 type cluster struct {
-	reps  []*replicaChild
-	peers []sharding.Member
+	reps      []*replicaChild
+	peers     []sharding.Member
+	symmetric bool // every replica builds every tenant
 	// capture: the next usage reading is kept in captured, so a phase's
 	// per-replica CPU starts where its total (read by churn) starts.
 	capture  bool
 	captured []float64
 }
 
-func (c *cluster) name() string { return fmt.Sprintf("xdshard x%d", len(c.reps)) }
+func (c *cluster) name() string {
+	if c.symmetric {
+		return fmt.Sprintf("xdshard x%d symmetric", len(c.reps))
+	}
+	return fmt.Sprintf("xdshard x%d", len(c.reps))
+}
 func (c *cluster) addr() string { return "" }
 
 func (c *cluster) live() []*replicaChild {
@@ -329,6 +337,18 @@ func home(i, tenants, n int) int { return (i%tenants + i/tenants) % n }
 // replica and measures the failover. The single-replica figures to
 // compare with are Run's xdshard result.
 func RunReplicas(parent context.Context, cfg Config, progress io.Writer) (*ShardedResult, error) {
+	return runDeployment(parent, cfg, progress, true)
+}
+
+// RunSymmetric runs cfg.Replicas xdshard replicas that each build every
+// tenant (no peers), the same proxies spread over them as RunReplicas
+// spreads them, and the same events: the deployment sharding is to beat.
+func RunSymmetric(parent context.Context, cfg Config, progress io.Writer) (*ShardedResult, error) {
+	cfg.KillReplica = false
+	return runDeployment(parent, cfg, progress, false)
+}
+
+func runDeployment(parent context.Context, cfg Config, progress io.Writer, sharded bool) (*ShardedResult, error) {
 	n := cfg.Replicas
 	if n < 2 || cfg.Exe == "" {
 		return nil, fmt.Errorf("a sharded run needs at least 2 replicas and the binary to run them (Config.Exe)")
@@ -343,11 +363,14 @@ func RunReplicas(parent context.Context, cfg Config, progress io.Writer) (*Shard
 		}
 		peers[i] = sharding.Member{ID: fmt.Sprintf("r%d", i), Addr: addr}
 	}
-	cl := &cluster{peers: peers}
-	res := &ShardedResult{Replicas: n, Proxies: cfg.Proxies}
+	cl := &cluster{peers: peers, symmetric: !sharded}
+	res := &ShardedResult{Replicas: n, Proxies: cfg.Proxies, Symmetric: !sharded}
 	for _, m := range peers {
 		ccfg := cfg
-		ccfg.Shard = &Shard{ReplicaID: m.ID, PeerAddr: m.Addr, Peers: peers}
+		ccfg.Shard = nil
+		if sharded {
+			ccfg.Shard = &Shard{ReplicaID: m.ID, PeerAddr: m.Addr, Peers: peers}
+		}
 		c, err := startChild(ctx, cfg.Exe, ccfg, "xdshard")
 		if err != nil {
 			return nil, fmt.Errorf("replica %s: %w", m.ID, err)
@@ -362,7 +385,7 @@ func RunReplicas(parent context.Context, cfg Config, progress io.Writer) (*Shard
 		res.Per[i].IdleRSSBytes = r.rss
 		res.IdleRSSBytes += r.rss
 	}
-	fmt.Fprintf(progress, "xdshard x%d (static peers): %d proxies\n", n, cfg.Proxies)
+	fmt.Fprintf(progress, "%s: %d proxies\n", cl.name(), cfg.Proxies)
 	proxies, homes, err := cl.connect(ctx, cfg, res, progress)
 	if err != nil {
 		return res, err
@@ -858,3 +881,31 @@ func writeCapacity(w io.Writer, sr *ShardedResult, meshCPU float64, cp Capacity)
 
 // kib formats a byte count in KiB.
 func kib(b float64) string { return fmt.Sprintf("%.1f KiB", b/1024) }
+
+// WriteSymmetric prints the sharded deployment beside the symmetric one
+// (every replica building every tenant) of as many replicas, event by
+// event: total CPU, builds, and each replica's memory.
+func WriteSymmetric(w io.Writer, sharded, symmetric *ShardedResult) error {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	n := symmetric.Replicas
+	fmt.Fprintf(tw, "\nsharded against symmetric: %d replicas each way, the same proxies spread the same way; symmetric replicas each build every tenant (no peers), as replicated istiods do\n\n", n)
+	fmt.Fprintf(tw, "PHASE\tCPU s sharded\tsymmetric\tsharded/symmetric\tbuilds sharded\tsymmetric\tpeer KiB\tp99 sharded\tsymmetric\n")
+	fmt.Fprintf(tw, "initial sync\t%.3f\t%.3f\t%s\t\t\t\t%s\t%s\n", sharded.SyncCPU, symmetric.SyncCPU, fratio(sharded.SyncCPU, symmetric.SyncCPU), ms(sharded.InitialSync.P99), ms(symmetric.InitialSync.P99))
+	for k, e := range sharded.Events {
+		if k >= len(symmetric.Events) {
+			break
+		}
+		y := symmetric.Events[k]
+		fmt.Fprintf(tw, "%s\t%.3f\t%.3f\t%s\t%g\t%g\t%.1f\t%s\t%s\n", e.Name, e.CPUSeconds, y.CPUSeconds, fratio(e.CPUSeconds, y.CPUSeconds), e.Builds, y.Builds, e.PeerBytes/1024, ms(e.Convergence.P99), ms(y.Convergence.P99))
+	}
+	per := func(r *ShardedResult) (idle, end float64) {
+		for _, p := range r.Per {
+			idle, end = idle+mib(p.IdleRSSBytes), end+mib(p.RSSBytes)
+		}
+		return idle / float64(len(r.Per)), end / float64(len(r.Per))
+	}
+	si, se := per(sharded)
+	yi, ye := per(symmetric)
+	fmt.Fprintf(tw, "\nRSS per replica, idle -> end of the events: sharded %.0f -> %.0f MiB, symmetric %.0f -> %.0f MiB\n", si, se, yi, ye)
+	return tw.Flush()
+}

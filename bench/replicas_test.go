@@ -33,7 +33,7 @@ func TestReplicasBench(t *testing.T) {
 	}
 	cfg := Config{Proxies: 20, Tenants: 6, Services: 3, Endpoints: 2, Mix: true, Seed: 1, Exe: exe,
 		Debounce: 10 * time.Millisecond, Timeout: 20 * time.Second, StreamsPerConn: 5, Replicas: 2, KillReplica: true}
-	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
 	single, err := Run(ctx, cfg, testLog{t})
 	if err != nil || len(single) != 1 {
@@ -98,6 +98,34 @@ func TestReplicasBench(t *testing.T) {
 		if !strings.Contains(out.String(), want) {
 			t.Fatalf("report lacks %q", want)
 		}
+	}
+
+	// The symmetric deployment: every replica builds every tenant.
+	sym, err := RunSymmetric(ctx, cfg, testLog{t})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sym.Unconverged != 0 || sym.Failover != nil || !sym.Symmetric {
+		t.Fatalf("symmetric: %d unconverged, failover %v", sym.Unconverged, sym.Failover)
+	}
+	for i, e := range sym.Events {
+		if i < 2 && e.Builds != 2 {
+			t.Fatalf("symmetric %s: %g builds, want one per replica", e.Name, e.Builds)
+		}
+		if e.PeerBytes != 0 {
+			t.Fatalf("symmetric %s: %g peer bytes", e.Name, e.PeerBytes)
+		}
+	}
+	if mw := sym.Events[2]; mw.Builds != 2*owned {
+		t.Fatalf("symmetric mesh-wide: %g builds, want every tenant on each replica (%g)", mw.Builds, 2*owned)
+	}
+	out.Reset()
+	if err := WriteSymmetric(&out, res, sym); err != nil {
+		t.Fatal(err)
+	}
+	t.Log(out.String())
+	if !strings.Contains(out.String(), "sharded/symmetric") {
+		t.Fatal("the comparison lacks its ratio")
 	}
 }
 

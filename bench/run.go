@@ -68,6 +68,10 @@ type Config struct {
 	// KillReplica then kills the last one and measures the failover.
 	Replicas    int  `json:",omitempty"`
 	KillReplica bool `json:",omitempty"`
+	// Symmetric: with Replicas, RunSymmetric also runs as many replicas
+	// that each build every tenant (no peers: what users run today with
+	// replicated istiods), for comparison.
+	Symmetric bool `json:",omitempty"`
 	// Shard, set by the parent, makes a child one replica of those.
 	Shard *Shard `json:",omitempty"`
 	// FileDriven: xdshard runs as `Exe serve --config DIR` and each event

@@ -75,6 +75,7 @@ func bindBench(fs *pflag.FlagSet) func() error {
 	fs.StringVar(&cfg.CPUProfile, "cpu-profile", "", "write a CPU profile of each server during each event to this directory (SERVER-N.pprof; servers in their own processes)")
 	fs.StringVar(&cfg.HeapProfile, "heap-profile", "", "write a heap profile per server at the end of its phase (SERVER-FILE beside FILE)")
 	fs.IntVar(&cfg.Replicas, "replicas", 0, "also run this many xdshard replicas (at least 2) sharding the tenants with static peers, the proxies spread over them, and compare with one replica")
+	fs.BoolVar(&cfg.Symmetric, "symmetric", false, "with --replicas: also run as many replicas that each build every tenant (no peers, as replicated istiods), the same proxies spread over them, and compare the sharded deployment with it")
 	fs.BoolVar(&cfg.KillReplica, "kill-replica", false, "with --replicas: after the events, kill -9 the last replica and measure until its proxies are synced again elsewhere")
 	fs.BoolVar(&cfg.FileDriven, "file-driven", false, "run xdshard as `xdshard serve --config DIR` in its own process and change it by renaming rewritten tenant files into place (one idle tenant's, every tenant's, istio-system's), the baselines getting the same changes from memory")
 	fs.StringVar(&cfg.ServeProfile, "file-driven-profile", "", "with --file-driven: write a CPU profile of the serve child during each event to this directory (filedriven-N.pprof)")
@@ -180,6 +181,17 @@ func bindBench(fs *pflag.FlagSet) func() error {
 			}
 			if err != nil {
 				return err
+			}
+			if cfg.Symmetric {
+				symmetric, err := bench.RunSymmetric(ctx, cfg, os.Stderr)
+				if symmetric != nil {
+					if werr := bench.WriteSymmetric(os.Stdout, sharded, symmetric); werr != nil {
+						return werr
+					}
+				}
+				if err != nil {
+					return err
+				}
 			}
 		}
 		if *reportDir != "" {
