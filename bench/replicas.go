@@ -85,12 +85,16 @@ const (
 type ShardedResult struct {
 	Replicas int `json:"replicas"`
 	// Symmetric: every replica builds every tenant (no peers).
-	Symmetric   bool             `json:"symmetric,omitempty"`
-	Proxies     int              `json:"proxies"`
-	InitialSync Stats            `json:"initialSync"`
-	SyncCPU     float64          `json:"syncCpuSeconds"` // summed over the replicas
-	Events      []ShardedEvent   `json:"events"`
-	Per         []ReplicaFigures `json:"perReplica"`
+	Symmetric   bool    `json:"symmetric,omitempty"`
+	Proxies     int     `json:"proxies"`
+	InitialSync Stats   `json:"initialSync"`
+	SyncCPU     float64 `json:"syncCpuSeconds"` // summed over the replicas
+	// StartCPU is the replicas' CPU from their start until they were
+	// ready, before any proxy: reading the mesh and building what each
+	// builds (a symmetric replica, every tenant).
+	StartCPU float64          `json:"startCpuSeconds"`
+	Events   []ShardedEvent   `json:"events"`
+	Per      []ReplicaFigures `json:"perReplica"`
 	// RSSBytes and IdleRSSBytes are summed over the replicas: at the end
 	// of the events, and before any proxy connected.
 	RSSBytes     uint64    `json:"rssBytes"`
@@ -380,7 +384,7 @@ func runDeployment(parent context.Context, cfg Config, progress io.Writer, shard
 		cl.reps = append(cl.reps, r)
 		res.Per = append(res.Per, ReplicaFigures{ID: m.ID})
 	}
-	cl.usage()
+	res.StartCPU, _ = cl.usage()
 	for i, r := range cl.reps {
 		res.Per[i].IdleRSSBytes = r.rss
 		res.IdleRSSBytes += r.rss
@@ -890,7 +894,10 @@ func WriteSymmetric(w io.Writer, sharded, symmetric *ShardedResult) error {
 	n := symmetric.Replicas
 	fmt.Fprintf(tw, "\nsharded against symmetric: %d replicas each way, the same proxies spread the same way; symmetric replicas each build every tenant (no peers), as replicated istiods do\n\n", n)
 	fmt.Fprintf(tw, "PHASE\tCPU s sharded\tsymmetric\tsharded/symmetric\tbuilds sharded\tsymmetric\tpeer KiB\tp99 sharded\tsymmetric\n")
+	fmt.Fprintf(tw, "start (read, build)\t%.3f\t%.3f\t%s\t\t\t\t\t\n", sharded.StartCPU, symmetric.StartCPU, fratio(sharded.StartCPU, symmetric.StartCPU))
 	fmt.Fprintf(tw, "initial sync\t%.3f\t%.3f\t%s\t\t\t\t%s\t%s\n", sharded.SyncCPU, symmetric.SyncCPU, fratio(sharded.SyncCPU, symmetric.SyncCPU), ms(sharded.InitialSync.P99), ms(symmetric.InitialSync.P99))
+	st, yt := sharded.StartCPU+sharded.SyncCPU, symmetric.StartCPU+symmetric.SyncCPU
+	fmt.Fprintf(tw, "start + initial sync\t%.3f\t%.3f\t%s\t\t\t\t\t\n", st, yt, fratio(st, yt))
 	for k, e := range sharded.Events {
 		if k >= len(symmetric.Events) {
 			break
