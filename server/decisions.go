@@ -66,7 +66,14 @@ func (r *Replica) keepDecisions(ctx context.Context) error {
 		poke()
 	}
 	r.store.OnDecision(mark)
+	// A failed write is tried again with backoff (1 s doubling to 30 s),
+	// ten times at most: a directory that cannot be written (a read-only
+	// mount) or an API server that refuses costs a log line per try, not
+	// one a second for ever. The next decision about the tenant tries
+	// again.
+	const maxTries = 10
 	go func() {
+		failures := map[string]int{}
 		for {
 			select {
 			case <-ctx.Done():
@@ -77,7 +84,7 @@ func (r *Replica) keepDecisions(ctx context.Context) error {
 			todo := dirty
 			dirty = map[string]bool{}
 			mu.Unlock()
-			failed := false
+			backoff := time.Duration(0)
 			for tenant := range todo {
 				if !r.ringOwns(tenant) {
 					continue // its owner keeps it
@@ -86,24 +93,31 @@ func (r *Replica) keepDecisions(ctx context.Context) error {
 				err := keeper.Keep(ctx, opstate.Decision{Tenant: tenant, Pinned: pinned, Held: held, HeldWhy: why})
 				switch {
 				case err == nil:
+					delete(failures, tenant)
 					kept.WithLabelValues("ok").Inc()
 				case errors.Is(err, opstate.ErrTooBig):
 					kept.WithLabelValues("too_big").Inc()
 					r.log.Error("a decision about a tenant is too big to keep; it holds only while a replica holding it runs", "tenant", tenant, "err", err)
 				default:
 					kept.WithLabelValues("failed").Inc()
+					failures[tenant]++
+					if n := failures[tenant]; n >= maxTries {
+						delete(failures, tenant)
+						r.log.Error("keeping a decision about a tenant failed every try; it holds only while a replica holding it runs, and the next decision about the tenant tries again", "tenant", tenant, "where", keeper.Where(), "tries", n, "err", err)
+						continue
+					}
 					r.log.Warn("keeping a decision about a tenant failed; trying again", "tenant", tenant, "where", keeper.Where(), "err", err)
 					mu.Lock()
 					dirty[tenant] = true
 					mu.Unlock()
-					failed = true
+					backoff = max(backoff, min(time.Second<<(failures[tenant]-1), 30*time.Second))
 				}
 			}
-			if failed {
+			if backoff > 0 {
 				select {
 				case <-ctx.Done():
 					return
-				case <-time.After(time.Second):
+				case <-time.After(backoff):
 				}
 				poke()
 			}
