@@ -6,6 +6,7 @@ import (
 	"io"
 	"math"
 	"net"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -195,6 +196,7 @@ type cluster struct {
 	reps      []*replicaChild
 	peers     []sharding.Member
 	symmetric bool // every replica builds every tenant
+	events    int  // phases run, numbering the CPU profiles
 	// capture: the next usage reading is kept in captured, so a phase's
 	// per-replica CPU starts where its total (read by churn) starts.
 	capture  bool
@@ -529,6 +531,21 @@ type perReplica struct{ cpu, builds, peer []float64 }
 // seconds, tenant builds and peer bytes received.
 func (c *cluster) phase(ctx context.Context, cfg Config, run func() (EventResult, error)) (ShardedEvent, perReplica, error) {
 	b0, p0 := c.metrics(buildsMetric), c.metrics(peerBytesMetric)
+	if cfg.CPUProfile != "" {
+		// Each replica's CPU profile of the event: NAME-rK-EVENT.pprof.
+		c.events++
+		for _, r := range c.live() {
+			name := strings.ReplaceAll(c.name(), " ", "_")
+			if err := r.profile(filepath.Join(cfg.CPUProfile, fmt.Sprintf("%s-%s-%d.pprof", name, r.id, c.events))); err != nil {
+				return ShardedEvent{}, perReplica{}, err
+			}
+		}
+		defer func() {
+			for _, r := range c.live() {
+				_ = r.profile("-")
+			}
+		}()
+	}
 	c.capture = true
 	er, err := run()
 	cpu0 := c.captured // read by churn before the change

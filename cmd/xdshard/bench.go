@@ -72,7 +72,7 @@ func bindBench(fs *pflag.FlagSet) func() error {
 	fs.IntVar(&cfg.RateEvents, "rate-events", 20, "how many changes --rate applies (at most one per tenant)")
 	fs.DurationVar(&cfg.Soak, "soak", 0, "after the events, churn endpoints at --rate (default 10/s) over every tenant in turn for this long, check every well-behaved proxy converges on every change, and report the server's heap and goroutines at the start and the end (with --misbehaving, some proxies NACK or read slowly throughout)")
 	inProcess := fs.Bool("in-process", false, "run the servers in this process (CPU figures then include the load generator)")
-	fs.StringVar(&cfg.CPUProfile, "cpu-profile", "", "write a CPU profile of each server during each event to this directory (SERVER-N.pprof; servers in their own processes)")
+	fs.StringVar(&cfg.CPUProfile, "cpu-profile", "", "write a CPU profile of each server during each event to this directory (SERVER-N.pprof; servers in their own processes; with --replicas, each replica: xdshard_xN-rK-N.pprof)")
 	fs.StringVar(&cfg.HeapProfile, "heap-profile", "", "write a heap profile per server at the end of its phase (SERVER-FILE beside FILE)")
 	fs.IntVar(&cfg.Replicas, "replicas", 0, "also run this many xdshard replicas (at least 2) sharding the tenants with static peers, the proxies spread over them, and compare with one replica")
 	fs.BoolVar(&cfg.Symmetric, "symmetric", false, "with --replicas: also run as many replicas that each build every tenant (no peers, as replicated istiods), the same proxies spread over them, and compare the sharded deployment with it")
