@@ -472,12 +472,19 @@ func (c *cluster) connect(ctx context.Context, cfg Config, res *ShardedResult, p
 	}
 	proxies := make([]*proxy.Proxy, cfg.Proxies)
 	homes := make([]int, cfg.Proxies)
+	ring := sharding.NewRing(c.peers)
 	c.usage()
 	cpu0 := c.cpus()
 	start := time.Now()
 	for i := range proxies {
 		p := proxy.New(fleet.Tenant(i%cfg.Tenants), fmt.Sprintf("pod-%d", i), cfg.Delta || (cfg.Mix && i%2 == 1))
 		proxies[i], homes[i] = p, home(i, cfg.Tenants, n)
+		if cfg.Directed {
+			// Each proxy on its tenant's owner (the same replica in the
+			// symmetric run, so both carry the same streams).
+			owner, _ := ring.Owner(p.Namespace)
+			homes[i] = slices.IndexFunc(c.peers, func(m sharding.Member) bool { return m.ID == owner.ID })
+		}
 		own := c.reps[homes[i]]
 		pick := func() string {
 			if own.alive.Load() {
@@ -735,7 +742,11 @@ type Capacity struct {
 func WriteReplicas(w io.Writer, cfg Config, single *Result, sr *ShardedResult, cp Capacity) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	n := sr.Replicas
-	fmt.Fprintf(tw, "\nsharded: %d replicas with static peers, each in its own process; %d proxies spread round-robin (each tenant's over every replica);\nevery event applied to every replica, as replicas reading one API server; the 1-replica figures are the xdshard run above\n\n", n, sr.Proxies)
+	spread := "spread round-robin (each tenant's over every replica)"
+	if cfg.Directed {
+		spread = "each on its tenant's owner (--directed)"
+	}
+	fmt.Fprintf(tw, "\nsharded: %d replicas with static peers, each in its own process; %d proxies %s;\nevery event applied to every replica, as replicas reading one API server; the 1-replica figures are the xdshard run above\n\n", n, sr.Proxies, spread)
 	ids := make([]string, n)
 	for i, p := range sr.Per {
 		ids[i] = p.ID

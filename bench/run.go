@@ -72,6 +72,10 @@ type Config struct {
 	// that each build every tenant (no peers: what users run today with
 	// replicated istiods), for comparison.
 	Symmetric bool `json:",omitempty"`
+	// Directed: with Replicas, each proxy connects to its tenant's owner
+	// instead of round-robin: what streams directed to (or drifting
+	// toward) their owner would give.
+	Directed bool `json:",omitempty"`
 	// Shard, set by the parent, makes a child one replica of those.
 	Shard *Shard `json:",omitempty"`
 	// FileDriven: xdshard runs as `Exe serve --config DIR` and each event

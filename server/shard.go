@@ -142,7 +142,9 @@ func (r *Replica) balance(ctx context.Context, loads sharding.Loads) {
 		Streams: r.xds.ProxyStreams,
 		Shed: func(n int) {
 			// Unavailable, so their clients dial again through the Service.
-			for _, remote := range r.xds.Shed(n) {
+			// The streams of tenants owned elsewhere go first: they drift
+			// toward their owners, where nothing is fetched for them.
+			for _, remote := range r.xds.Shed(n, func(t string) bool { return !r.own.RingOwns(t) }) {
 				r.xdsConns.closeLater(remote, 500*time.Millisecond)
 			}
 		}}

@@ -76,6 +76,7 @@ func bindBench(fs *pflag.FlagSet) func() error {
 	fs.StringVar(&cfg.HeapProfile, "heap-profile", "", "write a heap profile per server at the end of its phase (SERVER-FILE beside FILE)")
 	fs.IntVar(&cfg.Replicas, "replicas", 0, "also run this many xdshard replicas (at least 2) sharding the tenants with static peers, the proxies spread over them, and compare with one replica")
 	fs.BoolVar(&cfg.Symmetric, "symmetric", false, "with --replicas: also run as many replicas that each build every tenant (no peers, as replicated istiods), the same proxies spread over them, and compare the sharded deployment with it")
+	fs.BoolVar(&cfg.Directed, "directed", false, "with --replicas: each proxy connects to its tenant's owner instead of round-robin (what streams directed to their owner would give; --symmetric gets the same spread)")
 	fs.BoolVar(&cfg.KillReplica, "kill-replica", false, "with --replicas: after the events, kill -9 the last replica and measure until its proxies are synced again elsewhere")
 	fs.BoolVar(&cfg.FileDriven, "file-driven", false, "run xdshard as `xdshard serve --config DIR` in its own process and change it by renaming rewritten tenant files into place (one idle tenant's, every tenant's, istio-system's), the baselines getting the same changes from memory")
 	fs.StringVar(&cfg.ServeProfile, "file-driven-profile", "", "with --file-driven: write a CPU profile of the serve child during each event to this directory (filedriven-N.pprof)")

@@ -2,6 +2,7 @@ package xds
 
 import (
 	"math/rand/v2"
+	"slices"
 	"time"
 
 	"github.com/xdshard/xdshard/snapshot"
@@ -30,7 +31,12 @@ func (s *Server) ProxyStreams() int {
 // returns the client addresses whose connection carried nothing but a
 // shed stream: a client reuses its HTTP/2 connection for the next stream,
 // so the caller closes those connections for the client to dial anew.
-func (s *Server) Shed(n int) []string {
+//
+// Streams whose tenant first(tenant) says are ended first (nil: none
+// first): a sharded replica sheds the streams of tenants it does not own
+// before its own, so its clients drift toward their tenants' owners,
+// where nothing needs fetching.
+func (s *Server) Shed(n int, first func(tenant string) bool) []string {
 	s.mu.Lock()
 	var proxies []*conn
 	perRemote := map[string]int{}
@@ -42,6 +48,17 @@ func (s *Server) Shed(n int) []string {
 	}
 	s.mu.Unlock()
 	rand.Shuffle(len(proxies), func(i, j int) { proxies[i], proxies[j] = proxies[j], proxies[i] })
+	if first != nil {
+		slices.SortStableFunc(proxies, func(a, b *conn) int {
+			switch fa, fb := first(a.tenant), first(b.tenant); {
+			case fa && !fb:
+				return -1
+			case fb && !fa:
+				return 1
+			}
+			return 0
+		})
+	}
 	shed := map[string]int{}
 	for _, c := range proxies[:min(n, len(proxies))] {
 		c.end(shedRebalance)
