@@ -108,14 +108,14 @@ func (d *deployment) settledBuilds() float64 {
 // sharding it by Leases of 3 s renewed every 500 ms, and waits until each
 // counts three members. It returns the deployment and the processes'
 // arguments, for more replicas like them.
-func leaseDeployment(t *testing.T, ctx context.Context, c *kubetest.Cluster, prefix string, tenants int, seed uint64) (*deployment, []string) {
+func leaseDeployment(t *testing.T, ctx context.Context, c *kubetest.Cluster, prefix string, tenants int, seed uint64, extra ...string) (*deployment, []string) {
 	t.Helper()
 	leaseNS := uniqueNS("xdshard")
 	if err := c.Apply(ctx, "apiVersion: v1\nkind: Namespace\nmetadata: {name: "+leaseNS+"}\n"); err != nil {
 		t.Fatal(err)
 	}
 	applyParallel(t, ctx, c, fleet.Generate(fleet.Spec{Tenants: tenants, Services: 2, Endpoints: 1, Seed: seed}))
-	args := []string{"--kubeconfig", c.Kubeconfig, "--lease-namespace", leaseNS, "--lease-duration", "3s", "--lease-renew", "500ms", "--rebalance-every", "500ms"}
+	args := append([]string{"--kubeconfig", c.Kubeconfig, "--lease-namespace", leaseNS, "--lease-duration", "3s", "--lease-renew", "500ms", "--rebalance-every", "500ms"}, extra...)
 	d := &deployment{t: t}
 	for i := 0; i < 3; i++ {
 		d.procs = append(d.procs, startProc(t, fmt.Sprint(prefix, i), "", args...))

@@ -143,6 +143,10 @@ type Config struct {
 	// BalanceSettle is how long a surplus must last before a replica
 	// sheds streams (the others' counts lag by up to a Lease renewal).
 	BalanceSettle time.Duration
+	// StreamAffinity also moves, at the balancing rate, the streams of
+	// tenants owned elsewhere off a replica holding at least the mean,
+	// so they settle on their tenants' owners (sharding.Balancer.Affinity).
+	StreamAffinity bool
 }
 
 // DefaultMaxConnections bounds a replica's xDS connections by default

@@ -137,14 +137,16 @@ func (r *Replica) origin(tenant string) (owner, origin string) {
 
 // balance sheds this replica's surplus of proxy streams until ctx ends.
 func (r *Replica) balance(ctx context.Context, loads sharding.Loads) {
+	foreign := func(t string) bool { return !r.own.RingOwns(t) }
 	b := &sharding.Balancer{Self: r.cfg.ReplicaID, Every: r.cfg.Balance, Settle: r.cfg.BalanceSettle, Loads: loads, Logger: r.log,
+		Affinity: r.cfg.StreamAffinity, Foreign: func() int { return r.xds.ProxyStreamsOf(foreign) },
 		Members: func() []sharding.Member { return r.own.Ring().Members() },
 		Streams: r.xds.ProxyStreams,
 		Shed: func(n int) {
 			// Unavailable, so their clients dial again through the Service.
 			// The streams of tenants owned elsewhere go first: they drift
 			// toward their owners, where nothing is fetched for them.
-			for _, remote := range r.xds.Shed(n, func(t string) bool { return !r.own.RingOwns(t) }) {
+			for _, remote := range r.xds.Shed(n, foreign) {
 				r.xdsConns.closeLater(remote, 500*time.Millisecond)
 			}
 		}}

@@ -28,11 +28,19 @@ type Balancer struct {
 	Loads   Loads
 	Members func() []Member // the ring's
 	Streams func() int      // this replica's proxy streams now
-	Shed    func(n int)     // end n of them
-	Logger  *slog.Logger
+	Shed    func(n int)     // end n of them, those of tenants owned elsewhere first
+	// Affinity also sheds, at the same rate, the streams of tenants owned
+	// elsewhere (Foreign counts them) while this replica holds at least
+	// the mean, with no surplus: they redial through the Service and
+	// land anywhere, so over rounds each settles on its tenant's owner,
+	// where nothing is fetched for it. The surplus rule still bounds
+	// every replica.
+	Affinity bool
+	Foreign  func() int
+	Logger   *slog.Logger
 	Now     func() time.Time // tests' clock; time.Now if nil
 
-	surplusSince time.Time
+	surplusSince, foreignSince time.Time
 }
 
 // Share is a replica's fair number of streams: ceil(total/members x 1.1).
@@ -90,7 +98,7 @@ func (b *Balancer) Round() int {
 	surplus := mine - limit
 	if surplus <= 0 {
 		b.surplusSince = time.Time{}
-		return 0
+		return b.affinityRound(log, now(), mine, total, len(members))
 	}
 	if b.surplusSince.IsZero() {
 		b.surplusSince = now()
@@ -100,6 +108,30 @@ func (b *Balancer) Round() int {
 	}
 	n := min(surplus, ShedRate(total))
 	log.Info("more than this replica's share of streams; shedding some so clients redial", "streams", mine, "share", limit, "members", len(members), "shedding", n)
+	b.Shed(n)
+	return n
+}
+
+// affinityRound sheds streams of tenants owned elsewhere while this
+// replica holds at least the mean of the streams (below it, it takes
+// rather than gives), once that lasted Settle.
+func (b *Balancer) affinityRound(log *slog.Logger, now time.Time, mine, total, members int) int {
+	foreign := 0
+	if b.Affinity && b.Foreign != nil && members > 1 && mine*members >= total {
+		foreign = b.Foreign()
+	}
+	if foreign == 0 {
+		b.foreignSince = time.Time{}
+		return 0
+	}
+	if b.foreignSince.IsZero() {
+		b.foreignSince = now
+	}
+	if now.Sub(b.foreignSince) < b.Settle {
+		return 0
+	}
+	n := min(foreign, ShedRate(total))
+	log.Debug("streams of tenants owned elsewhere; shedding some so they settle on their owners", "streams", mine, "foreign", foreign, "shedding", n)
 	b.Shed(n)
 	return n
 }

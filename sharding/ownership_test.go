@@ -234,6 +234,23 @@ func TestBalancerShedsASurplusThatLasts(t *testing.T) {
 	if n := b.Round(); n != 0 {
 		t.Fatalf("at its share, shed %d", n)
 	}
+	// Affinity: at its share, it sheds streams of tenants owned elsewhere
+	// while it holds at least the mean, once that lasted Settle.
+	foreign := 7
+	b.Affinity, b.Foreign = true, func() int { return foreign }
+	b.Shed = func(n int) { shed += n; foreign -= n }
+	mine = 500
+	if n := b.Round(); n != 0 {
+		t.Fatalf("affinity shed %d at once", n)
+	}
+	now = now.Add(2 * time.Second)
+	if n := b.Round(); n != 1 || foreign != 6 {
+		t.Fatalf("affinity shed %d (foreign left %d), want 1", n, foreign)
+	}
+	mine = 400 // below the mean: it takes rather than gives
+	if n := b.Round(); n != 0 {
+		t.Fatalf("below the mean, affinity shed %d", n)
+	}
 	if Share(10, 3) != 4 || ShedRate(500) != 1 || ShedRate(50000) != 10 {
 		t.Fatal("share or shed rate")
 	}

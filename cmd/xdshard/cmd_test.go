@@ -49,6 +49,7 @@ func TestServeFlagsRejectBadInput(t *testing.T) {
 		"NACK ratio of 1":             {[]string{"--rollout-max-nack-ratio", "1"}, "less than 1"},
 		"percent above 100":           {[]string{"--rollout-percent", "101"}, "from 0 to 100"},
 		"state dir without files":     {[]string{"--state-dir", "/tmp/x"}, "without --config"},
+		"affinity without Leases":     {[]string{"--stream-affinity"}, "without --lease-namespace"},
 		"state namespace, no cluster": {[]string{"--state-namespace", "xdshard"}, "needs Kubernetes"},
 	}
 	for name, c := range cases {

@@ -64,6 +64,7 @@ type serveConfig struct {
 	leaseDuration   time.Duration
 	leaseRenew      time.Duration
 	rebalance       time.Duration
+	affinity        bool // --stream-affinity
 	fetchCache      int64
 	tls             identity.Files
 	trustDomain     string
@@ -105,6 +106,7 @@ func bindServeFlags(fs *pflag.FlagSet) (finish func(args []string) (*serveConfig
 	fs.StringVar(&c.stateNamespace, "state-namespace", "", "with Kubernetes as the source: keep rollbacks' pins and the candidates rollouts took back as ConfigMaps (labelled xdshard.io/decision) in this namespace, so a restart of every replica honours them (default: --lease-namespace; without either, in memory only)")
 	fs.DurationVar(&c.leaseDuration, "lease-duration", 15*time.Second, "with --lease-namespace: a replica whose Lease is not renewed for this long is dropped and its tenants move (whole seconds)")
 	fs.DurationVar(&c.leaseRenew, "lease-renew", 5*time.Second, "with --lease-namespace: how often this replica renews its Lease (and reports its streams in it)")
+	fs.BoolVar(&c.affinity, "stream-affinity", false, "with --lease-namespace: also move the proxy streams of tenants another replica owns, at the balancing rate, off a replica holding at least the mean, so each settles on its tenant's owner (nothing fetched for it: less CPU and memory per replica); the share rule still bounds every replica")
 	fs.DurationVar(&c.rebalance, "rebalance-every", time.Second, "with --lease-namespace: how often (jittered) a replica above its share of proxy streams, ceil(streams/replicas x 1.1), ends a few so their clients redial; 0 never")
 	fs.Int64Var(&c.fetchCache, "fetch-cache-bytes", 256<<20, "sharded: bytes of fetched snapshots kept for a while after their last local client left (a reconnect then fetches nothing); past it the least recently left go")
 	fs.StringVar(&c.tls.Cert, "tls-cert", "", "serve the xDS, peer and admin ports over TLS with this certificate (PEM; its SPIFFE URI is this replica's identity); reloaded when the file changes")
@@ -244,6 +246,9 @@ func (c *serveConfig) check(args []string, peers, peerIDs, adminReaders, adminWr
 	c.inCluster = c.config == "" && c.kubeconfig == "" && os.Getenv("KUBERNETES_SERVICE_HOST") != ""
 	if c.leaseNamespace != "" && peers != "" {
 		return nil, fmt.Errorf("--lease-namespace and --peers both given: members come from Leases or from the list, pick one")
+	}
+	if c.affinity && c.leaseNamespace == "" {
+		return nil, fmt.Errorf("--stream-affinity without --lease-namespace: streams are moved by the balancing, which reads the stream counts in the Leases")
 	}
 	if c.stateDir != "" && c.config == "" {
 		return nil, fmt.Errorf("--state-dir %q without --config: it is where the file source keeps decisions; with Kubernetes they are ConfigMaps (--state-namespace)", c.stateDir)
@@ -404,7 +409,7 @@ func startServing(ctx context.Context, cfg *serveConfig, log *slog.Logger) (*ser
 		balance = -1
 	}
 	sc := server.Config{
-		Membership: members, Balance: balance, BalanceSettle: 2 * cfg.leaseRenew, FetchCacheBytes: cfg.fetchCache,
+		Membership: members, Balance: balance, BalanceSettle: 2 * cfg.leaseRenew, FetchCacheBytes: cfg.fetchCache, StreamAffinity: cfg.affinity,
 		Source: src, XDSAddr: cfg.xdsAddr, MCPAddr: cfg.mcpAddr, AdminAddr: cfg.adminAddr,
 		Debounce: cfg.debounce, MaxDelay: cfg.maxDelay, History: cfg.history, PushConcurrency: cfg.pushConcurrency, SendTimeout: cfg.sendTimeout, Limits: xds.Limits{IdentitySubscriptionBytes: cfg.clientNames}, FullSotW: cfg.fullSotW,
 		Logger: log, ReplicaID: cfg.replicaID, PeerAddr: cfg.peerAddr, Peers: cfg.peers,

@@ -14,12 +14,16 @@ import (
 func (c *conn) isProxy() bool { return c.view == snapshot.ViewEnvoy || c.view == snapshot.ViewGRPC }
 
 // ProxyStreams counts the proxy streams served now.
-func (s *Server) ProxyStreams() int {
+func (s *Server) ProxyStreams() int { return s.ProxyStreamsOf(nil) }
+
+// ProxyStreamsOf counts the proxy streams of the tenants of says yes to
+// (every tenant: nil).
+func (s *Server) ProxyStreamsOf(of func(tenant string) bool) int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	n := 0
 	for c := range s.conns {
-		if c.isProxy() {
+		if c.isProxy() && (of == nil || of(c.tenant)) {
 			n++
 		}
 	}
