@@ -38,7 +38,7 @@ type Balancer struct {
 	Affinity bool
 	Foreign  func() int
 	Logger   *slog.Logger
-	Now     func() time.Time // tests' clock; time.Now if nil
+	Now      func() time.Time // tests' clock; time.Now if nil
 
 	surplusSince, foreignSince time.Time
 }
