@@ -80,10 +80,10 @@ func TestAPIServerOutage(t *testing.T) {
 	d.waitFor("three members once the API server is back", 30*time.Second, func() bool { return d.members(3) })
 	before := d.versions()
 	applyObjects(t, ctx, c, fleet.VirtualService(fleet.Tenant(1), "svc-00", 21))
-	// client-go's informers resume their watches with backoff: after 30 s
-	// without an answer a watch may wait up to a minute (800 ms doubling
-	// to 30 s, jittered up to twice that) before it lists again, as
-	// istiod's do. The bound here is a hang check, not a figure.
+	// client-go's informers would resume their watches only after their
+	// backoff (up to a minute after 30 s without an answer); the source
+	// lists again with fresh informers as soon as its probe sees the API
+	// server answer. The bound here is a hang check, not a figure.
 	d.waitFor("the change made after the outage on every proxy of the tenant", 3*time.Minute, func() bool {
 		return d.changedAll(before, proxy.RDS, fleet.Tenant(1)) && d.agreed()
 	})

@@ -278,3 +278,44 @@ func TestNetworkPoliciesOfUnbuiltTenantsStay(t *testing.T) {
 		t.Fatalf("after ta's build: %v, want only ta's policy", got)
 	}
 }
+
+// TestRelistAfterAnOutage: once the API server answers after an outage,
+// every kind is listed again with fresh informers, without waiting out
+// client-go's backoff. What is unchanged causes no change; an object
+// served that the fresh lists lack (deleted while this replica could not
+// see: here one planted by hand) is removed; and the fresh informers
+// follow edits from then on.
+func TestRelistAfterAnOutage(t *testing.T) {
+	c := need(t)
+	ctx := context.Background()
+	n := ns("relist")
+	if err := c.Apply(ctx, meshOf(n, "acme")); err != nil {
+		t.Fatal(err)
+	}
+	s, events := start(t, c, nil)
+	waitFor(t, events, "the first state", func(e model.Event) bool { return e.Synced })
+	gone := model.Key{Kind: model.KindVirtualService, Namespace: n, Name: "deleted-meanwhile"}
+	s.mu.Lock()
+	s.served[gone], s.rv[gone] = &model.Object{Key: gone}, "1"
+	before := s.informers[model.KindVirtualService]
+	s.mu.Unlock()
+
+	s.relist(ctx)
+	e := waitFor(t, events, "the deletion the fresh lists show", has(model.KindVirtualService, n, "deleted-meanwhile", true))
+	for _, ch := range e.Changes {
+		if ch.Key != gone && ch.Key.Namespace == n {
+			t.Errorf("relisting changed %s, which did not change", ch.Key)
+		}
+	}
+	s.mu.Lock()
+	after := s.informers[model.KindVirtualService]
+	s.mu.Unlock()
+	if after == before {
+		t.Fatal("the VirtualService informer was not replaced")
+	}
+	edited := strings.Replace(meshOf(n, "acme"), "http: [{route: [{destination: {host: web}}]}]", "http: [{timeout: 4s, route: [{destination: {host: web}}]}]", 1)
+	if err := c.Apply(ctx, edited); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, events, "an edit after the relist", has(model.KindVirtualService, n, "web", false))
+}

@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -104,6 +105,8 @@ type Source struct {
 	mesh      mesh                                     // which namespaces are the mesh
 	nsLabels  map[string]map[string]string             // the labels of every Namespace read, in the mesh or not
 	informers map[model.Kind]cache.SharedIndexInformer // each kind's, to read a namespace entering the mesh
+	stops     map[model.Kind]context.CancelFunc        // each kind's informer's stop
+	relisting atomic.Bool                              // a relist after an outage is under way
 
 	np *netpols
 }
@@ -142,7 +145,8 @@ func New(cfg Config) (*Source, error) {
 	return &Source{cfg: cfg, log: cfg.Logger, rc: rc, dyn: dyn, disco: disco,
 		served: map[model.Key]*model.Object{}, rv: map[model.Key]string{}, refs: map[model.Key]runtime.Object{}, diagnosed: map[model.Key]bool{}, wake: make(chan struct{}, 1), np: newNetpols(),
 		watching: map[model.Kind]schema.GroupVersionResource{}, pending: emptyEvent(),
-		mesh: mesh{selectors: sels}, nsLabels: map[string]map[string]string{}, informers: map[model.Kind]cache.SharedIndexInformer{}}, nil
+		mesh: mesh{selectors: sels}, nsLabels: map[string]map[string]string{}, informers: map[model.Kind]cache.SharedIndexInformer{},
+		stops: map[model.Kind]context.CancelFunc{}}, nil
 }
 
 func emptyEvent() model.Event {
@@ -236,43 +240,147 @@ func (s *Source) discover(ctx context.Context, factory dynamicinformer.DynamicSh
 			continue
 		}
 		s.report(key, nil)
-		inf := factory.ForResource(gvr).Informer()
-		if err := inf.SetTransform(strip); err != nil {
-			return err
-		}
-		handler := cache.ResourceEventHandlerFuncs{
-			AddFunc:    func(obj any) { s.upsert(kind, obj) },
-			UpdateFunc: func(_, obj any) { s.upsert(kind, obj) },
-			DeleteFunc: func(obj any) { s.remove(kind, obj) },
-		}
-		if kind == model.KindNamespace {
-			handler = cache.ResourceEventHandlerFuncs{
-				AddFunc:    func(obj any) { s.namespaceChanged(obj, false) },
-				UpdateFunc: func(_, obj any) { s.namespaceChanged(obj, false) },
-				DeleteFunc: func(obj any) { s.namespaceChanged(obj, true) },
-			}
-		}
-		reg, err := inf.AddEventHandler(handler)
+		inf, reg, stop, err := s.watch(ctx, factory, kind, gvr)
 		if err != nil {
 			return err
 		}
-		_ = inf.SetWatchErrorHandler(func(_ *cache.Reflector, err error) {
-			s.log.Debug("Kubernetes watch broke; client-go resumes it", "kind", kind, "err", err)
-		})
 		s.mu.Lock()
 		s.watching[kind] = gvr
 		s.informers[kind] = inf
+		s.stops[kind] = stop
 		// Synced once the handler has seen every object of the first
 		// list, not only once the cache holds them.
 		s.synced = append(s.synced, reg.HasSynced)
 		s.mu.Unlock()
-		go inf.Run(ctx.Done())
 		s.log.Info("reading from Kubernetes", "kind", kind, "resource", gvr.String())
 		if kind == model.KindNamespace && !cache.WaitForCacheSync(ctx.Done(), reg.HasSynced) {
 			return nil // ctx ended
 		}
 	}
 	return nil
+}
+
+// watch starts kind's informer from factory, its events handled as the
+// source handles them, until ctx ends or stop is called.
+func (s *Source) watch(ctx context.Context, factory dynamicinformer.DynamicSharedInformerFactory, kind model.Kind, gvr schema.GroupVersionResource) (cache.SharedIndexInformer, cache.ResourceEventHandlerRegistration, context.CancelFunc, error) {
+	inf := factory.ForResource(gvr).Informer()
+	if err := inf.SetTransform(strip); err != nil {
+		return nil, nil, nil, err
+	}
+	handler := cache.ResourceEventHandlerFuncs{
+		AddFunc:    func(obj any) { s.upsert(kind, obj) },
+		UpdateFunc: func(_, obj any) { s.upsert(kind, obj) },
+		DeleteFunc: func(obj any) { s.remove(kind, obj) },
+	}
+	if kind == model.KindNamespace {
+		handler = cache.ResourceEventHandlerFuncs{
+			AddFunc:    func(obj any) { s.namespaceChanged(obj, false) },
+			UpdateFunc: func(_, obj any) { s.namespaceChanged(obj, false) },
+			DeleteFunc: func(obj any) { s.namespaceChanged(obj, true) },
+		}
+	}
+	reg, err := inf.AddEventHandler(handler)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	_ = inf.SetWatchErrorHandler(func(_ *cache.Reflector, err error) {
+		s.log.Debug("Kubernetes watch broke; client-go resumes it", "kind", kind, "err", err)
+	})
+	ictx, stop := context.WithCancel(ctx)
+	go inf.Run(ictx.Done())
+	return inf, reg, stop, nil
+}
+
+// relist reads every kind again with fresh informers once the API server
+// answers after an outage. client-go's informers resume on their own, but
+// after their watches failed for a while they wait out a backoff (800 ms
+// doubling to 30 s, jittered up to twice that) before they list again:
+// changes made meanwhile would be seen only a minute after the API server
+// is back. The fresh informers' first lists are what is current; an
+// object served and missing from them was deleted while this replica
+// could not see (its network was cut, not the API server), and is
+// removed. Then the old informers stop. A relist that fails keeps the old
+// informers, which resume on their own.
+func (s *Source) relist(ctx context.Context) {
+	if !s.relisting.CompareAndSwap(false, true) {
+		return
+	}
+	defer s.relisting.Store(false)
+	start := time.Now()
+	s.mu.Lock()
+	kinds := maps.Clone(s.watching)
+	s.mu.Unlock()
+	factory := dynamicinformer.NewDynamicSharedInformerFactory(s.dyn, 0)
+	type fresh struct {
+		inf  cache.SharedIndexInformer
+		reg  cache.ResourceEventHandlerRegistration
+		stop context.CancelFunc
+	}
+	news := map[model.Kind]fresh{}
+	stopAll := func() {
+		for _, f := range news {
+			f.stop()
+		}
+	}
+	for kind, gvr := range kinds {
+		inf, reg, stop, err := s.watch(ctx, factory, kind, gvr)
+		if err != nil {
+			stopAll()
+			s.log.Warn("reading Kubernetes again after its outage failed; client-go's informers resume on their own", "kind", kind, "err", err)
+			return
+		}
+		news[kind] = fresh{inf, reg, stop}
+	}
+	wctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	for _, f := range news {
+		if !cache.WaitForCacheSync(wctx.Done(), f.reg.HasSynced) {
+			stopAll()
+			s.log.Warn("reading Kubernetes again after its outage did not finish; client-go's informers resume on their own")
+			return
+		}
+	}
+	removed := 0
+	var goneNamespaces []string
+	for kind, f := range news {
+		have := map[model.Key]bool{}
+		for _, o := range f.inf.GetStore().List() {
+			if u, ok := o.(*unstructured.Unstructured); ok {
+				have[keyOf(kind, u)] = true
+			}
+		}
+		s.mu.Lock()
+		for key := range s.served {
+			switch {
+			case key.Kind != kind || have[key]:
+			case kind == model.KindNamespace:
+				goneNamespaces = append(goneNamespaces, key.Name)
+			default:
+				s.removeKeyLocked(key)
+				removed++
+			}
+		}
+		s.mu.Unlock()
+	}
+	for _, name := range goneNamespaces {
+		ns := &unstructured.Unstructured{}
+		ns.SetName(name)
+		s.namespaceChanged(ns, true)
+		removed++
+	}
+	s.mu.Lock()
+	var old []context.CancelFunc
+	for kind, f := range news {
+		if stop := s.stops[kind]; stop != nil {
+			old = append(old, stop)
+		}
+		s.informers[kind], s.stops[kind] = f.inf, f.stop
+	}
+	s.mu.Unlock()
+	for _, stop := range old {
+		stop()
+	}
+	s.log.Info("read Kubernetes again after its outage", "kinds", len(news), "deleted meanwhile", removed, "took", time.Since(start).Round(time.Millisecond))
 }
 
 // pick is the first of the kind's accepted versions the server serves.
@@ -367,6 +475,11 @@ func (s *Source) remove(kind model.Kind, obj any) {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.removeKeyLocked(key)
+}
+
+// removeKeyLocked forgets the object at key, and its diagnostics.
+func (s *Source) removeKeyLocked(key model.Key) {
 	s.setDiagsLocked(key, nil)
 	delete(s.refs, key)
 	if s.served[key] != nil {
@@ -558,10 +671,14 @@ func (s *Source) probe(ctx context.Context) {
 			Message: fmt.Sprintf("the API server at %s does not answer since %s (%v); the last config read keeps serving, and changes are read again when it answers", s.rc.Host, time.Now().UTC().Format(time.RFC3339), err)}})
 	case err == nil && down:
 		s.mu.Lock()
+		since := s.stale
 		s.stale = time.Time{}
 		s.mu.Unlock()
-		s.log.Info("the Kubernetes API server answers again", "host", s.rc.Host)
+		s.log.Info("the Kubernetes API server answers again", "host", s.rc.Host, "down", time.Since(since).Round(time.Second))
 		s.report("kubernetes api", nil)
+		if time.Since(since) > 2*time.Second {
+			go s.relist(ctx)
+		}
 	}
 }
 
