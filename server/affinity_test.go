@@ -5,8 +5,6 @@ import (
 	"math"
 	"testing"
 	"time"
-
-	"github.com/xdshard/xdshard/bench/fleet"
 )
 
 // TestStreamAffinity runs three replicas sharding by Leases with
@@ -25,14 +23,7 @@ func TestStreamAffinity(t *testing.T) {
 	const tenants = 6
 	d, _ := leaseDeployment(t, ctx, c, "a", tenants, 19, "--stream-affinity")
 	defer d.close()
-	var owners map[string]string
-	d.waitFor("one owner per tenant", 20*time.Second, func() bool { owners = d.owners(); return len(owners) > tenants })
-	for i := 0; i < tenants; i++ {
-		for home := range d.procs {
-			d.connect(ctx, fleet.Tenant(i), home, (i+home)%2 == 1)
-		}
-	}
-	d.waitFor("every proxy synced", 30*time.Second, d.agreed)
+	owners := d.everywhere(ctx, tenants)
 	byAddr := map[string]string{}
 	for _, p := range d.procs {
 		byAddr[p.xds] = p.id

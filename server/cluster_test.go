@@ -142,13 +142,7 @@ func TestShardedReplicasOverKubernetes(t *testing.T) {
 	const tenants = 12
 	d, args := leaseDeployment(t, ctx, c, "r", tenants, 11)
 	defer d.close()
-	d.waitFor("one owner per tenant", 20*time.Second, func() bool { return len(d.owners()) > tenants })
-	for i := 0; i < tenants; i++ {
-		for home := range d.procs {
-			d.connect(ctx, fleet.Tenant(i), home, (i+home)%2 == 1)
-		}
-	}
-	d.waitFor("every proxy synced, with one version per tenant", 30*time.Second, d.agreed)
+	d.everywhere(ctx, tenants)
 	d.anomalies()
 
 	// A one-tenant change: one build in the whole deployment.
@@ -269,17 +263,8 @@ func TestShardedReplicasWithStaticPeers(t *testing.T) {
 	byNS := writeFleet(t, dir, objs)
 	setWeight := func(ns string, w int) { setWeight(t, dir, byNS, ns, w) }
 
-	peerAddrs := freeAddrs(t, 3)
-	var peers []string
-	for i, a := range peerAddrs {
-		peers = append(peers, fmt.Sprintf("r%d=%s", i, a))
-	}
-	d := &deployment{t: t}
+	d := staticDeployment(t, dir, 3, tenants)
 	defer d.close()
-	for i := range peerAddrs {
-		d.procs = append(d.procs, startProc(t, fmt.Sprint("r", i), peerAddrs[i], "--config", dir, "--peers", strings.Join(peers, ",")))
-	}
-	d.waitFor("one owner per tenant", 20*time.Second, func() bool { return len(d.owners()) == tenants+1 })
 	resp, err := http.Get("http://" + d.procs[0].admin + "/debug/members")
 	if err != nil {
 		t.Fatal(err)
@@ -353,6 +338,40 @@ func TestShardedReplicasWithStaticPeers(t *testing.T) {
 		t.Fatalf("with the owner back, a one-tenant edit cost %v builds, want 1", n)
 	}
 	d.anomalies()
+}
+
+// staticDeployment starts n `xdshard serve --config dir` processes
+// sharding by static --peers (r0, r1, ...), each with args, and waits
+// until the tenants (istio-system included) have one owner each.
+func staticDeployment(t *testing.T, dir string, n, tenants int, args ...string) *deployment {
+	t.Helper()
+	addrs := freeAddrs(t, n)
+	var peers []string
+	for i, a := range addrs {
+		peers = append(peers, fmt.Sprintf("r%d=%s", i, a))
+	}
+	d := &deployment{t: t}
+	for i, a := range addrs {
+		d.procs = append(d.procs, startProc(t, fmt.Sprint("r", i), a, append([]string{"--config", dir, "--peers", strings.Join(peers, ",")}, args...)...))
+	}
+	d.waitFor("one owner per tenant", 20*time.Second, func() bool { return len(d.owners()) == tenants+1 })
+	return d
+}
+
+// everywhere connects a proxy of each of the first tenants to every
+// replica (SotW and delta alternating), waits until every proxy is synced
+// with one version per tenant, and returns the tenants' owners.
+func (d *deployment) everywhere(ctx context.Context, tenants int) map[string]string {
+	d.t.Helper()
+	var owners map[string]string
+	d.waitFor("one owner per tenant", 20*time.Second, func() bool { owners = d.owners(); return len(owners) > tenants })
+	for i := 0; i < tenants; i++ {
+		for home := range d.procs {
+			d.connect(ctx, fleet.Tenant(i), home, (i+home)%2 == 1)
+		}
+	}
+	d.waitFor("every proxy synced, with one version per tenant", 30*time.Second, d.agreed)
+	return owners
 }
 
 // setWeight rewrites namespace ns's file in dir with its VirtualService

@@ -48,14 +48,8 @@ func TestPinSurvivesARestartOfEveryReplica(t *testing.T) {
 	objs := fleet.Generate(fleet.Spec{Tenants: 2, Services: 2, Endpoints: 1, Seed: 23})
 	dir := t.TempDir()
 	byNS := writeFleet(t, dir, objs)
-	peerAddrs := freeAddrs(t, 2)
-	peers := fmt.Sprintf("r0=%s,r1=%s", peerAddrs[0], peerAddrs[1])
-	d := &deployment{t: t}
+	d := staticDeployment(t, dir, 2, 2)
 	defer d.close()
-	for i, a := range peerAddrs {
-		d.procs = append(d.procs, startProc(t, fmt.Sprint("r", i), a, "--config", dir, "--peers", peers))
-	}
-	d.waitFor("one owner per tenant", 20*time.Second, func() bool { return len(d.owners()) == 3 })
 	tenant := fleet.Tenant(1)
 	owner := d.procs[0]
 	if d.owners()[tenant] != "r0" {

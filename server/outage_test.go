@@ -27,14 +27,7 @@ func TestAPIServerOutage(t *testing.T) {
 	const tenants = 6
 	d, _ := leaseDeployment(t, ctx, c, "o", tenants, 17)
 	defer d.close()
-	var owners map[string]string
-	d.waitFor("one owner per tenant", 20*time.Second, func() bool { owners = d.owners(); return len(owners) > tenants })
-	for i := 0; i < tenants; i++ {
-		for home := range d.procs {
-			d.connect(ctx, fleet.Tenant(i), home, (i+home)%2 == 1)
-		}
-	}
-	d.waitFor("every proxy synced, with one version per tenant", 30*time.Second, d.agreed)
+	owners := d.everywhere(ctx, tenants)
 	builds := d.settledBuilds()
 	versions := d.versions()
 

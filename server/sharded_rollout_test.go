@@ -58,14 +58,8 @@ func TestShardedRollout(t *testing.T) {
 	}
 	dir := t.TempDir()
 	byNS := writeFleet(t, dir, objs)
-	peerAddrs := freeAddrs(t, 2)
-	peers := fmt.Sprintf("r0=%s,r1=%s", peerAddrs[0], peerAddrs[1])
-	d := &deployment{t: t}
+	d := staticDeployment(t, dir, 2, 3, "--rollout-bake", "2s")
 	defer d.close()
-	for i, a := range peerAddrs {
-		d.procs = append(d.procs, startProc(t, fmt.Sprint("r", i), a, "--config", dir, "--peers", peers, "--rollout-bake", "2s"))
-	}
-	d.waitFor("one owner per tenant", 20*time.Second, func() bool { return len(d.owners()) == 4 })
 	tenant := fleet.Tenant(0)
 	owner := 0
 	if d.owners()[tenant] != "r0" {
