@@ -31,7 +31,7 @@ func TestTinyBench(t *testing.T) {
 			t.Fatalf("%d results, want xdshard and two baselines", len(rs))
 		}
 		for _, r := range rs {
-			if r.Unconverged != 0 || len(r.Events) != 4 || r.InitialSync.Max == 0 || r.BytesSent == 0 || r.NACKs == 0 {
+			if r.Unconverged != 0 || len(r.Events) != 7 || r.InitialSync.Max == 0 || r.BytesSent == 0 || r.NACKs == 0 {
 				t.Fatalf("%s: %+v", r.Server, r)
 			}
 			for _, e := range r.Events {
@@ -44,7 +44,8 @@ func TestTinyBench(t *testing.T) {
 		if err := WriteTable(&table, cfg, rs); err != nil {
 			t.Fatal(err)
 		}
-		if !strings.Contains(table.String(), "RATIO xdshard/baseline") || !strings.Contains(table.String(), "mesh-wide") {
+		if !strings.Contains(table.String(), "RATIO xdshard/baseline") || !strings.Contains(table.String(), "mesh-wide") ||
+			!strings.Contains(table.String(), "one tenant during mesh-wide") {
 			t.Fatalf("table lacks ratios or events:\n%s", table.String())
 		}
 		if err := WriteJSON(&js, cfg, rs); err != nil {
@@ -55,8 +56,8 @@ func TestTinyBench(t *testing.T) {
 			t.Fatal(err)
 		}
 		html, err := os.ReadFile(filepath.Join(dir, "index.html"))
-		if err != nil || bytes.Count(html, []byte("<svg")) != 5 || bytes.Count(html, []byte("<polyline")) != 15 || !bytes.Contains(html, []byte("mesh-wide")) {
-			t.Fatalf("HTML report: want 4 plots with 3 servers each and the table (%v)", err)
+		if err != nil || bytes.Count(html, []byte("<svg")) != 8 || bytes.Count(html, []byte("<polyline")) != 24 || !bytes.Contains(html, []byte("mesh-wide")) {
+			t.Fatalf("HTML report: want 8 plots (initial sync and 7 events) with 3 servers each and the table (%v)", err)
 		}
 		var back struct{ Results []Result }
 		if err := json.Unmarshal(js.Bytes(), &back); err != nil || len(back.Results) != 3 {

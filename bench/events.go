@@ -232,3 +232,70 @@ func soak(ctx context.Context, cfg Config, t underTest, proxies []*proxy.Proxy) 
 	}
 	return res, nil
 }
+
+// narrowInBroad makes a mesh-wide change (endpoints, EDS) at gen and,
+// with narrow, a change to one tenant (weights, RDS) while the mesh-wide
+// one is being pushed, and reports both: the narrow change's convergence,
+// clocked from when it was made, and the mesh-wide one's. The run makes
+// the mesh-wide change once without the narrow one first, so the two
+// mesh-wide pushes compared come at the same point of the run (the first
+// mesh-wide event costs less than those after it, narrow change or not).
+//
+// The narrow change is made once the mesh-wide one is a debounce old: a
+// change sooner than that is coalesced with it by configuration (serve
+// --debounce) and measures the debounce, not the push. InFlight says how
+// many proxies the mesh-wide push had yet to reach then; with none, the
+// push had ended and the phase measures nothing of interest (use more
+// proxies or a shorter --debounce).
+func narrowInBroad(ctx context.Context, cfg Config, t underTest, proxies []*proxy.Proxy, gen int, narrow *EventResult) (EventResult, error) {
+	broad := EventResult{Name: "mesh-wide again, alone"}
+	if narrow != nil {
+		broad.Name = "mesh-wide, a one-tenant change made during it"
+		*narrow = EventResult{Name: "weights in one tenant, during the mesh-wide push"}
+	}
+	ns := fleet.Tenant(1 % cfg.Tenants)
+	var bw, nw []waiter
+	for _, p := range proxies {
+		if p.Misbehaving {
+			continue
+		}
+		bw = append(bw, waiter{p: p, before: p.Latest(proxy.EDS)})
+		if p.Namespace == ns {
+			nw = append(nw, waiter{p: p, before: p.Latest(proxy.RDS)})
+		}
+	}
+	cpu0, _ := t.usage()
+	st0 := t.stages()
+	t0 := time.Now()
+	for i := range bw {
+		bw[i].t0 = t0
+	}
+	if err := t.applyEvent(ctx, 2, gen); err != nil {
+		return broad, err
+	}
+	if narrow == nil {
+		return broad, converge(ctx, cfg, t, proxy.EDS, bw, &broad, cpu0, st0)
+	}
+	select {
+	case <-time.After(time.Until(t0.Add(cfg.Debounce))):
+	case <-ctx.Done():
+		return broad, ctx.Err()
+	}
+	for _, w := range bw {
+		if a := w.p.Latest(proxy.EDS); a.Count == w.before.Count || a.Version == w.before.Version {
+			broad.InFlight++
+		}
+	}
+	narrow.InFlight = broad.InFlight
+	t1 := time.Now()
+	for i := range nw {
+		nw[i].t0 = t1
+	}
+	if err := t.applyEvent(ctx, 1, gen); err != nil {
+		return broad, err
+	}
+	if err := converge(ctx, cfg, t, proxy.RDS, nw, narrow, cpu0, st0); err != nil {
+		return broad, err
+	}
+	return broad, converge(ctx, cfg, t, proxy.EDS, bw, &broad, cpu0, st0)
+}

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"strings"
 	"text/tabwriter"
 	"time"
 )
@@ -46,6 +47,9 @@ func WriteTable(w io.Writer, cfg Config, rs []Result) error {
 			}
 			fmt.Fprintln(tw)
 		}
+	}
+	for _, r := range rs {
+		writeNarrowInBroad(tw, r)
 	}
 	for _, r := range rs {
 		fmt.Fprintf(tw, "%s\tsent, NACKs\t%d\t%.1f MiB, %d NACKs received", r.Server, r.Proxies, float64(r.BytesSent)/(1<<20), r.NACKs)
@@ -103,4 +107,24 @@ func fratio(a, b float64) string {
 		return "-"
 	}
 	return fmt.Sprintf("%.2f", a/b)
+}
+
+// writeNarrowInBroad prints, for the phase that makes a one-tenant change
+// during a mesh-wide push, how much of that push was still in flight and
+// when the push ended, beside the mesh-wide change pushed alone.
+func writeNarrowInBroad(w io.Writer, r Result) {
+	var alone, with *EventResult
+	for i := range r.Events {
+		switch e := &r.Events[i]; {
+		case e.Name == "mesh-wide again, alone":
+			alone = e
+		case strings.HasPrefix(e.Name, "mesh-wide, a one-tenant"):
+			with = e
+		}
+	}
+	if alone == nil || with == nil {
+		return
+	}
+	fmt.Fprintf(w, "%s\tone tenant during mesh-wide\t%d\tthe change was made with %d of %d proxies still waiting for the mesh-wide push; that push ended at %s (p99 %s), the same change pushed alone just before at %s (p99 %s)\n",
+		r.Server, with.Affected, with.InFlight, with.Affected, ms(with.Convergence.Max), ms(with.Convergence.P99), ms(alone.Convergence.Max), ms(alone.Convergence.P99))
 }

@@ -149,6 +149,9 @@ type EventResult struct {
 	// BytesSent during the event, as the server counted them (file-driven
 	// run).
 	BytesSent uint64 `json:"bytesSent,omitempty"`
+	// InFlight (the narrow-in-broad phase): proxies the mesh-wide push had
+	// yet to reach when the one-tenant change was made.
+	InFlight int `json:"inFlight,omitempty"`
 }
 
 // Stats summarises durations.
@@ -314,6 +317,24 @@ func measure(parent context.Context, cfg Config, start func(context.Context) (un
 		res.Unconverged += er.Affected - er.Converged
 		res.Events = append(res.Events, er)
 		fmt.Fprintf(progress, "  %s %s: %d/%d converged, p99 %s\n", t.name(), er.Name, er.Converged, er.Affected, er.Convergence.P99)
+	}
+	if cfg.Target == "" && !cfg.FileDriven && cfg.Tenants > 1 {
+		alone, err := narrowInBroad(ctx, cfg, t, proxies, 4, nil)
+		if err != nil {
+			return res, err
+		}
+		var narrow EventResult
+		broad, err := narrowInBroad(ctx, cfg, t, proxies, 5, &narrow)
+		if err != nil {
+			return res, err
+		}
+		for _, e := range []EventResult{alone, broad, narrow} {
+			res.Unconverged += e.Affected - e.Converged
+		}
+		res.Events = append(res.Events, alone, broad, narrow)
+		fmt.Fprintf(progress, "  %s %s: %d/%d converged, max %s\n", t.name(), alone.Name, alone.Converged, alone.Affected, alone.Convergence.Max)
+		fmt.Fprintf(progress, "  %s %s: %d/%d converged, max %s (%d proxies in flight when the one-tenant change was made)\n", t.name(), broad.Name, broad.Converged, broad.Affected, broad.Convergence.Max, broad.InFlight)
+		fmt.Fprintf(progress, "  %s %s: %d/%d converged, p99 %s\n", t.name(), narrow.Name, narrow.Converged, narrow.Affected, narrow.Convergence.P99)
 	}
 	if cfg.Rate > 0 && cfg.RateEvents > 0 && cfg.Target == "" && !cfg.FileDriven {
 		er, err := sustained(ctx, cfg, t, proxies)

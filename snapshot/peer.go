@@ -61,6 +61,8 @@ type peerMeta struct {
 	// Rollout is the tenant's own rollout setting, so every replica picks
 	// the same canaries.
 	Rollout RolloutPolicy `json:"rollout,omitzero"`
+	// Breadth: see Snapshot.Breadth.
+	Breadth int `json:"breadth,omitempty"`
 }
 
 // peerCache holds a snapshot's peer set, made once.
@@ -85,7 +87,7 @@ func (s *Snapshot) PeerSet() (*Set, error) {
 
 func (s *Snapshot) flatten() (*Set, error) {
 	meta := peerMeta{Version: s.Version, Namespaces: s.Namespaces, Diagnostics: s.Diagnostics, Built: s.Built, Pinned: s.Pinned,
-		Candidate: s.Candidate, Held: s.Held, HeldWhy: s.HeldWhy, Rollout: s.Rollout,
+		Candidate: s.Candidate, Held: s.Held, HeldWhy: s.HeldWhy, Rollout: s.Rollout, Breadth: s.Breadth,
 		Sets: map[View]map[string]string{}, Versions: map[View]map[string]string{}}
 	var items []*Resource
 	for _, v := range slices.Sorted(maps.Keys(s.Views)) {
@@ -173,7 +175,7 @@ func FromPeer(tenant string, items map[string]*Resource, prev *Snapshot) (*Snaps
 	if snap.Version != meta.Version {
 		return nil, fmt.Errorf("rebuilt version %s, the owner's is %s: not all resources received yet", snap.Version, meta.Version)
 	}
-	snap.Pinned, snap.Candidate, snap.Held, snap.HeldWhy, snap.Rollout = meta.Pinned, meta.Candidate, meta.Held, meta.HeldWhy, meta.Rollout
+	snap.Pinned, snap.Candidate, snap.Held, snap.HeldWhy, snap.Rollout, snap.Breadth = meta.Pinned, meta.Candidate, meta.Held, meta.HeldWhy, meta.Rollout, meta.Breadth
 	return snap, nil
 }
 

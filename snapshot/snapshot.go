@@ -60,6 +60,10 @@ type Snapshot struct {
 	// owner took back and why: a replica that comes to own the tenant does
 	// not roll it out again.
 	Held, HeldWhy string
+	// Breadth is how many tenants the change that made this version had
+	// built together (0: not known): a push of a narrow change is sent
+	// before pushes of a broad one (see xds.Server). Not part of Version.
+	Breadth int
 
 	peer *peerCache // the snapshot as the peer exchange sends it, made once
 }

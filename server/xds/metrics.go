@@ -21,6 +21,8 @@ type Metrics struct {
 	bytes    *prometheus.CounterVec   // pilot_xds_config_size_bytes_total{type}
 	stages   *prometheus.HistogramVec // xdshard_push_stage_seconds{stage}
 	inflight prometheus.Gauge         // xdshard_pushes_in_flight
+	queued   prometheus.Gauge         // xdshard_pushes_queued
+	repicked prometheus.Counter       // xdshard_push_repicks_total
 	shed     prometheus.Counter       // xdshard_shed_streams_total
 	partial  *prometheus.CounterVec   // xdshard_xds_partial_pushes_total{type}
 	resumed  *prometheus.CounterVec   // xdshard_xds_resumed_total{type}
@@ -40,6 +42,8 @@ func newMetrics(reg prometheus.Registerer) *Metrics {
 		bytes:    prometheus.NewCounterVec(prometheus.CounterOpts{Name: "pilot_xds_config_size_bytes_total", Help: "Bytes of responses sent, by type."}, []string{"type"}),
 		stages:   prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "xdshard_push_stage_seconds", Help: "Time spent per push stage: source (a file source reading and decoding, from its first watcher event), debounce, build, publish, queue, send, ack.", Buckets: stageBuckets}, []string{"stage"}),
 		inflight: prometheus.NewGauge(prometheus.GaugeOpts{Name: "xdshard_pushes_in_flight", Help: "Streams encoding or sending a push now; at most the push concurrency (--push-concurrency)."}),
+		queued:   prometheus.NewGauge(prometheus.GaugeOpts{Name: "xdshard_pushes_queued", Help: "Streams waiting for a push slot; slots go to the narrowest change first (the fewest tenants built together), then in arrival order."}),
+		repicked: prometheus.NewCounter(prometheus.CounterOpts{Name: "xdshard_push_repicks_total", Help: "Streams that, while waiting for a push slot, got a version of a narrower change and queued again with it."}),
 		shed:     prometheus.NewCounter(prometheus.CounterOpts{Name: "xdshard_shed_streams_total", Help: "Proxy streams ended to rebalance replicas (this replica held more than ceil(streams/members x 1.1))."}),
 		resumed: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "xdshard_xds_resumed_total",
 			Help: "State-of-the-world streams whose first request for a wildcard type (CDS, LDS, the name table) named the version served, so nothing was sent again, by type."}, []string{"type"}),
@@ -55,6 +59,8 @@ func newMetrics(reg prometheus.Registerer) *Metrics {
 	m.bytes = register(reg, m.bytes)
 	m.stages = register(reg, m.stages)
 	m.inflight = register(reg, m.inflight)
+	m.queued = register(reg, m.queued)
+	m.repicked = register(reg, m.repicked)
 	m.shed = register(reg, m.shed)
 	m.partial = register(reg, m.partial)
 	m.resumed = register(reg, m.resumed)

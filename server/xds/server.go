@@ -18,6 +18,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/xdshard/xdshard/identity"
+	"github.com/xdshard/xdshard/internal/prio"
 	"github.com/xdshard/xdshard/snapshot"
 )
 
@@ -122,8 +123,8 @@ type Server struct {
 	nextID  atomic.Uint64
 	limits  Limits
 	refused refusals
-	pushSem chan struct{} // a slot per stream encoding and sending
-	budgets *budgets      // names held per client connection and identity
+	pushSem *prio.Sem // a slot per stream encoding and sending, narrow changes first
+	budgets *budgets  // names held per client connection and identity
 
 	// Test hooks, set by tests before the first stream: testSendHook runs
 	// before each send,
@@ -164,7 +165,7 @@ func New(store *snapshot.Store, opts Options) *Server {
 	s := &Server{
 		store: store, opts: opts, log: opts.Logger, limits: opts.Limits.withDefaults(),
 		metrics: newMetrics(opts.Registry), ctx: ctx, cancel: cancel, conns: map[*conn]struct{}{},
-		pushSem: make(chan struct{}, opts.PushConcurrency),
+		pushSem: prio.New(opts.PushConcurrency),
 	}
 	s.cache = newResponseCache(s.limits.CacheBytes)
 	s.budgets = newBudgets()

@@ -229,7 +229,7 @@ func syncedConn(tb testing.TB, e *env) (*conn, *nopStream, *sotwFace) {
 	stream := &nopStream{}
 	f := &sotwFace{s: e.srv, stream: stream}
 	for i := 0; i < 2; i++ { // the second round sends what the first forced (EDS after CDS, RDS after LDS)
-		if err := e.srv.push(context.Background(), c, f); err != nil {
+		if err := e.srv.push(context.Background(), c, f, nil); err != nil {
 			tb.Fatal(err)
 		}
 		for _, st := range c.types {
@@ -250,18 +250,18 @@ func TestPushSotWSendsOnlyChanges(t *testing.T) {
 		t.Fatalf("synced with %d responses, want 4", stream.sent)
 	}
 	stream.sent = 0
-	if err := e.srv.push(context.Background(), c, f); err != nil || stream.sent != 0 {
+	if err := e.srv.push(context.Background(), c, f, nil); err != nil || stream.sent != 0 {
 		t.Fatalf("a wake with nothing new sent %d responses (%v)", stream.sent, err)
 	}
 	e.mesh("a", 70, 1) // changes clusters, endpoints and listeners; routes stay
-	if err := e.srv.push(context.Background(), c, f); err != nil || stream.sent != 3 {
+	if err := e.srv.push(context.Background(), c, f, nil); err != nil || stream.sent != 3 {
 		t.Fatalf("a new snapshot sent %d responses (%v), want CDS, EDS and LDS", stream.sent, err)
 	}
 	for _, st := range c.types {
 		st.awaiting = false
 	}
 	// RDS is sent again after LDS, so listeners warming on it complete.
-	if err := e.srv.push(context.Background(), c, f); err != nil || stream.sent != 4 {
+	if err := e.srv.push(context.Background(), c, f, nil); err != nil || stream.sent != 4 {
 		t.Fatalf("the round after LDS sent %d responses in all (%v), want RDS too", stream.sent, err)
 	}
 }
@@ -278,7 +278,7 @@ func BenchmarkPushSotW(b *testing.B) {
 	b.ReportAllocs()
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
-		if err := e.srv.push(ctx, c, f); err != nil {
+		if err := e.srv.push(ctx, c, f, nil); err != nil {
 			b.Fatal(err)
 		}
 	}

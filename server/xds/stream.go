@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"math"
 	"strconv"
 	"sync"
 	"time"
@@ -88,7 +89,7 @@ func (s *Server) loop(ctx context.Context, c *conn, recvErr <-chan error, f face
 			s.log.Info("stream ended: its namespace left its tenant", "node", c.node.GetId(), "reason", err)
 			return err
 		}
-		if err := s.push(ctx, c, f); err != nil {
+		if err := s.push(ctx, c, f, w.C()); err != nil {
 			return err
 		}
 		select {
@@ -161,7 +162,13 @@ type work struct {
 // an encode or a send, and it holds a slot of the push semaphore while it
 // encodes and sends, so a change that wakes every stream at once sends on
 // a bounded number of them at a time.
-func (s *Server) push(ctx context.Context, c *conn, f face) error {
+//
+// Slots go to narrow changes first (rank): a change to one tenant made
+// while a change to every tenant is being pushed reaches its proxies
+// before the rest of that push, not after it. changed is the stream's
+// store watch: a stream waiting for a slot whose tenant gets a narrower
+// version meanwhile picks again and waits at that version's rank.
+func (s *Server) push(ctx context.Context, c *conn, f face, changed <-chan struct{}) error {
 	if s.testPushHook != nil {
 		s.testPushHook()
 	}
@@ -188,7 +195,12 @@ func (s *Server) push(ctx context.Context, c *conn, f face) error {
 	if len(todo) == 0 {
 		return nil
 	}
-	release, err := s.acquire(ctx)
+	rank := s.rank(c, snap)
+	release, err := s.acquire(ctx, c, rank, changed)
+	if errors.Is(err, errRepick) {
+		c.signal()
+		return nil
+	}
 	if err != nil {
 		return err
 	}
@@ -313,18 +325,57 @@ func metricType(c *conn, t string) string {
 	return t
 }
 
-// acquire takes a slot of the push semaphore, or gives up when the stream
-// or the server ends.
-func (s *Server) acquire(ctx context.Context) (func(), error) {
-	select {
-	case s.pushSem <- struct{}{}:
-	case <-ctx.Done():
-		return nil, ctx.Err()
-	case <-s.ctx.Done():
-		return nil, status.Error(codes.Unavailable, "xdshard is shutting down; reconnect to another replica")
+// rank is a push's place in the queue for a slot: istiod's and peers'
+// streams first (they carry many tenants to many proxies), then by the
+// breadth of the change that made the version sent, narrowest first; a
+// version of unknown breadth ranks last.
+func (s *Server) rank(c *conn, snap *snapshot.Snapshot) int {
+	switch {
+	case c.view == snapshot.ViewMCP || c.view == snapshot.ViewPeer:
+		return 0
+	case snap == nil || snap.Breadth <= 0:
+		return math.MaxInt
 	}
-	s.metrics.inflight.Inc()
-	return func() { s.metrics.inflight.Dec(); <-s.pushSem }, nil
+	return snap.Breadth
+}
+
+// errRepick: the stream's tenant got a version that ranks before the one
+// it waited to push; it picks again.
+var errRepick = errors.New("a narrower version arrived while waiting for a push slot")
+
+// acquire takes a slot of the push semaphore at rank, or gives up when the
+// stream or the server ends, or with errRepick when changed signals a
+// version of the stream's tenant that ranks before rank (a signal that
+// does not leaves the stream marked to push again once this push is done).
+func (s *Server) acquire(ctx context.Context, c *conn, rank int, changed <-chan struct{}) (func(), error) {
+	release := func() { s.metrics.inflight.Dec(); s.pushSem.Release() }
+	w := s.pushSem.Enter(rank)
+	if w == nil {
+		s.metrics.inflight.Inc()
+		return release, nil
+	}
+	s.metrics.queued.Inc()
+	defer s.metrics.queued.Dec()
+	for {
+		select {
+		case <-w.Ready():
+			s.metrics.inflight.Inc()
+			return release, nil
+		case <-changed:
+			if s.rank(c, s.serving(c)) < rank {
+				s.pushSem.Cancel(w)
+				s.metrics.repicked.Inc()
+				return nil, errRepick
+			}
+			c.signal() // pushed after this one
+		case <-ctx.Done():
+			s.pushSem.Cancel(w)
+			return nil, ctx.Err()
+		case <-s.ctx.Done():
+			s.pushSem.Cancel(w)
+			return nil, status.Error(codes.Unavailable, "xdshard is shutting down; reconnect to another replica")
+		}
+	}
 }
 
 // stillBound ends a stream whose namespace has left its tenant: the

@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/xdshard/xdshard/internal/prio"
 	"github.com/xdshard/xdshard/snapshot"
 	"github.com/xdshard/xdshard/snapshot/model"
 )
@@ -62,16 +63,26 @@ type Builder struct {
 	store *snapshot.Store
 	opts  Options
 	log   *slog.Logger
-	sem   chan struct{}
+	sem   *prio.Sem
 	wake  chan struct{}
 
 	mu       sync.Mutex
 	pending  map[string]*pending  // tenant -> changes waiting for a build
 	changed  map[string]time.Time // tenant -> its last change, for the leading edge
 	building map[string]bool      // tenant -> a build is running
+	queued   map[string]*queued   // tenant -> its build is dispatched, waiting for a slot
 	failures map[string]error     // tenant -> last build error, cleared on success
 	released *sync.Cond           // on mu: a tenant left building
 	wg       sync.WaitGroup
+}
+
+// queued is a dispatched build that has not read the mesh yet: a change
+// to its tenant made meanwhile is in what it reads, so it needs no build
+// of its own, and a narrower change gives the build its rank.
+type queued struct {
+	w         *prio.Waiter
+	breadth   int
+	endpoints bool
 }
 
 type pending struct {
@@ -118,11 +129,12 @@ func New(mesh *model.Mesh, store *snapshot.Store, opts Options) *Builder {
 		store:    store,
 		opts:     opts,
 		log:      opts.Logger,
-		sem:      make(chan struct{}, opts.Workers),
+		sem:      prio.New(opts.Workers),
 		wake:     make(chan struct{}, 1),
 		pending:  map[string]*pending{},
 		changed:  map[string]time.Time{},
 		building: map[string]bool{},
+		queued:   map[string]*queued{},
 		failures: map[string]error{},
 	}
 	b.released = sync.NewCond(&b.mu)
@@ -158,6 +170,17 @@ func (b *Builder) scheduleKind(tenants map[string]bool, endpoints bool) {
 	now := time.Now()
 	b.mu.Lock()
 	for t := range tenants {
+		if q := b.queued[t]; q != nil {
+			// Its build has not read the mesh yet and will read this
+			// change: it takes the change's rank when that is narrower.
+			q.endpoints = q.endpoints && endpoints
+			if len(tenants) < q.breadth {
+				q.breadth = len(tenants)
+				b.sem.Raise(q.w, q.breadth)
+			}
+			b.changed[t] = now
+			continue
+		}
 		if p := b.pending[t]; p != nil {
 			p.last = now
 			p.endpoints = p.endpoints && endpoints
@@ -200,13 +223,13 @@ func (b *Builder) BuildAll() error {
 	errs := make([]error, len(tenants))
 	var wg sync.WaitGroup
 	for i, t := range tenants {
-		b.sem <- struct{}{}
+		b.take(len(tenants))
 		wg.Add(1)
 		go func() {
-			defer func() { <-b.sem; wg.Done() }()
+			defer func() { b.sem.Release(); wg.Done() }()
 			b.claim(t)
 			defer b.release(t)
-			errs[i] = b.buildTenant(t, time.Now(), false)
+			errs[i] = b.buildTenant(t, time.Now(), false, len(tenants))
 		}()
 	}
 	wg.Wait()
@@ -307,23 +330,46 @@ func (b *Builder) dispatchDue(now time.Time) time.Duration {
 	for i, t := range due {
 		b.opts.Observe("debounce", now.Sub(firsts[i]))
 		b.wg.Add(1)
-		go b.runBuild(t, firsts[i], eps[i])
+		go b.runBuild(t, firsts[i], eps[i], len(due))
 	}
 	return next
 }
 
-// runBuild builds a tenant dispatchDue claimed.
-func (b *Builder) runBuild(tenant string, changedAt time.Time, endpoints bool) {
+// runBuild builds a tenant dispatchDue claimed, one of breadth tenants
+// it dispatched together.
+func (b *Builder) runBuild(tenant string, changedAt time.Time, endpoints bool, breadth int) {
 	defer b.wg.Done()
 	defer b.release(tenant)
-	b.sem <- struct{}{}
-	defer func() { <-b.sem }()
-	_ = b.buildTenant(tenant, changedAt, endpoints)
+	if w := b.sem.Enter(breadth); w != nil {
+		q := &queued{w: w, breadth: breadth, endpoints: endpoints}
+		b.mu.Lock()
+		b.queued[tenant] = q
+		b.mu.Unlock()
+		<-w.Ready()
+		b.mu.Lock()
+		delete(b.queued, tenant)
+		breadth, endpoints = q.breadth, q.endpoints
+		b.mu.Unlock()
+	}
+	defer b.sem.Release()
+	_ = b.buildTenant(tenant, changedAt, endpoints, breadth)
+}
+
+// take waits for a build slot. Builds of narrow changes (few tenants
+// dispatched together) take one before those of broad ones: a change to
+// one tenant made while every tenant is being built waits for one build
+// to end, not for all of them.
+func (b *Builder) take(breadth int) {
+	if w := b.sem.Enter(breadth); w != nil {
+		<-w.Ready()
+	}
 }
 
 // buildTenant builds and publishes one tenant. On a system error the last
 // good snapshot stays in place and the error is kept for status.
-func (b *Builder) buildTenant(tenant string, changedAt time.Time, endpoints bool) error {
+//
+// breadth is how many tenants were dispatched with it (Snapshot.Breadth).
+func (b *Builder) buildTenant(tenant string, changedAt time.Time, endpoints bool, breadth int) error {
 	if b.opts.Owns != nil && !b.opts.Owns(tenant) {
 		// Built by its owner: this replica only learns whether the tenant
 		// still exists, without making its view.
@@ -363,6 +409,7 @@ func (b *Builder) buildTenant(tenant string, changedAt time.Time, endpoints bool
 		b.log.Error("tenant build failed; keeping its last good snapshot", "tenant", tenant, "err", err)
 		return err
 	}
+	snap.Breadth = breadth
 	start = time.Now()
 	if b.store.Publish(snap) {
 		b.opts.Observe("publish", time.Since(start))
