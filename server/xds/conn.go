@@ -1,7 +1,6 @@
 package xds
 
 import (
-	"maps"
 	"slices"
 	"strings"
 	"sync"
@@ -78,10 +77,11 @@ type typeState struct {
 
 	// The subscription: sorted names and their hash, recomputed when the
 	// names change, never per push; sorted is replaced, never modified, so
-	// a push may read it after releasing the lock. names is the same set
-	// for delta streams, which change it name by name (nil for SotW).
+	// a push may read it after releasing the lock. Delta streams change
+	// it name by name (recordDelta), through a map made for the request
+	// that changes it and dropped after: a stream keeps no map of its
+	// names (named looks them up in sorted).
 	wildcard bool
-	names    map[string]struct{}
 	sorted   []string
 	subBytes int // bytes of the names it holds
 	nackHeld int // bytes of the kept NACK's text counted in the budgets
@@ -111,10 +111,85 @@ type typeState struct {
 	holds     *snapshot.Set
 	holdsHash uint64
 
-	// Delta: the version of each resource the client holds, and the
-	// subscribed names already reported as missing.
+	// Delta: what the client holds, and the subscribed names already
+	// reported as missing. After a push the client holds exactly the
+	// resources of the set pushed that it subscribes to (all of them when
+	// wildcard), at that set's versions: level is that set and known is
+	// nil, so the many streams of a tenant share what they hold instead
+	// of a map each (see held). known is kept, level nil, from what a
+	// client says it holds on its first request, and from a change of
+	// subscription until the next push levels it again.
+	level       *snapshot.Set
 	known       map[string]string
 	toldMissing map[string]bool
+}
+
+// held is the version of resource n the delta client holds, if any.
+func (st *typeState) held(n string) (string, bool) {
+	if st.known != nil || st.level == nil {
+		v, ok := st.known[n]
+		return v, ok
+	}
+	if !st.wildcard && !st.named(n) {
+		return "", false
+	}
+	if r := st.level.Get(n); r != nil {
+		return r.Version, true
+	}
+	return "", false
+}
+
+// spell makes what the delta client holds an explicit map (known), to be
+// changed: before its subscription changes, or a version is written.
+func (st *typeState) spell() {
+	if st.known != nil {
+		return
+	}
+	st.known = map[string]string{}
+	if st.level == nil {
+		return
+	}
+	if st.wildcard {
+		for _, r := range st.level.Items {
+			st.known[r.Name] = r.Version
+		}
+	} else {
+		for _, n := range st.sorted {
+			if r := st.level.Get(n); r != nil {
+				st.known[n] = r.Version
+			}
+		}
+	}
+	st.level = nil
+}
+
+// levelled says, after a push of set, whether the client holds exactly
+// set's resources in its subscription at set's versions; it then keeps
+// set in place of its map.
+func (st *typeState) levelled(set *snapshot.Set) {
+	if st.known == nil {
+		st.level = set
+		return
+	}
+	want := 0
+	if st.wildcard {
+		want = set.Len()
+	} else {
+		for _, n := range st.sorted {
+			if set.Get(n) != nil {
+				want++
+			}
+		}
+	}
+	if len(st.known) != want {
+		return
+	}
+	for n, v := range st.known {
+		if r := set.Get(n); r == nil || r.Version != v {
+			return
+		}
+	}
+	st.known, st.level = nil, set
 }
 
 // NACK is a rejected response, kept for status.
@@ -156,9 +231,11 @@ func (c *conn) stateLocked(typeURL string) *typeState {
 	return st
 }
 
-// resubscribed recomputes the sorted names and their hash after a delta
-// stream's names changed.
-func (st *typeState) resubscribed() { st.setSorted(slices.Sorted(maps.Keys(st.names))) }
+// named says whether n is in the subscription.
+func (st *typeState) named(n string) bool {
+	_, ok := slices.BinarySearch(st.sorted, n)
+	return ok
+}
 
 // setSorted sets the subscription's sorted names and hashes them.
 func (st *typeState) setSorted(sorted []string) {

@@ -48,9 +48,6 @@ func (s *Server) recordDelta(c *conn, req *discovery.DeltaDiscoveryRequest) erro
 		return err
 	}
 	st := c.stateLocked(t)
-	if st.known == nil {
-		st.names, st.known, st.toldMissing = map[string]struct{}{}, map[string]string{}, map[string]bool{}
-	}
 	if req.ResponseNonce != "" && st.nonce != "" {
 		if req.ResponseNonce != st.nonce {
 			s.metrics.stale(t)
@@ -66,6 +63,9 @@ func (s *Server) recordDelta(c *conn, req *discovery.DeltaDiscoveryRequest) erro
 	}
 	if !st.requested {
 		st.requested, st.force = true, true // the first request is always answered
+		if len(req.InitialResourceVersions) > 0 {
+			st.spell()
+		}
 		for n, v := range req.InitialResourceVersions {
 			if len(v) > maxVersionBytes {
 				continue // not a version xdshard gives: the client is sent the resource
@@ -85,27 +85,46 @@ func (s *Server) recordDelta(c *conn, req *discovery.DeltaDiscoveryRequest) erro
 	}
 	before := st.subBytes
 	defer func() { _ = s.take(c, st.subBytes-before-reserved) }() // give back what was reserved and not added
+	// names is the subscription while this request changes it: made only
+	// for a request that names resources, dropped once sorted holds it.
+	var names map[string]struct{}
+	edit := func() map[string]struct{} {
+		if names == nil {
+			names = make(map[string]struct{}, len(st.sorted)+len(req.ResourceNamesSubscribe))
+			for _, n := range st.sorted {
+				names[n] = struct{}{}
+			}
+		}
+		return names
+	}
 	changed := st.sorted == nil
 	for _, n := range s.intern(c, t, req.ResourceNamesSubscribe) {
 		if n == "*" {
+			if !st.wildcard {
+				st.spell()
+			}
 			st.wildcard = true
 			continue
 		}
-		if _, had := st.names[n]; !had {
-			st.names[n] = struct{}{}
+		if _, had := edit()[n]; !had {
+			st.spell()
+			names[n] = struct{}{}
 			st.subBytes += nameHeld(n)
 			c.subBytes += nameHeld(n)
 			delete(st.toldMissing, n) // a re-subscription is answered again
 			changed = true
 		}
 	}
+	if len(req.ResourceNamesUnsubscribe) > 0 {
+		st.spell()
+	}
 	for _, n := range req.ResourceNamesUnsubscribe {
 		if n == "*" {
 			st.wildcard = false
 			continue
 		}
-		if _, had := st.names[n]; had {
-			delete(st.names, n)
+		if _, had := edit()[n]; had {
+			delete(names, n)
 			st.subBytes -= nameHeld(n)
 			c.subBytes -= nameHeld(n)
 			changed = true
@@ -115,13 +134,18 @@ func (s *Server) recordDelta(c *conn, req *discovery.DeltaDiscoveryRequest) erro
 	}
 	if len(req.InitialResourceVersions) > 0 && !st.wildcard {
 		for n := range st.known {
-			if _, named := st.names[n]; !named {
+			if _, named := edit()[n]; !named {
 				delete(st.known, n) // kept only for what it subscribes to (counted there)
 			}
 		}
 	}
 	if changed {
-		st.resubscribed()
+		sorted := make([]string, 0, len(edit())) // exact: held for the stream's life
+		for n := range names {
+			sorted = append(sorted, n)
+		}
+		slices.Sort(sorted)
+		st.setSorted(sorted)
 	}
 	return nil
 }
@@ -180,12 +204,20 @@ func (f *deltaFace) send(msg any) (int, error) {
 func deltaChanges(st *typeState, set *snapshot.Set) *discovery.DeltaDiscoveryResponse {
 	resp := &discovery.DeltaDiscoveryResponse{}
 	send := func(r *snapshot.Resource) {
-		if st.known[r.Name] == r.Version {
+		if v, ok := st.held(r.Name); ok && v == r.Version {
 			return
 		}
-		st.known[r.Name] = r.Version
+		if st.known != nil {
+			st.known[r.Name] = r.Version
+		}
 		delete(st.toldMissing, r.Name)
 		resp.Resources = append(resp.Resources, &discovery.Resource{Name: r.Name, Version: r.Version, Resource: r.Body})
+	}
+	missing := func(n string) {
+		if st.toldMissing == nil {
+			st.toldMissing = map[string]bool{}
+		}
+		st.toldMissing[n] = true
 	}
 	if st.wildcard && set != nil {
 		for _, r := range set.Items {
@@ -194,25 +226,40 @@ func deltaChanges(st *typeState, set *snapshot.Set) *discovery.DeltaDiscoveryRes
 	}
 	for _, n := range st.sorted {
 		if r := set.Get(n); r != nil {
-			send(r)
-		} else if _, has := st.known[n]; !has && !st.toldMissing[n] {
-			st.toldMissing[n] = true
+			if !st.wildcard {
+				send(r)
+			}
+		} else if _, has := st.held(n); !has && !st.toldMissing[n] {
+			missing(n)
 			resp.RemovedResources = append(resp.RemovedResources, n)
 		}
 	}
-	for _, n := range slices.Sorted(maps.Keys(st.known)) {
+	drop := func(n string) {
 		if set.Get(n) != nil {
-			continue
+			return
 		}
-		if _, named := st.names[n]; !named && !st.wildcard {
-			continue
+		named := st.named(n)
+		if !named && !st.wildcard {
+			return
 		}
-		delete(st.known, n)
-		if _, named := st.names[n]; named {
-			st.toldMissing[n] = true
+		if st.known != nil {
+			delete(st.known, n)
+		}
+		if named {
+			missing(n)
 		}
 		resp.RemovedResources = append(resp.RemovedResources, n)
 	}
+	if st.known != nil {
+		for _, n := range slices.Sorted(maps.Keys(st.known)) {
+			drop(n)
+		}
+	} else if st.level != nil {
+		for _, r := range st.level.Items { // sorted by name
+			drop(r.Name)
+		}
+	}
+	st.levelled(set)
 	return resp
 }
 

@@ -268,9 +268,9 @@ func nameHeld(name string) int { return len(name) + nameCost }
 // checkSubscriptionLocked refuses a subscription that would grow past the
 // limit of names (delta streams add names request by request).
 func (s *Server) checkSubscriptionLocked(st *typeState, adding int) error {
-	if len(st.names)+adding > s.limits.Names {
+	if len(st.sorted)+adding > s.limits.Names {
 		return s.refused.refuse("too_many_names", codes.ResourceExhausted,
-			"the subscription would hold %d resource names, more than the %d allowed", len(st.names)+adding, s.limits.Names)
+			"the subscription would hold %d resource names, more than the %d allowed", len(st.sorted)+adding, s.limits.Names)
 	}
 	return nil
 }
