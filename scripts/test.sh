@@ -7,7 +7,9 @@
 # which scripts/kube-bins.sh builds once (about 7 minutes on 2 cores); the
 # system test (systest/) and the istioctl test run the unmodified istiod,
 # istio-agent and istioctl, and helm, which scripts/istio-bins.sh builds once
-# (about 15 minutes); both cache outside the clone.
+# (about 15 minutes); both cache outside the clone. The operator page's
+# test loads the page in Debian's headless Chromium, which
+# scripts/chromium.sh installs with apt-get the first time.
 #   FUZZTIME=30s scripts/test.sh   fuzz longer
 #   LONG=1 scripts/test.sh         also run the long suites (tests that check LONG)
 set -euo pipefail
@@ -31,6 +33,10 @@ echo "== istiod, istio-agent, istioctl and helm for the system test"
 XDSHARD_ISTIO_BIN="$(./scripts/istio-bins.sh)"
 XDSHARD_ISTIOCTL="$XDSHARD_ISTIO_BIN/istioctl"
 export XDSHARD_ISTIO_BIN XDSHARD_ISTIOCTL
+
+echo "== headless Chromium for the operator page's test"
+XDSHARD_CHROMIUM="$(./scripts/chromium.sh)"
+export XDSHARD_CHROMIUM
 
 echo "== go vet"
 go vet ./...

@@ -110,6 +110,7 @@ func Handler(o Options) http.Handler {
 			http.Error(w, "pprof is served on a loopback admin address, or beyond it with serve --admin-pprof", http.StatusNotFound)
 		})
 	}
+	mux.HandleFunc("/", operatorPage(o))
 	mux.HandleFunc("/debug/syncz", func(w http.ResponseWriter, _ *http.Request) { writeJSON(w, o.Clients()) })
 	if o.Members != nil {
 		mux.HandleFunc("/debug/members", func(w http.ResponseWriter, _ *http.Request) { writeJSON(w, o.Members()) })
