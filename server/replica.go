@@ -219,14 +219,13 @@ func Start(ctx context.Context, cfg Config) (*Replica, error) {
 		cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
 	if cfg.Registry == nil {
-		cfg.Registry = prometheus.NewRegistry()
-		cfg.Registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+		cfg.Registry = NewRegistry()
 	}
 	if cfg.History <= 0 {
 		cfg.History = snapshot.DefaultHistory
 	}
 	if cfg.Build == nil {
-		inc := translate.NewIncremental(translate.Options{})
+		inc := translate.NewIncremental(translate.Options{Registry: cfg.Registry})
 		cfg.Build, cfg.BuildEndpoints, cfg.Forget = inc.Build, inc.BuildEndpoints, inc.Forget
 	}
 	r := &Replica{cfg: cfg, log: cfg.Logger, reg: cfg.Registry, mesh: model.NewMesh(), store: snapshot.NewStore(cfg.History),
@@ -656,6 +655,14 @@ func (r *Replica) Tenants() []string { return r.store.Tenants() }
 
 // Store is the replica's snapshot store.
 func (r *Replica) Store() *snapshot.Store { return r.store }
+
+// NewRegistry is a registry with the Go runtime's and the process's
+// collectors, as a replica's metrics start.
+func NewRegistry() *prometheus.Registry {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return reg
+}
 
 // Registry holds the replica's metrics.
 func (r *Replica) Registry() *prometheus.Registry { return r.reg }

@@ -51,7 +51,7 @@ func (r *Replica) shard(ctx context.Context, bopts *builder.Options) error {
 			Received: func(n int) { received.Add(float64(n)) },
 			Fetched:  func(d time.Duration) { fetchTime.Observe(d.Seconds()) },
 		},
-		Grace: cfg.FetchGrace, CacheBytes: cfg.FetchCacheBytes, Tenants: r.mesh.Tenants,
+		Grace: cfg.FetchGrace, CacheBytes: cfg.FetchCacheBytes, Registry: r.reg, Tenants: r.mesh.Tenants,
 		Rebuild: func(tenants []string) {
 			if r.builder != nil {
 				r.builder.Rebuild(tenants)

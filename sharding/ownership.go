@@ -8,9 +8,10 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/hashicorp/golang-lru/v2/simplelru"
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc/credentials"
 
+	"github.com/xdshard/xdshard/internal/cache"
 	"github.com/xdshard/xdshard/snapshot"
 )
 
@@ -34,10 +35,10 @@ type Ownership struct {
 	// dropped and not followed.
 	followMu sync.Mutex
 
-	dropsMu   sync.Mutex
-	drops     map[string]Timer              // tenant ("" every tenant) -> when its fetched copy goes
-	idle      *simplelru.LRU[string, int64] // fetched tenants no local client reads, by bytes
-	idleBytes int64
+	dropsMu sync.Mutex
+	drops   map[string]Timer          // tenant ("" every tenant) -> when its fetched copy goes
+	idle    *cache.LRU[string, int64] // fetched tenants no local client reads, by bytes (under dropsMu)
+	evicted []string                  // what idle let go in the call at hand (under dropsMu)
 
 	adoptMu   sync.Mutex
 	adopted   map[string]string // tenant -> its unreachable owner, built here meanwhile
@@ -59,8 +60,10 @@ type OwnershipConfig struct {
 	// left; default 30 s.
 	Grace time.Duration
 	// CacheBytes bounds the fetched copies no local client reads; the
-	// oldest go first past it. Default 256 MiB.
+	// oldest go first past it. Default cache.DefaultBytes (256 MiB).
 	CacheBytes int64
+	// Registry, if set, receives that cache's metrics (cache="fetched").
+	Registry prometheus.Registerer
 	// Tenants lists the mesh's tenants.
 	Tenants func() []string
 	// Rebuild builds tenants here now: they came to be owned (or adopted)
@@ -85,7 +88,7 @@ type Timer interface {
 // defaults.
 const (
 	DefaultFetchGrace      = 30 * time.Second
-	DefaultFetchCacheBytes = 256 << 20
+	DefaultFetchCacheBytes = cache.DefaultBytes
 )
 
 // NewOwnership starts as one of cfg.Members; ctx bounds its fetches and
@@ -110,7 +113,8 @@ func NewOwnership(ctx context.Context, cfg OwnershipConfig) *Ownership {
 		cfg.Handover = func(string) {}
 	}
 	o := &Ownership{cfg: cfg, ctx: ctx, log: cfg.Logger, drops: map[string]Timer{}, adopted: map[string]string{}, builtHere: map[string]bool{}}
-	o.idle, _ = simplelru.NewLRU[string, int64](1<<30, nil)
+	o.idle = cache.New(cache.Options[string, int64]{MaxBytes: cfg.CacheBytes, Strict: true, Size: func(b int64) int64 { return b },
+		OnEvict: func(t string, _ int64) { o.evicted = append(o.evicted, t) }, Metrics: cache.NewMetrics(cfg.Registry, "fetched")})
 	obs := cfg.Fetch
 	obs.Unreachable, obs.Reached = o.Adopt, o.Unadopt
 	o.fetcher = NewFetcher(cfg.Self, cfg.Store, cfg.Logger, obs)
@@ -322,10 +326,7 @@ func (o *Ownership) Interest(tenant string, watched bool) {
 	if watched {
 		o.dropsMu.Lock()
 		for _, t := range tenants {
-			if b, ok := o.idle.Peek(t); ok {
-				o.idle.Remove(t)
-				o.idleBytes -= b
-			}
+			o.idle.Remove(t)
 		}
 		o.dropsMu.Unlock()
 		for _, t := range tenants {
@@ -340,26 +341,14 @@ func (o *Ownership) Interest(tenant string, watched bool) {
 	if o.ctx.Err() != nil {
 		return
 	}
-	var evict []string
 	for _, t := range tenants {
 		if o.RingOwns(t) || o.cfg.Store.Watched(t) || o.cfg.Store.Watched("") {
 			continue
 		}
-		if b, ok := o.idle.Peek(t); ok {
-			o.idleBytes -= b
-		}
-		b := o.fetcher.Bytes(t)
-		o.idle.Add(t, b)
-		o.idleBytes += b
+		o.idle.Put(t, o.fetcher.Bytes(t))
 	}
-	for o.idleBytes > o.cfg.CacheBytes {
-		t, b, ok := o.idle.RemoveOldest()
-		if !ok {
-			break
-		}
-		o.idleBytes -= b
-		evict = append(evict, t)
-	}
+	evict := o.evicted
+	o.evicted = nil
 	if len(evict) > 0 {
 		go o.drop(evict, "the fetched snapshots no local client reads passed the cache bound")
 	}
@@ -371,10 +360,7 @@ func (o *Ownership) Interest(tenant string, watched bool) {
 		o.dropsMu.Lock()
 		delete(o.drops, tenant)
 		for _, t := range tenants {
-			if b, ok := o.idle.Peek(t); ok {
-				o.idle.Remove(t)
-				o.idleBytes -= b
-			}
+			o.idle.Remove(t)
 		}
 		o.dropsMu.Unlock()
 		o.drop(tenants, "no local client left")

@@ -19,6 +19,7 @@ import (
 
 	"github.com/xdshard/xdshard/identity"
 	"github.com/xdshard/xdshard/identity/tokenreview"
+	"github.com/xdshard/xdshard/internal/cache"
 	"github.com/xdshard/xdshard/opstate"
 	"github.com/xdshard/xdshard/server"
 	"github.com/xdshard/xdshard/server/xds"
@@ -108,7 +109,7 @@ func bindServeFlags(fs *pflag.FlagSet) (finish func(args []string) (*serveConfig
 	fs.DurationVar(&c.leaseRenew, "lease-renew", 5*time.Second, "with --lease-namespace: how often this replica renews its Lease (and reports its streams in it)")
 	fs.BoolVar(&c.affinity, "stream-affinity", false, "with --lease-namespace: also move the proxy streams of tenants another replica owns, at the balancing rate, off a replica holding at least the mean, so each settles on its tenant's owner (nothing fetched for it: less CPU and memory per replica); the share rule still bounds every replica")
 	fs.DurationVar(&c.rebalance, "rebalance-every", time.Second, "with --lease-namespace: how often (jittered) a replica above its share of proxy streams, ceil(streams/replicas x 1.1), ends a few so their clients redial; 0 never")
-	fs.Int64Var(&c.fetchCache, "fetch-cache-bytes", 256<<20, "sharded: bytes of fetched snapshots kept for a while after their last local client left (a reconnect then fetches nothing); past it the least recently left go")
+	fs.Int64Var(&c.fetchCache, "fetch-cache-bytes", cache.DefaultBytes, "sharded: bytes of fetched snapshots kept for a while after their last local client left (a reconnect then fetches nothing); past it the least recently left go")
 	fs.StringVar(&c.tls.Cert, "tls-cert", "", "serve the xDS, peer and admin ports over TLS with this certificate (PEM; its SPIFFE URI is this replica's identity); reloaded when the file changes")
 	fs.StringVar(&c.tls.Key, "tls-key", "", "the key of --tls-cert (PEM)")
 	fs.StringVar(&c.tls.ClientCA, "client-ca", "", "with --tls-cert: the CA bundle clients' and peers' certificates must chain to (the mesh's root, e.g. istio-ca-root-cert's root-cert.pem)")
@@ -144,7 +145,7 @@ func bindServeFlags(fs *pflag.FlagSet) (finish func(args []string) (*serveConfig
 	fs.DurationVar(&c.maxDelay, "max-delay", time.Second, "longest a tenant's change waits during a burst of changes")
 	fs.IntVar(&c.history, "history", snapshot.DefaultHistory, "snapshot versions kept per tenant for rollback")
 	fs.IntVar(&c.pushConcurrency, "push-concurrency", xds.DefaultPushConcurrency, "streams that may encode and send at once; a change that wakes every proxy is pushed this many at a time (istiod's PILOT_PUSH_THROTTLE). A stream whose sends take longer than 20 ms gives its slot back: a client that does not read holds up the others that long at most")
-	fs.IntVar(&c.clientNames, "client-subscription-bytes", 256<<20, "bytes of resource names the subscriptions of one client may hold, over all its streams and connections (its identity, or its host where claims are trusted); past it a subscription is refused (identity_budget). Raise it where many proxies share a service account, or a host in plaintext")
+	fs.IntVar(&c.clientNames, "client-subscription-bytes", xds.DefaultIdentitySubscriptionBytes, "bytes of resource names the subscriptions of one client may hold, over all its streams and connections (its identity, or its host where claims are trusted); past it a subscription is refused (identity_budget). Raise it where many proxies share a service account, or a host in plaintext")
 	fs.DurationVar(&c.sendTimeout, "send-timeout", xds.DefaultSendTimeout, "close the connection of a client that has not taken a response within this long (it does not read: gRPC flow control holds the send); counted as xdshard_refused_requests_total{reason=\"send_timeout\"}, and the client reconnects")
 	fs.BoolVar(&c.fullSotW, "full-sotw", false, "send every subscribed resource in each state-of-the-world EDS and RDS response, as go-control-plane does, for clients that take one as the whole state; by default a proxy that ACKed the type's last response gets only the resources that changed since, as istiod sends endpoints")
 	fs.Int64Var(&c.maxFileBytes, "max-file-bytes", 8<<20, "largest manifest file read; a larger one is reported and keeps its last good objects")
@@ -419,7 +420,8 @@ func startServing(ctx context.Context, cfg *serveConfig, log *slog.Logger) (*ser
 	if sc.State, err = stateKeeper(cfg); err != nil {
 		return nil, err
 	}
-	inc := translate.NewIncremental(translate.Options{MCPServices: cfg.mcpServices})
+	sc.Registry = server.NewRegistry() // the translation caches report there too
+	inc := translate.NewIncremental(translate.Options{MCPServices: cfg.mcpServices, Registry: sc.Registry})
 	sc.Build, sc.BuildEndpoints, sc.Forget = inc.Build, inc.BuildEndpoints, inc.Forget
 	if cfg.tls != (identity.Files{}) {
 		if sc.TLS, err = identity.LoadCerts(cfg.tls, log); err != nil {

@@ -3,19 +3,24 @@ package xds
 import (
 	"context"
 	"fmt"
-	"google.golang.org/grpc/peer"
 	"log/slog"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
 	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
+
+	"github.com/xdshard/xdshard/internal/cache"
 )
+
+// DefaultIdentitySubscriptionBytes is Limits.IdentitySubscriptionBytes's
+// default (serve --client-subscription-bytes).
+const DefaultIdentitySubscriptionBytes = 256 << 20
 
 // Limits bound what one client may make the server hold or do. Every
 // field is a choice of the client's; each refusal is a clear status and
@@ -88,7 +93,7 @@ func (l Limits) withDefaults() Limits {
 		l.StreamsPerConn = 1000
 	}
 	if l.CacheBytes <= 0 {
-		l.CacheBytes = 256 << 20
+		l.CacheBytes = cache.DefaultBytes
 	}
 	if l.FirstRequest <= 0 {
 		l.FirstRequest = 10 * time.Second
@@ -103,7 +108,7 @@ func (l Limits) withDefaults() Limits {
 		l.ConnSubscriptionBytes = 64 << 20
 	}
 	if l.IdentitySubscriptionBytes <= 0 {
-		l.IdentitySubscriptionBytes = 256 << 20
+		l.IdentitySubscriptionBytes = DefaultIdentitySubscriptionBytes
 	}
 	return l
 }
@@ -337,122 +342,4 @@ func (s *Server) checkRevision(rev string) error {
 	}
 	return s.refused.refuse("bad_revision", codes.InvalidArgument,
 		"ISTIO_REVISION %.80q is not a revision name (at most 63 lowercase letters, digits, '-' and '.')", rev)
-}
-
-// lru is a cache bounded by the bytes of its values (and a fixed cost per
-// entry), least recently used first out. stale, when set, says an entry
-// can go at once (its snapshot set is gone); each put drops a few stale
-// entries from the old end, so replaced snapshots' responses do not wait
-// for the bound. Safe for concurrent use.
-type lru[K comparable] struct {
-	mu    sync.Mutex
-	max   int64
-	stale func(K) bool
-	bytes int64
-	items map[K]*lruItem[K]
-	head  *lruItem[K] // most recent
-	tail  *lruItem[K]
-}
-
-type lruItem[K comparable] struct {
-	key        K
-	val        []byte
-	prev, next *lruItem[K]
-}
-
-// lruEntryCost is what an entry costs beside its value: its key, list
-// links and map slot.
-const lruEntryCost = 128
-
-func newLRU[K comparable](max int64, stale func(K) bool) *lru[K] {
-	return &lru[K]{max: max, stale: stale, items: map[K]*lruItem[K]{}}
-}
-
-func (l *lru[K]) get(k K) ([]byte, bool) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	it := l.items[k]
-	if it == nil {
-		return nil, false
-	}
-	l.unlink(it)
-	l.push(it)
-	return it.val, true
-}
-
-func (l *lru[K]) put(k K, v []byte) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if it := l.items[k]; it != nil {
-		l.dropLocked(it)
-	}
-	it := &lruItem[K]{key: k, val: v}
-	l.items[k] = it
-	l.push(it)
-	l.bytes += int64(len(v)) + lruEntryCost
-	for l.bytes > l.max && l.tail != nil && l.tail != it {
-		l.dropLocked(l.tail)
-	}
-	for i := 0; i < 4 && l.stale != nil && l.tail != nil && l.tail != it && l.stale(l.tail.key); i++ {
-		l.dropLocked(l.tail)
-	}
-}
-
-// has says whether k is kept.
-func (l *lru[K]) has(k K) bool {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.items[k] != nil
-}
-
-// remove drops k, if kept.
-func (l *lru[K]) remove(k K) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if it := l.items[k]; it != nil {
-		l.dropLocked(it)
-	}
-}
-
-func (l *lru[K]) dropLocked(it *lruItem[K]) {
-	l.unlink(it)
-	delete(l.items, it.key)
-	l.bytes -= int64(len(it.val)) + lruEntryCost
-}
-
-func (l *lru[K]) size() int64 {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.bytes
-}
-
-func (l *lru[K]) len() int {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return len(l.items)
-}
-
-func (l *lru[K]) push(it *lruItem[K]) {
-	it.prev, it.next = nil, l.head
-	if l.head != nil {
-		l.head.prev = it
-	}
-	l.head = it
-	if l.tail == nil {
-		l.tail = it
-	}
-}
-
-func (l *lru[K]) unlink(it *lruItem[K]) {
-	if it.prev != nil {
-		it.prev.next = it.next
-	} else {
-		l.head = it.next
-	}
-	if it.next != nil {
-		it.next.prev = it.prev
-	} else {
-		l.tail = it.prev
-	}
-	it.prev, it.next = nil, nil
 }

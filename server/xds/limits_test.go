@@ -18,6 +18,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/xdshard/xdshard/internal/cache"
 	"github.com/xdshard/xdshard/snapshot"
 )
 
@@ -188,7 +189,7 @@ func TestFreshNameSubscriptionsStayBounded(t *testing.T) {
 			c.send(eds, r.VersionInfo, r.Nonce, fmt.Sprintf("fresh-%d-%d-%s", s, i, strings.Repeat("z", 200)))
 			r = c.recv()
 		}
-		if b := e.srv.cache.entries.size(); b > cacheBytes {
+		if b := e.srv.cache.entries.Bytes(); b > cacheBytes {
 			t.Fatalf("the response cache holds %d bytes, over its bound of %d", b, cacheBytes)
 		}
 		c.stream.CloseSend()
@@ -200,29 +201,6 @@ func TestFreshNameSubscriptionsStayBounded(t *testing.T) {
 	}
 	if grew := heapNow() - before; grew > 16<<20 {
 		t.Fatalf("the heap grew by %d MiB after %d fresh-name subscriptions closed", grew>>20, streams*perStream)
-	}
-}
-
-func TestLRUEvictsLeastRecentlyUsedAndStale(t *testing.T) {
-	dead := map[int]bool{}
-	l := newLRU(3*(10+lruEntryCost), func(k int) bool { return dead[k] })
-	for k := 1; k <= 3; k++ {
-		l.put(k, make([]byte, 10))
-	}
-	l.get(1)                   // 2 is now the least recently used
-	l.put(4, make([]byte, 10)) // over the bound: 2 goes
-	if _, ok := l.get(2); ok || l.len() != 3 {
-		t.Fatalf("after the bound: len %d, 2 kept %v", l.len(), ok)
-	}
-	dead[3] = true
-	l.get(1)
-	l.get(4)                  // 3 is the oldest, and stale
-	l.put(5, make([]byte, 1)) // a put drops stale entries at the old end
-	if _, ok := l.get(3); ok {
-		t.Fatal("the stale entry stayed")
-	}
-	if l.size() > 3*(10+lruEntryCost) {
-		t.Fatalf("size %d over the bound", l.size())
 	}
 }
 
@@ -342,8 +320,8 @@ func TestClientChosenKeysLeaveNoMemory(t *testing.T) {
 	for len(e.srv.Clients()) < 300 && time.Now().Before(deadline) {
 		time.Sleep(10 * time.Millisecond)
 	}
-	if n := e.srv.opts.MCP.(*mcpServer).cached(); n > mcpMaxCached {
-		t.Fatalf("the MCP cache holds %d entries, over its bound of %d", n, mcpMaxCached)
+	if b := e.srv.opts.MCP.(*mcpServer).cache.Bytes(); b > cache.DefaultBytes {
+		t.Fatalf("the MCP cache holds %d bytes, over its bound of %d", b, cache.DefaultBytes)
 	}
 	cancel()
 	for len(e.srv.Clients()) > 0 && time.Now().Before(deadline) {

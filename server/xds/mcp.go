@@ -12,6 +12,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/xdshard/xdshard/internal/cache"
 	"github.com/xdshard/xdshard/snapshot"
 )
 
@@ -26,21 +27,17 @@ import (
 type mcpServer struct {
 	s *Server
 
-	mu    sync.Mutex
-	cache map[mcpCacheKey]mcpEntry // latest response per type URL and revision
-	bytes int64                    // of the cached entries
+	mu    sync.Mutex                        // one response is made at a time
+	cache *cache.LRU[mcpCacheKey, mcpEntry] // latest response per type URL and revision
 }
 
 type mcpCacheKey struct{ typeURL, revision string }
 
 // mcpMaxTypes bounds the types one istiod stream asks for (a 2026 istiod
-// asks for 16), and mcpMaxCached and mcpMaxCachedBytes the responses kept
-// for reuse.
-const (
-	mcpMaxTypes       = 64
-	mcpMaxCached      = 1024
-	mcpMaxCachedBytes = 256 << 20
-)
+// asks for 16). The responses kept for reuse are bounded by
+// cache.DefaultBytes, least recently used first out: the keys are what
+// istiods ask for.
+const mcpMaxTypes = 64
 
 type mcpEntry struct {
 	content string // what the response was made from
@@ -49,7 +46,8 @@ type mcpEntry struct {
 }
 
 func newMCPServer(s *Server) *mcpServer {
-	return &mcpServer{s: s, cache: map[mcpCacheKey]mcpEntry{}}
+	return &mcpServer{s: s, cache: cache.New(cache.Options[mcpCacheKey, mcpEntry]{MaxBytes: cache.DefaultBytes,
+		Size: mcpEntry.size, Metrics: cache.NewMetrics(s.opts.Registry, "mcp_responses")})}
 }
 
 // StreamMCP implements MCPHandler.
@@ -156,7 +154,7 @@ func (m *mcpServer) response(typeURL, revision string) mcpEntry {
 	key := mcpCacheKey{typeURL, revision}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if e, ok := m.cache[key]; ok && e.content == content.String() {
+	if e, ok := m.cache.Get(key); ok && e.content == content.String() {
 		return e
 	}
 	var items []*snapshot.Resource
@@ -169,21 +167,7 @@ func (m *mcpServer) response(typeURL, revision string) mcpEntry {
 		version = fmt.Sprintf("%016x", xxhash.Sum64String(content.String()))
 	}
 	e := mcpEntry{content: content.String(), body: encodeSotW(typeURL, version, items), version: version}
-	if old, had := m.cache[key]; had {
-		m.bytes -= old.size()
-		delete(m.cache, key)
-	}
-	// A cache keyed by what istiods ask for: bounded in entries and bytes
-	// (each entry is a type's full state), any entry dropped to stay so.
-	for k, old := range m.cache {
-		if len(m.cache) < mcpMaxCached && m.bytes+e.size() <= mcpMaxCachedBytes {
-			break
-		}
-		m.bytes -= old.size()
-		delete(m.cache, k)
-	}
-	m.cache[key] = e
-	m.bytes += e.size()
+	m.cache.Put(key, e)
 	return e
 }
 
@@ -191,9 +175,7 @@ func (e mcpEntry) size() int64 { return int64(len(e.content) + len(e.body) + len
 
 // cached counts the cached responses.
 func (m *mcpServer) cached() int {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return len(m.cache)
+	return m.cache.Len()
 }
 
 var _ MCPHandler = (*mcpServer)(nil)

@@ -8,6 +8,7 @@ import (
 
 	"google.golang.org/protobuf/encoding/protowire"
 
+	"github.com/xdshard/xdshard/internal/cache"
 	"github.com/xdshard/xdshard/snapshot"
 )
 
@@ -30,7 +31,7 @@ const (
 // subscriptions could only give a stream another subset of its own
 // tenant's set, never another tenant's resources: the set is in the key.
 type responseCache struct {
-	entries *lru[respKey]
+	entries *cache.LRU[respKey, []byte]
 
 	// bySet lists the keys made from each set still alive; when the
 	// garbage collector takes a set, a cleanup drops its responses at once
@@ -56,13 +57,14 @@ type respKey struct {
 // newResponseCache keeps at most maxBytes of responses, least recently
 // used first out: the keys are the client's subscriptions, so the cache
 // must be bounded whatever clients ask for.
-func newResponseCache(maxBytes int64) *responseCache {
+func newResponseCache(maxBytes int64, m *cache.Metrics) *responseCache {
 	// An entry is stale once its set is gone, or the set a partial
 	// response was made against (no stream holds it any more).
 	stale := func(k respKey) bool {
 		return k.set.Value() == nil || k.base != (weak.Pointer[snapshot.Set]{}) && k.base.Value() == nil
 	}
-	return &responseCache{entries: newLRU(maxBytes, stale),
+	size := func(b []byte) int64 { return int64(len(b)) }
+	return &responseCache{entries: cache.New(cache.Options[respKey, []byte]{MaxBytes: maxBytes, Size: size, Stale: stale, Metrics: m}),
 		bySet: map[weak.Pointer[snapshot.Set]][]respKey{}}
 }
 
@@ -76,7 +78,7 @@ func (c *responseCache) track(set *snapshot.Set, key respKey) {
 		runtime.AddCleanup(set, c.drop, key.set)
 	}
 	if len(keys) >= maxKeysPerSet {
-		keys = slices.DeleteFunc(keys, func(k respKey) bool { return !c.entries.has(k) })
+		keys = slices.DeleteFunc(keys, func(k respKey) bool { return !c.entries.Has(k) })
 	}
 	c.bySet[key.set] = append(keys, key)
 }
@@ -88,7 +90,7 @@ func (c *responseCache) drop(set weak.Pointer[snapshot.Set]) {
 	delete(c.bySet, set)
 	c.mu.Unlock()
 	for _, k := range keys {
-		c.entries.remove(k)
+		c.entries.Remove(k)
 	}
 }
 
@@ -114,7 +116,7 @@ func (c *responseCache) sotw(typeURL string, set, base *snapshot.Set, names []st
 	} else {
 		base = nil
 	}
-	if b, ok := c.entries.get(key); ok {
+	if b, ok := c.entries.Get(key); ok {
 		return b, version
 	}
 	var items []*snapshot.Resource
@@ -124,12 +126,12 @@ func (c *responseCache) sotw(typeURL string, set, base *snapshot.Set, names []st
 		items = selectItems(set, names, wildcard)
 	}
 	b := encodeSotW(typeURL, version, items)
-	c.entries.put(key, b)
+	c.entries.Put(key, b)
 	c.track(set, key)
 	return b, version
 }
 
-func (c *responseCache) len() int { return c.entries.len() }
+func (c *responseCache) len() int { return c.entries.Len() }
 
 func selectItems(set *snapshot.Set, names []string, wildcard bool) []*snapshot.Resource {
 	if wildcard {

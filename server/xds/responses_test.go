@@ -14,7 +14,7 @@ import (
 // LRU's old end they sit, so replaced snapshots' responses never fill the
 // bound (a 10-minute soak found them doing so); a live set's stay.
 func TestResponseCacheDropsACollectedSetsResponses(t *testing.T) {
-	c := newResponseCache(1 << 30)
+	c := newResponseCache(1<<30, nil)
 	live, err := snapshot.NewSet(snapshot.ClusterType, []*snapshot.Resource{snapshot.FromBytes("live", snapshot.ClusterType, []byte{1})})
 	if err != nil {
 		t.Fatal(err)

@@ -18,6 +18,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/xdshard/xdshard/identity"
+	"github.com/xdshard/xdshard/internal/cache"
 	"github.com/xdshard/xdshard/internal/prio"
 	"github.com/xdshard/xdshard/snapshot"
 )
@@ -167,7 +168,11 @@ func New(store *snapshot.Store, opts Options) *Server {
 		metrics: newMetrics(opts.Registry), ctx: ctx, cancel: cancel, conns: map[*conn]struct{}{},
 		pushSem: prio.New(opts.PushConcurrency),
 	}
-	s.cache = newResponseCache(s.limits.CacheBytes)
+	name := "sotw_responses"
+	if opts.Peers {
+		name = "peer_responses"
+	}
+	s.cache = newResponseCache(s.limits.CacheBytes, cache.NewMetrics(opts.Registry, name))
 	s.budgets = newBudgets()
 	go s.watchSends()
 	s.refused = newRefusals(opts.Registry, opts.Logger)

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"slices"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/xdshard/xdshard/snapshot"
 	"github.com/xdshard/xdshard/snapshot/model"
 	"github.com/xdshard/xdshard/snapshot/translate/mcp"
@@ -38,6 +40,9 @@ type Options struct {
 	// generated ServiceEntries with their endpoints: for an istiod whose
 	// only config source is xdshard.
 	MCPServices bool
+	// Registry, if set, receives NewIncremental's caches' metrics
+	// (cache="translation", "mcp_objects", "verdicts").
+	Registry prometheus.Registerer
 
 	// cache keeps services' clusters and endpoints across builds, and
 	// mcpCache and verdicts each input object's MCP resource and istiod's

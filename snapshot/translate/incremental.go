@@ -5,6 +5,7 @@ import (
 	"slices"
 	"sync"
 
+	"github.com/xdshard/xdshard/internal/cache"
 	"github.com/xdshard/xdshard/snapshot"
 	"github.com/xdshard/xdshard/snapshot/model"
 	"github.com/xdshard/xdshard/snapshot/translate/mcp"
@@ -32,7 +33,9 @@ type Incremental struct {
 
 // NewIncremental returns an Incremental composing with o.
 func NewIncremental(o Options) *Incremental {
-	o.cache, o.mcpCache, o.verdicts = xds.NewCache(), mcp.NewCache(), objcache.New[error]()
+	o.cache = xds.NewCache(cache.NewMetrics(o.Registry, "translation"))
+	o.mcpCache = mcp.NewCache(cache.NewMetrics(o.Registry, "mcp_objects"))
+	o.verdicts = objcache.New[error](cache.NewMetrics(o.Registry, "verdicts"))
 	return &Incremental{opts: o, last: map[string]*fixed{}}
 }
 

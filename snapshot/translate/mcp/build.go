@@ -10,6 +10,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 	mcpv1 "istio.io/api/mcp/v1alpha1"
 
+	"github.com/xdshard/xdshard/internal/cache"
 	"github.com/xdshard/xdshard/snapshot"
 	"github.com/xdshard/xdshard/snapshot/model"
 	"github.com/xdshard/xdshard/snapshot/translate/objcache"
@@ -165,7 +166,7 @@ type Encoded struct {
 type Cache = objcache.Cache[Encoded]
 
 // NewCache returns an empty Cache.
-func NewCache() *Cache { return objcache.New[Encoded]() }
+func NewCache(m *cache.Metrics) *Cache { return objcache.New[Encoded](m) }
 
 func encode(o *model.Object) Encoded {
 	r, err := resource(o)

@@ -5,18 +5,23 @@ import (
 	"sync"
 	"weak"
 
+	"github.com/xdshard/xdshard/internal/cache"
 	"github.com/xdshard/xdshard/snapshot/model"
 )
 
 // Cache maps live objects to values of type V.
 type Cache[V any] struct {
-	mu sync.Mutex
-	m  map[weak.Pointer[model.Object]]V
+	mu      sync.Mutex
+	m       map[weak.Pointer[model.Object]]V
+	metrics *cache.Metrics
 }
 
-// New returns an empty Cache.
-func New[V any]() *Cache[V] {
-	return &Cache[V]{m: map[weak.Pointer[model.Object]]V{}}
+// New returns an empty Cache reporting to m (nil: to nobody).
+func New[V any](m *cache.Metrics) *Cache[V] {
+	if m == nil {
+		m = cache.NewMetrics(nil, "")
+	}
+	return &Cache[V]{m: map[weak.Pointer[model.Object]]V{}, metrics: m}
 }
 
 // Get returns the value kept for o, or computes it with f and keeps it.
@@ -30,14 +35,17 @@ func (c *Cache[V]) Get(o *model.Object, f func(*model.Object) V) V {
 	v, ok := c.m[w]
 	c.mu.Unlock()
 	if ok {
+		c.metrics.Hit()
 		return v
 	}
+	c.metrics.Miss()
 	v = f(o)
 	c.mu.Lock()
 	if _, ok := c.m[w]; !ok {
 		c.m[w] = v
 		runtime.AddCleanup(o, c.drop, w)
 	}
+	c.metrics.Entries(len(c.m))
 	c.mu.Unlock()
 	return v
 }
@@ -45,6 +53,7 @@ func (c *Cache[V]) Get(o *model.Object, f func(*model.Object) V) V {
 func (c *Cache[V]) drop(w weak.Pointer[model.Object]) {
 	c.mu.Lock()
 	delete(c.m, w)
+	c.metrics.Entries(len(c.m))
 	c.mu.Unlock()
 }
 

@@ -11,7 +11,7 @@ import (
 // TestKeptWhileTheObjectLives: a value is computed once per object, and
 // goes when the garbage collector takes the object.
 func TestKeptWhileTheObjectLives(t *testing.T) {
-	c := New[int]()
+	c := New[int](nil)
 	calls := 0
 	f := func(*model.Object) int { calls++; return calls }
 	live := &model.Object{Key: model.Key{Kind: model.KindService, Namespace: "a", Name: "live"}}

@@ -6,6 +6,7 @@ import (
 
 	"google.golang.org/protobuf/proto"
 
+	"github.com/xdshard/xdshard/internal/cache"
 	"github.com/xdshard/xdshard/snapshot"
 	"github.com/xdshard/xdshard/snapshot/model"
 )
@@ -38,11 +39,15 @@ type Cache struct {
 	made map[string]*lastBuild
 
 	hits, misses atomic.Int64
+	metrics      *cache.Metrics
 }
 
-// NewCache returns an empty Cache.
-func NewCache() *Cache {
-	return &Cache{entries: map[cacheKey]*cacheEntry{}, tenants: map[string][]cacheKey{}, made: map[string]*lastBuild{}}
+// NewCache returns an empty Cache reporting to m (nil: to nobody).
+func NewCache(m *cache.Metrics) *Cache {
+	if m == nil {
+		m = cache.NewMetrics(nil, "")
+	}
+	return &Cache{entries: map[cacheKey]*cacheEntry{}, tenants: map[string][]cacheKey{}, made: map[string]*lastBuild{}, metrics: m}
 }
 
 // Len is the entries kept.
@@ -127,6 +132,7 @@ func (c *Cache) commit(tenant string, used []cacheKey, fresh map[cacheKey]*cache
 	}
 	c.releaseLocked(c.tenants[tenant])
 	c.tenants[tenant] = keys
+	c.metrics.Entries(len(c.entries))
 }
 
 // cacheKey is what one service's part of a build is made from.
@@ -215,9 +221,11 @@ func (t *translation) cached(key cacheKey, valid func(*cacheEntry) bool) *cacheE
 	e := c.get(key)
 	if e == nil || valid != nil && !valid(e) {
 		c.misses.Add(1)
+		c.metrics.Miss()
 		return nil
 	}
 	c.hits.Add(1)
+	c.metrics.Hit()
 	t.used = append(t.used, key)
 	return e
 }
