@@ -65,12 +65,13 @@ type statusz struct {
 	Reasons []string `json:"reasons"`
 }
 
+// eventually waits until ok holds; it fails only on a hang (hangCheck).
 func eventually(t *testing.T, what string, ok func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(hangCheck)
 	for !ok() {
 		if time.Now().After(deadline) {
-			t.Fatalf("never: %s", what)
+			t.Fatalf("never (waited %s: it hangs): %s", hangCheck, what)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}

@@ -73,7 +73,7 @@ func TestOperatorPageInChromium(t *testing.T) {
 	case <-time.After(time.Minute):
 		t.Fatal("the synced proxy never synced (hang check)")
 	}
-	waitFor(t, "the stale and the rejecting proxy to be seen so", func() bool {
+	eventually(t, "the stale and the rejecting proxy to be seen so", func() bool {
 		var page bytes.Buffer
 		get(t, r, "/", &page)
 		return strings.Contains(page.String(), "STALE") && strings.Contains(page.String(), "simulated rejection")
@@ -121,16 +121,6 @@ func TestOperatorPageInChromium(t *testing.T) {
 	if *updateScreenshot {
 		if err := os.WriteFile(filepath.Join("..", "docs", "operator-page.png"), png, 0o644); err != nil {
 			t.Fatal(err)
-		}
-	}
-}
-
-// waitFor waits until ok holds; it fails only on a hang.
-func waitFor(t *testing.T, what string, ok func() bool) {
-	t.Helper()
-	for deadline := time.Now().Add(time.Minute); !ok(); time.Sleep(10 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("waited a minute for %s (hang check)", what)
 		}
 	}
 }

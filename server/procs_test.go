@@ -295,19 +295,30 @@ func (d *deployment) streamsOn(p *replicaProc) int {
 	return n
 }
 
-// waitFor polls cond until it holds or d fails after limit.
-func (d *deployment) waitFor(what string, limit time.Duration, cond func() bool) time.Duration {
+// waitFor polls cond until it holds and returns how long that took; it
+// fails only on a hang (hangCheck, or expected if longer).
+func (d *deployment) waitFor(what string, expected time.Duration, cond func() bool) time.Duration {
 	d.t.Helper()
 	start := time.Now()
 	for !cond() {
-		if time.Since(start) > limit {
+		if time.Since(start) > max(expected, hangCheck) {
 			var logs []string
 			for _, p := range d.procs {
 				logs = append(logs, fmt.Sprintf("--- %s (dead %v):\n%s", p.id, p.dead.Load(), p.log.Tail(15)))
 			}
-			d.t.Fatalf("%s: not within %s\n%s", what, limit, strings.Join(logs, "\n"))
+			d.t.Fatalf("%s: not within %s: it hangs\n%s", what, max(expected, hangCheck), strings.Join(logs, "\n"))
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	return time.Since(start)
+	took := time.Since(start)
+	if took > expected {
+		d.t.Logf("%s took %s, longer than the %s expected (logged, not asserted: speed is the bench's)", what, took.Round(time.Millisecond), expected)
+	}
+	return took
 }
+
+// hangCheck is how long a wait may take before a test calls it a hang.
+// Waits say what they expect; a wait longer than that is logged, never
+// failed, since a loaded machine may take it: speed is measured by
+// xdshard bench, not asserted by tests.
+const hangCheck = 3 * time.Minute

@@ -129,7 +129,16 @@ func TestStaticPeersBuildOnceServeEverywhere(t *testing.T) {
 	eventually(t, "the change on every replica, with one version", func() bool {
 		return proxies[0].Latest(proxy.EDS).Version != eds && sameVersions()
 	})
-	time.Sleep(100 * time.Millisecond)
+	// Every replica took the change (Apply returns once its builder has
+	// it); once every builder is idle, every build it causes is counted.
+	eventually(t, "every replica's builder idle", func() bool {
+		for _, r := range replicas {
+			if !r.Idle() {
+				return false
+			}
+		}
+		return true
+	})
 	if n := totalBuilds(t, replicas) - before; n != 1 {
 		t.Fatalf("a one-tenant change cost %d builds in the deployment, want 1 (by the owner)", n)
 	}
