@@ -942,5 +942,33 @@ func WriteSymmetric(w io.Writer, sharded, symmetric *ShardedResult) error {
 	si, se := per(sharded)
 	yi, ye := per(symmetric)
 	fmt.Fprintf(tw, "\nRSS per replica, idle -> end of the events: sharded %.0f -> %.0f MiB, symmetric %.0f -> %.0f MiB\n", si, se, yi, ye)
-	return tw.Flush()
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	_, err := fmt.Fprintln(w, symmetricCheaper(sharded, symmetric, se, ye))
+	return err
+}
+
+// symmetricCheaper says where, in this run, replicas that each build every
+// tenant cost less than the sharded ones, beside the capacity model (which
+// uses the sharded figures).
+func symmetricCheaper(sharded, symmetric *ShardedResult, shardedRSS, symmetricRSS float64) string {
+	var where []string
+	add := func(name string, x, y float64) {
+		if y > 0 && x > y {
+			where = append(where, fmt.Sprintf("%s (sharded %.2fx)", name, x/y))
+		}
+	}
+	add("start + initial sync", sharded.StartCPU+sharded.SyncCPU, symmetric.StartCPU+symmetric.SyncCPU)
+	for k, e := range sharded.Events {
+		if k < len(symmetric.Events) {
+			add(e.Name, e.CPUSeconds, symmetric.Events[k].CPUSeconds)
+		}
+	}
+	add("RSS per replica at the end", shardedRSS, symmetricRSS)
+	if len(where) == 0 {
+		return "the capacity model above uses the sharded figures; in this run symmetric replicas were cheaper nowhere"
+	}
+	return "the capacity model above uses the sharded figures; in this run symmetric replicas were cheaper in: " + strings.Join(where, ", ") +
+		" (sharding pays where clients sit with their tenant's owner: --directed, --stream-affinity)"
 }

@@ -127,6 +127,9 @@ func TestReplicasBench(t *testing.T) {
 	if !strings.Contains(out.String(), "sharded/symmetric") {
 		t.Fatal("the comparison lacks its ratio")
 	}
+	if !strings.Contains(out.String(), "the capacity model above uses the sharded figures; in this run symmetric replicas were cheaper") {
+		t.Fatal("the comparison does not say where symmetric replicas were cheaper")
+	}
 }
 
 // TestHomeSpreadsTenants checks that every tenant's proxies reach every
