@@ -504,7 +504,7 @@ func printBanner(w io.Writer, cfg *serveConfig, r *server.Replica) {
 	if r.MCPAddr() != "" {
 		fmt.Fprintf(w, "  MCP for istiod: %s (meshConfig.configSources: [{address: xds://%s}])\n", r.MCPAddr(), r.MCPAddr())
 	}
-	fmt.Fprintf(w, "  xDS (ADS, SotW and delta): %s\n  admin: %s://%s/ (healthz, readyz, statusz, metrics, debug/pprof, debug/syncz, debug/tenantz)\n", r.XDSAddr(), scheme, r.AdminAddr())
+	fmt.Fprintf(w, "  xDS (ADS, SotW and delta): %s\n  admin: %s://%s/ (the operator page; healthz, readyz, statusz, metrics, debug/pprof, debug/syncz, debug/tenantz)\n", r.XDSAddr(), scheme, r.AdminAddr())
 	if scheme == "https" {
 		fmt.Fprintf(w, "  TLS: clients present a certificate of the client CA with a SPIFFE identity, or a service-account token\n")
 		return
