@@ -165,10 +165,12 @@ func (s *Snapshot) TypeURLs(view View) []string {
 }
 
 // withPinned is a copy of s marked pinned (or not), with its own peer
-// encoding (the pin travels in its meta).
+// encoding (the pin travels in its meta). A pin is one tenant's change
+// (an operator's rollback, or one restored), so the copy's Breadth is 1:
+// its push is not ranked with the mesh-wide build that made the version.
 func (s *Snapshot) withPinned(pinned bool) *Snapshot {
 	cp := *s
-	cp.Pinned, cp.peer = pinned, &peerCache{}
+	cp.Pinned, cp.peer, cp.Breadth = pinned, &peerCache{}, 1
 	return &cp
 }
 

@@ -116,6 +116,7 @@ func TestAnyIsDeterministic(t *testing.T) {
 func TestRollbackPinsAndSurvivesBuilds(t *testing.T) {
 	s := NewStore(3)
 	a, b := testSnap(t, "t", "a"), testSnap(t, "t", "b")
+	a.Breadth = 101 // built in a mesh-wide change
 	s.Publish(a)
 	if _, err := s.Rollback("t", ""); err == nil {
 		t.Fatal("a rollback with no earlier version was accepted")
@@ -126,6 +127,9 @@ func TestRollbackPinsAndSurvivesBuilds(t *testing.T) {
 	got, err := s.Rollback("t", "")
 	if err != nil || got.Version != a.Version || s.Current("t").Version != a.Version || !s.Current("t").Pinned {
 		t.Fatalf("rollback served %v, %v; want a, pinned", got, err)
+	}
+	if br := s.Current("t").Breadth; br != 1 || a.Breadth != 101 {
+		t.Fatalf("the pinned copy ranks as a change of %d tenants (the original %d); want 1, the original untouched", br, a.Breadth)
 	}
 	<-w.C()
 	for _, v := range []string{"c", "d", "e", "f"} {

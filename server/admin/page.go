@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"fmt"
 	"html/template"
+	"maps"
 	"math"
 	"net/http"
 	"slices"
@@ -145,7 +146,7 @@ func pageProxyRows(cs []xds.ClientStatus) ([]pageProxy, int) {
 	out := make([]pageProxy, 0, len(cs))
 	for _, c := range cs {
 		p := pageProxy{ClientStatus: c, Worst: "SYNCED"}
-		for _, t := range slices.Sorted(mapsKeys(c.Types)) {
+		for _, t := range slices.Sorted(maps.Keys(c.Types)) {
 			st := c.Types[t]
 			name := typeNames[t]
 			if name == "" {
@@ -167,16 +168,6 @@ func pageProxyRows(cs []xds.ClientStatus) ([]pageProxy, int) {
 		return out[:pageProxies], len(out) - pageProxies
 	}
 	return out, 0
-}
-
-func mapsKeys[V any](m map[string]V) func(func(string) bool) {
-	return func(yield func(string) bool) {
-		for k := range m {
-			if !yield(k) {
-				return
-			}
-		}
-	}
 }
 
 type pageStage struct {

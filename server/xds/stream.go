@@ -325,10 +325,11 @@ func metricType(c *conn, t string) string {
 	return t
 }
 
-// rank is a push's place in the queue for a slot: istiod's and peers'
-// streams first (they carry many tenants to many proxies), then by the
-// breadth of the change that made the version sent, narrowest first; a
-// version of unknown breadth ranks last.
+// rank is a push's place in the queue for a slot: istiod's MCP streams
+// first (they carry every tenant; peer streams are on the peer face's own
+// server, where they all rank alike), then by the breadth of the change
+// that made the version sent, narrowest first; a version of unknown
+// breadth ranks last.
 func (s *Server) rank(c *conn, snap *snapshot.Snapshot) int {
 	switch {
 	case c.view == snapshot.ViewMCP || c.view == snapshot.ViewPeer:
