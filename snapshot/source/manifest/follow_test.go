@@ -612,3 +612,74 @@ func TestRenamedFileIsNotPutBackWhileDecoded(t *testing.T) {
 		t.Fatalf("slow.yaml was decoded %d times, want once", calls)
 	}
 }
+
+// TestRenamesIntoPlaceUnderABusyLoop: the files of a burst of atomic
+// rewrites (each written beside its name, then renamed over it, as the
+// bench's every-tenant event and kubectl do) are each read as renamed
+// into place, however busy the loop is between a rename's two events.
+// The watcher paired them by the clock (a creation within 50 ms of a
+// rename's source event), and a sink slower than that between the two
+// made the target a file written in place, read only after Settle: the
+// bench's every-tenant rewrite had one tenant's proxies 2 s late now and
+// then. With Settle an hour, such a file is never read, and the test
+// hangs until its ceiling.
+func TestRenamesIntoPlaceUnderABusyLoop(t *testing.T) {
+	dir := t.TempDir()
+	const files = 40
+	for i := range files {
+		p := filepath.Join(dir, fmt.Sprintf("f%02d.yaml", i))
+		writeBytes(t, p, fmt.Appendf(nil, svcYAML, fmt.Sprintf("old-%02d", i), 80))
+		old := time.Now().Add(-2 * time.Hour) // settled, for the first read
+		if err := os.Chtimes(p, old, old); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s := NewSource(dir, nil)
+	s.Limits.Settle = time.Hour
+	events := make(chan model.Event, 4096)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- s.Run(ctx, func(e model.Event) {
+			if !e.Synced {
+				time.Sleep(3 * renameWindow / 2) // a busy loop: a build taking the change, say
+			}
+			events <- e
+		})
+	}()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	}()
+	if e := <-events; !e.Synced {
+		t.Fatalf("the first event is not the first state: %+v", e)
+	}
+	want := map[string]bool{}
+	for i := range files {
+		want[fmt.Sprintf("new-%02d", i)] = true
+		tmp := filepath.Join(dir, fmt.Sprintf("f%02d.yaml.tmp", i))
+		if err := os.WriteFile(tmp, fmt.Appendf(nil, svcYAML, fmt.Sprintf("new-%02d", i), 80), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := range files {
+		if err := os.Rename(filepath.Join(dir, fmt.Sprintf("f%02d.yaml.tmp", i)), filepath.Join(dir, fmt.Sprintf("f%02d.yaml", i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ceiling := time.After(time.Minute)
+	for len(want) > 0 {
+		select {
+		case e := <-events:
+			for _, c := range e.Changes {
+				if c.Object != nil {
+					delete(want, c.Key.Name)
+				}
+			}
+		case <-ceiling:
+			t.Fatalf("after a minute, %d renamed files were still unread (taken as written in place, waiting to settle): %v", len(want), slices.Sorted(maps.Keys(want)))
+		}
+	}
+}

@@ -121,7 +121,7 @@ func (s *Source) Run(ctx context.Context, sink func(model.Event)) error {
 			s.log.Warn("file watch error; the directory is read again every resync", "dir", s.dir, "err", err)
 			l.wantAll(time.Now(), burstFull)
 		case ev := <-w.Events:
-			if l.note(ev, time.Now()) {
+			if l.take(ev, w.Events) {
 				s.watchTree(w)
 			}
 		case <-resync.C:
@@ -143,8 +143,9 @@ const (
 	// burstFull is how long after a folder or a hidden entry changed the
 	// whole directory is looked at, gathering the burst (a tree copied in).
 	burstFull = 50 * time.Millisecond
-	// renameWindow is how soon after a rename's source event its target's
-	// event comes (the kernel reports both at once).
+	// renameWindow is how long after a rename's source event its target's
+	// event is waited for (the kernel reports both at once; a file renamed
+	// out of the tree has no target event).
 	renameWindow = 50 * time.Millisecond
 )
 
@@ -165,11 +166,10 @@ type loop struct {
 	ctx  context.Context
 	sink func(model.Event)
 
-	timer      *time.Timer
-	due        map[string]*want // files to look at
-	full       *want            // the whole directory to look at, or nil
-	lastRename time.Time
-	rootDown   bool // a diagnostic says the directory cannot be read
+	timer    *time.Timer
+	due      map[string]*want // files to look at
+	full     *want            // the whole directory to look at, or nil
+	rootDown bool             // a diagnostic says the directory cannot be read
 
 	inflight map[string]*pending // the file's read and decoding under way
 	held     int64               // the bytes of the files in flight
@@ -241,13 +241,49 @@ func (l *loop) want(p string, now time.Time, kind wantKind) {
 	}
 }
 
-// note records one event and says whether a directory was created (to be
-// watched).
-func (l *loop) note(ev fsnotify.Event, now time.Time) (newDir bool) {
-	dir := l.s.dir
-	if ev.Has(fsnotify.Rename) {
-		l.lastRename = now
+// take records ev and, after a rename's source event, the event that
+// follows it (its target's, which the kernel reports with it), and says
+// whether a directory was created (to be watched). The two are paired by
+// order, not by the clock: the loop may be busy for longer than
+// renameWindow between receiving them (applying a decoded file, a build
+// taking its change), and a target taken for a file written in place
+// waited Settle (2 s) to be read.
+func (l *loop) take(ev fsnotify.Event, events <-chan fsnotify.Event) (newDir bool) {
+	var wait *time.Timer
+	defer func() {
+		if wait != nil {
+			wait.Stop()
+		}
+	}()
+	afterRename := false
+	for {
+		newDir = l.note(ev, time.Now(), afterRename) || newDir
+		if !ev.Has(fsnotify.Rename) {
+			return newDir
+		}
+		if wait == nil {
+			wait = time.NewTimer(renameWindow)
+		} else {
+			wait.Reset(renameWindow)
+		}
+		var ok bool
+		select {
+		case ev, ok = <-events:
+			if !ok {
+				return newDir
+			}
+			afterRename = true
+		case <-wait.C:
+			return newDir
+		}
 	}
+}
+
+// note records one event and says whether a directory was created (to be
+// watched). afterRename says ev came right after a rename's source event:
+// a creation then is the rename's target, whole.
+func (l *loop) note(ev fsnotify.Event, now time.Time, afterRename bool) (newDir bool) {
+	dir := l.s.dir
 	rel, err := filepath.Rel(dir, ev.Name)
 	if err != nil || rel == "." || rel == ".." || strings.HasPrefix(rel, ".."+string(filepath.Separator)) { // outside; "..data" is inside
 		l.wantAll(now, burstFull)
@@ -283,7 +319,7 @@ func (l *loop) note(ev fsnotify.Event, now time.Time) (newDir bool) {
 		if ev.Has(fsnotify.Remove) || ev.Has(fsnotify.Chmod) || (ev.Has(fsnotify.Rename) && path.Ext(rel) == "") {
 			l.wantAll(now, burstFull)
 		}
-	case ev.Has(fsnotify.Create) && now.Sub(l.lastRename) < renameWindow:
+	case ev.Has(fsnotify.Create) && afterRename:
 		l.want(rel, now, renamedIn)
 	case ev.Has(fsnotify.Create) || ev.Has(fsnotify.Write):
 		l.want(rel, now, written)
