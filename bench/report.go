@@ -63,7 +63,7 @@ func WriteTable(w io.Writer, cfg Config, rs []Result) error {
 				float64(sr.HeapStart)/(1<<20), float64(sr.HeapWarm)/(1<<20), float64(sr.HeapEnd)/(1<<20), sr.GoroutinesStart, sr.GoroutinesEnd)
 		}
 		if r.HeapPerProxy > 0 {
-			fmt.Fprintf(tw, "%s\theap per synced proxy\t%d\t%.1f KiB beyond the snapshots (heap after the initial sync less before it)\n", r.Server, r.Proxies, float64(r.HeapPerProxy)/1024)
+			fmt.Fprintf(tw, "%s\theap per synced proxy\t%d\t%.1f KiB beyond the snapshots (heap in use after the initial sync less before it); live objects %.1f KiB\n", r.Server, r.Proxies, float64(r.HeapPerProxy)/1024, float64(r.LivePerProxy)/1024)
 		}
 		if r.RSSBytes > 0 {
 			fmt.Fprintf(tw, "%s\tRSS, heap at the end\t%d\t%.0f MiB, %.1f KiB per proxy; heap %.0f MiB\n", r.Server, r.Proxies, float64(r.RSSBytes)/(1<<20), float64(r.RSSBytes)/1024/float64(r.Proxies), float64(r.HeapBytes)/(1<<20))

@@ -37,7 +37,10 @@ type Config struct {
 	// which show whether they held the others back.
 	Misbehaving int
 	// HeapProfile, when set, receives a heap profile of each server's
-	// phase (file name prefixed with the server's name) at its end.
+	// phase (file name prefixed with the server's name) at its end, and,
+	// for a server in its own process, two more: before its proxies
+	// connect (suffix -idle) and once they synced (-synced), so that
+	// `go tool pprof -base X-idle X-synced` shows what the proxies cost.
 	HeapProfile string
 	// Exe, when set, runs each server under test as `Exe bench-server` in
 	// a child process, so its CPU and RSS are its own.
@@ -114,20 +117,24 @@ type Result struct {
 	// collection each time): what a connected idle proxy costs the server
 	// beyond the snapshots (a server in its own process only).
 	HeapPerProxy uint64 `json:"heapPerProxyBytes,omitempty"`
+	// LivePerProxy is the same for the heap's live objects alone
+	// (HeapAlloc after a collection, where HeapPerProxy is HeapInuse: the
+	// spans holding them, free slots included).
+	LivePerProxy uint64 `json:"livePerProxyBytes,omitempty"`
 }
 
 // settledHeap is a server's heap in use after a collection, when it runs
 // in its own process; 0 otherwise.
-func settledHeap(t underTest) uint64 {
+func settledHeap(t underTest) (inuse, live uint64) {
 	c, ok := t.(*childTarget)
 	if !ok {
-		return 0
+		return 0, 0
 	}
 	if _, err := c.call("gc"); err != nil {
-		return 0
+		return 0, 0
 	}
 	c.usage()
-	return c.heap
+	return c.heap, c.live
 }
 
 // EventResult is one churn event's convergence.
@@ -271,7 +278,7 @@ func Run(ctx context.Context, cfg Config, progress io.Writer) ([]Result, error) 
 func measure(parent context.Context, cfg Config, start func(context.Context) (underTest, error), progress io.Writer) (Result, error) {
 	ctx, cancel := context.WithCancel(parent)
 	defer cancel()
-	runtime.GC()
+	settle()
 	var before runtime.MemStats
 	runtime.ReadMemStats(&before)
 	t, err := start(ctx)
@@ -280,13 +287,22 @@ func measure(parent context.Context, cfg Config, start func(context.Context) (un
 	}
 	res := Result{Server: t.name(), Proxies: cfg.Proxies, Isolated: cfg.Exe != ""}
 	load0 := cpuSeconds()
-	heapIdle := settledHeap(t)
+	heapIdle, liveIdle := settledHeap(t)
+	if err := syncHeapProfile(cfg, t, "-idle"); err != nil {
+		return res, err
+	}
 	proxies, sync, cpu, err := connect(ctx, cfg, t, progress)
 	if err != nil {
 		return res, err
 	}
-	if heapSynced := settledHeap(t); heapIdle > 0 && heapSynced > heapIdle && cfg.Proxies > 0 {
+	if err := syncHeapProfile(cfg, t, "-synced"); err != nil {
+		return res, err
+	}
+	if heapSynced, liveSynced := settledHeap(t); heapIdle > 0 && heapSynced > heapIdle && cfg.Proxies > 0 {
 		res.HeapPerProxy = (heapSynced - heapIdle) / uint64(cfg.Proxies)
+		if liveSynced > liveIdle {
+			res.LivePerProxy = (liveSynced - liveIdle) / uint64(cfg.Proxies)
+		}
 	}
 	res.InitialSync, res.SyncCPU, res.SyncMs = statsOf(sync), cpu, millis(sync)
 	run := churn
@@ -358,7 +374,7 @@ func measure(parent context.Context, cfg Config, start func(context.Context) (un
 		fmt.Fprintf(progress, "  %s soak: %d changes in %d rounds, %d of %d convergences missed, heap %.0f -> %.0f MiB, goroutines %d -> %d\n",
 			t.name(), sr.Changes, sr.Rounds, sr.Unconverged, sr.Checked, float64(sr.HeapStart)/(1<<20), float64(sr.HeapEnd)/(1<<20), sr.GoroutinesStart, sr.GoroutinesEnd)
 	}
-	runtime.GC()
+	settle()
 	var after runtime.MemStats
 	runtime.ReadMemStats(&after)
 	_, res.RSSBytes = t.usage()
@@ -472,6 +488,16 @@ func cpuSeconds() float64 {
 }
 
 // heapProfileName is where server's heap profile of path goes.
+// syncHeapProfile writes the heap profile of a server in its own process
+// with suffix, when profiles were asked for.
+func syncHeapProfile(cfg Config, t underTest, suffix string) error {
+	c, ok := t.(*childTarget)
+	if !ok || cfg.HeapProfile == "" {
+		return nil
+	}
+	return c.heapProfile(heapProfileName(cfg.HeapProfile, t.name()) + suffix)
+}
+
 func heapProfileName(path, server string) string {
 	return filepath.Join(filepath.Dir(path), strings.NewReplacer(" ", "-", "(", "", ")", "").Replace(server)+"-"+filepath.Base(path))
 }

@@ -11,6 +11,7 @@ import (
 	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 
 	"github.com/xdshard/xdshard/identity"
+	"github.com/xdshard/xdshard/internal/cache"
 	"github.com/xdshard/xdshard/snapshot"
 )
 
@@ -57,11 +58,10 @@ type conn struct {
 	sendTimedOut atomic.Bool
 
 	mu       sync.Mutex
-	lastSnap string // the tenant version the last push looked at (SotW and delta)
-	types    map[string]*typeState
-	order    []string // requested types in push order; recomputed when a type is added
-	seq      uint64   // nonce counter
-	subBytes int      // bytes of the names its subscriptions hold, all types (Limits.SubscriptionBytes)
+	lastSnap string     // the tenant version the last push looked at (SotW and delta)
+	types    typeStates // requested types, in push order
+	seq      uint64     // nonce counter
+	subBytes int        // bytes of the names its subscriptions hold, all types (Limits.SubscriptionBytes)
 	// heldBytes is what else it holds of the client's choosing, counted
 	// in its connection's and client's budgets: its node, and the texts
 	// of the NACKs it keeps.
@@ -70,33 +70,38 @@ type conn struct {
 
 // typeState is a stream's state for one type URL.
 type typeState struct {
+	// The flags, together (a stream holds four or five of these, ten
+	// thousand streams a replica: the struct is kept within 256 bytes).
 	requested bool
+	wildcard  bool // the subscription is a wildcard
+	sentWild  bool // the last response was made for a wildcard
+	awaiting  bool // the last response's ACK or NACK is outstanding
+	force     bool // push even if unchanged (EDS after CDS, RDS after LDS, a re-request)
+
 	// gen counts the requests recorded for this type; a response prepared
 	// outside the lock is sent only if gen did not move meanwhile.
 	gen uint64
 
 	// The subscription: sorted names and their hash, recomputed when the
 	// names change, never per push; sorted is replaced, never modified, so
-	// a push may read it after releasing the lock. Delta streams change
+	// a push may read it after releasing the lock, and the streams that
+	// ask for the same names share it (nameLists). Delta streams change
 	// it name by name (recordDelta), through a map made for the request
 	// that changes it and dropped after: a stream keeps no map of its
 	// names (named looks them up in sorted).
-	wildcard bool
 	sorted   []string
 	subBytes int // bytes of the names it holds
 	nackHeld int // bytes of the kept NACK's text counted in the budgets
 	hash     uint64
 
-	// The last response sent, and whether its ACK or NACK is outstanding.
+	// The last response sent (and whether its ACK or NACK is outstanding:
+	// awaiting, above).
 	sentSnap    string // the tenant version it was made from
 	nonce       string
 	sentVersion string
 	sentSet     string // version of the set the response was made from (SotW) or its content key (MCP)
 	sentHash    uint64 // subscription hash the response was made for
-	sentWild    bool
 	sentAt      time.Time
-	awaiting    bool
-	force       bool // push even if unchanged (EDS after CDS, RDS after LDS, a re-request)
 
 	acked   string
 	ackedAt time.Time
@@ -203,7 +208,7 @@ type NACK struct {
 
 func newConn(id uint64, node *core.Node, namespace, tenant string, view snapshot.View, delta bool) *conn {
 	return &conn{id: id, node: node, namespace: namespace, tenant: tenant, view: view, delta: delta, connected: time.Now(),
-		dirty: make(chan struct{}, 1), shed: make(chan struct{}), types: map[string]*typeState{}, rate: newBucket(Limits{}.withDefaults())} // register sets the server's
+		dirty: make(chan struct{}, 1), shed: make(chan struct{}), rate: newBucket(Limits{}.withDefaults())} // register sets the server's
 }
 
 func (c *conn) signal() {
@@ -215,21 +220,68 @@ func (c *conn) signal() {
 
 // stateLocked returns the state of typeURL, creating it.
 func (c *conn) stateLocked(typeURL string) *typeState {
-	st := c.types[typeURL]
+	st := c.types.get(typeURL)
 	if st == nil {
 		st = &typeState{}
-		c.types[typeURL] = st
-		c.order = append(c.order, typeURL)
-		slices.SortFunc(c.order, func(a, b string) int {
-			if ra, rb := typeRank(a), typeRank(b); ra != rb {
-				return ra - rb
-			}
-			return strings.Compare(a, b)
-		})
+		c.types.add(typeURL, st)
 	}
 	st.gen++
 	return st
 }
+
+// typeStates are a stream's types in push order (typeRank, then by
+// name). A slice, not a map: a stream has four or five types (an MCP
+// stream up to mcpMaxTypes), and ten thousand streams' maps were a
+// twentieth of what a synced proxy cost.
+type typeStates []typeEntry
+
+type typeEntry struct {
+	url string
+	st  *typeState
+}
+
+// get is typeURL's state, or nil.
+func (ts typeStates) get(typeURL string) *typeState {
+	for _, e := range ts {
+		if e.url == typeURL {
+			return e.st
+		}
+	}
+	return nil
+}
+
+// add inserts typeURL's state in push order (it is not there).
+func (ts *typeStates) add(typeURL string, st *typeState) {
+	i, _ := slices.BinarySearchFunc(*ts, typeURL, func(e typeEntry, t string) int {
+		if ra, rb := typeRank(e.url), typeRank(t); ra != rb {
+			return ra - rb
+		}
+		return strings.Compare(e.url, t)
+	})
+	*ts = slices.Insert(*ts, i, typeEntry{canonicalType(typeURL), st})
+}
+
+// canonicalType is the package's own string for a type URL it serves, so
+// that a stream's state does not keep the copy each request decoded.
+func canonicalType(t string) string {
+	if i := slices.Index(knownTypes, t); i >= 0 {
+		return knownTypes[i]
+	}
+	return t
+}
+
+// canonicalTypeBytes is canonicalType of a type URL's bytes, copied only
+// when it is not one of the package's own.
+func canonicalTypeBytes(t []byte) string {
+	for _, k := range knownTypes {
+		if string(t) == k { // compared without a copy
+			return k
+		}
+	}
+	return string(t)
+}
+
+var knownTypes = append(slices.Clip(typeOrder), snapshot.NameTableType, snapshot.PeerType)
 
 // named says whether n is in the subscription.
 func (st *typeState) named(n string) bool {
@@ -237,14 +289,54 @@ func (st *typeState) named(n string) bool {
 	return ok
 }
 
-// setSorted sets the subscription's sorted names and hashes them.
-func (st *typeState) setSorted(sorted []string) {
+// setSorted sets the subscription's sorted names and hashes them; lists
+// shares one list among the streams that ask for the same names.
+func (st *typeState) setSorted(sorted []string, lists *nameLists) {
 	h := xxhash.New()
 	for _, n := range sorted {
 		_, _ = h.WriteString(n)
 		_, _ = h.Write([]byte{0})
 	}
-	st.sorted, st.hash = sorted, h.Sum64()
+	st.hash = h.Sum64()
+	st.sorted = lists.intern(st.hash, sorted)
+}
+
+// nameLists keeps the subscriptions' sorted name lists by their hash, so
+// the streams of a tenant that ask for the same names (every sidecar of
+// a tenant asks for the same clusters' endpoints) hold one list between
+// them: with each stream's own, the lists were a tenth of what a synced
+// SotW proxy cost. A list is replaced, never modified, so sharing it is
+// safe. Bounded by bytes; a list it let go stays with the streams that
+// hold it.
+type nameLists struct {
+	lru *cache.LRU[uint64, []string]
+}
+
+// nameListsBytes bounds the lists kept for sharing.
+const nameListsBytes = 16 << 20
+
+func newNameLists(m *cache.Metrics) *nameLists {
+	return &nameLists{lru: cache.New(cache.Options[uint64, []string]{MaxBytes: nameListsBytes, Size: namesSize, Metrics: m})}
+}
+
+func namesSize(names []string) int64 {
+	n := int64(16 * len(names))
+	for _, s := range names {
+		n += int64(len(s))
+	}
+	return n
+}
+
+// intern is the list kept for these names, or names, kept from now on.
+func (l *nameLists) intern(hash uint64, names []string) []string {
+	if l == nil || len(names) == 0 {
+		return names
+	}
+	if got, ok := l.lru.Get(hash); ok && slices.Equal(got, names) {
+		return got
+	}
+	l.lru.Put(hash, names)
+	return names
 }
 
 // forceDependentsLocked makes the type that depends on t (EDS on CDS, RDS
@@ -258,7 +350,7 @@ func (c *conn) forceDependentsLocked(t string) bool {
 	case snapshot.ListenerType:
 		dep = snapshot.RouteType
 	}
-	if st := c.types[dep]; st != nil && st.requested {
+	if st := c.types.get(dep); st != nil && st.requested {
 		st.force = true
 		return true
 	}

@@ -165,7 +165,7 @@ func TestDeltaInitialVersionsKeepOnlyWhatIsSubscribed(t *testing.T) {
 	defer e.srv.mu.Unlock()
 	for cn := range e.srv.conns {
 		cn.mu.Lock()
-		st := cn.types[eds]
+		st := cn.types.get(eds)
 		explicit, n := st.known != nil, 0
 		for _, name := range append([]string{"a-c2"}, slices.Collect(maps.Keys(have))...) {
 			if _, ok := st.held(name); ok {

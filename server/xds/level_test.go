@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"slices"
 	"testing"
+	"unsafe"
 
 	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"google.golang.org/protobuf/types/known/wrapperspb"
@@ -131,7 +132,7 @@ func TestDeltaLevelMatchesMap(t *testing.T) {
 				t.Fatalf("seed %d, %s: %v", seed, what, err)
 			}
 			ref.record(req)
-			c.types[cds].awaiting, c.types[cds].nonce = false, ""
+			c.types.get(cds).awaiting, c.types.get(cds).nonce = false, ""
 		}
 		step("first request", first)
 		for i := range 30 {
@@ -163,7 +164,7 @@ func TestDeltaLevelMatchesMap(t *testing.T) {
 				if rng.IntN(8) != 0 {
 					set = snapshot.MustSet(cds, items)
 				}
-				st := c.types[cds]
+				st := c.types.get(cds)
 				resp := deltaChanges(st, set)
 				var sent []string
 				for _, r := range resp.Resources {
@@ -181,7 +182,7 @@ func TestDeltaLevelMatchesMap(t *testing.T) {
 					t.Fatalf("seed %d step %d: the stream holds exactly the set pushed but keeps a map of its own", seed, i)
 				}
 			}
-			st := c.types[cds]
+			st := c.types.get(cds)
 			if want := slices.Sorted(maps.Keys(ref.names)); !slices.Equal(st.sorted, want) || st.wildcard != ref.wildcard {
 				t.Fatalf("seed %d step %d (%s): subscribed to %v (wildcard %v), want %v (%v)", seed, i, what, st.sorted, st.wildcard, want, ref.wildcard)
 			}
@@ -205,4 +206,15 @@ func levelOf(r *refDelta, set *snapshot.Set) map[string]string {
 		}
 	}
 	return out
+}
+
+// TestTypeStateSize keeps a stream's per-type state within 256 bytes, a
+// size class of Go's allocator: a replica holds four or five per stream
+// and tens of thousands of streams, and a field added in the wrong place
+// (a bool between two words pads it by seven bytes) moves it to the next
+// class, 288.
+func TestTypeStateSize(t *testing.T) {
+	if n := unsafe.Sizeof(typeState{}); n > 256 {
+		t.Fatalf("typeState is %d bytes, more than 256: keep the flags together, or make room", n)
+	}
 }

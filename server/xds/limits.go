@@ -224,7 +224,7 @@ func (s *Server) checkNames(names ...[]string) error {
 // checkTypeLocked refuses a stream's type URL beyond the limit of distinct
 // types, so a client cannot grow a stream's state with made-up types.
 func (s *Server) checkTypeLocked(c *conn, typeURL string) error {
-	if _, ok := c.types[typeURL]; ok {
+	if c.types.get(typeURL) != nil {
 		return nil
 	}
 	if len(c.types) >= s.limits.Types {

@@ -86,7 +86,7 @@ func (m *mcpServer) record(c *conn, req *discovery.DiscoveryRequest) error {
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if _, known := c.types[t]; !known && len(c.types) >= mcpMaxTypes {
+	if c.types.get(t) == nil && len(c.types) >= mcpMaxTypes {
 		return m.s.refused.refuse("too_many_types", codes.ResourceExhausted, "the stream asks for more than %d MCP types", mcpMaxTypes)
 	}
 	st := c.stateLocked(t)

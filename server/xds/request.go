@@ -147,7 +147,7 @@ func (r *sotwRequests) fast(b []byte) bool {
 		}
 	}
 	if req.TypeUrl == "" && len(typeURL) > 0 {
-		req.TypeUrl = string(typeURL)
+		req.TypeUrl = canonicalTypeBytes(typeURL)
 	}
 	if !r.reused && count > 0 {
 		req.ResourceNames = make([]string, 0, count)

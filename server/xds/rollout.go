@@ -253,7 +253,8 @@ func (s *Server) judge(rs snapshot.RolloutState, stable *snapshot.Snapshot, stre
 	for _, c := range canaries {
 		c.mu.Lock()
 		why, acked := "", true
-		for t, st := range c.types {
+		for _, e := range c.types {
+			t, st := e.url, e.st
 			if st.nack != nil && st.nack.Snapshot == cand.Version {
 				why = fmt.Sprintf("%s rejected %s: %s", c.node.GetId(), typeLabel(t), st.nack.Message)
 				break
@@ -284,7 +285,7 @@ func (s *Server) judge(rs snapshot.RolloutState, stable *snapshot.Snapshot, stre
 	// rejected it (by the same ratio, there). A rejection there aborts.
 	for _, p := range peers {
 		p.mu.Lock()
-		st := p.types[snapshot.PeerType]
+		st := p.types.get(snapshot.PeerType)
 		why, acked := "", st != nil && st.sentSnap == cand.Version && !st.awaiting && st.acked == st.sentVersion
 		if st != nil && st.nack != nil && st.nack.Snapshot == cand.Version {
 			why = fmt.Sprintf("on replica %s: %s", strings.TrimPrefix(p.node.GetId(), snapshot.PeerNodePrefix), st.nack.Message)

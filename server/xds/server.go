@@ -120,6 +120,7 @@ type Server struct {
 	opts    Options
 	log     *slog.Logger
 	cache   *responseCache
+	lists   *nameLists // subscriptions' name lists, shared by the streams that ask alike
 	metrics *Metrics
 	nextID  atomic.Uint64
 	limits  Limits
@@ -173,6 +174,9 @@ func New(store *snapshot.Store, opts Options) *Server {
 		name = "peer_responses"
 	}
 	s.cache = newResponseCache(s.limits.CacheBytes, cache.NewMetrics(opts.Registry, name))
+	if !opts.Peers {
+		s.lists = newNameLists(cache.NewMetrics(opts.Registry, "subscriptions"))
+	}
 	s.budgets = newBudgets()
 	go s.watchSends()
 	s.refused = newRefusals(opts.Registry, opts.Logger)

@@ -232,7 +232,8 @@ func syncedConn(tb testing.TB, e *env) (*conn, *nopStream, *sotwFace) {
 		if err := e.srv.push(context.Background(), c, f, nil); err != nil {
 			tb.Fatal(err)
 		}
-		for _, st := range c.types {
+		for _, e := range c.types {
+			st := e.st
 			st.awaiting = false
 		}
 	}
@@ -257,7 +258,8 @@ func TestPushSotWSendsOnlyChanges(t *testing.T) {
 	if err := e.srv.push(context.Background(), c, f, nil); err != nil || stream.sent != 3 {
 		t.Fatalf("a new snapshot sent %d responses (%v), want CDS, EDS and LDS", stream.sent, err)
 	}
-	for _, st := range c.types {
+	for _, e := range c.types {
+		st := e.st
 		st.awaiting = false
 	}
 	// RDS is sent again after LDS, so listeners warming on it complete.
@@ -294,7 +296,7 @@ func BenchmarkAckSotW(b *testing.B) {
 	e.mesh("a", 70, 0)
 	c, _, _ := syncedConn(b, e)
 	c.rate = newBucket(Limits{Rate: 1e12, Burst: 1 << 40}) // the receive path, not the rate limit
-	st := c.types[eds]
+	st := c.types.get(eds)
 	raw, err := proto.Marshal(&discovery.DiscoveryRequest{TypeUrl: eds, ResponseNonce: st.nonce, VersionInfo: st.sentVersion, ResourceNames: slices.Clone(st.sorted)})
 	if err != nil {
 		b.Fatal(err)

@@ -56,7 +56,7 @@ func (s *Server) mayPushSotW(c *conn, f *sotwFace, typeURL string) bool {
 	snap := s.serving(c)
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	st := c.types[typeURL]
+	st := c.types.get(typeURL)
 	if st == nil || !st.requested || st.awaiting {
 		return false // nothing to send for it until it answers; other types did not change
 	}
@@ -127,7 +127,7 @@ func (s *Server) recordSotWFrom(c *conn, req *discovery.DiscoveryRequest, reqs *
 		// not interned.
 		names = s.intern(c, t, names)
 	}
-	subscribe(st, names, !st.requested)
+	subscribe(st, names, !st.requested, s.lists)
 	st.requested = true
 	if initial && req.ResponseNonce == "" {
 		s.resumeLocked(c, st, t, req.VersionInfo)
@@ -169,7 +169,7 @@ func (s *Server) resumeLocked(c *conn, st *typeState, t, version string) {
 // first request is a (legacy) wildcard; "*" is an explicit wildcard. A SotW
 // stream keeps its subscription as one sorted slice (no set: every request
 // carries the whole list), sorted and hashed only when it changes.
-func subscribe(st *typeState, names []string, first bool) {
+func subscribe(st *typeState, names []string, first bool, lists *nameLists) {
 	st.wildcard = len(names) == 0 && (first || st.wildcard)
 	if st.sorted != nil && slices.Equal(names, st.sorted) {
 		return // an ACK repeating the subscription, as Envoy sends it
@@ -187,7 +187,7 @@ func subscribe(st *typeState, names []string, first bool) {
 	if st.sorted != nil && slices.Equal(sorted, st.sorted) {
 		return
 	}
-	st.setSorted(slices.Clip(sorted))
+	st.setSorted(slices.Clip(sorted), lists)
 }
 
 // sotwFace pushes the full state of each changed type.
@@ -224,7 +224,7 @@ func (f *sotwFace) parentDue(c *conn, snap *snapshot.Snapshot, t string) bool {
 	if t == snapshot.RouteType {
 		parent = snapshot.ListenerType
 	}
-	st := c.types[parent]
+	st := c.types.get(parent)
 	return st != nil && st.requested && !st.awaiting && f.due(c, snap, parent, st) != nil
 }
 

@@ -70,7 +70,8 @@ func (c *conn) status() ClientStatus {
 	defer c.mu.Unlock()
 	cs := ClientStatus{ID: c.id, Node: c.node.GetId(), Tenant: c.tenant, View: c.view, Delta: c.delta, Connected: c.connected,
 		Snapshot: c.lastSnap, Canary: c.canary.Load(), Types: map[string]TypeStatus{}}
-	for t, st := range c.types {
+	for _, e := range c.types {
+		t, st := e.url, e.st
 		ts := TypeStatus{
 			SentVersion: st.sentVersion, SentNonce: st.nonce, SentAt: st.sentAt,
 			AckedVersion: st.acked, AckedAt: st.ackedAt, Awaiting: st.awaiting, LastNACK: st.nack,

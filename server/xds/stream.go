@@ -181,8 +181,8 @@ func (s *Server) push(ctx context.Context, c *conn, f face, changed <-chan struc
 		c.lastSnap = snap.Version
 	}
 	var todo []*work
-	for _, t := range c.order {
-		st := c.types[t]
+	for _, e := range c.types {
+		t, st := e.url, e.st
 		if !st.requested || st.awaiting {
 			continue
 		}
