@@ -39,6 +39,8 @@ type ConfigMaps struct {
 
 // NewConfigMaps keeps decisions in namespace through the API server rc
 // names.
+var _ Keeper = (*ConfigMaps)(nil)
+
 func NewConfigMaps(rc *rest.Config, namespace string) (*ConfigMaps, error) {
 	cs, err := kubernetes.NewForConfig(rc)
 	if err != nil {

@@ -18,6 +18,8 @@ import (
 // and renamed into place.
 type Dir string
 
+var _ Keeper = Dir("")
+
 // DirBeside is the directory serve keeps decisions in for manifests at
 // config: a sibling named .NAME.xdshard-state, outside what is read as
 // the mesh.

@@ -132,7 +132,10 @@ func (l *Leases) SetServing() {
 	}
 }
 
-var _ Membership = (*Leases)(nil)
+var (
+	_ Membership = (*Leases)(nil)
+	_ Loads      = (*Leases)(nil)
+)
 
 // ReportStreams makes each renewal write streams() into this replica's
 // Lease (StreamsAnnotation), for the others to balance by.

@@ -449,6 +449,15 @@ func startServing(ctx context.Context, cfg *serveConfig, log *slog.Logger) (*ser
 
 // stateKeeper is where decisions about tenants are kept: files beside
 // the manifests, ConfigMaps in the cluster, or nowhere (the demo).
+// The Kubernetes source records problems as Events and applies the
+// generated NetworkPolicies through the replica's optional interfaces,
+// which it finds by a type assertion: checked here, so a drifted method
+// fails the build instead of silently doing nothing.
+var (
+	_ server.ProblemRecorder = (*kube.Source)(nil)
+	_ server.SnapshotSink    = (*kube.Source)(nil)
+)
+
 func stateKeeper(cfg *serveConfig) (opstate.Keeper, error) {
 	switch {
 	case (cfg.kubeconfig != "" || cfg.inCluster) && cfg.stateNamespace != "":

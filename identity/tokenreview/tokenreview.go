@@ -279,6 +279,8 @@ func (r *Reviewer) Stats() Stats {
 	return Stats{Reviews: r.reviews.Load(), Hits: r.hits.Load(), Throttled: r.thrott.Load(), Cached: cached, CachedRefused: refused}
 }
 
+var _ identity.TokenVerifier = (*Reviewer)(nil)
+
 // Verify implements identity.TokenVerifier. The client host whose budget
 // a review of a token not cached is taken from is the gRPC peer's in ctx;
 // callers without one share one budget.
