@@ -455,6 +455,24 @@ func fileChurn(ctx context.Context, cfg Config, t underTest, proxies []*proxy.Pr
 	return res, err
 }
 
+// heapProfile writes a heap profile of the serve child, after a
+// collection, to path.
+func (t *serveTarget) heapProfile(path string) error {
+	resp, err := t.http.Get("http://" + t.admin + "/debug/pprof/heap?gc=1")
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("heap profile of the serve child: %s", resp.Status)
+	}
+	b, err := io.ReadAll(resp.Body)
+	if err == nil {
+		err = os.WriteFile(path, b, 0o644)
+	}
+	return err
+}
+
 // profileSeconds is how long a CPU profile of the serve child runs from
 // just before an event's renames.
 const profileSeconds = 3

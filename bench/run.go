@@ -389,7 +389,7 @@ func measure(parent context.Context, cfg Config, start func(context.Context) (un
 		res.LoadCPU = cpuSeconds() - load0
 	}
 	if cfg.HeapProfile != "" {
-		if c, ok := t.(*childTarget); ok {
+		if c, ok := t.(heapProfiler); ok {
 			// The server's own heap, not this load generator's.
 			if err := c.heapProfile(heapProfileName(cfg.HeapProfile, t.name())); err != nil {
 				return res, err
@@ -488,10 +488,14 @@ func cpuSeconds() float64 {
 }
 
 // heapProfileName is where server's heap profile of path goes.
+// heapProfiler is a server in a process of its own that writes its heap
+// profile: a bench-server child, or xdshard serve (file-driven).
+type heapProfiler interface{ heapProfile(path string) error }
+
 // syncHeapProfile writes the heap profile of a server in its own process
 // with suffix, when profiles were asked for.
 func syncHeapProfile(cfg Config, t underTest, suffix string) error {
-	c, ok := t.(*childTarget)
+	c, ok := t.(heapProfiler)
 	if !ok || cfg.HeapProfile == "" {
 		return nil
 	}

@@ -72,7 +72,7 @@ func (r *Replica) keepDecisions(ctx context.Context) error {
 	// one a second for ever. The next decision about the tenant tries
 	// again.
 	const maxTries = 10
-	go func() {
+	r.goTracked(func() {
 		failures := map[string]int{}
 		for {
 			select {
@@ -122,7 +122,7 @@ func (r *Replica) keepDecisions(ctx context.Context) error {
 				poke()
 			}
 		}
-	}()
+	})
 	return nil
 }
 

@@ -295,11 +295,11 @@ func Start(ctx context.Context, cfg Config) (*Replica, error) {
 	r.builder = builder.New(r.mesh, r.store, bopts)
 	r.pages = r.adminHandler(true)
 	if r.members != nil && r.members.Changes() != nil {
-		go r.own.FollowMembers(runCtx, r.members)
+		r.goTracked(func() { r.own.FollowMembers(runCtx, r.members) })
 	}
 	if loads, ok := r.members.(sharding.Loads); ok && cfg.Balance >= 0 {
 		loads.ReportStreams(r.xds.ProxyStreams)
-		go r.balance(runCtx, loads)
+		r.goTracked(func() { r.balance(runCtx, loads) })
 	}
 	xdsLis, mcpLis, adminLis, err := listen(cfg)
 	if err != nil {
@@ -343,7 +343,7 @@ func Start(ctx context.Context, cfg Config) (*Replica, error) {
 	r.goStage(func() error { return r.runSource(runCtx) })
 	// Always: a tenant's own setting (a Namespace annotation) can turn
 	// rollout on whatever the replica's.
-	go r.xds.RunRollouts(runCtx, 200*time.Millisecond)
+	r.goTracked(func() { r.xds.RunRollouts(runCtx, 200*time.Millisecond) })
 	r.goStage(func() error { return r.builder.Run(runCtx) })
 	r.goStage(func() error { return r.serveXDS(runCtx, r.grpc, xdsLis) })
 	if mcpLis != nil {
@@ -375,10 +375,21 @@ func Start(ctx context.Context, cfg Config) (*Replica, error) {
 		})
 	}
 	if cfg.TLS != nil {
-		go cfg.TLS.Run(runCtx, 2*time.Second)
+		r.goTracked(func() { cfg.TLS.Run(runCtx, 2*time.Second) })
 	}
-	go func() { <-runCtx.Done(); r.stop() }()
+	r.goTracked(func() { <-runCtx.Done(); r.stop() })
 	return r, nil
+}
+
+// goTracked runs f on a goroutine Close waits for: everything a replica
+// starts ends before Close returns (goleak checks it in this package's
+// tests).
+func (r *Replica) goTracked(f func()) {
+	r.done.Add(1)
+	go func() {
+		defer r.done.Done()
+		f()
+	}()
 }
 
 func (r *Replica) goStage(f func() error) {
@@ -590,15 +601,15 @@ func (r *Replica) Drain(period time.Duration) {
 		return
 	}
 	start := time.Now()
-	go r.grpc.GracefulStop()
+	r.goTracked(r.grpc.GracefulStop) // ended by stop's Stop, at the latest
 	if r.mcpGRPC != nil {
-		go r.mcpGRPC.GracefulStop()
+		r.goTracked(r.mcpGRPC.GracefulStop)
 	}
 	r.xds.Drain(period)
 	r.log.Info("drained", "took", time.Since(start).Round(time.Millisecond))
 }
 
-// Close stops the replica and waits for its stages to end.
+// Close stops the replica and waits for everything it started to end.
 func (r *Replica) Close() {
 	r.cancel()
 	r.stop()

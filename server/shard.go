@@ -84,7 +84,7 @@ func (r *Replica) shard(ctx context.Context, bopts *builder.Options) error {
 		}
 		return nil
 	})
-	go func() { <-ctx.Done(); peers.Close() }()
+	r.goTracked(func() { <-ctx.Done(); peers.Close() })
 	bopts.Owns = r.own.Owns
 	bopts.Foreign = r.own.Foreign
 	r.store.OnInterest(r.own.Interest)

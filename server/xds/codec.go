@@ -16,7 +16,8 @@ type rawMessage struct {
 
 func (r *rawMessage) size() int { return len(r.shared) + len(r.tail) }
 
-// codec sends rawMessages as they are and everything else as protobuf,
+// codec sends rawMessages and partsMessages as they are and everything
+// else as protobuf,
 // and decodes a state-of-the-world stream's requests into its
 // sotwRequests (request.go). It
 // is installed on xdshard's server only (grpc.ForceServerCodecV2).
@@ -32,6 +33,9 @@ func (c *codec) Marshal(v any) (mem.BufferSlice, error) {
 			return mem.BufferSlice{mem.SliceBuffer(r.shared)}, nil
 		}
 		return mem.BufferSlice{mem.SliceBuffer(r.shared), mem.SliceBuffer(r.tail)}, nil
+	}
+	if p, ok := v.(*partsMessage); ok {
+		return p.bufs, nil
 	}
 	return c.proto.Marshal(v)
 }

@@ -194,6 +194,9 @@ func (f *deltaFace) send(msg any) (int, error) {
 	for _, x := range r.Resources {
 		size += len(x.GetResource().GetValue())
 	}
+	if w := deltaWire(r); w != nil {
+		return size, f.stream.SendMsg(w)
+	}
 	return size, f.stream.Send(r)
 }
 
