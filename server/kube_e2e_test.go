@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"go.uber.org/goleak"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
@@ -59,11 +60,30 @@ func cluster(t *testing.T) *kubetest.Cluster {
 	return kubeCluster
 }
 
+// TestMain stops the package's API server after the tests and then
+// checks that no goroutine is left: every replica a test started has
+// ended everything it started (Replica.Close waits for it).
 func TestMain(m *testing.M) {
 	code := m.Run()
 	stopCluster()
 	proc.RemoveXDShard()
+	if code == 0 {
+		if err := goleak.Find(leakOptions()...); err != nil {
+			fmt.Fprintf(os.Stderr, "goleak: %v\n", err)
+			code = 1
+		}
+	}
 	os.Exit(code)
+}
+
+// leakOptions are the goroutines that outlive a replica by design, each
+// with its reason.
+func leakOptions() []goleak.Option {
+	return []goleak.Option{
+		// klog's flush daemon runs for the process (client-go logs
+		// through klog).
+		goleak.IgnoreTopFunction("k8s.io/klog/v2.(*flushDaemon).run.func1"),
+	}
 }
 
 func stopCluster() {

@@ -56,6 +56,9 @@ type conn struct {
 	// none is; sendTimedOut says the watchdog closed the connection for it.
 	sendingSince atomic.Int64
 	sendTimedOut atomic.Bool
+	// progress is where the stream's two loops are, for a test to know
+	// when the server has done all a request makes it do (settled).
+	progress progress
 
 	mu       sync.Mutex
 	lastSnap string     // the tenant version the last push looked at (SotW and delta)
@@ -197,6 +200,24 @@ func (st *typeState) levelled(set *snapshot.Set) {
 	st.known, st.level = nil, set
 }
 
+// progress counts a stream's requests and responses: handled, the
+// requests the receive loop is done with (recorded, and the send loop
+// woken if they made a push due); wokeAt, the count when it last woke the
+// send loop; pushed, the count as of the start of the send loop's last
+// pass that left nothing to look at again; sent, the responses gRPC took.
+// A stream has done all its requests make it do when handled counts
+// them and pushed has caught up with wokeAt (settled).
+type progress struct {
+	handled, wokeAt, pushed, sent atomic.Uint64
+}
+
+// settled says the stream has done all that its first n requests make it
+// do: every response they cause has been handed to gRPC (and counted in
+// sent).
+func (p *progress) settled(n uint64) bool {
+	return p.handled.Load() >= n && p.pushed.Load() >= p.wokeAt.Load()
+}
+
 // NACK is a rejected response, kept for status.
 type NACK struct {
 	Version string `json:"version"`
@@ -312,8 +333,31 @@ type nameLists struct {
 	lru *cache.LRU[uint64, []string]
 }
 
-// nameListsBytes bounds the lists kept for sharing.
-const nameListsBytes = 16 << 20
+// nameListsBytes bounds the lists kept for sharing: lists of names the
+// tenant serves only (listsFor), a few per tenant and type, whose strings
+// are the snapshot's.
+const nameListsBytes = 4 << 20
+
+// listsFor is the server's shared lists for a subscription to sorted of
+// typeURL, when every name is a resource the stream's tenant serves now;
+// nil otherwise, and the stream keeps its list to itself: made-up names
+// (an adversary's) are never kept beyond the stream that asked for them.
+// Called with c.mu held; the store has its own lock.
+func (s *Server) listsFor(c *conn, typeURL string, sorted []string) *nameLists {
+	if s.lists == nil || len(sorted) == 0 {
+		return nil
+	}
+	set, _ := setFor(s.store.Current(c.tenant), c.view, typeURL)
+	if set == nil {
+		return nil
+	}
+	for _, n := range sorted {
+		if set.Get(n) == nil {
+			return nil
+		}
+	}
+	return s.lists
+}
 
 func newNameLists(m *cache.Metrics) *nameLists {
 	return &nameLists{lru: cache.New(cache.Options[uint64, []string]{MaxBytes: nameListsBytes, Size: namesSize, Metrics: m})}

@@ -145,7 +145,7 @@ func (s *Server) recordDelta(c *conn, req *discovery.DeltaDiscoveryRequest) erro
 			sorted = append(sorted, n)
 		}
 		slices.Sort(sorted)
-		st.setSorted(sorted, s.lists)
+		st.setSorted(sorted, s.listsFor(c, t, sorted))
 	}
 	return nil
 }

@@ -17,6 +17,7 @@ type deltaClient struct {
 	t      *testing.T
 	stream discovery.AggregatedDiscoveryService_DeltaAggregatedResourcesClient
 	resps  chan *discovery.DeltaDiscoveryResponse
+	tracked
 }
 
 func (e *env) delta(ns string) *deltaClient {
@@ -26,7 +27,7 @@ func (e *env) delta(ns string) *deltaClient {
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	c := &deltaClient{t: e.t, stream: st, resps: make(chan *discovery.DeltaDiscoveryResponse, 100)}
+	c := &deltaClient{t: e.t, stream: st, resps: make(chan *discovery.DeltaDiscoveryResponse, 100), tracked: newTracked(e)}
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
@@ -36,6 +37,7 @@ func (e *env) delta(ns string) *deltaClient {
 				close(c.resps)
 				return
 			}
+			c.received.Add(1)
 			c.resps <- r
 		}
 	}()
@@ -45,6 +47,10 @@ func (e *env) delta(ns string) *deltaClient {
 
 func (c *deltaClient) send(req *discovery.DeltaDiscoveryRequest) {
 	c.t.Helper()
+	if req.Node != nil {
+		req.Node = c.tagged(req.Node)
+	}
+	c.requests++
 	if err := c.stream.Send(req); err != nil {
 		c.t.Fatal(err)
 	}
@@ -71,11 +77,9 @@ func (c *deltaClient) recv() *discovery.DeltaDiscoveryResponse {
 
 func (c *deltaClient) none() {
 	c.t.Helper()
-	select {
-	case r := <-c.resps:
-		c.t.Fatalf("unexpected delta response: %d resources, removed %v", len(r.Resources), r.RemovedResources)
-	case <-time.After(200 * time.Millisecond):
-	}
+	none(c.t, &c.tracked, c.resps, func(r *discovery.DeltaDiscoveryResponse) string {
+		return fmt.Sprintf("delta %s: %d resources, removed %v", r.TypeUrl, len(r.Resources), r.RemovedResources)
+	})
 }
 
 func (c *deltaClient) ack(r *discovery.DeltaDiscoveryResponse) {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -190,6 +191,79 @@ type sotw struct {
 	resps  chan *discovery.DiscoveryResponse
 	node   *core.Node
 	nonces map[string]string
+	tracked
+}
+
+// tracked follows a test client's stream on the server, so a test can
+// check that nothing comes without waiting a while for it: the client's
+// node carries a tag of its own (node.cluster, which the server does not
+// read), and the client counts the requests it sent and the responses
+// it read.
+type tracked struct {
+	srv      *Server
+	tag      string
+	requests uint64        // sent through the client's helpers
+	received atomic.Uint64 // read from the stream
+}
+
+var clientTags atomic.Uint64
+
+func newTracked(e *env) tracked {
+	return tracked{srv: e.srv, tag: fmt.Sprintf("test-client-%d", clientTags.Add(1))}
+}
+
+// tagged is n with the client's tag, a copy.
+func (tr *tracked) tagged(n *core.Node) *core.Node {
+	n = proto.Clone(n).(*core.Node)
+	n.Cluster = tr.tag
+	return n
+}
+
+// settle waits (failing only on a hang) until the server has done all
+// the client's requests make it do, and returns its stream.
+func (tr *tracked) settle(t *testing.T) *conn {
+	t.Helper()
+	deadline := time.Now().Add(time.Minute)
+	for {
+		var c *conn
+		tr.srv.mu.Lock()
+		for x := range tr.srv.conns {
+			if x.node.GetCluster() == tr.tag {
+				c = x
+			}
+		}
+		tr.srv.mu.Unlock()
+		if c != nil && c.progress.settled(tr.requests) {
+			return c
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the server did not settle the client's %d requests within a minute (hang check)", tr.requests)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// none asserts that nothing comes to resps: once the server settled
+// every request the client sent, it has sent the stream no more than the
+// client read, and the test has taken every response read. A sync point,
+// not a wait: it fails when a response that must not come comes, and
+// passes as soon as the server is done.
+func none[R any](t *testing.T, tr *tracked, resps chan R, what func(R) string) {
+	t.Helper()
+	c := tr.settle(t)
+	if sent, read := c.progress.sent.Load(), tr.received.Load(); sent > read {
+		select {
+		case r := <-resps:
+			t.Fatalf("unexpected response: %s", what(r))
+		case <-time.After(time.Minute):
+			t.Fatalf("the server sent %d responses, the client read %d, and the next did not arrive within a minute (hang check)", sent, read)
+		}
+	}
+	select {
+	case r := <-resps:
+		t.Fatalf("unexpected response: %s", what(r))
+	default:
+	}
 }
 
 func (e *env) sotw(ns string, meta map[string]any) *sotw {
@@ -199,7 +273,8 @@ func (e *env) sotw(ns string, meta map[string]any) *sotw {
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	c := &sotw{t: e.t, stream: st, resps: make(chan *discovery.DiscoveryResponse, 100), node: node(ns, meta), nonces: map[string]string{}}
+	c := &sotw{t: e.t, stream: st, resps: make(chan *discovery.DiscoveryResponse, 100), node: node(ns, meta), nonces: map[string]string{}, tracked: newTracked(e)}
+	c.node = c.tagged(c.node)
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
@@ -209,6 +284,7 @@ func (e *env) sotw(ns string, meta map[string]any) *sotw {
 				close(c.resps)
 				return
 			}
+			c.received.Add(1)
 			c.resps <- r
 		}
 	}()
@@ -218,10 +294,19 @@ func (e *env) sotw(ns string, meta map[string]any) *sotw {
 
 func (c *sotw) send(typeURL, version, nonce string, names ...string) {
 	c.t.Helper()
-	req := &discovery.DiscoveryRequest{TypeUrl: typeURL, VersionInfo: version, ResponseNonce: nonce, ResourceNames: names}
-	if c.node != nil {
+	c.sendReq(&discovery.DiscoveryRequest{TypeUrl: typeURL, VersionInfo: version, ResponseNonce: nonce, ResourceNames: names})
+}
+
+// sendReq sends req as it is (with the node on the first request, as
+// Envoy sends it), counted.
+func (c *sotw) sendReq(req *discovery.DiscoveryRequest) {
+	c.t.Helper()
+	if c.node != nil && req.Node == nil {
 		req.Node, c.node = c.node, nil // Envoy sends the node on the first request only
+	} else if req.Node != nil {
+		req.Node, c.node = c.tagged(req.Node), nil
 	}
+	c.requests++
 	if err := c.stream.Send(req); err != nil {
 		c.t.Fatal(err)
 	}
@@ -243,15 +328,13 @@ func (c *sotw) recv() *discovery.DiscoveryResponse {
 	}
 }
 
-// none asserts that nothing arrives for a short while. It can only fail
-// when a response that must not come comes.
+// none asserts that the client's requests made the server send nothing
+// the test has not read (see none).
 func (c *sotw) none() {
 	c.t.Helper()
-	select {
-	case r := <-c.resps:
-		c.t.Fatalf("unexpected response %s version %s with %d resources", r.TypeUrl, r.VersionInfo, len(r.Resources))
-	case <-time.After(200 * time.Millisecond):
-	}
+	none(c.t, &c.tracked, c.resps, func(r *discovery.DiscoveryResponse) string {
+		return fmt.Sprintf("%s version %s with %d resources", r.TypeUrl, r.VersionInfo, len(r.Resources))
+	})
 }
 
 // ack ACKs the last response of its type.

@@ -127,7 +127,7 @@ func (s *Server) recordSotWFrom(c *conn, req *discovery.DiscoveryRequest, reqs *
 		// not interned.
 		names = s.intern(c, t, names)
 	}
-	subscribe(st, names, !st.requested, s.lists)
+	subscribe(st, names, !st.requested, func(sorted []string) *nameLists { return s.listsFor(c, t, sorted) })
 	st.requested = true
 	if initial && req.ResponseNonce == "" {
 		s.resumeLocked(c, st, t, req.VersionInfo)
@@ -169,7 +169,7 @@ func (s *Server) resumeLocked(c *conn, st *typeState, t, version string) {
 // first request is a (legacy) wildcard; "*" is an explicit wildcard. A SotW
 // stream keeps its subscription as one sorted slice (no set: every request
 // carries the whole list), sorted and hashed only when it changes.
-func subscribe(st *typeState, names []string, first bool, lists *nameLists) {
+func subscribe(st *typeState, names []string, first bool, lists func(sorted []string) *nameLists) {
 	st.wildcard = len(names) == 0 && (first || st.wildcard)
 	if st.sorted != nil && slices.Equal(names, st.sorted) {
 		return // an ACK repeating the subscription, as Envoy sends it
@@ -187,7 +187,8 @@ func subscribe(st *typeState, names []string, first bool, lists *nameLists) {
 	if st.sorted != nil && slices.Equal(sorted, st.sorted) {
 		return
 	}
-	st.setSorted(slices.Clip(sorted), lists)
+	sorted = slices.Clip(sorted)
+	st.setSorted(sorted, lists(sorted))
 }
 
 // sotwFace pushes the full state of each changed type.

@@ -99,7 +99,7 @@ func TestNACKIsRecordedAndNotRepushed(t *testing.T) {
 	c := e.sotw("a", nil)
 	c.send(cds, "", "")
 	r := c.recv()
-	c.stream.Send(&discovery.DiscoveryRequest{TypeUrl: cds, ResponseNonce: r.Nonce, ErrorDetail: &status.Status{Code: 3, Message: "bad cluster"}})
+	c.sendReq(&discovery.DiscoveryRequest{TypeUrl: cds, ResponseNonce: r.Nonce, ErrorDetail: &status.Status{Code: 3, Message: "bad cluster"}})
 	c.none()
 	st := e.waitType(cds, func(st TypeStatus) bool { return st.LastNACK != nil })
 	if st.LastNACK.Message != "bad cluster" || st.Sync != "ERROR" {

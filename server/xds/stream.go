@@ -51,6 +51,8 @@ func runStream[R request](s *Server, ctx context.Context, id *identity.Identity,
 	if err := record(c, first); err != nil {
 		return err
 	}
+	c.progress.wokeAt.Store(1) // the send loop's first pass answers it
+	c.progress.handled.Store(1)
 	return s.loop(ctx, c, receive(c, recv, record, wake), f)
 }
 
@@ -70,7 +72,13 @@ func receive[R any](c *conn, recv func() (R, error), record func(*conn, R) error
 				recvErr <- err
 				return
 			}
-			if wake == nil || wake(c) {
+			n := c.progress.handled.Load() + 1 // this goroutine alone writes it
+			woke := wake == nil || wake(c)
+			if woke {
+				c.progress.wokeAt.Store(n)
+			}
+			c.progress.handled.Store(n) // before the signal: the pass it starts covers n
+			if woke {
 				c.signal()
 			}
 		}
@@ -89,8 +97,12 @@ func (s *Server) loop(ctx context.Context, c *conn, recvErr <-chan error, f face
 			s.log.Info("stream ended: its namespace left its tenant", "node", c.node.GetId(), "reason", err)
 			return err
 		}
+		start := c.progress.handled.Load()
 		if err := s.push(ctx, c, f, w.C()); err != nil {
 			return err
+		}
+		if len(c.dirty) == 0 { // else another pass comes at once
+			c.progress.pushed.Store(start)
 		}
 		select {
 		case <-ctx.Done():
@@ -248,6 +260,7 @@ func (s *Server) push(ctx context.Context, c *conn, f face, changed <-chan struc
 		if err != nil {
 			return err
 		}
+		c.progress.sent.Add(1)
 		s.metrics.sent(metricType(c, o.w.typeURL), size, time.Since(start))
 	}
 	return nil
