@@ -209,12 +209,14 @@ func TestShardedReplicasOverKubernetes(t *testing.T) {
 	t.Logf("join: %d of %d tenants moved; %d streams on the newcomer (share %d) after %d samples", moved, len(was), d.streamsOn(d.procs[3]), share, len(samples))
 
 	// SIGKILL of an idle replica: its proxies are back on current
-	// versions (the time is logged; 5 s expected), and delta proxies are re-sent nothing.
+	// versions (the time is logged; 5 s expected), and are re-sent nothing they
+	// hold (delta: any resource; SotW: CDS and LDS, which they name the
+	// version of).
 	resent := d.resent()
 	d.procs[1].kill()
 	took := d.waitFor("every proxy of the killed replica on another, current", 5*time.Second, func() bool { return d.onLive() && d.agreed() })
 	if n := d.resent() - resent; n != 0 {
-		t.Fatalf("delta proxies failing over with current versions were re-sent %d resources, want 0", n)
+		t.Fatalf("proxies failing over with current versions were re-sent %d resources they held (delta: any; SotW: CDS and LDS), want 0", n)
 	}
 	t.Logf("idle kill: proxies current on the survivors after %s", took.Round(time.Millisecond))
 	d.waitFor("three members once the Lease expired", 15*time.Second, func() bool { return d.members(3) })
@@ -310,7 +312,7 @@ func TestShardedReplicasWithStaticPeers(t *testing.T) {
 	victim.kill()
 	took := d.waitFor("every proxy of the killed replica on another, current", 5*time.Second, func() bool { return d.onLive() && d.agreed() })
 	if n := d.resent() - resent; n != 0 {
-		t.Fatalf("delta proxies failing over with current versions were re-sent %d resources, want 0", n)
+		t.Fatalf("proxies failing over with current versions were re-sent %d resources they held (delta: any; SotW: CDS and LDS), want 0", n)
 	}
 	t.Logf("kill: proxies current on the survivors after %s", took.Round(time.Millisecond))
 	before = d.versions()

@@ -156,9 +156,40 @@ func (s *Server) resumeLocked(c *conn, st *typeState, t, version string) {
 		return
 	}
 	set, ok := setFor(s.serving(c), c.view, t)
-	if !ok || set == nil || set.GetVersion() != version {
+	if !ok {
 		return
 	}
+	if set == nil {
+		// Nothing to compare with yet: the tenant's first build, or its
+		// snapshot being fetched from its owner (a replica fetches a
+		// tenant when its first client of it connects, which is when a
+		// failed-over proxy arrives). The client's claim is kept as what
+		// it accepted, and the first push decides (resumeDue).
+		st.acked = version
+		return
+	}
+	if set.GetVersion() != version {
+		return
+	}
+	s.markResumed(c, st, t, version)
+}
+
+// resumeDue decides a resume left to the first push (resumeLocked): the
+// client claimed version on a new stream before the tenant's snapshot was
+// here. It reports whether the stream was taken as holding set.
+func (s *Server) resumeDue(c *conn, st *typeState, t string, set *snapshot.Set) bool {
+	if st.nonce != "" || st.acked == "" || st.awaiting || !st.wildcard || len(st.sorted) > 0 {
+		return false // not a claim waiting for its snapshot
+	}
+	if set.GetVersion() != st.acked {
+		return false
+	}
+	s.markResumed(c, st, t, st.acked)
+	return true
+}
+
+// markResumed takes version as sent to the stream and acknowledged.
+func (s *Server) markResumed(c *conn, st *typeState, t, version string) {
 	st.nonce = c.nextNonceLocked() // never sent: the client's next answer is to a response it gets later
 	st.sentVersion, st.sentSet, st.sentHash, st.sentWild = version, version, st.hash, true
 	st.acked, st.ackedAt, st.awaiting = version, time.Now(), false
@@ -203,6 +234,9 @@ func (f *sotwFace) due(c *conn, snap *snapshot.Snapshot, t string, st *typeState
 	set, served := setFor(snap, c.view, t)
 	if !served {
 		return nil
+	}
+	if f.s.resumeDue(c, st, t, set) {
+		return nil // the client holds it: claimed on its new stream, and the snapshot came since
 	}
 	v := set.GetVersion()
 	if st.nonce != "" && !st.force && v == st.sentSet && st.hash == st.sentHash && st.wildcard == st.sentWild {

@@ -268,3 +268,39 @@ func TestReconnectNamingItsVersionsIsSentNothingAgain(t *testing.T) {
 		t.Fatalf("a client naming an old version got %s %s", r.TypeUrl, r.VersionInfo)
 	}
 }
+
+// TestReconnectBeforeTheTenantIsHereIsSentNothingAgain: a SotW client
+// that names the CDS version it accepted on a new stream, to a replica
+// that does not have its tenant's snapshot yet (it fetches a tenant when
+// its first client of it arrives, which is when a failed-over proxy
+// does), is not sent that version once the snapshot comes: the claim
+// waits for the first push. It was sent again whole (the sharded
+// Kubernetes test's "re-sent 10 resources", now and then). A client
+// naming another version gets the snapshot's.
+func TestReconnectBeforeTheTenantIsHereIsSentNothingAgain(t *testing.T) {
+	e := newEnv(t)
+	s1 := e.snapshot("a", 2, 0)
+	cdsV := s1.Set(snapshot.ViewEnvoy, cds).Version
+	c := e.sotw("a", nil)
+	c.send(cds, cdsV, "")
+	other := e.sotw("a", nil)
+	other.send(cds, "some-other-version", "")
+	c.settle(t) // the claims are recorded, with no snapshot to compare
+	other.settle(t)
+	e.store.Publish(s1)
+	// A push after the snapshot came answers LDS; CDS, before it in
+	// push order, would have come first.
+	c.send(lds, "", "")
+	if r := c.recv(); r.TypeUrl != lds {
+		t.Fatalf("first response %s version %s, want LDS (CDS was claimed at the version the snapshot has)", r.TypeUrl, r.VersionInfo)
+	}
+	c.none()
+	if r := other.recv(); r.TypeUrl != cds || r.VersionInfo != cdsV {
+		t.Fatalf("the client naming another version got %s %s, want CDS %s", r.TypeUrl, r.VersionInfo, cdsV)
+	}
+	// A change reaches the resumed stream.
+	s2 := e.mesh("a", 2, 1)
+	if r := c.recv(); r.TypeUrl != cds || r.VersionInfo != s2.Set(snapshot.ViewEnvoy, cds).Version {
+		t.Fatalf("after the change: %s %s", r.TypeUrl, r.VersionInfo)
+	}
+}

@@ -34,7 +34,7 @@ func (s *Source) startEvents(ctx context.Context) error {
 	s.mu.Lock()
 	s.recorder = b.NewRecorder(scheme.Scheme, corev1.EventSource{Component: "xdshard"})
 	s.mu.Unlock()
-	go func() { <-ctx.Done(); b.Shutdown() }()
+	s.bg.Go(func() { <-ctx.Done(); b.Shutdown() })
 	return nil
 }
 

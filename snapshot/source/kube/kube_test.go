@@ -4,11 +4,13 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"runtime/pprof"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"go.uber.org/goleak"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 
@@ -33,16 +35,28 @@ func run(m *testing.M) int {
 			fmt.Fprintln(os.Stderr, err)
 			return 1
 		}
-		defer os.RemoveAll(dir)
 		c, err := kubetest.Start(context.Background(), bin, dir)
 		if err != nil {
+			os.RemoveAll(dir)
 			fmt.Fprintln(os.Stderr, "starting the API server:", err)
 			return 1
 		}
-		defer c.Stop()
 		cluster = c
+		defer os.RemoveAll(dir)
 	}
-	return m.Run()
+	code := m.Run()
+	if cluster != nil {
+		cluster.Stop() // before the leak check: its process's pipes and idle connections go with it
+	}
+	if code == 0 {
+		// Every Source's Run waits for what it started; klog's flush
+		// daemon is the process's (client-go logs through klog).
+		if err := goleak.Find(goleak.IgnoreTopFunction("k8s.io/klog/v2.(*flushDaemon).run.func1")); err != nil {
+			fmt.Fprintln(os.Stderr, "goleak:", err)
+			return 1
+		}
+	}
+	return code
 }
 
 func need(t *testing.T) *kubetest.Cluster {
@@ -83,7 +97,9 @@ func start(t *testing.T, c *kubetest.Cluster, tweak func(*Config)) (*Source, <-c
 				t.Errorf("Run: %v", err)
 			}
 		case <-time.After(10 * time.Second):
-			t.Error("Run did not return within 10s of its context ending")
+			var b strings.Builder
+			_ = pprof.Lookup("goroutine").WriteTo(&b, 1)
+			t.Errorf("Run did not return within 10s of its context ending; goroutines:\n%s", b.String())
 		}
 	})
 	return s, events

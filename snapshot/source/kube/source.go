@@ -89,6 +89,10 @@ type Source struct {
 	rc    *rest.Config
 	dyn   dynamic.Interface
 	disco discovery.DiscoveryInterface
+	bg    sync.WaitGroup // informers, the Event broadcaster's shutdown, the NetworkPolicy reconciler: Run waits for them
+	// life is Run's context: the informers live as long as it, whoever
+	// starts them (a relist, whose own context bounds only its wait).
+	life context.Context
 
 	mu        sync.Mutex
 	pending   model.Event                  // changes and diagnostics not yet reported
@@ -156,6 +160,11 @@ func emptyEvent() model.Event {
 // Run reads every kind, reports the full state once every informer has
 // synced, then each change, until ctx ends.
 func (s *Source) Run(ctx context.Context, sink func(model.Event)) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer func() { cancel(); s.bg.Wait() }() // everything it started ends before it returns
+	s.mu.Lock()
+	s.life = ctx
+	s.mu.Unlock()
 	factory := dynamicinformer.NewDynamicSharedInformerFactory(s.dyn, 0)
 	start := time.Now()
 	if err := s.startEvents(ctx); err != nil {
@@ -173,7 +182,7 @@ func (s *Source) Run(ctx context.Context, sink func(model.Event)) error {
 	first := s.take()
 	first.Synced = true
 	if s.cfg.ApplyNetworkPolicies {
-		go s.reconcileNetpols(ctx)
+		s.bg.Go(func() { s.reconcileNetpols(ctx) })
 	}
 	s.log.Info("Kubernetes read", "host", s.rc.Host, "kinds", len(synced), "objects", len(first.Changes), "mesh", s.mesh.String(), "took", time.Since(start).Round(time.Millisecond))
 	sink(first)
@@ -240,7 +249,7 @@ func (s *Source) discover(ctx context.Context, factory dynamicinformer.DynamicSh
 			continue
 		}
 		s.report(key, nil)
-		inf, reg, stop, err := s.watch(ctx, factory, kind, gvr)
+		inf, reg, stop, err := s.watch(factory, kind, gvr)
 		if err != nil {
 			return err
 		}
@@ -261,8 +270,8 @@ func (s *Source) discover(ctx context.Context, factory dynamicinformer.DynamicSh
 }
 
 // watch starts kind's informer from factory, its events handled as the
-// source handles them, until ctx ends or stop is called.
-func (s *Source) watch(ctx context.Context, factory dynamicinformer.DynamicSharedInformerFactory, kind model.Kind, gvr schema.GroupVersionResource) (cache.SharedIndexInformer, cache.ResourceEventHandlerRegistration, context.CancelFunc, error) {
+// source handles them, until the source's Run ends or stop is called.
+func (s *Source) watch(factory dynamicinformer.DynamicSharedInformerFactory, kind model.Kind, gvr schema.GroupVersionResource) (cache.SharedIndexInformer, cache.ResourceEventHandlerRegistration, context.CancelFunc, error) {
 	inf := factory.ForResource(gvr).Informer()
 	if err := inf.SetTransform(strip); err != nil {
 		return nil, nil, nil, err
@@ -286,8 +295,11 @@ func (s *Source) watch(ctx context.Context, factory dynamicinformer.DynamicShare
 	_ = inf.SetWatchErrorHandler(func(_ *cache.Reflector, err error) {
 		s.log.Debug("Kubernetes watch broke; client-go resumes it", "kind", kind, "err", err)
 	})
-	ictx, stop := context.WithCancel(ctx)
-	go inf.Run(ictx.Done())
+	s.mu.Lock()
+	life := s.life
+	s.mu.Unlock()
+	ictx, stop := context.WithCancel(life)
+	s.bg.Go(func() { inf.Run(ictx.Done()) })
 	return inf, reg, stop, nil
 }
 
@@ -323,7 +335,7 @@ func (s *Source) relist(ctx context.Context) {
 		}
 	}
 	for kind, gvr := range kinds {
-		inf, reg, stop, err := s.watch(ctx, factory, kind, gvr)
+		inf, reg, stop, err := s.watch(factory, kind, gvr)
 		if err != nil {
 			stopAll()
 			s.log.Warn("reading Kubernetes again after its outage failed; client-go's informers resume on their own", "kind", kind, "err", err)
