@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"math"
+	"net/http"
 	"os"
 	"slices"
 	"strings"
@@ -68,6 +69,9 @@ func TestMain(m *testing.M) {
 	stopCluster()
 	proc.RemoveXDShard()
 	if code == 0 {
+		// The tests' own http.Get calls keep idle connections in the
+		// default transport; they are the tests', not a replica's.
+		http.DefaultTransport.(*http.Transport).CloseIdleConnections()
 		if err := goleak.Find(leakOptions()...); err != nil {
 			fmt.Fprintf(os.Stderr, "goleak: %v\n", err)
 			code = 1
