@@ -281,6 +281,13 @@ func podServeFlags(t *testing.T, args []string) *serveConfig {
 // args added to its command line, until the test ends.
 func serveDemo(t *testing.T, args ...string) *server.Replica {
 	t.Helper()
+	r, _ := serveDemoDir(t, args...)
+	return r
+}
+
+// serveDemoDir is serveDemo, and the directory it serves.
+func serveDemoDir(t *testing.T, args ...string) (*server.Replica, string) {
+	t.Helper()
 	dir := t.TempDir()
 	if err := demo.WriteTo(dir); err != nil {
 		t.Fatal(err)
@@ -295,7 +302,7 @@ func serveDemo(t *testing.T, args ...string) *server.Replica {
 	}
 	t.Cleanup(r.Close)
 	<-r.Synced()
-	return r
+	return r, dir
 }
 
 // captureStdout runs f and returns what it printed; f's error fails t.
