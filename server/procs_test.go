@@ -3,6 +3,7 @@ package server_test
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"net/http"
@@ -147,6 +148,7 @@ type deployment struct {
 	mu      sync.Mutex
 	proxies []*fleetProxy
 	conns   []*grpc.ClientConn
+	closed  bool // close ran: a proxy's redial after it gets no connection
 }
 
 // fleetProxy is a simulated sidecar that first dials its home replica
@@ -190,8 +192,14 @@ func (d *deployment) connect(ctx context.Context, tenant string, home int, delta
 		c, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 		if err == nil {
 			d.mu.Lock()
+			defer d.mu.Unlock()
+			if d.closed {
+				// The test is ending (close runs before its context's
+				// cancel): a connection dialled now would outlive it.
+				c.Close()
+				return nil, errors.New("the deployment is closed")
+			}
 			d.conns = append(d.conns, c)
-			d.mu.Unlock()
 		}
 		return c, err
 	}
@@ -202,6 +210,7 @@ func (d *deployment) connect(ctx context.Context, tenant string, home int, delta
 func (d *deployment) close() {
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	d.closed = true
 	for _, c := range d.conns {
 		c.Close()
 	}

@@ -5,14 +5,17 @@ import (
 	"fmt"
 	"os"
 	"runtime/pprof"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"go.uber.org/goleak"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/discovery"
 
 	"github.com/xdshard/xdshard/internal/kubetest"
 	"github.com/xdshard/xdshard/snapshot/model"
@@ -255,6 +258,28 @@ func TestMissingCRDIsReadOnceInstalled(t *testing.T) {
 	if err := c.DeleteCRD(ctx, "sidecars.networking.istio.io"); err != nil {
 		t.Fatal(err)
 	}
+	installed := false
+	t.Cleanup(func() { // the cluster is shared: a failure here must not leave the CRD gone for the next test or run
+		if !installed {
+			_ = c.InstallCRDs(context.Background(), crds, func(kind string) bool { return kind == "Sidecar" })
+		}
+	})
+	// The API server drops a deleted CRD from discovery a moment later;
+	// until then the source would start an informer for a kind that no
+	// longer lists (under load, the first state never came).
+	disco, err := discovery.NewDiscoveryClientForConfig(c.REST())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(time.Minute); ; time.Sleep(50 * time.Millisecond) {
+		l, err := disco.ServerResourcesForGroupVersion("networking.istio.io/v1")
+		if err != nil || !slices.ContainsFunc(l.APIResources, func(r metav1.APIResource) bool { return r.Name == "sidecars" }) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the deleted Sidecar CRD still listed in discovery after a minute (hang check)")
+		}
+	}
 	_, events := start(t, c, nil)
 	first := waitFor(t, events, "the first state", func(e model.Event) bool { return e.Synced })
 	ds := first.Diagnostics["kubernetes kind Sidecar"]
@@ -264,6 +289,7 @@ func TestMissingCRDIsReadOnceInstalled(t *testing.T) {
 	if err := c.InstallCRDs(ctx, crds, func(kind string) bool { return kind == "Sidecar" }); err != nil {
 		t.Fatal(err)
 	}
+	installed = true
 	n := ns("late")
 	if err := c.Apply(ctx, fmt.Sprintf("apiVersion: v1\nkind: Namespace\nmetadata: {name: %[1]s}\n---\napiVersion: networking.istio.io/v1\nkind: Sidecar\nmetadata: {name: default, namespace: %[1]s}\nspec:\n  egress: [{hosts: [\"./*\"]}]\n", n)); err != nil {
 		t.Fatal(err)
