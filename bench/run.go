@@ -487,7 +487,6 @@ func cpuSeconds() float64 {
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano()).Seconds()
 }
 
-// heapProfileName is where server's heap profile of path goes.
 // heapProfiler is a server in a process of its own that writes its heap
 // profile: a bench-server child, or xdshard serve (file-driven).
 type heapProfiler interface{ heapProfile(path string) error }
@@ -502,6 +501,7 @@ func syncHeapProfile(cfg Config, t underTest, suffix string) error {
 	return c.heapProfile(heapProfileName(cfg.HeapProfile, t.name()) + suffix)
 }
 
+// heapProfileName is where server's heap profile of path goes.
 func heapProfileName(path, server string) string {
 	return filepath.Join(filepath.Dir(path), strings.NewReplacer(" ", "-", "(", "", ")", "").Replace(server)+"-"+filepath.Base(path))
 }

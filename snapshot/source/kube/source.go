@@ -3,6 +3,7 @@ package kube
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -298,6 +299,9 @@ func (s *Source) watch(factory dynamicinformer.DynamicSharedInformerFactory, kin
 	s.mu.Lock()
 	life := s.life
 	s.mu.Unlock()
+	if life == nil {
+		return nil, nil, nil, errors.New("the Kubernetes source is not running (Run starts it)")
+	}
 	ictx, stop := context.WithCancel(life)
 	s.bg.Go(func() { inf.Run(ictx.Done()) })
 	return inf, reg, stop, nil

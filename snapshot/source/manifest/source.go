@@ -255,12 +255,13 @@ func (l *loop) take(ev fsnotify.Event, events <-chan fsnotify.Event) (newDir boo
 			wait.Stop()
 		}
 	}()
-	afterRename := false
+	renamedFrom := ""
 	for {
-		newDir = l.note(ev, time.Now(), afterRename) || newDir
+		newDir = l.note(ev, time.Now(), renamedFrom) || newDir
 		if !ev.Has(fsnotify.Rename) {
 			return newDir
 		}
+		renamedFrom = ev.Name
 		if wait == nil {
 			wait = time.NewTimer(renameWindow)
 		} else {
@@ -272,7 +273,6 @@ func (l *loop) take(ev fsnotify.Event, events <-chan fsnotify.Event) (newDir boo
 			if !ok {
 				return newDir
 			}
-			afterRename = true
 		case <-wait.C:
 			return newDir
 		}
@@ -280,9 +280,11 @@ func (l *loop) take(ev fsnotify.Event, events <-chan fsnotify.Event) (newDir boo
 }
 
 // note records one event and says whether a directory was created (to be
-// watched). afterRename says ev came right after a rename's source event:
-// a creation then is the rename's target, whole.
-func (l *loop) note(ev fsnotify.Event, now time.Time, afterRename bool) (newDir bool) {
+// watched). renamedFrom is the path of the rename's source event ev came
+// right after, if it did: a creation in the same folder then is that
+// rename's target, whole (a file renamed out of the tree has no target,
+// and an unrelated creation after it, elsewhere, is not taken for one).
+func (l *loop) note(ev fsnotify.Event, now time.Time, renamedFrom string) (newDir bool) {
 	dir := l.s.dir
 	rel, err := filepath.Rel(dir, ev.Name)
 	if err != nil || rel == "." || rel == ".." || strings.HasPrefix(rel, ".."+string(filepath.Separator)) { // outside; "..data" is inside
@@ -319,7 +321,7 @@ func (l *loop) note(ev fsnotify.Event, now time.Time, afterRename bool) (newDir 
 		if ev.Has(fsnotify.Remove) || ev.Has(fsnotify.Chmod) || (ev.Has(fsnotify.Rename) && path.Ext(rel) == "") {
 			l.wantAll(now, burstFull)
 		}
-	case ev.Has(fsnotify.Create) && afterRename:
+	case ev.Has(fsnotify.Create) && renamedFrom != "" && filepath.Dir(renamedFrom) == filepath.Dir(ev.Name):
 		l.want(rel, now, renamedIn)
 	case ev.Has(fsnotify.Create) || ev.Has(fsnotify.Write):
 		l.want(rel, now, written)
