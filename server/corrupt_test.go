@@ -8,7 +8,6 @@ import (
 	"strings"
 	"syscall"
 	"testing"
-	"time"
 
 	"google.golang.org/protobuf/proto"
 	networking "istio.io/api/networking/v1alpha3"
@@ -119,7 +118,7 @@ func TestCorruptionCostsOnlyItsTenant(t *testing.T) {
 	for ns, list := range byNS {
 		writeObjects(t, filepath.Join(dir, ns+".yaml"), list)
 	}
-	r, _ := startReplicaLogged(t, dir)
+	r, src, _ := startReplicaSource(t, dir)
 	baseline := versions(r)
 	if len(baseline) != 5 {
 		t.Fatalf("tenants %v", baseline)
@@ -132,11 +131,13 @@ func TestCorruptionCostsOnlyItsTenant(t *testing.T) {
 		t.Logf("round %d: %s in %s", round, c.name, victim)
 		c.apply(t, rng, path, byNS[victim])
 		if c.shows == "?" {
-			time.Sleep(200 * time.Millisecond) // the source's settle and scan, then the build
+			appliedAndBuilt(t, r, src, dir, path)
 		} else {
 			eventually(t, c.name+" in "+victim+" reported in /debug/tenantz", func() bool { return reported(t, r, victim, c.shows) })
+			// Reported: the source handed it over, and the builds it
+			// causes are pending.
+			eventually(t, "every build published", r.Idle)
 		}
-		waitIdle(t, r)
 		for tenant, v := range versions(r) {
 			if tenant != victim && v != baseline[tenant] {
 				t.Fatalf("round %d (%s in %s): tenant %s changed from %s to %s", round, c.name, victim, tenant, baseline[tenant], v)
@@ -147,10 +148,10 @@ func TestCorruptionCostsOnlyItsTenant(t *testing.T) {
 		}
 		_ = os.Remove(path)
 		writeObjects(t, path, byNS[victim])
-		eventually(t, victim+" restored", func() bool {
-			waitIdle(t, r)
-			return versions(r)[victim] == baseline[victim] && !reported(t, r, victim, "")
-		})
+		appliedAndBuilt(t, r, src, dir, path)
+		if v := versions(r)[victim]; v != baseline[victim] || reported(t, r, victim, "") {
+			t.Fatalf("round %d: %s restored is at %s (want %s), errors reported: %v", round, victim, v, baseline[victim], reported(t, r, victim, ""))
+		}
 	}
 }
 
@@ -184,16 +185,23 @@ func reported(t *testing.T, r *server.Replica, victim, shows string) bool {
 	return false
 }
 
-func waitIdle(t *testing.T, r *server.Replica) {
+// appliedAndBuilt waits (failing only on a hang) until src has handed
+// the builder what the files at paths hold now, and every build that
+// caused is published: a sync point, not a wait for a while.
+func appliedAndBuilt(t *testing.T, r *server.Replica, src *manifest.Source, dir string, paths ...string) {
 	t.Helper()
-	// The source settles for 20 ms and the builder debounces for 20 ms:
-	// idle twice in a row, 60 ms apart, means both are done.
-	for quiet := 0; quiet < 2; {
-		time.Sleep(60 * time.Millisecond)
-		if r.Idle() {
-			quiet++
-		} else {
-			quiet = 0
+	for _, p := range paths {
+		rel, err := filepath.Rel(dir, p)
+		if err != nil {
+			t.Fatal(err)
 		}
+		eventually(t, "the source read "+rel+" as it is now", func() bool {
+			info, err := os.Stat(p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return src.Applied(filepath.ToSlash(rel), info)
+		})
 	}
+	eventually(t, "every build published", r.Idle)
 }

@@ -163,7 +163,7 @@ func TestMCPServicesForIstiod(t *testing.T) {
 	}
 	defer r.Close()
 	<-r.Synced()
-	ist := connectIstiod(t, r.MCPAddr(), "")
+	ist := connectIstiod(t, r, "")
 	entries := map[string]*networking.ServiceEntry{}
 	for _, res := range ist.state["networking.istio.io/v1/ServiceEntry"] {
 		se := &networking.ServiceEntry{}

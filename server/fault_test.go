@@ -37,11 +37,19 @@ func (s *syncBuffer) count(sub string) int {
 
 func startReplicaLogged(t *testing.T, dir string) (*server.Replica, *syncBuffer) {
 	t.Helper()
+	r, _, logs := startReplicaSource(t, dir)
+	return r, logs
+}
+
+// startReplicaSource is startReplicaLogged that also returns its source,
+// whose Applied says when a file written is read.
+func startReplicaSource(t *testing.T, dir string) (*server.Replica, *manifest.Source, *syncBuffer) {
+	t.Helper()
 	logs := &syncBuffer{}
 	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	src := manifest.NewSource(dir, log)
 	src.Limits.Settle = 20 * time.Millisecond
-	return startWith(t, src, log), logs
+	return startWith(t, src, log), src, logs
 }
 
 func getJSON(t *testing.T, r *server.Replica, path string, v any) {

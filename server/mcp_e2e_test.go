@@ -2,11 +2,13 @@ package server_test
 
 import (
 	"context"
+	"fmt"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -18,6 +20,8 @@ import (
 	mcpv1 "istio.io/api/mcp/v1alpha1"
 
 	"github.com/xdshard/xdshard/bench/fleet"
+	"github.com/xdshard/xdshard/server"
+	"github.com/xdshard/xdshard/server/xds"
 	"github.com/xdshard/xdshard/snapshot/model"
 	"github.com/xdshard/xdshard/snapshot/source/demo"
 	"github.com/xdshard/xdshard/snapshot/source/manifest"
@@ -40,14 +44,20 @@ var istiodTypes = []string{
 // ACKed, and each response taken as the full state of its type.
 type istiod struct {
 	t      *testing.T
+	r      *server.Replica
+	node   string // unique: its stream's row in /debug/syncz
 	stream discovery.AggregatedDiscoveryService_StreamAggregatedResourcesClient
 	state  map[string][]*mcpv1.Resource // type URL -> objects, replaced by each response
 	resps  chan *discovery.DiscoveryResponse
+	sent   int          // requests sent
+	read   atomic.Int64 // responses received
 }
 
-func connectIstiod(t *testing.T, addr, revision string) *istiod {
+var istiods atomic.Int64 // numbers each istiod's pod name
+
+func connectIstiod(t *testing.T, r *server.Replica, revision string) *istiod {
 	t.Helper()
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conn, err := grpc.NewClient(r.MCPAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -61,8 +71,8 @@ func connectIstiod(t *testing.T, addr, revision string) *istiod {
 		meta["ISTIO_REVISION"] = revision
 	}
 	md, _ := structpb.NewStruct(meta)
-	node := &core.Node{Id: "sidecar~10.0.0.9~istiod-7d9.istio-system~istio-system.svc.cluster.local", Metadata: md}
-	c := &istiod{t: t, stream: stream, state: map[string][]*mcpv1.Resource{}, resps: make(chan *discovery.DiscoveryResponse, 64)}
+	node := &core.Node{Id: fmt.Sprintf("sidecar~10.0.0.9~istiod-%d.istio-system~istio-system.svc.cluster.local", istiods.Add(1)), Metadata: md}
+	c := &istiod{t: t, r: r, node: node.Id, stream: stream, state: map[string][]*mcpv1.Resource{}, resps: make(chan *discovery.DiscoveryResponse, 64)}
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
@@ -72,6 +82,7 @@ func connectIstiod(t *testing.T, addr, revision string) *istiod {
 				close(c.resps)
 				return
 			}
+			c.read.Add(1)
 			c.resps <- r
 		}
 	}()
@@ -85,6 +96,7 @@ func connectIstiod(t *testing.T, addr, revision string) *istiod {
 		if err := stream.Send(req); err != nil {
 			t.Fatal(err)
 		}
+		c.sent++
 	}
 	for len(c.state) < len(istiodTypes) {
 		c.next()
@@ -121,6 +133,7 @@ func (c *istiod) next() *discovery.DiscoveryResponse {
 		if err := c.stream.Send(&discovery.DiscoveryRequest{TypeUrl: r.TypeUrl, VersionInfo: r.VersionInfo, ResponseNonce: r.Nonce}); err != nil {
 			c.t.Fatal(err)
 		}
+		c.sent++
 		return r
 	case <-time.After(time.Minute):
 		c.t.Fatal("istiod got no response within a minute (hang check)")
@@ -128,12 +141,39 @@ func (c *istiod) next() *discovery.DiscoveryResponse {
 	}
 }
 
+// quiet asserts that nothing more comes: once the replica's builder is
+// idle and its stream of this istiod has settled (every request sent
+// handled, every snapshot published looked at; /debug/syncz), it has
+// sent no more than the istiod read, and the test took every response
+// read. A sync point, not a wait: it fails only when a push that must
+// not come comes (or on a hang).
 func (c *istiod) quiet() {
 	c.t.Helper()
+	eventually(c.t, "every build published", c.r.Idle)
+	var st xds.ClientStatus
+	eventually(c.t, "the MCP stream of "+c.node+" settled", func() bool {
+		var all []xds.ClientStatus
+		getJSON(c.t, c.r, "/debug/syncz", &all)
+		for _, s := range all {
+			if s.Node == c.node {
+				st = s
+				return s.Settled && s.Requests >= uint64(c.sent)
+			}
+		}
+		return false
+	})
+	if st.Responses > uint64(c.read.Load()) {
+		select {
+		case r := <-c.resps:
+			c.t.Fatalf("unexpected push of %s with %d items", r.TypeUrl, len(r.Resources))
+		case <-time.After(time.Minute):
+			c.t.Fatalf("the replica sent %d responses, istiod read %d, and the next did not come within a minute (hang check)", st.Responses, c.read.Load())
+		}
+	}
 	select {
 	case r := <-c.resps:
 		c.t.Fatalf("unexpected push of %s with %d items", r.TypeUrl, len(r.Resources))
-	case <-time.After(300 * time.Millisecond):
+	default:
 	}
 }
 
@@ -158,8 +198,8 @@ const apType = "security.istio.io/v1/AuthorizationPolicy"
 
 func TestIstiodConfigSource(t *testing.T) {
 	dir := copyDemo(t)
-	r := startReplica(t, dir)
-	all := connectIstiod(t, r.MCPAddr(), "")
+	r, src, _ := startReplicaSource(t, dir)
+	all := connectIstiod(t, r, "")
 	all.quiet() // everything ACKed: nothing more until something changes
 
 	if n := len(all.state["core/v1alpha1/MeshConfig"]); n != 0 {
@@ -183,6 +223,7 @@ func TestIstiodConfigSource(t *testing.T) {
 	if resp.TypeUrl != vsType || len(all.state[vsType]) != 2 {
 		t.Fatalf("after a VirtualService edit: %s with %d items, want the full VirtualService state (2)", resp.TypeUrl, len(resp.Resources))
 	}
+	appliedAndBuilt(t, r, src, dir, path)
 	all.quiet()
 }
 
@@ -193,9 +234,9 @@ func TestIstiodConfigSource(t *testing.T) {
 // the label's removal gives it back.
 func TestRevisionFollowsObjectLabels(t *testing.T) {
 	dir := copyDemo(t)
-	r := startReplica(t, dir)
-	rev30 := connectIstiod(t, r.MCPAddr(), "1-30")
-	rev31 := connectIstiod(t, r.MCPAddr(), "1-31")
+	r, src, _ := startReplicaSource(t, dir)
+	rev30 := connectIstiod(t, r, "1-30")
+	rev31 := connectIstiod(t, r, "1-31")
 	for name, c := range map[string]*istiod{"1-30": rev30, "1-31": rev31} {
 		if got := c.names(vsType); !slices.Equal(got, []string{"acme-web/reviews", "initech/legacy"}) {
 			t.Fatalf("istiod %s: VirtualServices %v, want every tenant's (none is labelled for a revision)", name, got)
@@ -209,6 +250,7 @@ func TestRevisionFollowsObjectLabels(t *testing.T) {
 		t.Fatal("test setup: acme-web's label not found")
 	}
 	writeAtomic(t, path, moved)
+	appliedAndBuilt(t, r, src, dir, path)
 	rev30.quiet() // nothing of the mesh's config changed for either istiod
 	rev31.quiet()
 
@@ -281,9 +323,9 @@ func TestRevisionPropertyOnRandomMeshes(t *testing.T) {
 		}
 		f.Close()
 		r := startReplica(t, dir)
-		whole := connectIstiod(t, r.MCPAddr(), "")
+		whole := connectIstiod(t, r, "")
 		for _, rev := range revs[1:] {
-			c := connectIstiod(t, r.MCPAddr(), rev)
+			c := connectIstiod(t, r, rev)
 			for typeURL, items := range whole.state {
 				kind := typeURL[strings.LastIndex(typeURL, "/")+1:]
 				var want []string

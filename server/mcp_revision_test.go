@@ -88,7 +88,7 @@ func TestMCPRevisionTable(t *testing.T) {
 	}
 	r := startReplica(t, dir)
 	for col, rev := range []string{"", "default", "canary"} {
-		got := connectIstiod(t, r.MCPAddr(), rev)
+		got := connectIstiod(t, r, rev)
 		var want []string
 		for i, o := range objects {
 			if kept[i][col] {

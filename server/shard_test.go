@@ -166,7 +166,7 @@ func TestStaticPeersBuildOnceServeEverywhere(t *testing.T) {
 	// An istiod on a replica that owns only some tenants gets, in its first
 	// answer, every tenant's config: the replica fetches the others before
 	// it answers, since an MCP response is the full state of its type.
-	ist := connectIstiod(t, replicas[0].MCPAddr(), "")
+	ist := connectIstiod(t, replicas[0], "")
 	namespaces := map[string]bool{}
 	for _, o := range ist.state["security.istio.io/v1/PeerAuthentication"] {
 		ns, _, _ := strings.Cut(o.Metadata.Name, "/")

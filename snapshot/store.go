@@ -641,15 +641,22 @@ func (s *Store) Watch(tenant string) *Watch {
 
 // Watch is a coalescing change signal for one tenant (or all).
 type Watch struct {
-	store  *Store
-	tenant string
-	c      chan struct{}
+	store   *Store
+	tenant  string
+	c       chan struct{}
+	signals atomic.Uint64 // signals sent, counted before each is sent
 }
 
 // C is signalled (capacity one, never closed) after a change.
 func (w *Watch) C() <-chan struct{} { return w.c }
 
+// Signals counts the signals so far. A watcher that reads it, then the
+// store, has seen every change signalled up to the count it read: a
+// change is made before its signal is counted.
+func (w *Watch) Signals() uint64 { return w.signals.Load() }
+
 func (w *Watch) signal() {
+	w.signals.Add(1)
 	select {
 	case w.c <- struct{}{}:
 	default: // a wake-up is already pending; it will see the latest state

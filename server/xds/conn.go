@@ -207,15 +207,26 @@ func (st *typeState) levelled(set *snapshot.Set) {
 // pass that left nothing to look at again; sent, the responses gRPC took.
 // A stream has done all its requests make it do when handled counts
 // them and pushed has caught up with wokeAt (settled).
+// watched is the count of the store watch's signals as of the start of
+// that pass: the snapshots published until then have been looked at.
 type progress struct {
-	handled, wokeAt, pushed, sent atomic.Uint64
+	handled, wokeAt, pushed, sent, watched atomic.Uint64
+	watch                                  atomic.Pointer[snapshot.Watch] // the send loop's, once it runs
 }
 
-// settled says the stream has done all that its first n requests make it
-// do: every response they cause has been handed to gRPC (and counted in
-// sent).
+// handledFirst counts the request read before the stream's loops start:
+// the send loop's first pass answers it.
+func (p *progress) handledFirst() {
+	p.wokeAt.Store(1)
+	p.handled.Store(1)
+}
+
+// settled says the stream has done all that its first n requests, and
+// every snapshot published so far, make it do: every response they cause
+// has been handed to gRPC (and counted in sent).
 func (p *progress) settled(n uint64) bool {
-	return p.handled.Load() >= n && p.pushed.Load() >= p.wokeAt.Load()
+	w := p.watch.Load()
+	return p.handled.Load() >= n && p.pushed.Load() >= p.wokeAt.Load() && w != nil && p.watched.Load() >= w.Signals()
 }
 
 // NACK is a rejected response, kept for status.

@@ -67,6 +67,7 @@ func (m *mcpServer) StreamMCP(stream discovery.AggregatedDiscoveryService_Stream
 	if err := record(c, first); err != nil {
 		return err
 	}
+	c.progress.handledFirst()
 	return m.s.loop(stream.Context(), c, receive(c, stream.Recv, record, nil), &mcpFace{m: m, revision: c.revision, stream: stream})
 }
 

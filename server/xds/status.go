@@ -22,6 +22,15 @@ type ClientStatus struct {
 	Snapshot string                `json:"snapshot,omitempty"`
 	Canary   bool                  `json:"canary,omitempty"`
 	Types    map[string]TypeStatus `json:"types"`
+	// Requests counts the requests the server is done with (recorded, and
+	// the push they make due decided); Responses the responses it handed
+	// to gRPC. Settled says every response those requests and the
+	// snapshots published so far call for has been handed over: a client
+	// that sent Requests requests and read Responses responses is sent
+	// nothing more until something changes.
+	Requests  uint64 `json:"requests"`
+	Responses uint64 `json:"responses"`
+	Settled   bool   `json:"settled"`
 }
 
 // TypeStatus is a stream's state for one type.
@@ -70,6 +79,11 @@ func (c *conn) status() ClientStatus {
 	defer c.mu.Unlock()
 	cs := ClientStatus{ID: c.id, Node: c.node.GetId(), Tenant: c.tenant, View: c.view, Delta: c.delta, Connected: c.connected,
 		Snapshot: c.lastSnap, Canary: c.canary.Load(), Types: map[string]TypeStatus{}}
+	// Settled before the count of responses: every response of the
+	// passes that settled it is in the count.
+	cs.Requests = c.progress.handled.Load()
+	cs.Settled = c.progress.settled(cs.Requests)
+	cs.Responses = c.progress.sent.Load()
 	for _, e := range c.types {
 		t, st := e.url, e.st
 		ts := TypeStatus{

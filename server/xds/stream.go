@@ -51,8 +51,7 @@ func runStream[R request](s *Server, ctx context.Context, id *identity.Identity,
 	if err := record(c, first); err != nil {
 		return err
 	}
-	c.progress.wokeAt.Store(1) // the send loop's first pass answers it
-	c.progress.handled.Store(1)
+	c.progress.handledFirst()
 	return s.loop(ctx, c, receive(c, recv, record, wake), f)
 }
 
@@ -92,17 +91,19 @@ func receive[R any](c *conn, recv func() (R, error), record func(*conn, R) error
 func (s *Server) loop(ctx context.Context, c *conn, recvErr <-chan error, f face) error {
 	w := s.store.Watch(c.watchKey())
 	defer w.Close()
+	c.progress.watch.Store(w)
 	for {
 		if err := s.stillBound(c); err != nil {
 			s.log.Info("stream ended: its namespace left its tenant", "node", c.node.GetId(), "reason", err)
 			return err
 		}
-		start := c.progress.handled.Load()
+		start, signals := c.progress.handled.Load(), w.Signals()
 		if err := s.push(ctx, c, f, w.C()); err != nil {
 			return err
 		}
 		if len(c.dirty) == 0 { // else another pass comes at once
 			c.progress.pushed.Store(start)
+			c.progress.watched.Store(signals)
 		}
 		select {
 		case <-ctx.Done():

@@ -105,7 +105,9 @@ func TestDirectoryRemovedAndRecreatedIsFollowed(t *testing.T) {
 	if err := os.RemoveAll(dir); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(300 * time.Millisecond) // resyncs find no directory, and must keep everything
+	// A resync finds no directory: it says so, and keeps everything.
+	gone := waitFor(t, events, "the missing directory reported", func(e model.Event) bool { return len(e.Diagnostics[dir]) > 0 })
+	noDeletes(t, gone)
 	write(t, filepath.Join(dir, "web.yaml"), svcYAML, "web", 8080)
 	write(t, filepath.Join(dir, "api.yaml"), svcYAML, "api", 80)
 	e := waitFor(t, events, "api read from the recreated directory", changes("api", false))

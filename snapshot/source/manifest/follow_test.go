@@ -683,3 +683,54 @@ func TestRenamesIntoPlaceUnderABusyLoop(t *testing.T) {
 		}
 	}
 }
+
+// TestAppliedSaysWhenAWriteIsRead: Applied, the sync point a writer
+// waits on, holds for a file's version once the sink has been given it,
+// and not for a version written but not read yet (written in place, with
+// Settle an hour).
+func TestAppliedSaysWhenAWriteIsRead(t *testing.T) {
+	dir := t.TempDir()
+	web, api := filepath.Join(dir, "web.yaml"), filepath.Join(dir, "sub", "api.yaml")
+	write(t, web, svcYAML, "web", 80)
+	write(t, api, svcYAML, "api", 80)
+	old := time.Now().Add(-2 * time.Hour) // settled: the first read takes them
+	for _, p := range []string{web, api} {
+		if err := os.Chtimes(p, old, old); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s := NewSource(dir, nil)
+	s.Limits.Settle = time.Hour
+	w := follow(t, s)
+	w.until("the first state", func(e timed) bool { return e.Synced })
+	applied := func(path, rel string) bool {
+		info, err := os.Stat(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s.Applied(rel, info)
+	}
+	wait := func(path, rel string) {
+		t.Helper()
+		for deadline := time.Now().Add(time.Minute); !applied(path, rel); time.Sleep(time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s never applied (hang check)", rel)
+			}
+		}
+	}
+	wait(web, "web.yaml")
+	wait(api, "sub/api.yaml")
+	if err := os.WriteFile(api, fmt.Appendf(nil, svcYAML, "api", 8080), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if applied(api, "sub/api.yaml") {
+		t.Fatal("a version written in place, not read for an hour, is applied")
+	}
+	write(t, web, svcYAML, "web", 81)
+	w.until("web's rename", named("web"))
+	wait(web, "web.yaml")
+	if applied(api, "sub/api.yaml") {
+		t.Fatal("a version written in place, not read for an hour, is applied")
+	}
+	w.stop()
+}

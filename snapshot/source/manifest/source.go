@@ -6,11 +6,13 @@ import (
 	"io"
 	"io/fs"
 	"log/slog"
+	"maps"
 	"os"
 	"path"
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/fsnotify/fsnotify"
@@ -49,6 +51,44 @@ type Source struct {
 	Limits Limits
 	// Resync is how often the whole directory is looked at, events or not.
 	Resync time.Duration
+
+	mu      sync.Mutex
+	applied map[string]stamp // each file's version whose objects the sink has been given
+}
+
+// stamp is a version of a file: its size and modification time.
+type stamp struct {
+	size  int64
+	mtime time.Time
+}
+
+// Applied says whether the sink has been given what the file at rel (a
+// slash path relative to the directory) holds at info's size and
+// modification time: a writer that stats the file it wrote knows when
+// the source is done with it. A file that fails to decode keeps its last
+// good objects; its new version counts as applied once that is decided.
+func (s *Source) Applied(rel string, info fs.FileInfo) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st, ok := s.applied[rel]
+	return ok && st.size == info.Size() && st.mtime.Equal(info.ModTime())
+}
+
+// noteApplied records the files at paths as last read, once the sink has
+// been given them.
+func (s *Source) noteApplied(t *tree, paths []string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.applied == nil {
+		s.applied = map[string]stamp{}
+	}
+	for _, p := range paths {
+		if st := t.files[p]; st != nil && st.read {
+			s.applied[p] = stamp{st.size, st.mtime}
+		} else {
+			delete(s.applied, p)
+		}
+	}
 }
 
 var _ model.Source = (*Source)(nil)
@@ -106,6 +146,7 @@ func (s *Source) Run(ctx context.Context, sink func(model.Event)) error {
 	first.Synced = true
 	s.log.Info("config dir read", "dir", s.dir, "files", len(t.files), "objects", len(t.served), "took", first.took.Round(time.Millisecond))
 	sink(first.Event)
+	s.noteApplied(t, slices.Collect(maps.Keys(t.files)))
 	l := &loop{s: s, t: t, fsys: fsys, ctx: ctx, sink: sink, due: map[string]*want{}, waiting: map[string]*want{},
 		inflight: map[string]*pending{}, results: make(chan *pending)}
 	l.timer = time.NewTimer(time.Hour)
@@ -500,6 +541,11 @@ func (l *loop) finish(job *pending, now time.Time) {
 	ev := l.t.resolve()
 	ev.Seen = seen
 	l.report(ev, start)
+	paths := make([]string, len(done))
+	for i, job := range done {
+		paths[i] = job.p
+	}
+	l.s.noteApplied(l.t, paths)
 }
 
 // report sends ev if it says anything.
