@@ -185,17 +185,25 @@ func TestKubernetesSourceServesGRPCClients(t *testing.T) {
 	if builds == 0 {
 		t.Fatal("no build counted before the restart: the check below would prove nothing")
 	}
+	// Down long enough (2 s by the source's clock) that it reads
+	// everything again when the API server is back.
+	relists := gaugeNamed(t, r, "xdshard_source_relists_total")
+	eventually(t, "the API server down for 2 s by the source's clock", func() bool {
+		return gaugeNamed(t, r, "xdshard_source_stale_seconds") > 2
+	})
 	if err := c.StartAPIServer(ctx); err != nil {
 		t.Fatal(err)
 	}
-	// The informers relist; nothing changed, so no tenant is rebuilt.
-	// The source answers again (its staleness back to 0). Not /statusz's
-	// "serving": the cluster is shared by the package's tests, and under
-	// -count N the objects other tests left with problems keep it degraded.
-	eventually(t, "the source answering once the API server is back", func() bool {
-		return gaugeNamed(t, r, "xdshard_source_stale_seconds") == 0
+	// The source reads everything again; nothing changed, so no tenant is
+	// rebuilt. A sync point: the relist is counted once what it found was
+	// handed to the builder, and the builder is idle once every build it
+	// caused is published. Not /statusz's "serving": the cluster is shared
+	// by the package's tests, and under -count N the objects other tests
+	// left with problems keep it degraded.
+	eventually(t, "the source read everything again once the API server was back", func() bool {
+		return gaugeNamed(t, r, "xdshard_source_relists_total") > relists
 	})
-	time.Sleep(500 * time.Millisecond)
+	eventually(t, "every build published", r.Idle)
 	if after := histogramCount(t, r, "xdshard_push_stage_seconds", "build"); after != builds {
 		t.Fatalf("%d tenant builds after the API server came back with nothing changed, want none", after-builds)
 	}

@@ -53,12 +53,15 @@ func histogramCount(t *testing.T, r *server.Replica, name, stage string) uint64 
 	return sample(t, r, name, stage).GetHistogram().GetSampleCount()
 }
 
-// gaugeNamed is a gauge's value; the metric must exist.
+// gaugeNamed is a gauge's or a counter's value; the metric must exist.
 func gaugeNamed(t *testing.T, r *server.Replica, name string) float64 {
 	t.Helper()
 	m := sample(t, r, name, "")
 	if m == nil {
 		t.Fatalf("no metric %s", name)
+	}
+	if c := m.GetCounter(); c != nil {
+		return c.GetValue()
 	}
 	return m.GetGauge().GetValue()
 }

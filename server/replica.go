@@ -239,6 +239,11 @@ func Start(ctx context.Context, cfg Config) (*Replica, error) {
 			Help: "How long the config source (the Kubernetes API server) has not answered; 0 while it answers. The last config read keeps serving."},
 			func() float64 { return st.Staleness().Seconds() }))
 	}
+	if rl, ok := cfg.Source.(interface{ Relists() uint64 }); ok {
+		_ = cfg.Registry.Register(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "xdshard_source_relists_total",
+			Help: "Times the config source (the Kubernetes API server) was read again whole after an outage, each counted once what changed meanwhile was handed to the builder."},
+			func() float64 { return float64(rl.Relists()) }))
+	}
 	r.problems = newProblems(r.log, r.reg, appeared)
 	r.builds = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "xdshard_tenant_builds_total",
 		Help: "Tenant builds run by this replica, by result (ok, failed). Summed over the replicas of a sharded deployment, each change costs one build per affected tenant."}, []string{"result"})

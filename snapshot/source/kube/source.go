@@ -112,6 +112,8 @@ type Source struct {
 	informers map[model.Kind]cache.SharedIndexInformer // each kind's, to read a namespace entering the mesh
 	stops     map[model.Kind]context.CancelFunc        // each kind's informer's stop
 	relisting atomic.Bool                              // a relist after an outage is under way
+	relisted  chan struct{}                            // a relist ended: Run hands over what it found, then counts it
+	relists   atomic.Uint64                            // relists ended and handed over
 
 	np *netpols
 }
@@ -149,7 +151,7 @@ func New(cfg Config) (*Source, error) {
 	}
 	return &Source{cfg: cfg, log: cfg.Logger, rc: rc, dyn: dyn, disco: disco,
 		served: map[model.Key]*model.Object{}, rv: map[model.Key]string{}, refs: map[model.Key]runtime.Object{}, diagnosed: map[model.Key]bool{}, wake: make(chan struct{}, 1), np: newNetpols(),
-		watching: map[model.Kind]schema.GroupVersionResource{}, pending: emptyEvent(),
+		watching: map[model.Kind]schema.GroupVersionResource{}, pending: emptyEvent(), relisted: make(chan struct{}, 1),
 		mesh: mesh{selectors: sels}, nsLabels: map[string]map[string]string{}, informers: map[model.Kind]cache.SharedIndexInformer{},
 		stops: map[model.Kind]context.CancelFunc{}}, nil
 }
@@ -205,6 +207,11 @@ func (s *Source) Run(ctx context.Context, sink func(model.Event)) error {
 			if ev := s.take(); len(ev.Changes) > 0 || len(ev.Diagnostics) > 0 {
 				sink(ev)
 			}
+		case <-s.relisted:
+			if ev := s.take(); len(ev.Changes) > 0 || len(ev.Diagnostics) > 0 {
+				sink(ev)
+			}
+			s.relists.Add(1)
 		}
 	}
 }
@@ -397,7 +404,16 @@ func (s *Source) relist(ctx context.Context) {
 		stop()
 	}
 	s.log.Info("read Kubernetes again after its outage", "kinds", len(news), "deleted meanwhile", removed, "took", time.Since(start).Round(time.Millisecond))
+	select {
+	case s.relisted <- struct{}{}:
+	default: // Run has not counted the last one yet; it counts one
+	}
 }
+
+// Relists counts the times the source read everything again after an API
+// server outage, each counted once what it found changed (if anything)
+// was handed to the sink.
+func (s *Source) Relists() uint64 { return s.relists.Load() }
 
 // pick is the first of the kind's accepted versions the server serves.
 func pick(served map[schema.GroupVersion]map[string]string, kind model.Kind, info model.KindInfo) (schema.GroupVersionResource, bool) {
@@ -693,7 +709,7 @@ func (s *Source) probe(ctx context.Context) {
 		s.log.Info("the Kubernetes API server answers again", "host", s.rc.Host, "down", time.Since(since).Round(time.Second))
 		s.report("kubernetes api", nil)
 		if time.Since(since) > 2*time.Second {
-			go s.relist(ctx)
+			s.bg.Go(func() { s.relist(ctx) })
 		}
 	}
 }
