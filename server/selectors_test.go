@@ -46,7 +46,7 @@ func within(t *testing.T, what string, ok func() bool) {
 
 // startNetpolReplica starts a replica reading the cluster with
 // --apply-network-policies and these discovery selectors.
-func startNetpolReplica(t *testing.T, c *kubetest.Cluster, selectors []*metav1.LabelSelector) *server.Replica {
+func startNetpolReplica(t *testing.T, c *kubetest.Cluster, selectors []*metav1.LabelSelector) (*server.Replica, *kube.Source) {
 	t.Helper()
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	src, err := kube.New(kube.Config{Kubeconfig: c.Kubeconfig, Logger: log, Probe: 200 * time.Millisecond, ApplyNetworkPolicies: true, DiscoverySelectors: selectors})
@@ -65,7 +65,7 @@ func startNetpolReplica(t *testing.T, c *kubetest.Cluster, selectors []*metav1.L
 	case <-time.After(30 * time.Second):
 		t.Fatal("the replica never became ready")
 	}
-	return r
+	return r, src
 }
 
 // generatedIn lists xdshard's generated NetworkPolicies in ns.
@@ -147,7 +147,7 @@ spec:
 	if err := c.Apply(ctx, tenantNS(n, "", nil)+"---\n"+stale); err != nil {
 		t.Fatal(err)
 	}
-	r := startNetpolReplica(t, c, nil)
+	r, src := startNetpolReplica(t, c, nil)
 	within(t, "the generated NetworkPolicy in the tenant "+n, func() bool { return slices.Contains(generatedIn(t, ctx, cs, n), isolation) })
 	tenants := r.Tenants()
 	for _, ns := range systemNamespaces {
@@ -162,11 +162,16 @@ spec:
 		within(t, "no generated NetworkPolicy in "+ns, func() bool { return len(generatedIn(t, ctx, cs, ns)) == 0 })
 	}
 	// Nor later: a change rebuilds the tenant, and the reconciliation it
-	// wakes applies none there either.
+	// wakes applies none there either. Sync points, not a wait: the
+	// tenant's new version published, every build done, and every
+	// snapshot built reconciled.
+	before := r.Store().Current(n).Version
 	if err := c.Apply(ctx, fmt.Sprintf("apiVersion: v1\nkind: Service\nmetadata: {name: api, namespace: %s}\nspec: {ports: [{name: http, port: 8080}]}\n", n)); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(time.Second)
+	within(t, "the tenant "+n+" rebuilt with its new Service", func() bool { return r.Store().Current(n).Version != before })
+	within(t, "every build published", r.Idle)
+	within(t, "every build's NetworkPolicies reconciled", src.Reconciled)
 	for _, ns := range systemNamespaces {
 		if got := generatedIn(t, ctx, cs, ns); len(got) > 0 {
 			t.Errorf("generated NetworkPolicies %v in %s", got, ns)
@@ -205,7 +210,7 @@ func TestKubernetesDiscoverySelectors(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := startNetpolReplica(t, c, selectors)
+	r, _ := startNetpolReplica(t, c, selectors)
 
 	// Only the selected namespaces are tenants (istio-system is always
 	// read, when an earlier test made it).

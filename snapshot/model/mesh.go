@@ -176,6 +176,12 @@ func exportToOf(o *Object) []string {
 func (m *Mesh) SetDiagnostics(source string, diags []snapshot.Diagnostic) map[string]bool {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	if slices.Equal(m.sourceDiags[source], diags) {
+		// Said again (a NetworkPolicy that fails to apply on every
+		// reconciliation): no tenant's status changes. Rebuilding would
+		// wake the reconciliation again, which would say it again.
+		return nil
+	}
 	affected := map[string]bool{}
 	for _, d := range append(slices.Clone(m.sourceDiags[source]), diags...) {
 		if d.Namespace != "" {

@@ -9,6 +9,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/xdshard/xdshard/snapshot"
 )
 
 func obj(kind Kind, ns, name string, labels map[string]string, body any) *Object {
@@ -202,5 +204,28 @@ func TestBadEndpointAddressCostsOnlyItself(t *testing.T) {
 	}
 	if warned != 2 {
 		t.Fatalf("diagnostics %v, want a warning on the slice for each bad address", v.Diagnostics)
+	}
+}
+
+// TestDiagnosticsSaidAgainChangeNoTenant: a source that reports the same
+// diagnostics again (the NetworkPolicy reconciler, on every pass while a
+// policy fails to apply) changes no tenant's status, so nothing is
+// rebuilt: a rebuild would wake the reconciler, which would report again,
+// a loop. New or cleared diagnostics affect their tenant.
+func TestDiagnosticsSaidAgainChangeNoTenant(t *testing.T) {
+	m := NewMesh()
+	m.Apply(add(namespace("a-web", "a"), namespace("b", "")))
+	d := []snapshot.Diagnostic{{Severity: snapshot.SeverityError, Object: "NetworkPolicy a-web/x", Namespace: "a-web", Origin: "k8s", Message: "conflict"}}
+	if got := m.SetDiagnostics("np a-web/x", d); !maps.Equal(got, map[string]bool{"a": true}) {
+		t.Fatalf("first report affects %v, want a", got)
+	}
+	if got := m.SetDiagnostics("np a-web/x", slices.Clone(d)); len(got) != 0 {
+		t.Fatalf("the same report again affects %v, want none", got)
+	}
+	if got := m.SetDiagnostics("np a-web/x", nil); !maps.Equal(got, map[string]bool{"a": true}) {
+		t.Fatalf("clearing affects %v, want a", got)
+	}
+	if got := m.SetDiagnostics("np a-web/x", nil); len(got) != 0 {
+		t.Fatalf("clearing again affects %v, want none", got)
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -41,6 +42,10 @@ type netpols struct {
 	// restart never leaves a namespace without its policy for a moment.
 	reported map[string]bool
 	wake     chan struct{}
+	// told counts the snapshots Built was told of; done is told as of
+	// the start of the last reconciliation that ended.
+	told uint64
+	done atomic.Uint64
 }
 
 func newNetpols() *netpols {
@@ -62,8 +67,20 @@ func (s *Source) Built(tenant string, snap *snapshot.Snapshot) {
 		n.desired[tenant] = snap.Set(snapshot.ViewKube, snapshot.NetworkPolicyKey)
 	}
 	n.reported[tenant] = true
+	n.told++
 	n.mu.Unlock()
 	n.poke()
+}
+
+// Reconciled says every snapshot Built was told of so far has been
+// reconciled with the API server: its NetworkPolicies applied, those no
+// tenant generates any more deleted (or the failures reported). With
+// ApplyNetworkPolicies off it is always true.
+func (s *Source) Reconciled() bool {
+	n := s.np
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.done.Load() >= n.told
 }
 
 // poke has the reconciler look again.
@@ -96,6 +113,12 @@ func (s *Source) reconcileNetpols(ctx context.Context) {
 func (s *Source) reconcileOnce(ctx context.Context) {
 	n := s.np
 	n.mu.Lock()
+	told := n.told
+	defer func() {
+		if ctx.Err() == nil {
+			n.done.Store(told)
+		}
+	}()
 	want := map[string]*snapshot.Resource{}
 	for _, set := range n.desired {
 		if set == nil {
