@@ -34,7 +34,7 @@ func TestAdminGRPC(t *testing.T) {
 	tenant := fleet.Tenant(0)
 	p := proxy.New(tenant, "p0", false)
 	go func() { _ = p.Run(ctx, xc) }()
-	<-p.Synced()
+	synced(t, p.Synced())
 
 	ac, err := grpc.NewClient(r.AdminAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {

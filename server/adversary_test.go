@@ -112,7 +112,7 @@ spec:
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { cancel(); r.Close() })
-	<-r.Synced()
+	synced(t, r.Synced())
 	s.r = r
 
 	s.watcher = proxy.New("shop", "watcher", false)
@@ -121,7 +121,7 @@ spec:
 	done := make(chan struct{})
 	go func() { defer close(done); _ = s.watcher.Run(wctx, conn) }()
 	t.Cleanup(func() { wcancel(); <-done })
-	<-s.watcher.Synced()
+	synced(t, s.watcher.Synced())
 
 	mconn := plainConn(t, r.MCPAddr())
 	mctx, mcancel := context.WithCancel(context.Background())

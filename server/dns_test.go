@@ -162,7 +162,7 @@ func TestMCPServicesForIstiod(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer r.Close()
-	<-r.Synced()
+	synced(t, r.Synced())
 	ist := connectIstiod(t, r, "")
 	entries := map[string]*networking.ServiceEntry{}
 	for _, res := range ist.state["networking.istio.io/v1/ServiceEntry"] {

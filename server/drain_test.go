@@ -33,7 +33,7 @@ func TestDrainMovesStreamsGradually(t *testing.T) {
 			t.Fatal(err)
 		}
 		t.Cleanup(r.Close)
-		<-r.Synced()
+		synced(t, r.Synced())
 		return r, func() { cancel(); _ = r.Wait(ctx) }
 	}
 	a, stopA := start(period)

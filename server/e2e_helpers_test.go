@@ -58,7 +58,7 @@ func startPlain(t *testing.T, cfg server.Config) (*server.Replica, *grpc.ClientC
 		t.Fatal(err)
 	}
 	t.Cleanup(r.Close)
-	<-r.Synced()
+	synced(t, r.Synced())
 	conn, err := grpc.NewClient(r.XDSAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)

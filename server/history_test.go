@@ -35,7 +35,7 @@ func TestRollbackOverRealStreams(t *testing.T) {
 	tenant := fleet.Tenant(0)
 	p := proxy.New(tenant, "p0", true)
 	go func() { _ = p.Run(ctx, conn) }()
-	<-p.Synced()
+	synced(t, p.Synced())
 	v1 := p.Latest(proxy.EDS).Version
 	v1Tenant := r.Store().Current(tenant).Version
 
@@ -165,7 +165,7 @@ func TestPinSurvivesAnOwnerChange(t *testing.T) {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { cancel(); r.Close() })
-		<-r.Synced()
+		synced(t, r.Synced())
 		replicas, sources, stops = append(replicas, r), append(sources, src), append(stops, cancel)
 	}
 	tenant := fleet.Tenant(0)
@@ -182,7 +182,7 @@ func TestPinSurvivesAnOwnerChange(t *testing.T) {
 	defer conn.Close()
 	p := proxy.New(tenant, "p0", true)
 	go func() { _ = p.Run(ctx, conn) }()
-	<-p.Synced()
+	synced(t, p.Synced())
 	v1 := p.Latest(proxy.EDS).Version
 	v1Tenant := replicas[owner].Store().Current(tenant).Version
 	live := sources

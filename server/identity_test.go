@@ -73,7 +73,7 @@ func startTLSReplica(t *testing.T, tenants int, tweak func(*server.Config)) *tls
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { cancel(); r.Close() })
-	<-r.Synced()
+	synced(t, r.Synced())
 	return &tlsReplica{r: r, ca: ca, logs: logs, files: files}
 }
 
@@ -475,7 +475,7 @@ func TestConnectionsAreBounded(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer r.Close()
-	<-r.Synced()
+	synced(t, r.Synced())
 	dial := func() (*grpc.ClientConn, error) {
 		conn, err := grpc.NewClient(r.XDSAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
 		if err != nil {
@@ -535,7 +535,7 @@ func TestPeersProveTheyAreReplicas(t *testing.T) {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { cancel(); r.Close() })
-		<-r.Synced()
+		synced(t, r.Synced())
 		replicas = append(replicas, r)
 	}
 	var tenant string

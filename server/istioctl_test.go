@@ -40,7 +40,7 @@ func TestRealIstioctl(t *testing.T) {
 	for _, p := range []*proxy.Proxy{good, bad} {
 		go func() { _ = p.Run(ctx, conn) }()
 	}
-	<-good.Synced()
+	synced(t, good.Synced())
 	eventually(t, "the rejecting proxy connected", func() bool { return bad.Latest(proxy.EDS).Count > 0 })
 
 	// istioctl needs a kubeconfig even with --xds-address; with

@@ -68,7 +68,7 @@ func TestNewcomerOwnsOnlyOnceBuilt(t *testing.T) {
 	}
 	old := []*server.Replica{start(0, nil), start(1, nil)}
 	for _, r := range old {
-		<-r.Synced()
+		synced(t, r.Synced())
 	}
 	eventually(t, "both replicas in each other's ring", func() bool {
 		owners := map[string]bool{}
@@ -137,7 +137,7 @@ func TestNewcomerOwnsOnlyOnceBuilt(t *testing.T) {
 	connectAll("while the newcomer builds")
 
 	open()
-	<-newcomer.Synced()
+	synced(t, newcomer.Synced())
 	eventually(t, "the newcomer owning its share on the old replicas", func() bool {
 		for i := 0; i < tenants; i++ {
 			if old[0].Owner(fleet.Tenant(i)) == "j2" && old[1].Owner(fleet.Tenant(i)) == "j2" {

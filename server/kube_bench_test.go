@@ -68,7 +68,7 @@ func BenchmarkKubernetesSource(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		<-r.Synced()
+		synced(b, r.Synced())
 		b.ReportMetric(time.Since(start).Seconds(), "s-to-ready")
 		runtime.GC()
 		var after runtime.MemStats
@@ -181,7 +181,7 @@ func startFileReplica(b *testing.B, dir string) *server.Replica {
 		b.Fatal(err)
 	}
 	b.Cleanup(func() { cancel(); r.Close() })
-	<-r.Synced()
+	synced(b, r.Synced())
 	return r
 }
 

@@ -462,7 +462,7 @@ func TestLeaseMembershipMovesTenants(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		<-r.Synced()
+		synced(t, r.Synced())
 		return rep{r, src, rcancel, done}
 	}
 	a := start(0)

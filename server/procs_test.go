@@ -331,3 +331,14 @@ func (d *deployment) waitFor(what string, expected time.Duration, cond func() bo
 // failed, since a loaded machine may take it: speed is measured by
 // xdshard bench, not asserted by tests.
 const hangCheck = 3 * time.Minute
+
+// synced waits for ch (a replica's or a proxy's Synced), failing only on
+// a hang.
+func synced(t testing.TB, ch <-chan struct{}) {
+	t.Helper()
+	select {
+	case <-ch:
+	case <-time.After(hangCheck):
+		t.Fatalf("not synced within %s (hang check)", hangCheck)
+	}
+}

@@ -192,6 +192,7 @@ type Replica struct {
 	mcpGRPC                     *grpc.Server // nil without an MCP address
 	http                        *http.Server
 	peerGRPC                    *grpc.Server
+	peers                       *xds.Server // the peer face, with Peers: the streams of replicas fetching tenants from this one
 	xdsConns                    *connTracker
 	xdsAddr, mcpAddr, adminAddr string
 
@@ -685,6 +686,18 @@ func (r *Replica) Registry() *prometheus.Registry { return r.reg }
 
 // Idle reports whether no change waits for or is in a build.
 func (r *Replica) Idle() bool { return r.builder.Idle() }
+
+// PeerStreams lists the streams of the replicas fetching tenants from
+// this one (view peer), as /debug/syncz lists proxies; none without
+// sharding. Settled with one request more than its responses, a peer's
+// stream has had every response it was sent published there (a replica
+// acknowledges a response once it published what it carried).
+func (r *Replica) PeerStreams() []xds.ClientStatus {
+	if r.peers == nil {
+		return nil
+	}
+	return r.peers.Clients()
+}
 
 // labelMatcher compiles a Kubernetes label selector (a rollout's canary
 // selector) into a matcher of a proxy's labels.

@@ -37,7 +37,7 @@ func TestCanaryRollout(t *testing.T) {
 	var canaries, others []*proxy.Proxy
 	run := func(p *proxy.Proxy) {
 		go func() { _ = p.Run(ctx, conn) }()
-		<-p.Synced()
+		synced(t, p.Synced())
 	}
 	for i := 0; i < 16; i++ {
 		p := proxy.New(tenant, fmt.Sprint("p", i), i%2 == 0)
@@ -155,7 +155,7 @@ func TestRolloutPolicies(t *testing.T) {
 		p.NACK = nack
 		go func() { _ = p.Run(ctx, conn) }()
 		if !nack {
-			<-p.Synced()
+			synced(t, p.Synced())
 		} else {
 			eventually(t, pod+" connected", func() bool { return p.Latest(proxy.EDS).Count > 0 })
 		}
@@ -263,7 +263,7 @@ func TestSilentCanaryEndsRollout(t *testing.T) {
 	for i := 0; i < 2; i++ {
 		p := proxy.New(tenant, fmt.Sprint("p", i), i == 1)
 		go func() { _ = p.Run(ctx, conn) }()
-		<-p.Synced()
+		synced(t, p.Synced())
 		ps = append(ps, p)
 	}
 	ps[1].Silent.Store(true)
@@ -311,7 +311,7 @@ func TestPeersAreNeverCanaries(t *testing.T) {
 	defer conn.Close()
 	p := proxy.New(tenant, "on-the-other", false)
 	go func() { _ = p.Run(ctx, conn) }()
-	<-p.Synced()
+	synced(t, p.Synced())
 	deadline := time.Now().Add(20 * time.Second)
 	for other.Store().Current(tenant) == nil || other.Store().Current(tenant).Version != owner.Store().Current(tenant).Version {
 		if time.Now().After(deadline) {
@@ -332,11 +332,34 @@ func TestPeersAreNeverCanaries(t *testing.T) {
 		}
 		cand = owner.Store().Rollout(tenant).Candidate
 	}
-	// The peer exchange pushes within milliseconds of a publish; half a
-	// second is many pushes' time to show a leak (this wait can only make
-	// the test miss one, never fail it).
-	time.Sleep(500 * time.Millisecond)
+	// A sync point, not a wait: the owner's stream to the fetching
+	// replica has looked at the candidate's publication, and every
+	// response it sent is acknowledged (so published there).
+	peersCaughtUp(t, owner, tenant)
 	if v := other.Store().Current(tenant).Version; v != stable {
 		t.Fatalf("the fetching replica serves %s, the owner's candidate %s being %s: the peer was served the candidate as a canary", v, cand.Version, map[bool]string{true: "it", false: "another"}[v == cand.Version])
 	}
+}
+
+// peersCaughtUp waits (failing only on a hang) until owner's every peer
+// stream of tenant has settled (done with every request it got and every
+// snapshot published) and, but for a stream fetching a candidate (whose
+// acknowledgement waits for the canaries' verdict), has one request more
+// than its responses: the first, then an acknowledgement of each
+// response, which a replica sends once it published what it carried.
+func peersCaughtUp(t *testing.T, owner *server.Replica, tenant string) {
+	t.Helper()
+	eventually(t, "the replicas fetching "+tenant+" caught up with its owner", func() bool {
+		n := 0
+		for _, c := range owner.PeerStreams() {
+			if c.Tenant != tenant {
+				continue
+			}
+			n++
+			if !c.Settled || !c.Candidate && c.Requests < c.Responses+1 {
+				return false
+			}
+		}
+		return n > 0
+	})
 }

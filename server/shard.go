@@ -75,6 +75,7 @@ func (r *Replica) shard(ctx context.Context, bopts *builder.Options) error {
 		popts.Access = xds.Access{Authenticate: (&identity.Authenticator{}).Authenticate, Peers: r.peerIdentities()}
 	}
 	peers := xds.New(r.store, popts)
+	r.peers = peers
 	r.xds.JudgeWithPeers(peers) // other replicas' canaries count in this replica's rollouts
 	r.peerGRPC = grpc.NewServer(r.grpcOptions(true)...)
 	peers.Register(r.peerGRPC)

@@ -61,7 +61,7 @@ func TestStaticPeersBuildOnceServeEverywhere(t *testing.T) {
 		replicas, sources = append(replicas, r), append(sources, src)
 	}
 	for _, r := range replicas {
-		<-r.Synced()
+		synced(t, r.Synced())
 	}
 	const tenants = 7 // six and istio-system
 	held := 0
@@ -203,7 +203,7 @@ func TestLargeTenantCrossesReplicas(t *testing.T) {
 		}
 		t.Cleanup(func() { cancel(); r.Close() })
 		replicas = append(replicas, r)
-		<-r.Synced()
+		synced(t, r.Synced())
 	}
 	tenant := fleet.Tenant(0)
 	owner := replicas[0]
@@ -260,7 +260,7 @@ func TestFetchedSnapshotsBoundedByBytes(t *testing.T) {
 		}
 		t.Cleanup(func() { cancel(); r.Close() })
 		replicas = append(replicas, r)
-		<-r.Synced()
+		synced(t, r.Synced())
 	}
 	r := replicas[0]
 	var foreign []string

@@ -19,9 +19,12 @@ type ClientStatus struct {
 	Connected time.Time     `json:"connected"`
 	// Snapshot is the tenant version the stream's last push looked at;
 	// Canary says it is served a rollout's candidate first.
-	Snapshot string                `json:"snapshot,omitempty"`
-	Canary   bool                  `json:"canary,omitempty"`
-	Types    map[string]TypeStatus `json:"types"`
+	Snapshot string `json:"snapshot,omitempty"`
+	Canary   bool   `json:"canary,omitempty"`
+	// Candidate: a peer stream fetching a rollout's candidate, whose
+	// acknowledgement is the fetching replica's canaries' verdict.
+	Candidate bool                  `json:"candidate,omitempty"`
+	Types     map[string]TypeStatus `json:"types"`
 	// Requests counts the requests the server is done with (recorded, and
 	// the push they make due decided); Responses the responses it handed
 	// to gRPC. Settled says every response those requests and the
@@ -78,7 +81,7 @@ func (c *conn) status() ClientStatus {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	cs := ClientStatus{ID: c.id, Node: c.node.GetId(), Tenant: c.tenant, View: c.view, Delta: c.delta, Connected: c.connected,
-		Snapshot: c.lastSnap, Canary: c.canary.Load(), Types: map[string]TypeStatus{}}
+		Snapshot: c.lastSnap, Canary: c.canary.Load(), Candidate: c.candidate, Types: map[string]TypeStatus{}}
 	// Settled before the count of responses: every response of the
 	// passes that settled it is in the count.
 	cs.Requests = c.progress.handled.Load()
