@@ -188,7 +188,7 @@ func ServeChild(ctx context.Context, cfgJSON, server string, in io.Reader, out i
 	var err error
 	switch {
 	case server == "xdshard":
-		t, err = startXDShard(ctx, objs, cfg.Debounce, cfg.Shard)
+		t, err = startXDShard(ctx, objs, cfg, cfg.Shard)
 	default:
 		t, err = startBaseline(ctx, objs, baseline.Mode(server), cfg)
 	}

@@ -60,12 +60,14 @@ type Config struct {
 	// over every tenant in turn for this long, checking that every
 	// well-behaved proxy converges on every change and reading the
 	// server's heap and goroutines at the start and the end.
-	Soak           time.Duration
-	Baselines      []baseline.Mode
-	Debounce       time.Duration
-	Seed           uint64
-	Timeout        time.Duration // per phase
-	StreamsPerConn int
+	Soak      time.Duration
+	Baselines []baseline.Mode
+	Debounce  time.Duration
+	// PushSlotUntilAnswered is serve --push-slot-until-ack for xdshard.
+	PushSlotUntilAnswered bool
+	Seed                  uint64
+	Timeout               time.Duration // per phase
+	StreamsPerConn        int
 	// Replicas >= 2: RunReplicas also runs that many xdshard replicas
 	// sharding the tenants (static peers), the proxies spread over them;
 	// KillReplica then kills the last one and measures the failover.
@@ -257,7 +259,7 @@ func Run(ctx context.Context, cfg Config, progress io.Writer) ([]Result, error) 
 			var t target
 			var err error
 			if n == "xdshard" {
-				t, err = startXDShard(ctx, objs, cfg.Debounce, nil)
+				t, err = startXDShard(ctx, objs, cfg, nil)
 			} else {
 				t, err = startBaseline(ctx, objs, baseline.Mode(n), cfg)
 			}

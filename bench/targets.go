@@ -21,11 +21,13 @@ type xdshardTarget struct {
 	source  *memory.Source
 }
 
-// startXDShard starts the replica serve runs over objs in memory; with
-// sh, one replica of a sharded deployment (static peers).
-func startXDShard(ctx context.Context, objs []*model.Object, debounce time.Duration, sh *Shard) (target, error) {
+// startXDShard starts the replica serve runs over objs in memory, tuned
+// as bc says (--debounce, --push-slot-until-ack); with sh, one replica
+// of a sharded deployment (static peers).
+func startXDShard(ctx context.Context, objs []*model.Object, bc Config, sh *Shard) (target, error) {
 	src := memory.New(objs)
-	cfg := server.Config{Source: src, XDSAddr: "127.0.0.1:0", Debounce: debounce, MaxDelay: max(time.Second, debounce)}
+	debounce := bc.Debounce
+	cfg := server.Config{Source: src, XDSAddr: "127.0.0.1:0", Debounce: debounce, MaxDelay: max(time.Second, debounce), PushSlotUntilAnswered: bc.PushSlotUntilAnswered}
 	if sh != nil {
 		cfg.ReplicaID, cfg.PeerAddr, cfg.Peers = sh.ReplicaID, sh.PeerAddr, sh.Peers
 	}

@@ -42,6 +42,9 @@ type Config struct {
 	History   int // snapshot versions kept per tenant; 0 for snapshot.DefaultHistory
 	// PushConcurrency bounds the streams encoding and sending at once.
 	PushConcurrency int
+	// PushSlotUntilAnswered holds a stream's push slot until its client
+	// answers what it was sent (xds.Options.PushSlotUntilAnswered).
+	PushSlotUntilAnswered bool
 	// SendTimeout closes the connection of a client that has not taken a
 	// response within it (xds.Options.SendTimeout).
 	SendTimeout time.Duration
@@ -263,7 +266,7 @@ func Start(ctx context.Context, cfg Config) (*Replica, error) {
 		name, _ = os.Hostname()
 	}
 	r.name = "xdshard-" + name
-	xopts := xds.Options{Resolver: r.mesh, Logger: r.log, Registry: r.reg, PushConcurrency: cfg.PushConcurrency, SendTimeout: cfg.SendTimeout, Limits: cfg.Limits, FullSotW: cfg.FullSotW, Identity: r.name,
+	xopts := xds.Options{Resolver: r.mesh, Logger: r.log, Registry: r.reg, PushConcurrency: cfg.PushConcurrency, PushSlotUntilAnswered: cfg.PushSlotUntilAnswered, SendTimeout: cfg.SendTimeout, Limits: cfg.Limits, FullSotW: cfg.FullSotW, Identity: r.name,
 		Rollout: cfg.Rollout, DebugPages: func(page string) ([]byte, error) { return r.debugPage(page) },
 		// A fetched candidate's verdict goes back to its owner (sharded).
 		CandidateVerdict: func(tenant, version string, accepted bool, why string) {

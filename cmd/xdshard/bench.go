@@ -64,6 +64,7 @@ func bindBench(fs *pflag.FlagSet) func() error {
 	fs.IntVar(&cfg.Misbehaving, "misbehaving", 0, "add this many proxies that NACK everything, as many that never answer (no ACK, no NACK), as many that read slowly, as many that never read and ask again every 20 ms (each on its own connection), and as many that subscribe to fourteen made-up types besides their own (left out of the figures)")
 	baselines := fs.String("baseline", "b", "go-control-plane baselines to run: a (snapshot per node), b (per tenant, per-type versions), both, none")
 	fs.DurationVar(&cfg.Debounce, "debounce", 100*time.Millisecond, "xdshard's debounce quiet time")
+	fs.BoolVar(&cfg.PushSlotUntilAnswered, "push-slot-until-ack", false, "run xdshard with serve --push-slot-until-ack")
 	fs.DurationVar(&cfg.Timeout, "timeout", 2*time.Minute, "longest wait for a phase (initial sync, one event)")
 	fs.IntVar(&cfg.StreamsPerConn, "streams-per-conn", 250, "proxy streams sharing one gRPC connection")
 	seed := fs.Uint64("seed", 1, "fleet seed")

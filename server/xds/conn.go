@@ -61,6 +61,7 @@ type conn struct {
 	progress progress
 
 	mu       sync.Mutex
+	held     *slot      // the push slot held until the client answers what it was sent (push)
 	lastSnap string     // the tenant version the last push looked at (SotW and delta)
 	types    typeStates // requested types, in push order
 	seq      uint64     // nonce counter
@@ -451,6 +452,7 @@ func servedType(v snapshot.View, typeURL string) bool {
 // a NACK (kept for status, never re-pushed) or an ACK of version.
 func (s *Server) answered(c *conn, st *typeState, t, message string, nack bool, version string) {
 	st.awaiting = false
+	c.answeredLocked()
 	if nack {
 		message = s.nackText(message)
 		message = s.holdNACK(c, st, message)
@@ -480,4 +482,34 @@ func (s *Server) intern(c *conn, typeURL string, names []string) []string {
 		}
 	}
 	return names
+}
+
+// awaitingLocked says a response sent to the stream is not answered yet.
+func (c *conn) awaitingLocked() bool {
+	for _, e := range c.types {
+		if e.st.awaiting {
+			return true
+		}
+	}
+	return false
+}
+
+// answeredLocked gives back the push slot held for the stream's
+// responses once none waits for an answer. Called with c.mu held.
+func (c *conn) answeredLocked() {
+	if c.held != nil && !c.awaitingLocked() {
+		c.held.giveBack()
+		c.held = nil
+	}
+}
+
+// giveBackHeld gives back the push slot the stream holds, as it ends.
+func (c *conn) giveBackHeld() {
+	c.mu.Lock()
+	sl := c.held
+	c.held = nil
+	c.mu.Unlock()
+	if sl != nil {
+		sl.giveBack()
+	}
 }

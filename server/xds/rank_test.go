@@ -64,3 +64,48 @@ func waitFor(t *testing.T, what string, ok func() bool) {
 		}
 	}
 }
+
+// TestSlotHeldUntilTheClientAnswers: a stream's push slot is held after
+// its sends until its client answers them, so what the server has handed
+// to gRPC ahead of its clients is bounded by the slots; a client that does
+// not answer gives the slot back slotHold after its sends at the latest.
+func TestSlotHeldUntilTheClientAnswers(t *testing.T) {
+	e := newEnvWith(t, Options{PushConcurrency: 1, PushSlotUntilAnswered: true, Resolver: ResolverFunc(func(ns string) (string, bool) {
+		return ns, ns == "a" || ns == "b"
+	})}, nil)
+	t.Cleanup(e.close)
+	e.srv.slotHold = time.Hour // no clock in the check: held until answered
+	e.store.Publish(e.snapshot("a", 2, 0))
+	ca := e.sotw("a", nil)
+	ca.send(cds, "", "")
+	ra := ca.recv()
+	// a has not answered: its slot is held, and b's push waits for it.
+	if w := e.srv.pushSem.Enter(0); w == nil {
+		t.Fatal("the push slot is free while a's response is not answered")
+	} else {
+		e.srv.pushSem.Cancel(w)
+	}
+	ca.ack(ra)
+	ca.settle(t)
+	if w := e.srv.pushSem.Enter(0); w != nil {
+		t.Fatal("the push slot is still held once a answered")
+	}
+	e.srv.pushSem.Release()
+}
+
+// TestSlotOfAClientThatDoesNotAnswer: a client that never answers holds
+// its push slot slotHold at most; the next stream's push goes.
+func TestSlotOfAClientThatDoesNotAnswer(t *testing.T) {
+	e := newEnvWith(t, Options{PushConcurrency: 1, PushSlotUntilAnswered: true, Resolver: ResolverFunc(func(ns string) (string, bool) {
+		return ns, ns == "a" || ns == "b"
+	})}, nil)
+	t.Cleanup(e.close)
+	e.store.Publish(e.snapshot("a", 2, 0))
+	e.store.Publish(e.snapshot("b", 2, 0))
+	ca := e.sotw("a", nil)
+	ca.send(cds, "", "")
+	ca.recv() // not answered, ever
+	cb := e.sotw("b", nil)
+	cb.send(cds, "", "")
+	cb.ack(cb.recv())
+}

@@ -42,6 +42,13 @@ type Options struct {
 	// default DefaultPushConcurrency. A stream's sends give their slot
 	// back once they take longer than slotHold (stream.go).
 	PushConcurrency int
+	// PushSlotUntilAnswered holds a stream's push slot after its sends
+	// until its client answers them (ACK or NACK), slotHold (20 ms) from
+	// the sends' start at most: what the server hands to gRPC ahead of its
+	// clients is then bounded by the slots, and a backlog waits in the
+	// ranked queue, where a narrow change goes first, rather than in HTTP/2
+	// buffers. It costs the broad pushes: see docs/serving.md.
+	PushSlotUntilAnswered bool
 	// SendTimeout ends the connection of a client that has not taken a
 	// response within it (Unavailable, counted as send_timeout), through
 	// EndConn: a client that does not read holds nothing of the server's
@@ -133,6 +140,9 @@ type Server struct {
 	// testEncodeHook before each state-of-the-world encode.
 	// testPushHook each time a send loop looks for what is due.
 	testSendHook, testEncodeHook, testPushHook func()
+	// slotHold is how long a stream may hold its push slot from its
+	// sends' start (slotHold; a test sets it before the first stream).
+	slotHold time.Duration
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -167,7 +177,7 @@ func New(store *snapshot.Store, opts Options) *Server {
 	s := &Server{
 		store: store, opts: opts, log: opts.Logger, limits: opts.Limits.withDefaults(),
 		metrics: newMetrics(opts.Registry), ctx: ctx, cancel: cancel, conns: map[*conn]struct{}{},
-		pushSem: prio.New(opts.PushConcurrency),
+		pushSem: prio.New(opts.PushConcurrency), slotHold: slotHold,
 	}
 	name := "sotw_responses"
 	if opts.Peers {

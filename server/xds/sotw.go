@@ -100,6 +100,7 @@ func (s *Server) recordSotWFrom(c *conn, req *discovery.DiscoveryRequest, reqs *
 	if !initial && req.ResponseNonce != st.nonce {
 		if req.ResponseNonce == "" {
 			st.force, st.awaiting = true, false // the client starts over for this type
+			c.answeredLocked()
 		} else {
 			s.metrics.stale(t)
 			return nil

@@ -7,6 +7,7 @@ import (
 	"math"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -91,6 +92,7 @@ func receive[R any](c *conn, recv func() (R, error), record func(*conn, R) error
 func (s *Server) loop(ctx context.Context, c *conn, recvErr <-chan error, f face) error {
 	w := s.store.Watch(c.watchKey())
 	defer w.Close()
+	defer c.giveBackHeld()
 	c.progress.watch.Store(w)
 	for {
 		if err := s.stillBound(c); err != nil {
@@ -208,14 +210,21 @@ func (s *Server) push(ctx context.Context, c *conn, f face, changed <-chan struc
 	if len(todo) == 0 {
 		return nil
 	}
-	rank := s.rank(c, snap)
-	release, err := s.acquire(ctx, c, rank, changed)
-	if errors.Is(err, errRepick) {
-		c.signal()
-		return nil
-	}
-	if err != nil {
-		return err
+	c.mu.Lock()
+	sl := c.held // a slot held for responses not answered yet: this pass uses it
+	c.held = nil
+	c.mu.Unlock()
+	if sl == nil || sl.given.Load() {
+		rank := s.rank(c, snap)
+		release, err := s.acquire(ctx, c, rank, changed)
+		if errors.Is(err, errRepick) {
+			c.signal()
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		sl = &slot{release: release}
 	}
 	for _, w := range todo {
 		f.encode(w)
@@ -241,14 +250,19 @@ func (s *Server) push(ctx context.Context, c *conn, f face, changed <-chan struc
 	}
 	c.mu.Unlock()
 	// The slot is held through the sends as long as they go quickly
-	// (sends of many streams at once then take turns, as they batch best),
-	// and given back once they take longer than slotHold: a stream whose
-	// client does not read holds up another's push for that long at most,
-	// however long its own send waits (sendBounded).
-	var once sync.Once
-	giveBack := func() { once.Do(release) }
-	hold := time.AfterFunc(slotHold, giveBack)
-	defer func() { hold.Stop(); giveBack() }()
+	// (sends of many streams at once then take turns, as they batch best)
+	// and, with PushSlotUntilAnswered, until the client answers them. It
+	// is given back slotHold after the sends started at the latest: a
+	// stream whose client does not read (or answer) holds up another's
+	// push for that long at most, however long its own send waits
+	// (sendBounded).
+	sl.hold(s.slotHold)
+	handed := false
+	defer func() {
+		if !handed {
+			sl.giveBack()
+		}
+	}()
 	for _, o := range sends {
 		start := time.Now()
 		if !o.built.IsZero() {
@@ -264,7 +278,40 @@ func (s *Server) push(ctx context.Context, c *conn, f face, changed <-chan struc
 		c.progress.sent.Add(1)
 		s.metrics.sent(metricType(c, o.w.typeURL), size, time.Since(start))
 	}
+	if s.opts.PushSlotUntilAnswered {
+		c.mu.Lock()
+		if c.awaitingLocked() {
+			c.held, handed = sl, true // answered() gives it back
+		}
+		c.mu.Unlock()
+	}
 	return nil
+}
+
+// slot is a push slot a stream holds: given back once, when the client
+// answered what it was sent, or slotHold after the sends started.
+type slot struct {
+	release func()
+	once    sync.Once
+	given   atomic.Bool
+	timer   *time.Timer
+}
+
+// hold starts the slot's longest hold, unless a pass before started it.
+func (sl *slot) hold(d time.Duration) {
+	if sl.timer == nil {
+		sl.timer = time.AfterFunc(d, sl.giveBack)
+	}
+}
+
+func (sl *slot) giveBack() {
+	sl.once.Do(func() {
+		sl.given.Store(true)
+		if sl.timer != nil {
+			sl.timer.Stop()
+		}
+		sl.release()
+	})
 }
 
 // slotHold is how long a stream's sends may hold its push slot.
