@@ -300,18 +300,27 @@ type slot struct {
 // hold starts the slot's longest hold, unless a pass before started it.
 func (sl *slot) hold(d time.Duration) {
 	if sl.timer == nil {
-		sl.timer = time.AfterFunc(d, sl.giveBack)
+		sl.timer = time.AfterFunc(d, sl.expire)
 	}
 }
 
+// expire ends the longest hold. It runs on the timer's goroutine, which
+// is not ordered after hold's write of the timer: it does not read it.
+func (sl *slot) expire() { sl.once.Do(sl.free) }
+
+// giveBack gives the slot back from the stream's goroutines (its send
+// loop, or its receive loop under c.mu after the send loop handed it
+// over), which are ordered after hold.
 func (sl *slot) giveBack() {
-	sl.once.Do(func() {
-		sl.given.Store(true)
-		if sl.timer != nil {
-			sl.timer.Stop()
-		}
-		sl.release()
-	})
+	if sl.timer != nil {
+		sl.timer.Stop()
+	}
+	sl.once.Do(sl.free)
+}
+
+func (sl *slot) free() {
+	sl.given.Store(true)
+	sl.release()
 }
 
 // slotHold is how long a stream's sends may hold its push slot.
