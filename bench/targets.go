@@ -26,8 +26,7 @@ type xdshardTarget struct {
 // of a sharded deployment (static peers).
 func startXDShard(ctx context.Context, objs []*model.Object, bc Config, sh *Shard) (target, error) {
 	src := memory.New(objs)
-	debounce := bc.Debounce
-	cfg := server.Config{Source: src, XDSAddr: "127.0.0.1:0", Debounce: debounce, MaxDelay: max(time.Second, debounce), PushSlotUntilAnswered: bc.PushSlotUntilAnswered}
+	cfg := server.Config{Source: src, XDSAddr: "127.0.0.1:0", Debounce: bc.Debounce, MaxDelay: max(time.Second, bc.Debounce), PushSlotUntilAnswered: bc.PushSlotUntilAnswered}
 	if sh != nil {
 		cfg.ReplicaID, cfg.PeerAddr, cfg.Peers = sh.ReplicaID, sh.PeerAddr, sh.Peers
 	}

@@ -206,14 +206,14 @@ func (s *Server) push(ctx context.Context, c *conn, f face, changed <-chan struc
 			todo = append(todo, w)
 		}
 	}
+	var sl *slot
+	if len(todo) > 0 {
+		sl, c.held = c.held, nil // a slot held for responses not answered yet (PushSlotUntilAnswered): this pass uses it
+	}
 	c.mu.Unlock()
 	if len(todo) == 0 {
 		return nil
 	}
-	c.mu.Lock()
-	sl := c.held // a slot held for responses not answered yet: this pass uses it
-	c.held = nil
-	c.mu.Unlock()
 	if sl == nil || sl.given.Load() {
 		rank := s.rank(c, snap)
 		release, err := s.acquire(ctx, c, rank, changed)

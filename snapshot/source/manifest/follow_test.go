@@ -732,5 +732,23 @@ func TestAppliedSaysWhenAWriteIsRead(t *testing.T) {
 	if applied(api, "sub/api.yaml") {
 		t.Fatal("a version written in place, not read for an hour, is applied")
 	}
+	// A file removed is forgotten: names that come and go are not kept.
+	if err := os.Remove(web); err != nil {
+		t.Fatal(err)
+	}
+	w.until("web's removal", func(e timed) bool {
+		for _, c := range e.Changes {
+			if c.Object == nil && c.Key.Name == "web" {
+				return true
+			}
+		}
+		return false
+	})
+	s.mu.Lock()
+	_, kept := s.applied["web.yaml"]
+	s.mu.Unlock()
+	if kept {
+		t.Fatal("web.yaml removed is still among the files applied")
+	}
 	w.stop()
 }

@@ -74,6 +74,28 @@ func (s *Source) Applied(rel string, info fs.FileInfo) bool {
 	return ok && st.size == info.Size() && st.mtime.Equal(info.ModTime())
 }
 
+// dropGone forgets what was applied of the files the tree no longer has
+// (removed, renamed away), so names that come and go are not kept: those
+// of paths, or with paths nil, of every file (after a whole look, which
+// costs as much).
+func (s *Source) dropGone(t *tree, paths []string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if paths == nil {
+		for p := range s.applied {
+			if t.files[p] == nil {
+				delete(s.applied, p)
+			}
+		}
+		return
+	}
+	for _, p := range paths {
+		if t.files[p] == nil {
+			delete(s.applied, p)
+		}
+	}
+}
+
 // noteApplied records the files at paths as last read, once the sink has
 // been given them.
 func (s *Source) noteApplied(t *tree, paths []string) {
@@ -387,6 +409,9 @@ func (l *loop) look(now time.Time) {
 		l.full = nil
 		var present []string
 		present, err = t.sweep(l.fsys)
+		if err == nil {
+			l.s.dropGone(t, nil)
+		}
 		for _, p := range present {
 			if w := l.due[p]; w != nil && w.at.After(now) {
 				continue // being written: looked at once it settles
@@ -412,6 +437,9 @@ func (l *loop) look(now time.Time) {
 		var there []string
 		there, err = t.prune(l.fsys, named)
 		paths = append(paths, there...)
+		if err == nil {
+			l.s.dropGone(t, named)
+		}
 	}
 	if err != nil {
 		if l.ctx.Err() == nil && !l.rootDown {
